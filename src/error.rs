@@ -1,0 +1,98 @@
+//! The one error type of the engine.
+//!
+//! Every failure the library can meet is a variant here: a rejected
+//! transaction (`Conflict`), damage found on disk (`Corruption`, naming the
+//! file and the byte offset), an operating-system failure (`Io`), an engine
+//! that lost a sync and must be reopened (`Poisoned`), and a call the engine
+//! refuses (`InvalidArgument`). None of them is ever a panic.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// What went wrong. Marked `#[non_exhaustive]`: later layers add variants.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// Another transaction committed a write to a key this transaction wrote
+    /// (or, under `Isolation::Serializable`, read) after this one began.
+    /// Nothing was applied; the transaction may be retried from the start.
+    Conflict,
+    /// A file is damaged: a checksum, a length, a header or a sequence does
+    /// not check out. Nothing damaged is ever used.
+    Corruption {
+        /// The damaged file.
+        file: PathBuf,
+        /// The byte offset in it where the damage starts.
+        offset: u64,
+        /// What is wrong there.
+        reason: String,
+    },
+    /// An operating-system call failed.
+    Io(std::io::Error),
+    /// A write or sync of the redo log failed earlier. The engine no longer
+    /// knows what is durable, so it refuses every call; reopen it to recover
+    /// from the log.
+    Poisoned,
+    /// The call is not valid: a key or value too large, a bad option, a
+    /// directory that is already open, and the like.
+    InvalidArgument(String),
+}
+
+/// The result type of the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn corruption(
+        file: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Corruption {
+            file: file.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn invalid(reason: impl Into<String>) -> Self {
+        Error::InvalidArgument(reason.into())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Conflict => write!(f, "write conflict: another transaction committed first"),
+            Error::Corruption {
+                file,
+                offset,
+                reason,
+            } => write!(
+                f,
+                "corruption in {} at offset {offset}: {reason}",
+                file.display()
+            ),
+            Error::Io(e) => write!(f, "I/O error: {e}"),
+            Error::Poisoned => write!(
+                f,
+                "engine poisoned by an earlier failed log write or sync; reopen it"
+            ),
+            Error::InvalidArgument(reason) => write!(f, "invalid argument: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
+    }
+}

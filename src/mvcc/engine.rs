@@ -1,0 +1,424 @@
+//! The engine: open and recovery, the commit path (the sequencer), and the
+//! calls that act on the whole store.
+//!
+//! Commit protocol (ARCHITECTURE.md, "Commit protocol"), in `commit_writes`:
+//! 1. enter the sequencer (one mutex; the only place timestamps are taken);
+//! 2. validate: no version newer than the transaction's start ts on any key
+//!    it wrote (or, under `Serializable`, read), else `Error::Conflict`;
+//! 3. take `commit_ts = last_ts + 1`;
+//! 4. install the new versions under `commit_ts` (invisible: the visible ts
+//!    is below it);
+//! 5. append the redo record to the log buffer; leave the sequencer;
+//! 6. let GC prune a few keys;
+//! 7. wait for the group commit to make the record durable, which then
+//!    publishes the visible ts (`wal::writer`). Under `Interval` and
+//!    `Never`, the visible ts is published in step 5 instead.
+//!
+//! Because installs happen before appends, everything in the log buffer is
+//! installed; because the log is written in ts order, "durable" reaches the
+//! timestamps in order; so a reader never sees half a commit or a commit
+//! that could still be lost.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::checkpoint;
+use super::gc::Collector;
+use super::index::Index;
+use super::options::Options;
+use super::readers::Readers;
+use super::snapshot::Snapshot;
+use super::stats::Stats;
+use super::txn::{ReadSet, Transaction, WriteSet};
+use crate::error::{Error, Result};
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
+use crate::wal::SyncMode;
+use crate::wal::fs::DirLock;
+use crate::wal::reader;
+use crate::wal::record::{self, KIND_COMMIT};
+use crate::wal::writer::{Log, LogConfig};
+
+/// The file that locks a data directory against a second open engine.
+const LOCK_FILE: &str = "LOCK";
+
+#[derive(Debug)]
+struct Sequencer {
+    last_ts: u64,
+}
+
+/// What an `Engine` and every transaction and snapshot of it share.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) options: Options,
+    pub(crate) index: Index,
+    seq: Mutex<Sequencer>,
+    pub(crate) visible: Arc<AtomicU64>,
+    pub(crate) log: Arc<Log>,
+    pub(crate) readers: Readers,
+    gc: Collector,
+    commits: AtomicU64,
+    conflicts: AtomicU64,
+    pub(crate) checkpoints: checkpoint::State,
+    _lock: Box<dyn DirLock>,
+}
+
+/// A multi-version key-value engine with redo-log commit. `Send + Sync`:
+/// share it between threads by reference or behind an `Arc`.
+#[derive(Debug)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// A batch of writes computed inside the sequencer by `Engine::apply`,
+/// against the latest installed state.
+#[derive(Debug)]
+pub struct Batch<'a> {
+    index: &'a Index,
+    writes: WriteSet,
+}
+
+impl Batch<'_> {
+    /// The newest value of `key`: this batch's own write, else the latest
+    /// installed version (committed, possibly not yet durable).
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Option<Bytes> {
+        let key = key.as_ref();
+        match self.writes.get(key) {
+            Some(own) => own.clone(),
+            None => self.index.latest(key),
+        }
+    }
+
+    /// Sets `key` to `value` in this batch.
+    pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        check_sizes(key, Some(value))?;
+        self.writes
+            .insert(key.into(), Some(Bytes::copy_from_slice(value)));
+        Ok(())
+    }
+
+    /// Deletes `key` in this batch.
+    pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<()> {
+        let key = key.as_ref();
+        check_sizes(key, None)?;
+        self.writes.insert(key.into(), None);
+        Ok(())
+    }
+}
+
+pub(crate) fn check_sizes(key: &[u8], value: Option<&[u8]>) -> Result<()> {
+    if key.len() > record::MAX_KEY_BYTES {
+        return Err(Error::invalid(format!(
+            "key of {} bytes is over the limit of {}",
+            key.len(),
+            record::MAX_KEY_BYTES
+        )));
+    }
+    if let Some(value) = value
+        && value.len() > record::MAX_VALUE_BYTES
+    {
+        return Err(Error::invalid(format!(
+            "value of {} bytes is over the limit of {}",
+            value.len(),
+            record::MAX_VALUE_BYTES
+        )));
+    }
+    Ok(())
+}
+
+fn writes_iter(writes: &WriteSet) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+    writes.iter().map(|(k, v)| (&k[..], v.as_deref()))
+}
+
+impl Engine {
+    /// Opens the engine in `dir`, creating the directory if needed, or
+    /// recovering from what is in it: the newest valid checkpoint, then the
+    /// log after it. Fails with `Error::Corruption` (file and offset) when
+    /// the files are damaged beyond a torn tail, and with
+    /// `Error::InvalidArgument` when another engine has the directory open.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Engine> {
+        let dir = dir.as_ref().to_path_buf();
+        if let SyncMode::Interval(every) = options.sync
+            && every.is_zero()
+        {
+            return Err(Error::invalid(
+                "SyncMode::Interval needs a non-zero interval",
+            ));
+        }
+        if options.segment_bytes < 4096 {
+            return Err(Error::invalid("segment_bytes must be at least 4096"));
+        }
+        let fs = std::sync::Arc::clone(&options.fs);
+        fs.create_dir_all(&dir)?;
+        let lock = fs.lock(&dir.join(LOCK_FILE)).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                Error::invalid(format!(
+                    "{} is already open in another engine",
+                    dir.display()
+                ))
+            } else {
+                Error::Io(e)
+            }
+        })?;
+        let index = Index::new();
+        let loaded = checkpoint::recover(fs.as_ref(), &dir, &index)?;
+        let replayed =
+            reader::replay(
+                fs.as_ref(),
+                &dir,
+                loaded.ts,
+                options.repair,
+                |frame| match frame.kind {
+                    KIND_COMMIT => {
+                        let (ts, writes) = record::decode_commit(frame.payload)?;
+                        for (key, value) in writes {
+                            index.install_replay(key, ts, value.map(Bytes::copy_from_slice));
+                        }
+                        Ok(())
+                    }
+                    _ => Err(
+                        "a logical record, which only the layer that wrote it can replay"
+                            .to_string(),
+                    ),
+                },
+            );
+        let replayed = match (replayed, loaded.damage) {
+            (Ok(r), None) => r,
+            // The log cannot reach back to the fallback: the damaged
+            // checkpoint is the cause worth reporting.
+            (Err(_), Some(damage)) => return Err(damage),
+            (Err(e), None) => return Err(e),
+            (Ok(r), Some(damage)) => {
+                if r.last_ts.max(loaded.ts) < loaded.newest_named_ts {
+                    // The fallback does not reach what the damaged
+                    // checkpoint held: fail rather than lose it.
+                    return Err(damage);
+                }
+                // Recovered around it: set the damaged files aside (kept
+                // for inspection) so that they count no more.
+                for path in &loaded.damaged {
+                    let mut aside = path.clone().into_os_string();
+                    aside.push(".damaged");
+                    fs.rename(path, std::path::Path::new(&aside))?;
+                }
+                fs.sync_dir(&dir)?;
+                r
+            }
+        };
+        let last_ts = replayed.last_ts.max(loaded.ts);
+        let visible = Arc::new(AtomicU64::new(last_ts));
+        let config = LogConfig {
+            fs: std::sync::Arc::clone(&fs),
+            dir: dir.clone(),
+            mode: options.sync,
+            segment_bytes: options.segment_bytes,
+        };
+        let log = Log::open(
+            config,
+            replayed.segments,
+            replayed.last_ts,
+            last_ts,
+            Arc::clone(&visible),
+        )?;
+        let log = Arc::new(log);
+        #[cfg(not(loom))]
+        log.start_interval_sync();
+        let inner = Inner {
+            dir,
+            options,
+            index,
+            seq: Mutex::new(Sequencer { last_ts }),
+            visible,
+            log,
+            readers: Readers::default(),
+            gc: Collector::default(),
+            commits: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+            checkpoints: checkpoint::State::new(loaded.ts),
+            _lock: lock,
+        };
+        Ok(Engine {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Begins a read-write transaction at the current visible ts.
+    pub fn begin(&self) -> Transaction {
+        Transaction::new(Arc::clone(&self.inner))
+    }
+
+    /// A read-only view at the current visible ts. It never blocks writers
+    /// and writers never block it.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot::new(Arc::clone(&self.inner))
+    }
+
+    /// Runs `f` inside the sequencer against the latest installed state and
+    /// commits the writes it makes as one record at one ts, group-committed
+    /// like any transaction. It never conflicts: nothing can change under
+    /// `f`. `f` must be short and must not block. If `f` returns an error,
+    /// nothing is written. Returns the commit ts and `f`'s result.
+    pub fn apply<R>(&self, f: impl FnOnce(&mut Batch<'_>) -> Result<R>) -> Result<(u64, R)> {
+        self.inner.apply(f)
+    }
+
+    /// Writes everything buffered in the log and syncs it.
+    pub fn sync(&self) -> Result<()> {
+        self.inner.log.check()?;
+        self.inner.log.flush(true).map(|_| ())
+    }
+
+    /// Writes a checkpoint: every live key at one snapshot ts, to a new
+    /// file, atomically; then removes the log segments that neither it nor
+    /// the previous checkpoint needs. Commits go on meanwhile.
+    pub fn checkpoint(&self) -> Result<()> {
+        checkpoint::write(&self.inner)
+    }
+
+    /// Prunes every key now: the full GC sweep.
+    pub fn gc(&self) {
+        let wm = self.inner.watermark();
+        self.inner.index.sweep(wm);
+        self.inner.gc.note_watermark(wm);
+    }
+
+    /// The engine's counters.
+    pub fn stats(&self) -> Stats {
+        self.inner.stats()
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+impl Inner {
+    pub(crate) fn watermark(&self) -> u64 {
+        self.readers.watermark(&self.visible)
+    }
+
+    fn stats(&self) -> Stats {
+        let log = self.log.stats();
+        Stats {
+            keys: self.index.keys(),
+            versions_alive: self.index.versions(),
+            versions_reclaimed: self.index.reclaimed(),
+            watermark: self.watermark(),
+            readers: self.readers.count(),
+            visible_ts: self.visible.load(Ordering::Acquire),
+            durable_ts: log.durable_ts,
+            log_bytes: log.log_bytes,
+            log_segments: log.segments,
+            syncs: log.syncs,
+            commits: self.commits.load(Ordering::Relaxed),
+            conflicts: self.conflicts.load(Ordering::Relaxed),
+            checkpoints: self.checkpoints.written(),
+            checkpoint_ts: self.checkpoints.newest_ts(),
+        }
+    }
+
+    fn conflict(&self) -> Error {
+        self.conflicts.fetch_add(1, Ordering::Relaxed);
+        Error::Conflict
+    }
+
+    /// Commits `writes` for a transaction that began at `start_ts`: the
+    /// commit protocol of the module comment. Returns the commit ts.
+    pub(crate) fn commit_writes(
+        &self,
+        start_ts: u64,
+        writes: &WriteSet,
+        reads: Option<&ReadSet>,
+    ) -> Result<u64> {
+        self.log.check()?;
+        if writes.is_empty() {
+            return Ok(start_ts);
+        }
+        let payload = record::commit_payload_bytes(writes_iter(writes));
+        if payload > record::MAX_PAYLOAD_BYTES {
+            return Err(Error::invalid(format!(
+                "transaction of {payload} bytes is over the limit of {}",
+                record::MAX_PAYLOAD_BYTES
+            )));
+        }
+        // 1. Enter the sequencer.
+        let mut seq = self.seq.lock();
+        // 2. Validate: first committer wins.
+        for key in writes.keys() {
+            if self.index.latest_ts(key).is_some_and(|ts| ts > start_ts) {
+                return Err(self.conflict());
+            }
+        }
+        if let Some(reads) = reads
+            && reads.changed_since(&self.index, start_ts)
+        {
+            return Err(self.conflict());
+        }
+        // 3. Take the commit ts; 4. install; 5. append the redo record.
+        let (ts, buffered) = self.install_and_log(&mut seq, writes);
+        drop(seq);
+        // 6. GC rides on the commit; 7. wait per sync mode.
+        self.after_commit(ts, writes.len(), buffered)
+    }
+
+    /// Steps 3 to 5, inside the sequencer.
+    fn install_and_log(&self, seq: &mut Sequencer, writes: &WriteSet) -> (u64, usize) {
+        let ts = seq.last_ts + 1;
+        for (key, value) in writes {
+            if self.index.install(key, ts, value.clone()) {
+                self.gc.enqueue(ts, key);
+            }
+        }
+        let buffered = self.log.append(ts, |buf| {
+            record::encode_commit(buf, ts, writes.len(), writes_iter(writes));
+        });
+        seq.last_ts = ts;
+        if self.options.sync != SyncMode::Always {
+            // Nothing waits for the disk: visible once installed.
+            self.visible.store(ts, Ordering::Release);
+        }
+        (ts, buffered)
+    }
+
+    fn after_commit(&self, ts: u64, writes: usize, buffered: usize) -> Result<u64> {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.gc.step(&self.index, writes, || self.watermark());
+        self.log.commit_wait(ts, buffered)?;
+        Ok(ts)
+    }
+
+    fn apply<R>(&self, f: impl FnOnce(&mut Batch<'_>) -> Result<R>) -> Result<(u64, R)> {
+        self.log.check()?;
+        let mut seq = self.seq.lock();
+        let mut batch = Batch {
+            index: &self.index,
+            writes: WriteSet::new(),
+        };
+        let out = f(&mut batch)?;
+        let writes = batch.writes;
+        if writes.is_empty() {
+            // Nothing to write, but `f` may have read commits that are not
+            // durable yet: its answer stands only once they are.
+            let last = seq.last_ts;
+            drop(seq);
+            if self.options.sync == SyncMode::Always {
+                self.log.sync_to(last)?;
+            }
+            return Ok((last, out));
+        }
+        let payload = record::commit_payload_bytes(writes_iter(&writes));
+        if payload > record::MAX_PAYLOAD_BYTES {
+            return Err(Error::invalid(format!(
+                "batch of {payload} bytes is over the limit of {}",
+                record::MAX_PAYLOAD_BYTES
+            )));
+        }
+        let (ts, buffered) = self.install_and_log(&mut seq, &writes);
+        drop(seq);
+        self.after_commit(ts, writes.len(), buffered)?;
+        Ok((ts, out))
+    }
+}

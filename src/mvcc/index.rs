@@ -1,0 +1,388 @@
+//! The versioned index: every key's versions, newest last, in memory.
+//!
+//! The keys are spread over `SHARDS` ordered maps by a hash of the key, each
+//! behind its own reader-writer lock, so point reads take one shard's read
+//! lock for a moment and no lock is global. Scans merge the shards in key
+//! order (`scan.rs`), copying a bounded chunk per lock hold so that no lock
+//! is held across user code and writers are never blocked for long.
+//!
+//! Writers are the sequencer (installs, in ts order), recovery, and the
+//! garbage collector (prunes). A version at ts T is invisible to readers
+//! until the engine's visible ts reaches T; the index itself does not know
+//! what is visible, readers pass their ts.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use bytes::Bytes;
+
+use crate::sync::{AtomicU64, Ordering, RwLock};
+
+/// The number of shards: a power of two.
+pub(crate) const SHARDS: usize = 64;
+
+/// One version of a key. `value: None` is a tombstone (a delete).
+#[derive(Debug, Clone)]
+pub(crate) struct Version {
+    pub ts: u64,
+    pub value: Option<Bytes>,
+}
+
+/// A key's versions: the newest inline, older ones ascending by ts.
+#[derive(Debug)]
+pub(crate) struct Chain {
+    newest: Version,
+    older: Vec<Version>,
+}
+
+impl Chain {
+    /// The newest version with ts at or below `ts`.
+    fn at(&self, ts: u64) -> Option<&Version> {
+        if self.newest.ts <= ts {
+            return Some(&self.newest);
+        }
+        self.older.iter().rev().find(|v| v.ts <= ts)
+    }
+
+    fn len(&self) -> usize {
+        1 + self.older.len()
+    }
+
+    /// Drops the versions no reader at or above `watermark` can see: keeps
+    /// every version above it and the newest one at or below it. Returns
+    /// how many it dropped.
+    fn prune(&mut self, watermark: u64) -> usize {
+        if self.newest.ts <= watermark {
+            let dropped = self.older.len();
+            self.older = Vec::new();
+            return dropped;
+        }
+        match self.older.iter().rposition(|v| v.ts <= watermark) {
+            Some(keep) if keep > 0 => {
+                self.older.drain(..keep);
+                keep
+            }
+            _ => 0,
+        }
+    }
+
+    /// Whether the key is gone for every reader at or above `watermark`:
+    /// its only version is a tombstone at or below it.
+    fn is_dead(&self, watermark: u64) -> bool {
+        self.older.is_empty() && self.newest.ts <= watermark && self.newest.value.is_none()
+    }
+}
+
+type Shard = BTreeMap<Box<[u8]>, Chain>;
+
+/// The sharded versioned index.
+#[derive(Debug)]
+pub(crate) struct Index {
+    shards: Box<[RwLock<Shard>]>,
+    keys: AtomicU64,
+    versions: AtomicU64,
+    reclaimed: AtomicU64,
+}
+
+/// The shard of `key`: FxHash-style multiply-rotate over 8-byte words.
+pub(crate) fn shard_of(key: &[u8]) -> usize {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h: u64 = key.len() as u64;
+    let mut chunks = key.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+    }
+    for &b in chunks.remainder() {
+        h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+    }
+    ((h ^ (h >> 29)) as usize) & (SHARDS - 1)
+}
+
+/// What `scan_shard` found in one lock hold.
+#[derive(Debug)]
+pub(crate) struct Chunk {
+    /// The last key examined, to resume after; `None` when the shard's
+    /// range is exhausted.
+    pub resume_after: Option<Box<[u8]>>,
+}
+
+impl Index {
+    pub(crate) fn new() -> Self {
+        Index {
+            shards: (0..SHARDS).map(|_| RwLock::new(BTreeMap::new())).collect(),
+            keys: AtomicU64::new(0),
+            versions: AtomicU64::new(0),
+            reclaimed: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, key: &[u8]) -> &RwLock<Shard> {
+        &self.shards[shard_of(key)]
+    }
+
+    /// The value of `key` at `ts` (`None` when absent or deleted).
+    pub(crate) fn get(&self, key: &[u8], ts: u64) -> Option<Bytes> {
+        let shard = self.shard(key).read();
+        shard.get(key)?.at(ts)?.value.clone()
+    }
+
+    /// The ts of the newest version of `key`, installed or not yet visible.
+    pub(crate) fn latest_ts(&self, key: &[u8]) -> Option<u64> {
+        let shard = self.shard(key).read();
+        shard.get(key).map(|c| c.newest.ts)
+    }
+
+    /// The newest value of `key`, visible or not (for the sequencer).
+    pub(crate) fn latest(&self, key: &[u8]) -> Option<Bytes> {
+        let shard = self.shard(key).read();
+        shard.get(key)?.newest.value.clone()
+    }
+
+    /// Installs a version of `key` at `ts`, newer than all it has. Returns
+    /// true when the key now has two versions (the collector must visit).
+    pub(crate) fn install(&self, key: &[u8], ts: u64, value: Option<Bytes>) -> bool {
+        let mut shard = self.shard(key).write();
+        self.versions.fetch_add(1, Ordering::Relaxed);
+        let version = Version { ts, value };
+        if let Some(chain) = shard.get_mut(key) {
+            debug_assert!(chain.newest.ts < ts, "install out of ts order");
+            let old = std::mem::replace(&mut chain.newest, version);
+            chain.older.push(old);
+            return chain.older.len() == 1;
+        }
+        shard.insert(
+            key.into(),
+            Chain {
+                newest: version,
+                older: Vec::new(),
+            },
+        );
+        self.keys.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    /// Recovery's install: no reader exists yet, so the new version simply
+    /// replaces the key's state (a tombstone removes the key).
+    pub(crate) fn install_replay(&self, key: &[u8], ts: u64, value: Option<Bytes>) {
+        let mut shard = self.shard(key).write();
+        match value {
+            Some(value) => {
+                let version = Version {
+                    ts,
+                    value: Some(value),
+                };
+                match shard.get_mut(key) {
+                    Some(chain) => chain.newest = version,
+                    None => {
+                        shard.insert(
+                            key.into(),
+                            Chain {
+                                newest: version,
+                                older: Vec::new(),
+                            },
+                        );
+                        self.keys.fetch_add(1, Ordering::Relaxed);
+                        self.versions.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            None => {
+                if shard.remove(key).is_some() {
+                    self.keys.fetch_sub(1, Ordering::Relaxed);
+                    self.versions.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Prunes `key` for `watermark`. Returns the ts of its newest version
+    /// when it still has more than one (the collector must come back).
+    pub(crate) fn prune(&self, key: &[u8], watermark: u64) -> Option<u64> {
+        let mut shard = self.shard(key).write();
+        let chain = shard.get_mut(key)?;
+        let dropped = chain.prune(watermark);
+        let newest = chain.newest.ts;
+        let more = chain.len() > 1;
+        let dead = chain.is_dead(watermark);
+        if dead {
+            shard.remove(key);
+        }
+        drop(shard);
+        let gone = dropped as u64 + u64::from(dead);
+        self.reclaim(gone, u64::from(dead));
+        more.then_some(newest)
+    }
+
+    fn reclaim(&self, versions: u64, keys: u64) {
+        if versions > 0 {
+            self.versions.fetch_sub(versions, Ordering::Relaxed);
+            self.reclaimed.fetch_add(versions, Ordering::Relaxed);
+        }
+        if keys > 0 {
+            self.keys.fetch_sub(keys, Ordering::Relaxed);
+        }
+    }
+
+    /// Prunes every key for `watermark`.
+    pub(crate) fn sweep(&self, watermark: u64) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.write();
+            let mut dropped = 0u64;
+            let before = shard.len();
+            shard.retain(|_, chain| {
+                dropped += chain.prune(watermark) as u64;
+                !chain.is_dead(watermark)
+            });
+            let dead = (before - shard.len()) as u64;
+            drop(shard);
+            self.reclaim(dropped + dead, dead);
+        }
+    }
+
+    /// Appends to `out` up to `limit` visible `(key, value)` pairs of shard
+    /// `shard` at `ts` within the bounds, in key order, examining at most
+    /// `4 * limit` keys under one read lock.
+    pub(crate) fn scan_shard(
+        &self,
+        shard: usize,
+        bounds: (Bound<&[u8]>, Bound<&[u8]>),
+        ts: u64,
+        limit: usize,
+        out: &mut Vec<(Bytes, Bytes)>,
+    ) -> Chunk {
+        let shard = self.shards[shard].read();
+        let mut examined = 0;
+        for (key, chain) in shard.range::<[u8], _>(bounds) {
+            if let Some(Version {
+                value: Some(value), ..
+            }) = chain.at(ts)
+            {
+                out.push((Bytes::copy_from_slice(key), value.clone()));
+            }
+            examined += 1;
+            if out.len() >= limit || examined >= 4 * limit {
+                return Chunk {
+                    resume_after: Some(key.clone()),
+                };
+            }
+        }
+        Chunk { resume_after: None }
+    }
+
+    /// Whether any key within the bounds has a version newer than `ts`
+    /// (Serializable's phantom check).
+    pub(crate) fn changed_in_range(&self, bounds: (Bound<&[u8]>, Bound<&[u8]>), ts: u64) -> bool {
+        self.shards.iter().any(|shard| {
+            shard
+                .read()
+                .range::<[u8], _>(bounds)
+                .any(|(_, chain)| chain.newest.ts > ts)
+        })
+    }
+
+    /// Calls `f` with every live `(key, value)` at `ts`, shard by shard,
+    /// copying at most `chunk` entries per lock hold.
+    pub(crate) fn for_each_at(
+        &self,
+        ts: u64,
+        chunk: usize,
+        mut f: impl FnMut(&[u8], &[u8]) -> crate::Result<()>,
+    ) -> crate::Result<()> {
+        let mut buf = Vec::with_capacity(chunk);
+        for shard in 0..SHARDS {
+            let mut lower: Bound<Box<[u8]>> = Bound::Unbounded;
+            loop {
+                buf.clear();
+                let bounds = (
+                    match &lower {
+                        Bound::Excluded(k) => Bound::Excluded(&k[..]),
+                        _ => Bound::Unbounded,
+                    },
+                    Bound::Unbounded,
+                );
+                let found = self.scan_shard(shard, bounds, ts, chunk, &mut buf);
+                for (key, value) in &buf {
+                    f(key, value)?;
+                }
+                match found.resume_after {
+                    Some(key) => lower = Bound::Excluded(key),
+                    None => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn keys(&self) -> u64 {
+        self.keys.load(Ordering::Relaxed)
+    }
+    pub(crate) fn versions(&self) -> u64 {
+        self.versions.load(Ordering::Relaxed)
+    }
+    pub(crate) fn reclaimed(&self) -> u64 {
+        self.reclaimed.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Option<Bytes> {
+        Some(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn reads_see_the_newest_version_at_or_below_their_ts() {
+        let index = Index::new();
+        index.install(b"k", 1, b("one"));
+        index.install(b"k", 3, b("three"));
+        index.install(b"k", 5, None);
+        assert_eq!(index.get(b"k", 0), None);
+        assert_eq!(index.get(b"k", 1), b("one"));
+        assert_eq!(index.get(b"k", 2), b("one"));
+        assert_eq!(index.get(b"k", 4), b("three"));
+        assert_eq!(index.get(b"k", 5), None);
+        assert_eq!(index.latest_ts(b"k"), Some(5));
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_at_or_below_the_watermark_and_all_above() {
+        let index = Index::new();
+        for ts in 1..=5 {
+            index.install(b"k", ts, b(&ts.to_string()));
+        }
+        assert_eq!(index.prune(b"k", 3), Some(5));
+        assert_eq!(index.versions(), 3);
+        assert_eq!(index.get(b"k", 3), b("3"));
+        assert_eq!(index.get(b"k", 4), b("4"));
+        assert_eq!(index.get(b"k", 2), None, "version 2 is reclaimed");
+        assert_eq!(index.prune(b"k", 9), None);
+        assert_eq!(index.versions(), 1);
+        assert_eq!(index.reclaimed(), 4);
+    }
+
+    #[test]
+    fn a_tombstone_below_the_watermark_removes_the_key() {
+        let index = Index::new();
+        index.install(b"k", 1, b("v"));
+        index.install(b"k", 2, None);
+        assert_eq!(index.keys(), 1);
+        index.sweep(1);
+        assert_eq!(index.keys(), 1, "a reader at 1 still sees the value");
+        index.sweep(2);
+        assert_eq!(index.keys(), 0);
+        assert_eq!(index.versions(), 0);
+    }
+
+    #[test]
+    fn shards_spread_keys() {
+        let mut seen = [0usize; SHARDS];
+        for i in 0u32..10_000 {
+            seen[shard_of(&i.to_be_bytes())] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
+    }
+}

@@ -1,0 +1,27 @@
+//! The multi-version key-value core: the versioned index, timestamps,
+//! transactions, snapshots, version GC and checkpoints, over the redo log
+//! of `wal`.
+//!
+//! Invariants (ARCHITECTURE.md): no dirty reads (a snapshot at S sees
+//! exactly the commits at or below S, each whole); no lost updates (first
+//! committer wins); durability (under `SyncMode::Always`, `commit` returns
+//! only once its record is synced); atomic commit records; safe GC (no
+//! version a live reader can read is reclaimed).
+
+mod checkpoint;
+mod engine;
+mod gc;
+mod index;
+mod options;
+mod readers;
+mod scan;
+mod snapshot;
+mod stats;
+mod txn;
+
+pub use engine::{Batch, Engine};
+pub use options::{Isolation, Options};
+pub use scan::{KeyRange, Scan};
+pub use snapshot::Snapshot;
+pub use stats::Stats;
+pub use txn::Transaction;

@@ -1,0 +1,49 @@
+//! Engine options.
+
+use std::sync::Arc;
+
+use crate::wal::{FileSystem, StdFs, SyncMode};
+
+/// How transactions are isolated from each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Snapshot isolation: reads see the snapshot the transaction began at;
+    /// of two overlapping transactions that write the same key, the second
+    /// to commit gets `Error::Conflict` (first committer wins).
+    #[default]
+    Snapshot,
+    /// Snapshot isolation plus validation of everything read (keys and
+    /// scanned ranges): a transaction whose reads were overwritten by a
+    /// commit after it began gets `Error::Conflict`. Removes write skew.
+    Serializable,
+}
+
+/// Options for `Engine::open`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// When the redo log is synced. Default: `SyncMode::Always`.
+    pub sync: SyncMode,
+    /// Transaction isolation. Default: `Isolation::Snapshot`.
+    pub isolation: Isolation,
+    /// A log segment is sealed and a new one started past this size.
+    /// Default: 64 MiB.
+    pub segment_bytes: u64,
+    /// On `open`, truncate the log at a damaged record (and drop every
+    /// segment after it) instead of failing with `Error::Corruption`. The
+    /// commits after the damage are lost: only for an operator who chose so.
+    pub repair: bool,
+    /// The file system all I/O goes through. Default: `StdFs`.
+    pub fs: Arc<dyn FileSystem>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            sync: SyncMode::Always,
+            isolation: Isolation::Snapshot,
+            segment_bytes: 64 << 20,
+            repair: false,
+            fs: Arc::new(StdFs),
+        }
+    }
+}

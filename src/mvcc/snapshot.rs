@@ -1,0 +1,75 @@
+//! Read-only snapshots: a consistent view at one ts. A snapshot registers
+//! its ts with the reader registry, so GC keeps every version it can read
+//! until it is dropped; it takes no other lock than an index shard's read
+//! lock for the moment of a lookup.
+
+use bytes::Bytes;
+
+use super::engine::Inner;
+use super::scan::{KeyRange, Scan, prefix_bounds};
+use crate::error::Result;
+use crate::sync::Arc;
+
+/// A read-only view of the engine at one ts (`Engine::snapshot`).
+#[derive(Debug)]
+pub struct Snapshot {
+    inner: Arc<Inner>,
+    ts: u64,
+}
+
+impl Snapshot {
+    pub(crate) fn new(inner: Arc<Inner>) -> Self {
+        let ts = inner.readers.register(&inner.visible);
+        Snapshot { inner, ts }
+    }
+
+    /// The ts this snapshot reads at: it sees exactly the commits with a
+    /// commit ts at or below it.
+    pub fn ts(&self) -> u64 {
+        self.ts
+    }
+
+    /// The value of `key` at this snapshot.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
+        self.inner.log.check()?;
+        Ok(self.inner.index.get(key.as_ref(), self.ts))
+    }
+
+    /// The keys in `range` with their values, in key order.
+    pub fn scan(&self, range: impl KeyRange) -> Result<Scan<'_>> {
+        self.inner.log.check()?;
+        Ok(Scan::new(
+            &self.inner.index,
+            self.ts,
+            range.into_bounds(),
+            Default::default(),
+        ))
+    }
+
+    /// The keys that start with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Result<Scan<'_>> {
+        self.inner.log.check()?;
+        Ok(Scan::new(
+            &self.inner.index,
+            self.ts,
+            prefix_bounds(prefix.as_ref()),
+            Default::default(),
+        ))
+    }
+}
+
+impl Clone for Snapshot {
+    fn clone(&self) -> Self {
+        self.inner.readers.register_again(self.ts);
+        Snapshot {
+            inner: Arc::clone(&self.inner),
+            ts: self.ts,
+        }
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        self.inner.readers.unregister(self.ts);
+    }
+}

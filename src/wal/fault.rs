@@ -1,0 +1,221 @@
+//! A fault-injecting file system for tests: it passes every call to an inner
+//! `FileSystem` and fails the Nth call of a chosen kind, the way a full disk,
+//! a failing controller or a yanked cable would.
+//!
+//! Faults are armed with `fail_nth(op, n)`: the n-th call of `op` from now
+//! (1 = the next one) fails with an I/O error. `Op::ShortWrite` arms the n-th
+//! append to write only the first half of its buffer and then fail, which
+//! leaves a torn record on disk exactly as a crash in mid-write does.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::fs::{DirLock, FileSystem, WritableFile};
+
+/// A kind of file-system call that can be made to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Op {
+    /// `create` or `open_append`.
+    Open,
+    /// `append`: fails without writing anything.
+    Write,
+    /// `append`: writes the first half of the buffer, then fails.
+    ShortWrite,
+    /// `sync_data` of a file.
+    Sync,
+    /// `sync_dir`.
+    SyncDir,
+    /// `rename`.
+    Rename,
+    /// `read`.
+    Read,
+    /// `remove`.
+    Remove,
+    /// `truncate`.
+    Truncate,
+}
+
+#[derive(Debug, Default)]
+struct Plan {
+    /// Calls still to pass before the armed one fails, per kind.
+    armed: HashMap<Op, u64>,
+    /// Calls seen per kind (a `ShortWrite` counts as a `Write`).
+    seen: HashMap<Op, u64>,
+    /// Faults injected so far.
+    injected: u64,
+}
+
+impl Plan {
+    /// Counts a call of `op` and tells whether it must fail.
+    fn hit(&mut self, op: Op) -> bool {
+        *self.seen.entry(op).or_insert(0) += 1;
+        match self.armed.get_mut(&op) {
+            Some(left) if *left <= 1 => {
+                self.armed.remove(&op);
+                self.injected += 1;
+                true
+            }
+            Some(left) => {
+                *left -= 1;
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+/// The fault-injecting file system. Clones share one plan.
+#[derive(Debug, Clone)]
+pub struct FaultyFs {
+    inner: Arc<dyn FileSystem>,
+    plan: Arc<Mutex<Plan>>,
+}
+
+fn injected(op: Op) -> io::Error {
+    io::Error::other(format!("injected fault: {op:?}"))
+}
+
+impl FaultyFs {
+    /// Wraps `inner`; no fault is armed yet.
+    pub fn new(inner: Arc<dyn FileSystem>) -> Self {
+        FaultyFs {
+            inner,
+            plan: Arc::new(Mutex::new(Plan::default())),
+        }
+    }
+
+    fn plan(&self) -> std::sync::MutexGuard<'_, Plan> {
+        self.plan.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Arms the `n`-th call of `op` from now (1 = the next) to fail.
+    pub fn fail_nth(&self, op: Op, n: u64) {
+        self.plan().armed.insert(op, n.max(1));
+    }
+
+    /// Disarms every fault.
+    pub fn clear(&self) {
+        self.plan().armed.clear();
+    }
+
+    /// How many calls of `op` have been made (appends count as `Write`).
+    pub fn calls(&self, op: Op) -> u64 {
+        self.plan().seen.get(&op).copied().unwrap_or(0)
+    }
+
+    /// How many faults have been injected.
+    pub fn injected(&self) -> u64 {
+        self.plan().injected
+    }
+
+    fn check(&self, op: Op) -> io::Result<()> {
+        if self.plan().hit(op) {
+            Err(injected(op))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[derive(Debug)]
+struct FaultyFile {
+    inner: Box<dyn WritableFile>,
+    plan: Arc<Mutex<Plan>>,
+}
+
+impl WritableFile for FaultyFile {
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        let (fail, short) = {
+            let mut plan = self.plan.lock().unwrap_or_else(PoisonError::into_inner);
+            let fail = plan.hit(Op::Write);
+            // A short write is armed separately but counted with writes.
+            let short = match plan.armed.get_mut(&Op::ShortWrite) {
+                Some(left) if *left <= 1 => {
+                    plan.armed.remove(&Op::ShortWrite);
+                    plan.injected += 1;
+                    true
+                }
+                Some(left) => {
+                    *left -= 1;
+                    false
+                }
+                None => false,
+            };
+            (fail, short)
+        };
+        if fail {
+            return Err(injected(Op::Write));
+        }
+        if short {
+            self.inner.append(&buf[..buf.len() / 2])?;
+            return Err(injected(Op::ShortWrite));
+        }
+        self.inner.append(buf)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        let fail = self
+            .plan
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .hit(Op::Sync);
+        if fail {
+            return Err(injected(Op::Sync));
+        }
+        self.inner.sync_data()
+    }
+}
+
+impl FileSystem for FaultyFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+    fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        self.check(Op::Open)?;
+        let inner = self.inner.create(path)?;
+        Ok(Box::new(FaultyFile {
+            inner,
+            plan: Arc::clone(&self.plan),
+        }))
+    }
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        self.check(Op::Open)?;
+        let inner = self.inner.open_append(path)?;
+        Ok(Box::new(FaultyFile {
+            inner,
+            plan: Arc::clone(&self.plan),
+        }))
+    }
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.check(Op::Read)?;
+        self.inner.read(path)
+    }
+    fn size(&self, path: &Path) -> io::Result<u64> {
+        self.inner.size(path)
+    }
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        self.check(Op::Truncate)?;
+        self.inner.truncate(path, len)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.check(Op::Rename)?;
+        self.inner.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.check(Op::Remove)?;
+        self.inner.remove(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.check(Op::SyncDir)?;
+        self.inner.sync_dir(dir)
+    }
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
+        self.inner.lock(path)
+    }
+}

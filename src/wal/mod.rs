@@ -1,0 +1,41 @@
+//! The redo log: record framing, segment files, group commit and the
+//! recovery reader. Used by `mvcc` only; its file-system trait and the
+//! fault-injecting file system are public so that tests can put them under
+//! an engine.
+//!
+//! Invariants:
+//! - records carry consecutive timestamps, in commit order, across segments;
+//! - a record is acknowledged (under `SyncMode::Always`) only after the
+//!   `fdatasync` that covers it returned, and a new segment's directory
+//!   entry is synced before anything in it is acknowledged;
+//! - a failed write or sync poisons the log: nothing after it is
+//!   acknowledged, and the engine must be reopened.
+
+pub mod fault;
+pub mod fs;
+pub(crate) mod reader;
+pub mod record;
+pub mod segment;
+pub(crate) mod writer;
+
+use std::time::Duration;
+
+pub use fault::{FaultyFs, Op};
+pub use fs::{DirLock, FileSystem, StdFs, WritableFile};
+
+/// When the log is synced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// `commit` returns only after its record is synced (`fdatasync`).
+    /// Concurrent commits share syncs (group commit).
+    #[default]
+    Always,
+    /// `commit` returns once its record is buffered; the log is synced at
+    /// most this long after. A crash may lose the commits of the last
+    /// interval, never part of one, and never an older one.
+    Interval(Duration),
+    /// The log is written but never synced by a commit (tests, bulk loads).
+    /// A crash may lose any suffix of the commits since the last
+    /// `Engine::sync`, checkpoint or clean close.
+    Never,
+}

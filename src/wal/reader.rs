@@ -1,0 +1,171 @@
+//! The recovery reader: reads the segments in order, checks every frame,
+//! hands the records after a starting timestamp to the caller, and decides
+//! what a bad frame means.
+//!
+//! - A bad frame at the very end of the last segment, with no valid record
+//!   after it, is a torn tail: the record was never acknowledged, so it is
+//!   cut off (the file is truncated there).
+//! - A bad frame anywhere else, a segment header that does not check out, a
+//!   timestamp out of sequence, or a gap between segments is corruption:
+//!   `Error::Corruption` names the file and offset, unless the caller asked
+//!   for repair, which truncates the log there and removes what follows.
+
+use std::path::{Path, PathBuf};
+
+use super::fs::FileSystem;
+use super::record::{self, Frame};
+use super::segment;
+use crate::error::{Error, Result};
+
+/// What the log holds after recovery.
+#[derive(Debug)]
+pub(crate) struct Replayed {
+    /// The timestamp of the last valid record in the log (the starting ts
+    /// when the log is empty). May be below the starting ts when the log was
+    /// cut short after a checkpoint; the writer then starts a new segment.
+    pub last_ts: u64,
+    /// The segments left, ascending: (first ts, size in bytes). The last is
+    /// the one to append to.
+    pub segments: Vec<(u64, u64)>,
+    /// Where a torn tail was cut off, if one was.
+    pub torn_tail: Option<(PathBuf, u64)>,
+    /// Valid records read (including those at or before the starting ts).
+    pub records: u64,
+}
+
+/// Lists the segments in `dir`, ascending by first timestamp.
+pub(crate) fn list_segments(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<u64>> {
+    let mut firsts: Vec<u64> = fs
+        .list(dir)?
+        .iter()
+        .filter_map(|name| segment::parse_name(name))
+        .collect();
+    firsts.sort_unstable();
+    Ok(firsts)
+}
+
+/// Whether a valid record for a timestamp after `prev_ts` starts anywhere
+/// in `bytes` after `from`: tells a torn tail (nothing valid follows) from
+/// corruption in the middle (valid records follow).
+fn valid_record_after(bytes: &[u8], from: usize, prev_ts: u64) -> bool {
+    let header = record::FRAME_HEADER_BYTES;
+    let mut at = from + 1;
+    while at + header + 8 <= bytes.len() {
+        let kind = bytes[at + 8];
+        if (kind == record::KIND_COMMIT || kind == record::KIND_LOGICAL)
+            && let Ok(frame) = record::decode_frame(bytes, at)
+            && frame.ts() > prev_ts
+        {
+            return true;
+        }
+        at += 1;
+    }
+    false
+}
+
+/// Replays the log in `dir`: every valid record with a timestamp after
+/// `after_ts` goes to `apply`, in order. `apply` returns a reason when a
+/// record that passed its checksum cannot be used; that is corruption too.
+pub(crate) fn replay(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    after_ts: u64,
+    repair: bool,
+    mut apply: impl FnMut(&Frame<'_>) -> std::result::Result<(), String>,
+) -> Result<Replayed> {
+    let firsts = list_segments(fs, dir)?;
+    let mut replayed = Replayed {
+        last_ts: after_ts,
+        segments: Vec::with_capacity(firsts.len()),
+        torn_tail: None,
+        records: 0,
+    };
+    let Some(&oldest) = firsts.first() else {
+        return Ok(replayed);
+    };
+    // Start at the last segment that begins at or before the first ts needed.
+    let Some(start) = firsts.iter().rposition(|&first| first <= after_ts + 1) else {
+        return Err(Error::corruption(
+            segment::path(dir, oldest),
+            0,
+            format!(
+                "the log starts at ts {oldest}, but the state up to ts {after_ts} \
+                 is in no valid checkpoint: a segment or a checkpoint is missing"
+            ),
+        ));
+    };
+    for &first in &firsts[..start] {
+        let size = fs.size(&segment::path(dir, first))?;
+        replayed.segments.push((first, size));
+    }
+    let mut prev_ts = firsts[start] - 1;
+    for (i, &first) in firsts.iter().enumerate().skip(start) {
+        let path = segment::path(dir, first);
+        let is_last = i + 1 == firsts.len();
+        let bytes = fs.read(&path)?;
+        if let Err(e) = segment::check_header(&bytes, first) {
+            if is_last && bytes.len() <= segment::HEADER_BYTES {
+                // Created but never written whole: it held nothing.
+                fs.remove(&path)?;
+                fs.sync_dir(dir)?;
+                break;
+            }
+            return Err(Error::corruption(path, 0, e.reason()));
+        }
+        if first != prev_ts + 1 {
+            return Err(Error::corruption(
+                path,
+                0,
+                format!(
+                    "gap in the log: this segment starts at ts {first}, \
+                     the one before ended at ts {prev_ts}"
+                ),
+            ));
+        }
+        let mut offset = segment::HEADER_BYTES;
+        let mut cut = None;
+        while offset < bytes.len() {
+            match record::decode_frame(&bytes, offset) {
+                Ok(frame) => {
+                    let ts = frame.ts();
+                    if ts != prev_ts + 1 {
+                        return Err(Error::corruption(
+                            path,
+                            offset as u64,
+                            format!("record ts {ts} out of sequence after ts {prev_ts}"),
+                        ));
+                    }
+                    if ts > after_ts {
+                        apply(&frame)
+                            .map_err(|reason| Error::corruption(&path, offset as u64, reason))?;
+                    }
+                    prev_ts = ts;
+                    replayed.records += 1;
+                    offset = frame.end;
+                }
+                Err(e) => {
+                    let torn = is_last && !valid_record_after(&bytes, offset, prev_ts);
+                    if !torn && !repair {
+                        return Err(Error::corruption(path, offset as u64, e.reason()));
+                    }
+                    cut = Some(offset);
+                    break;
+                }
+            }
+        }
+        if let Some(offset) = cut {
+            fs.truncate(&path, offset as u64)?;
+            replayed.torn_tail = Some((path, offset as u64));
+            replayed.segments.push((first, offset as u64));
+            // Under repair, whatever followed the damage goes too.
+            for &later in &firsts[i + 1..] {
+                fs.remove(&segment::path(dir, later))?;
+            }
+            fs.sync_dir(dir)?;
+            break;
+        }
+        replayed.segments.push((first, bytes.len() as u64));
+    }
+    replayed.last_ts = prev_ts;
+    Ok(replayed)
+}

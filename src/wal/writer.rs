@@ -1,0 +1,466 @@
+//! The log writer and group commit.
+//!
+//! Records are appended to an in-memory buffer by the sequencer (one short
+//! critical section per commit, in timestamp order). Getting them to disk is
+//! leader/follower group commit, as RocksDB's write thread does it: the first
+//! committer that finds no flush in progress becomes the leader, takes the
+//! whole buffer, writes it with one `write` and syncs it with one
+//! `fdatasync`, publishes the durable timestamp and wakes everyone; the
+//! committers that arrived meanwhile wait, and the next leader takes all of
+//! their records at once. The engine owns no thread for this (under
+//! `SyncMode::Interval` one small thread syncs what the commits leave).
+//!
+//! The leader's steps:
+//! 1. take the leadership (`SyncState::leading`), or wait for the leader;
+//! 2. swap the pending buffer out (records up to `last_ts`);
+//! 3. rotate to a new segment if the active one is full: sync it, create
+//!    the next, write its header, sync the file and the directory;
+//! 4. write the buffer;
+//! 5. `fdatasync` (under `Always`, or when a sync was asked for);
+//! 6. publish `durable_ts` (and, under `Always`, the visible timestamp),
+//!    give up the leadership and wake the waiters.
+//!
+//! A failure in 3 to 5 poisons the log: the error goes to the leader's
+//! caller, `Error::Poisoned` to everyone else, and nothing is ever
+//! acknowledged again. A sync is never retried.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::SyncMode;
+use super::fs::{FileSystem, WritableFile};
+use super::segment;
+use crate::error::{Error, Result};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
+
+/// Buffered bytes past which a commit that does not wait for a sync
+/// (`Never`, `Interval`) writes the buffer out itself: the bound on the
+/// buffer, and the back-pressure on writers that outrun the disk.
+pub(crate) const FLUSH_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Default)]
+struct Pending {
+    buf: Vec<u8>,
+    spare: Vec<u8>,
+    /// The ts of the last record appended.
+    last_ts: u64,
+}
+
+#[derive(Debug)]
+struct SyncState {
+    leading: bool,
+    /// Every record up to this ts is written to the file.
+    written_ts: u64,
+    /// Every record up to this ts is synced.
+    durable_ts: u64,
+    last_sync: Instant,
+}
+
+#[derive(Debug)]
+struct Active {
+    file: Box<dyn WritableFile>,
+    first_ts: u64,
+    len: u64,
+    unsynced: bool,
+    /// The older segments still on disk, ascending: (first ts, bytes).
+    sealed: Vec<(u64, u64)>,
+}
+
+/// Where the log lives and how it syncs.
+#[derive(Debug)]
+pub(crate) struct LogConfig {
+    pub fs: std::sync::Arc<dyn FileSystem>,
+    pub dir: PathBuf,
+    pub mode: SyncMode,
+    pub segment_bytes: u64,
+}
+
+/// The redo log of one engine.
+#[derive(Debug)]
+pub(crate) struct Log {
+    dir: PathBuf,
+    fs: std::sync::Arc<dyn FileSystem>,
+    mode: SyncMode,
+    segment_bytes: u64,
+    pending: Mutex<Pending>,
+    state: Mutex<SyncState>,
+    wake: Condvar,
+    active: Mutex<Active>,
+    /// The engine's visible timestamp, published here under `Always`.
+    visible: Arc<AtomicU64>,
+    poisoned: AtomicBool,
+    durable: AtomicU64,
+    log_bytes: AtomicU64,
+    syncs: AtomicU64,
+}
+
+/// Counters for `Stats`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogStats {
+    pub log_bytes: u64,
+    pub syncs: u64,
+    pub segments: u64,
+    pub durable_ts: u64,
+}
+
+impl Log {
+    /// Opens the log for appending after recovery. `segments` are those
+    /// recovery left (ascending); `last_ts` is the last ts in the state.
+    /// When the log's last record is not `last_ts` (empty log, or a log cut
+    /// short before a checkpoint), a new segment starts at `last_ts + 1`.
+    pub(crate) fn open(
+        config: LogConfig,
+        mut segments: Vec<(u64, u64)>,
+        log_last_ts: u64,
+        last_ts: u64,
+        visible: Arc<AtomicU64>,
+    ) -> Result<Self> {
+        let LogConfig {
+            fs,
+            dir,
+            mode,
+            segment_bytes,
+        } = config;
+        let reuse_last = log_last_ts == last_ts && !segments.is_empty();
+        let active = if reuse_last {
+            let (first_ts, len) = segments.pop().unwrap_or((last_ts + 1, 0));
+            let file = fs.open_append(&segment::path(&dir, first_ts))?;
+            Active {
+                file,
+                first_ts,
+                len,
+                unsynced: false,
+                sealed: segments,
+            }
+        } else {
+            let file = Self::create_segment(fs.as_ref(), &dir, last_ts + 1)?;
+            Active {
+                file,
+                first_ts: last_ts + 1,
+                len: segment::HEADER_BYTES as u64,
+                unsynced: false,
+                sealed: segments,
+            }
+        };
+        let log_bytes = active.len + active.sealed.iter().map(|s| s.1).sum::<u64>();
+        Ok(Log {
+            dir,
+            fs,
+            mode,
+            segment_bytes: segment_bytes.max(segment::HEADER_BYTES as u64 + 1),
+            pending: Mutex::new(Pending {
+                last_ts,
+                ..Pending::default()
+            }),
+            state: Mutex::new(SyncState {
+                leading: false,
+                written_ts: last_ts,
+                durable_ts: last_ts,
+                last_sync: Instant::now(),
+            }),
+            wake: Condvar::new(),
+            active: Mutex::new(active),
+            visible,
+            poisoned: AtomicBool::new(false),
+            durable: AtomicU64::new(last_ts),
+            log_bytes: AtomicU64::new(log_bytes),
+            syncs: AtomicU64::new(0),
+        })
+    }
+
+    /// Creates a segment starting at `first_ts`, header written and synced,
+    /// directory entry synced.
+    fn create_segment(
+        fs: &dyn FileSystem,
+        dir: &std::path::Path,
+        first_ts: u64,
+    ) -> Result<Box<dyn WritableFile>> {
+        let mut file = fs.create(&segment::path(dir, first_ts))?;
+        file.append(&segment::encode_header(first_ts))?;
+        file.sync_data()?;
+        fs.sync_dir(dir)?;
+        Ok(file)
+    }
+
+    /// Whether a failed write or sync poisoned the log.
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.is_poisoned() {
+            Err(Error::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn stats(&self) -> LogStats {
+        let segments = {
+            let active = self.active.lock();
+            active.sealed.len() as u64 + 1
+        };
+        LogStats {
+            log_bytes: self.log_bytes.load(Ordering::Relaxed),
+            syncs: self.syncs.load(Ordering::Relaxed),
+            segments,
+            durable_ts: self.durable.load(Ordering::Acquire),
+        }
+    }
+
+    /// Appends the record for `ts`, encoded by `encode` at the end of the
+    /// buffer. Called by the sequencer, in ts order. Returns the bytes now
+    /// buffered.
+    pub(crate) fn append(&self, ts: u64, encode: impl FnOnce(&mut Vec<u8>)) -> usize {
+        let mut pending = self.pending.lock();
+        debug_assert_eq!(pending.last_ts + 1, ts, "log records out of ts order");
+        encode(&mut pending.buf);
+        pending.last_ts = ts;
+        pending.buf.len()
+    }
+
+    /// What a commit at `ts` does after leaving the sequencer, by sync mode:
+    /// `Always` waits until `ts` is durable; the others write the buffer out
+    /// when it is large (and `Interval` syncs when the interval has passed).
+    pub(crate) fn commit_wait(&self, ts: u64, buffered: usize) -> Result<()> {
+        match self.mode {
+            SyncMode::Always => self.sync_to(ts),
+            SyncMode::Interval(every) => {
+                let due = self.state.lock().last_sync.elapsed() >= every;
+                if due || buffered >= FLUSH_BYTES {
+                    self.flush(true)?;
+                }
+                Ok(())
+            }
+            SyncMode::Never => {
+                if buffered >= FLUSH_BYTES {
+                    self.flush(false)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits until every record up to `ts` is durable, leading a group sync
+    /// when no one else is.
+    pub(crate) fn sync_to(&self, ts: u64) -> Result<()> {
+        let mut state = self.state.lock();
+        loop {
+            self.check()?;
+            if state.durable_ts >= ts {
+                return Ok(());
+            }
+            if state.leading {
+                state = self.wake.wait(state);
+                continue;
+            }
+            state.leading = true;
+            drop(state);
+            let led = self.lead(true);
+            state = self.finish_lead(led, true)?;
+        }
+    }
+
+    /// Writes out (and with `sync`, syncs) everything buffered so far.
+    /// Returns the ts it covers.
+    pub(crate) fn flush(&self, sync: bool) -> Result<u64> {
+        let mut state = self.state.lock();
+        loop {
+            self.check()?;
+            if !state.leading {
+                break;
+            }
+            state = self.wake.wait(state);
+        }
+        state.leading = true;
+        drop(state);
+        let led = self.lead(sync);
+        let state = self.finish_lead(led, sync)?;
+        Ok(if sync {
+            state.durable_ts
+        } else {
+            state.written_ts
+        })
+    }
+
+    /// Step 6: publishes what the leader did, hands the leadership back and
+    /// wakes the waiters; poisons the log if it failed.
+    fn finish_lead(
+        &self,
+        led: Result<u64>,
+        synced: bool,
+    ) -> Result<crate::sync::MutexGuard<'_, SyncState>> {
+        let mut state = self.state.lock();
+        state.leading = false;
+        match led {
+            Ok(upto) => {
+                debug_assert!(upto >= state.written_ts, "written ts went backwards");
+                state.written_ts = upto;
+                if synced {
+                    debug_assert!(upto >= state.durable_ts, "durable ts went backwards");
+                    state.durable_ts = upto;
+                    state.last_sync = Instant::now();
+                    self.durable.store(upto, Ordering::Release);
+                    if self.mode == SyncMode::Always {
+                        // Everything up to `upto` is installed (the sequencer
+                        // installs before it appends) and now durable.
+                        self.visible.store(upto, Ordering::Release);
+                    }
+                }
+                self.wake.notify_all();
+                Ok(state)
+            }
+            Err(e) => {
+                self.poisoned.store(true, Ordering::Release);
+                self.wake.notify_all();
+                Err(e)
+            }
+        }
+    }
+
+    /// Steps 2 to 5, run by the leader alone. Returns the last ts written.
+    fn lead(&self, sync: bool) -> Result<u64> {
+        let (mut buf, last_ts) = {
+            let mut pending = self.pending.lock();
+            let spare = std::mem::take(&mut pending.spare);
+            (std::mem::replace(&mut pending.buf, spare), pending.last_ts)
+        };
+        let mut active = self.active.lock();
+        if !buf.is_empty() {
+            let first_in_buf = first_ts_of(&buf);
+            let full = active.len + buf.len() as u64 > self.segment_bytes;
+            if full && active.len > segment::HEADER_BYTES as u64 {
+                self.rotate_locked(&mut active, first_in_buf)?;
+            }
+            active.file.append(&buf)?;
+            active.len += buf.len() as u64;
+            active.unsynced = true;
+            self.log_bytes
+                .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        }
+        if sync && active.unsynced {
+            active.file.sync_data()?;
+            active.unsynced = false;
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(active);
+        buf.clear();
+        if buf.capacity() <= 4 * FLUSH_BYTES {
+            self.pending.lock().spare = buf;
+        }
+        Ok(last_ts)
+    }
+
+    /// Seals the active segment (synced first, so that no later segment can
+    /// be durable while an earlier one is not) and starts one at `first_ts`.
+    fn rotate_locked(&self, active: &mut Active, first_ts: u64) -> Result<()> {
+        if active.unsynced {
+            active.file.sync_data()?;
+            active.unsynced = false;
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        let file = Self::create_segment(self.fs.as_ref(), &self.dir, first_ts)?;
+        let old = std::mem::replace(&mut active.file, file);
+        drop(old);
+        active.sealed.push((active.first_ts, active.len));
+        active.first_ts = first_ts;
+        active.len = segment::HEADER_BYTES as u64;
+        self.log_bytes
+            .fetch_add(segment::HEADER_BYTES as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Syncs everything buffered and starts a new segment, so that the
+    /// records up to the returned ts are all in sealed segments. Used by
+    /// checkpoints.
+    pub(crate) fn seal(&self) -> Result<u64> {
+        let mut state = self.state.lock();
+        loop {
+            self.check()?;
+            if !state.leading {
+                break;
+            }
+            state = self.wake.wait(state);
+        }
+        state.leading = true;
+        drop(state);
+        let led = self.lead(true).and_then(|upto| {
+            let mut active = self.active.lock();
+            if active.len > segment::HEADER_BYTES as u64 {
+                self.rotate_locked(&mut active, upto + 1)?;
+            }
+            Ok(upto)
+        });
+        let state = self.finish_lead(led, true)?;
+        Ok(state.durable_ts)
+    }
+
+    /// Removes the sealed segments that hold only records at or before
+    /// `ts` (a segment is covered when the next one starts at or before
+    /// `ts + 1`). Returns how many it removed.
+    pub(crate) fn remove_covered(&self, ts: u64) -> Result<usize> {
+        let mut active = self.active.lock();
+        let mut removed = 0;
+        while let Some(&(first, bytes)) = active.sealed.first() {
+            let next_first = active.sealed.get(1).map_or(active.first_ts, |s| s.0);
+            if next_first > ts + 1 {
+                break;
+            }
+            self.fs.remove(&segment::path(&self.dir, first))?;
+            active.sealed.remove(0);
+            self.log_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            removed += 1;
+        }
+        if removed > 0 {
+            self.fs.sync_dir(&self.dir)?;
+        }
+        Ok(removed)
+    }
+
+    /// Under `SyncMode::Interval`, a thread that syncs what the commits
+    /// leave behind at least once per interval. It holds only a weak
+    /// reference and ends once the log is dropped.
+    #[cfg(not(loom))]
+    pub(crate) fn start_interval_sync(self: &Arc<Self>) {
+        let SyncMode::Interval(every) = self.mode else {
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        let tick = every.max(std::time::Duration::from_millis(1));
+        let spawned = std::thread::Builder::new()
+            .name("mvledger-sync".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(tick);
+                    let Some(log) = weak.upgrade() else { return };
+                    if log.is_poisoned() {
+                        return;
+                    }
+                    let behind = log.state.lock().durable_ts < log.pending.lock().last_ts;
+                    if behind && log.flush(true).is_err() {
+                        return;
+                    }
+                }
+            });
+        // Without the thread, commits still sync when they find the
+        // interval passed; only an idle tail waits for the next commit.
+        drop(spawned);
+    }
+}
+
+/// The ts of the first record in a non-empty buffer of whole frames.
+fn first_ts_of(buf: &[u8]) -> u64 {
+    let at = super::record::FRAME_HEADER_BYTES;
+    buf.get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        // A clean close makes everything durable, whatever the sync mode.
+        if !self.is_poisoned() {
+            let _ = self.flush(true);
+        }
+    }
+}
