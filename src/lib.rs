@@ -33,10 +33,18 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 mod error;
+pub mod ledger;
 mod mvcc;
 mod sync;
 pub mod wal;
 
 pub use error::{Error, Result};
-pub use mvcc::{Batch, Engine, Isolation, KeyRange, Options, Scan, Snapshot, Stats, Transaction};
+pub use ledger::{
+    Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, Clock,
+    CreateAccountResult, CreateTransferResult, Ledger, LedgerOptions, LedgerSnapshot, ManualClock,
+    SystemClock, Transfer, TransferFlags,
+};
+pub use mvcc::{
+    Batch, Engine, Isolation, KeyRange, Options, Replay, Scan, Snapshot, Stats, Transaction,
+};
 pub use wal::SyncMode;

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use super::batch::{Batch, BatchWrites};
 use super::checkpoint;
 use super::gc::Collector;
 use super::index::Index;
@@ -71,43 +72,6 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
-/// A batch of writes computed inside the sequencer by `Engine::apply`,
-/// against the latest installed state.
-#[derive(Debug)]
-pub struct Batch<'a> {
-    index: &'a Index,
-    writes: WriteSet,
-}
-
-impl Batch<'_> {
-    /// The newest value of `key`: this batch's own write, else the latest
-    /// installed version (committed, possibly not yet durable).
-    pub fn get(&self, key: impl AsRef<[u8]>) -> Option<Bytes> {
-        let key = key.as_ref();
-        match self.writes.get(key) {
-            Some(own) => own.clone(),
-            None => self.index.latest(key),
-        }
-    }
-
-    /// Sets `key` to `value` in this batch.
-    pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
-        let (key, value) = (key.as_ref(), value.as_ref());
-        check_sizes(key, Some(value))?;
-        self.writes
-            .insert(key.into(), Some(Bytes::copy_from_slice(value)));
-        Ok(())
-    }
-
-    /// Deletes `key` in this batch.
-    pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<()> {
-        let key = key.as_ref();
-        check_sizes(key, None)?;
-        self.writes.insert(key.into(), None);
-        Ok(())
-    }
-}
-
 pub(crate) fn check_sizes(key: &[u8], value: Option<&[u8]>) -> Result<()> {
     if key.len() > record::MAX_KEY_BYTES {
         return Err(Error::invalid(format!(
@@ -128,8 +92,53 @@ pub(crate) fn check_sizes(key: &[u8], value: Option<&[u8]>) -> Result<()> {
     Ok(())
 }
 
-fn writes_iter(writes: &WriteSet) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
-    writes.iter().map(|(k, v)| (&k[..], v.as_deref()))
+/// A set of writes to install and log: key and new value (`None` deletes).
+pub(crate) trait Writes {
+    fn count(&self) -> usize;
+    fn each(&self) -> impl Iterator<Item = (&[u8], &Option<Bytes>)> + Clone;
+}
+
+impl Writes for WriteSet {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn each(&self) -> impl Iterator<Item = (&[u8], &Option<Bytes>)> + Clone {
+        self.iter().map(|(k, v)| (&k[..], v))
+    }
+}
+
+impl Writes for BatchWrites {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn each(&self) -> impl Iterator<Item = (&[u8], &Option<Bytes>)> + Clone {
+        self.iter().map(|(k, v)| (&k[..], v))
+    }
+}
+
+/// How a commit is logged.
+#[derive(Debug, Clone, Copy)]
+enum Logged<'a> {
+    /// Its writes (a commit record).
+    Physical,
+    /// An opaque body the `Replay` hook re-executes (a logical record).
+    Logical(&'a [u8]),
+}
+
+fn check_payload(writes: &impl Writes, logged: Logged<'_>) -> Result<()> {
+    let payload = match logged {
+        Logged::Physical => {
+            record::commit_payload_bytes(writes.each().map(|(k, v)| (k, v.as_deref())))
+        }
+        Logged::Logical(body) => 8 + body.len(),
+    };
+    if payload > record::MAX_PAYLOAD_BYTES {
+        return Err(Error::invalid(format!(
+            "commit of {payload} bytes is over the limit of {}",
+            record::MAX_PAYLOAD_BYTES
+        )));
+    }
+    Ok(())
 }
 
 impl Engine {
@@ -178,10 +187,23 @@ impl Engine {
                         }
                         Ok(())
                     }
-                    _ => Err(
-                        "a logical record, which only the layer that wrote it can replay"
-                            .to_string(),
-                    ),
+                    _ => {
+                        let Some(replay) = &options.replay else {
+                            return Err("a logical record, but no Replay hook was given: \
+                                        open the directory through the layer that wrote it"
+                                .to_string());
+                        };
+                        let ts = frame.ts();
+                        let mut batch = Batch::new(&index);
+                        replay
+                            .replay(&mut batch, &frame.payload[8..])
+                            .map_err(|e| format!("replaying a logical record failed: {e}"))?;
+                        let (writes, _) = batch.into_parts();
+                        for (key, value) in writes {
+                            index.install_replay(&key, ts, value);
+                        }
+                        Ok(())
+                    }
                 },
             );
         let replayed = match (replayed, loaded.damage) {
@@ -208,6 +230,13 @@ impl Engine {
             }
         };
         let last_ts = replayed.last_ts.max(loaded.ts);
+        if last_ts >= u64::MAX / 2 {
+            // Only a forged file gets here: checksums passed, yet no engine
+            // could have taken this many timestamps.
+            return Err(Error::invalid(format!(
+                "recovered ts {last_ts} leaves no room for new timestamps"
+            )));
+        }
         let visible = Arc::new(AtomicU64::new(last_ts));
         let config = LogConfig {
             fs: std::sync::Arc::clone(&fs),
@@ -260,6 +289,10 @@ impl Engine {
     /// like any transaction. It never conflicts: nothing can change under
     /// `f`. `f` must be short and must not block. If `f` returns an error,
     /// nothing is written. Returns the commit ts and `f`'s result.
+    ///
+    /// When `f` calls `Batch::log_as`, the record holds that body instead of
+    /// the writes, and recovery hands the body to `Options::replay`, which
+    /// must make the same writes from the same state.
     pub fn apply<R>(&self, f: impl FnOnce(&mut Batch<'_>) -> Result<R>) -> Result<(u64, R)> {
         self.inner.apply(f)
     }
@@ -337,13 +370,7 @@ impl Inner {
         if writes.is_empty() {
             return Ok(start_ts);
         }
-        let payload = record::commit_payload_bytes(writes_iter(writes));
-        if payload > record::MAX_PAYLOAD_BYTES {
-            return Err(Error::invalid(format!(
-                "transaction of {payload} bytes is over the limit of {}",
-                record::MAX_PAYLOAD_BYTES
-            )));
-        }
+        check_payload(writes, Logged::Physical)?;
         // 1. Enter the sequencer.
         let mut seq = self.seq.lock();
         // 2. Validate: first committer wins.
@@ -358,22 +385,31 @@ impl Inner {
             return Err(self.conflict());
         }
         // 3. Take the commit ts; 4. install; 5. append the redo record.
-        let (ts, buffered) = self.install_and_log(&mut seq, writes);
+        let (ts, buffered) = self.install_and_log(&mut seq, writes, Logged::Physical);
         drop(seq);
         // 6. GC rides on the commit; 7. wait per sync mode.
         self.after_commit(ts, writes.len(), buffered)
     }
 
     /// Steps 3 to 5, inside the sequencer.
-    fn install_and_log(&self, seq: &mut Sequencer, writes: &WriteSet) -> (u64, usize) {
+    fn install_and_log(
+        &self,
+        seq: &mut Sequencer,
+        writes: &impl Writes,
+        logged: Logged<'_>,
+    ) -> (u64, usize) {
         let ts = seq.last_ts + 1;
-        for (key, value) in writes {
+        for (key, value) in writes.each() {
             if self.index.install(key, ts, value.clone()) {
                 self.gc.enqueue(ts, key);
             }
         }
-        let buffered = self.log.append(ts, |buf| {
-            record::encode_commit(buf, ts, writes.len(), writes_iter(writes));
+        let buffered = self.log.append(ts, |buf| match logged {
+            Logged::Physical => {
+                let each = writes.each().map(|(k, v)| (k, v.as_deref()));
+                record::encode_commit(buf, ts, writes.count(), each);
+            }
+            Logged::Logical(body) => record::encode_logical(buf, ts, body),
         });
         seq.last_ts = ts;
         if self.options.sync != SyncMode::Always {
@@ -393,12 +429,9 @@ impl Inner {
     fn apply<R>(&self, f: impl FnOnce(&mut Batch<'_>) -> Result<R>) -> Result<(u64, R)> {
         self.log.check()?;
         let mut seq = self.seq.lock();
-        let mut batch = Batch {
-            index: &self.index,
-            writes: WriteSet::new(),
-        };
+        let mut batch = Batch::new(&self.index);
         let out = f(&mut batch)?;
-        let writes = batch.writes;
+        let (writes, body) = batch.into_parts();
         if writes.is_empty() {
             // Nothing to write, but `f` may have read commits that are not
             // durable yet: its answer stands only once they are.
@@ -409,14 +442,12 @@ impl Inner {
             }
             return Ok((last, out));
         }
-        let payload = record::commit_payload_bytes(writes_iter(&writes));
-        if payload > record::MAX_PAYLOAD_BYTES {
-            return Err(Error::invalid(format!(
-                "batch of {payload} bytes is over the limit of {}",
-                record::MAX_PAYLOAD_BYTES
-            )));
-        }
-        let (ts, buffered) = self.install_and_log(&mut seq, &writes);
+        let logged = match &body {
+            Some(body) => Logged::Logical(body),
+            None => Logged::Physical,
+        };
+        check_payload(&writes, logged)?;
+        let (ts, buffered) = self.install_and_log(&mut seq, &writes, logged);
         drop(seq);
         self.after_commit(ts, writes.len(), buffered)?;
         Ok((ts, out))

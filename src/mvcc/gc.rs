@@ -22,8 +22,11 @@ const MIN_BUDGET: usize = 16;
 
 #[derive(Debug, Default)]
 pub(crate) struct Collector {
-    /// (newest ts when queued, key), in ts order.
+    /// (newest ts when queued, key), in ts order (keys queued again by the
+    /// collector may land behind newer ones: that only delays them).
     queue: Mutex<VecDeque<(u64, Box<[u8]>)>>,
+    /// Held by the one committer collecting.
+    collecting: Mutex<()>,
     /// A watermark computed earlier: a safe lower bound, since the
     /// watermark never goes backwards.
     cached_watermark: AtomicU64,
@@ -40,30 +43,37 @@ impl Collector {
     /// watermark passed. `watermark` computes the current watermark; it is
     /// called only when the cached one does not reach the queue's head.
     pub(crate) fn step(&self, index: &Index, work: usize, watermark: impl FnOnce() -> u64) {
-        // Another committer collecting is enough: never wait for GC.
-        let Some(mut queue) = self.queue.try_lock() else {
+        // One collector at a time; another committer collecting is enough.
+        let Some(_collecting) = self.collecting.try_lock() else {
             return;
         };
-        let Some(&(head_ts, _)) = queue.front() else {
-            return;
+        let head_ts = match self.queue.lock().front() {
+            Some(&(ts, _)) => ts,
+            None => return,
         };
         let mut wm = self.cached_watermark.load(Ordering::Relaxed);
         if head_ts > wm {
             wm = watermark();
             self.cached_watermark.fetch_max(wm, Ordering::Relaxed);
         }
+        // Take the due keys out and prune them with the queue unlocked: the
+        // sequencer enqueues under this lock and must never wait for GC.
         let budget = work.saturating_mul(2).max(MIN_BUDGET);
-        for _ in 0..budget {
-            match queue.front() {
-                Some(&(ts, _)) if ts <= wm => {}
-                _ => break,
+        let mut due = Vec::new();
+        {
+            let mut queue = self.queue.lock();
+            while due.len() < budget && queue.front().is_some_and(|&(ts, _)| ts <= wm) {
+                if let Some((_, key)) = queue.pop_front() {
+                    due.push(key);
+                }
             }
-            let Some((_, key)) = queue.pop_front() else {
-                break;
-            };
-            if let Some(newest) = index.prune(&key, wm) {
-                queue.push_back((newest, key));
-            }
+        }
+        let again: Vec<(u64, Box<[u8]>)> = due
+            .into_iter()
+            .filter_map(|key| index.prune(&key, wm).map(|newest| (newest, key)))
+            .collect();
+        if !again.is_empty() {
+            self.queue.lock().extend(again);
         }
     }
 

@@ -8,6 +8,7 @@
 //! only once its record is synced); atomic commit records; safe GC (no
 //! version a live reader can read is reclaimed).
 
+mod batch;
 mod checkpoint;
 mod engine;
 mod gc;
@@ -19,7 +20,9 @@ mod snapshot;
 mod stats;
 mod txn;
 
-pub use engine::{Batch, Engine};
+pub use batch::Batch;
+pub use engine::Engine;
+pub use options::Replay;
 pub use options::{Isolation, Options};
 pub use scan::{KeyRange, Scan};
 pub use snapshot::Snapshot;

@@ -2,7 +2,17 @@
 
 use std::sync::Arc;
 
+use super::batch::Batch;
+use crate::error::Result;
 use crate::wal::{FileSystem, StdFs, SyncMode};
+
+/// Re-executes logical records on recovery: the layer that logs its
+/// batches with `Batch::log_as` gives the engine this hook.
+pub trait Replay: Send + Sync + std::fmt::Debug {
+    /// Makes, in `batch`, the writes that the logical record `body` made
+    /// when it was committed. `batch.get` sees the state just before it.
+    fn replay(&self, batch: &mut Batch<'_>, body: &[u8]) -> Result<()>;
+}
 
 /// How transactions are isolated from each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,6 +44,9 @@ pub struct Options {
     pub repair: bool,
     /// The file system all I/O goes through. Default: `StdFs`.
     pub fs: Arc<dyn FileSystem>,
+    /// Re-executes logical records on recovery (set by the ledger). A log
+    /// holding logical records cannot be opened without it.
+    pub replay: Option<Arc<dyn Replay>>,
 }
 
 impl Default for Options {
@@ -44,6 +57,7 @@ impl Default for Options {
             segment_bytes: 64 << 20,
             repair: false,
             fs: Arc::new(StdFs),
+            replay: None,
         }
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod fault;
 pub mod fs;
+pub mod mem;
 pub(crate) mod reader;
 pub mod record;
 pub mod segment;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 pub use fault::{FaultyFs, Op};
 pub use fs::{DirLock, FileSystem, StdFs, WritableFile};
+pub use mem::MemFs;
 
 /// When the log is synced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

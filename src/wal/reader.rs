@@ -84,7 +84,8 @@ pub(crate) fn replay(
         return Ok(replayed);
     };
     // Start at the last segment that begins at or before the first ts needed.
-    let Some(start) = firsts.iter().rposition(|&first| first <= after_ts + 1) else {
+    let needed = after_ts.saturating_add(1);
+    let Some(start) = firsts.iter().rposition(|&first| first <= needed) else {
         return Err(Error::corruption(
             segment::path(dir, oldest),
             0,
@@ -97,6 +98,13 @@ pub(crate) fn replay(
     for &first in &firsts[..start] {
         let size = fs.size(&segment::path(dir, first))?;
         replayed.segments.push((first, size));
+    }
+    if firsts[start] == 0 {
+        return Err(Error::corruption(
+            segment::path(dir, 0),
+            0,
+            "a segment named for ts 0, which no engine writes",
+        ));
     }
     let mut prev_ts = firsts[start] - 1;
     for (i, &first) in firsts.iter().enumerate().skip(start) {
@@ -112,7 +120,7 @@ pub(crate) fn replay(
             }
             return Err(Error::corruption(path, 0, e.reason()));
         }
-        if first != prev_ts + 1 {
+        if Some(first) != prev_ts.checked_add(1) {
             return Err(Error::corruption(
                 path,
                 0,
@@ -128,7 +136,7 @@ pub(crate) fn replay(
             match record::decode_frame(&bytes, offset) {
                 Ok(frame) => {
                     let ts = frame.ts();
-                    if ts != prev_ts + 1 {
+                    if Some(ts) != prev_ts.checked_add(1) {
                         return Err(Error::corruption(
                             path,
                             offset as u64,

@@ -1,0 +1,3 @@
+//! Storage-core benchmarks (being written).
+
+fn main() {}

@@ -1,0 +1,396 @@
+//! `Ledger`: the double-entry ledger's public face, over one `Engine`.
+//!
+//! Writes (`create_accounts`, `create_transfers`, `expire_pending`) each
+//! run as one `Engine::apply` call: inside the sequencer, against the latest
+//! state, one event after another, logged as one logical record (the batch
+//! itself, about 128 bytes an event) and group-committed. Hot accounts thus
+//! cause no conflicts and no retries. Reads run at an engine snapshot, so
+//! each read call, and every call on one `LedgerSnapshot`, sees whole
+//! batches only.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::clock::{Clock, SystemClock};
+use super::codec::{self, ACCOUNT, OP_CREATE_ACCOUNTS, OP_CREATE_TRANSFERS, OP_EXPIRE, TRANSFER};
+use super::codes::{CreateAccountResult, CreateTransferResult};
+use super::machine::{MAX_BATCH_EVENTS, Machine};
+use super::types::{
+    Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, Transfer,
+};
+use crate::error::{Error, Result};
+use crate::{Batch, Engine, Options, Replay, Snapshot, Stats};
+
+/// Options for `Ledger::open`.
+#[derive(Debug, Clone)]
+pub struct LedgerOptions {
+    /// The storage core's options (`replay` is set by the ledger).
+    pub engine: Options,
+    /// Where batch timestamps come from. Default: the system clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for LedgerOptions {
+    fn default() -> Self {
+        LedgerOptions {
+            engine: Options::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Re-executes the ledger's logical records on recovery.
+#[derive(Debug)]
+struct LedgerReplay;
+
+fn malformed(what: &str) -> Error {
+    Error::invalid(format!("malformed ledger record: {what}"))
+}
+
+impl Replay for LedgerReplay {
+    fn replay(&self, batch: &mut Batch<'_>, body: &[u8]) -> Result<()> {
+        let (op, first_ts, events) =
+            codec::decode_body(body).ok_or_else(|| malformed("bad length"))?;
+        match op {
+            OP_CREATE_ACCOUNTS => {
+                let accounts: Vec<Account> = events.filter_map(codec::decode_account).collect();
+                execute_accounts(batch, first_ts, &accounts)?;
+            }
+            OP_CREATE_TRANSFERS => {
+                let transfers: Vec<Transfer> = events.filter_map(codec::decode_transfer).collect();
+                execute_transfers(batch, first_ts, &transfers)?;
+            }
+            OP_EXPIRE => execute_expire(batch, first_ts)?,
+            _ => return Err(malformed("unknown op")),
+        }
+        Ok(())
+    }
+}
+
+fn last_of(first_ts: u64, events: usize) -> u64 {
+    first_ts + (events.max(1) as u64) - 1
+}
+
+/// Creates `accounts` (expiring what is due first); the same code runs live
+/// and on replay.
+fn execute_accounts(
+    batch: &mut Batch<'_>,
+    first_ts: u64,
+    accounts: &[Account],
+) -> Result<Vec<CreateAccountResult>> {
+    let mut m = Machine::new(batch);
+    m.expire(first_ts);
+    let results = m.create_accounts(first_ts, accounts);
+    m.finish(last_of(first_ts, accounts.len()))?;
+    Ok(results)
+}
+
+fn execute_transfers(
+    batch: &mut Batch<'_>,
+    first_ts: u64,
+    transfers: &[Transfer],
+) -> Result<Vec<CreateTransferResult>> {
+    let mut m = Machine::new(batch);
+    m.expire(first_ts);
+    let results = m.create_transfers(first_ts, transfers);
+    m.finish(last_of(first_ts, transfers.len()))?;
+    Ok(results)
+}
+
+fn execute_expire(batch: &mut Batch<'_>, now: u64) -> Result<()> {
+    let mut m = Machine::new(batch);
+    m.expire(now);
+    m.finish(now)
+}
+
+/// The double-entry ledger. `Send + Sync`: share it between threads.
+#[derive(Debug)]
+pub struct Ledger {
+    engine: Engine,
+    clock: Arc<dyn Clock>,
+}
+
+fn check_batch(len: usize) -> Result<()> {
+    if len > MAX_BATCH_EVENTS {
+        return Err(Error::invalid(format!(
+            "a batch of {len} events is over the limit of {MAX_BATCH_EVENTS}"
+        )));
+    }
+    Ok(())
+}
+
+impl Ledger {
+    /// Opens the ledger in `dir` (created if needed), recovering every
+    /// acknowledged batch.
+    pub fn open(dir: impl AsRef<Path>, options: LedgerOptions) -> Result<Ledger> {
+        let mut engine_options = options.engine;
+        engine_options.replay = Some(Arc::new(LedgerReplay));
+        let engine = Engine::open(dir, engine_options)?;
+        Ok(Ledger {
+            engine,
+            clock: options.clock,
+        })
+    }
+
+    /// Creates accounts: one result per account, in input order. The outer
+    /// `Result` fails only when the engine does (I/O, poisoned).
+    pub fn create_accounts(&self, accounts: &[Account]) -> Result<Vec<CreateAccountResult>> {
+        if accounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        check_batch(accounts.len())?;
+        let now = self.clock.now_ns();
+        let (_, results) = self.engine.apply(|batch| {
+            let first_ts = Machine::new(batch).first_timestamp(now);
+            let body = codec::encode_body(
+                OP_CREATE_ACCOUNTS,
+                first_ts,
+                accounts,
+                codec::encode_account,
+            );
+            let results = execute_accounts(batch, first_ts, accounts)?;
+            batch.log_as(body);
+            Ok(results)
+        })?;
+        Ok(results)
+    }
+
+    /// Creates transfers: one result per transfer, in input order, each
+    /// `Ok` or the first rule it broke. The whole call is one redo record,
+    /// durable (under `SyncMode::Always`) when this returns.
+    pub fn create_transfers(&self, transfers: &[Transfer]) -> Result<Vec<CreateTransferResult>> {
+        if transfers.is_empty() {
+            return Ok(Vec::new());
+        }
+        check_batch(transfers.len())?;
+        let now = self.clock.now_ns();
+        let (_, results) = self.engine.apply(|batch| {
+            let first_ts = Machine::new(batch).first_timestamp(now);
+            let body = codec::encode_body(
+                OP_CREATE_TRANSFERS,
+                first_ts,
+                transfers,
+                codec::encode_transfer,
+            );
+            let results = execute_transfers(batch, first_ts, transfers)?;
+            batch.log_as(body);
+            Ok(results)
+        })?;
+        Ok(results)
+    }
+
+    /// Voids the pending transfers whose timeout has passed by the clock
+    /// now. Every write call does this first too; call it to release
+    /// reservations when no writes come.
+    pub fn expire_pending(&self) -> Result<()> {
+        let now = self.clock.now_ns();
+        self.engine.apply(|batch| {
+            let now = Machine::new(batch).first_timestamp(now);
+            execute_expire(batch, now)?;
+            batch.log_as(codec::encode_body::<Account>(
+                OP_EXPIRE,
+                now,
+                &[],
+                codec::encode_account,
+            ));
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// A consistent view of the whole ledger at one moment.
+    pub fn snapshot(&self) -> LedgerSnapshot {
+        LedgerSnapshot {
+            snap: self.engine.snapshot(),
+        }
+    }
+
+    /// The accounts with these ids that exist, in input order.
+    pub fn lookup_accounts(&self, ids: &[u128]) -> Result<Vec<Account>> {
+        self.snapshot().lookup_accounts(ids)
+    }
+
+    /// The transfers with these ids that exist, in input order.
+    pub fn lookup_transfers(&self, ids: &[u128]) -> Result<Vec<Transfer>> {
+        self.snapshot().lookup_transfers(ids)
+    }
+
+    /// An account's transfers that match `filter`.
+    pub fn get_account_transfers(&self, filter: AccountFilter) -> Result<Vec<Transfer>> {
+        self.snapshot().get_account_transfers(filter)
+    }
+
+    /// An account's balances after each of its transfers that match
+    /// `filter` (only for accounts with `AccountFlags::HISTORY`).
+    pub fn get_account_balances(&self, filter: AccountFilter) -> Result<Vec<AccountBalance>> {
+        self.snapshot().get_account_balances(filter)
+    }
+
+    /// Writes a checkpoint of the storage core.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.engine.checkpoint()
+    }
+
+    /// The storage core's counters.
+    pub fn stats(&self) -> Stats {
+        self.engine.stats()
+    }
+
+    /// The storage core underneath.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+/// A history entry: timestamp, transfer, balances after it (if kept).
+type HistoryEntry = (u64, Transfer, Option<[u128; 4]>);
+
+/// The ledger's reads at one engine snapshot: every call sees the same
+/// whole batches.
+#[derive(Debug, Clone)]
+pub struct LedgerSnapshot {
+    snap: Snapshot,
+}
+
+impl LedgerSnapshot {
+    /// The engine timestamp of this snapshot.
+    pub fn ts(&self) -> u64 {
+        self.snap.ts()
+    }
+
+    fn account(&self, id: u128) -> Result<Option<Account>> {
+        Ok(self
+            .snap
+            .get(codec::id_key(ACCOUNT, id))?
+            .and_then(|v| codec::decode_account(&v)))
+    }
+
+    fn transfer(&self, id: u128) -> Result<Option<Transfer>> {
+        Ok(self
+            .snap
+            .get(codec::id_key(TRANSFER, id))?
+            .and_then(|v| codec::decode_transfer(&v)))
+    }
+
+    /// The accounts with these ids that exist, in input order.
+    pub fn lookup_accounts(&self, ids: &[u128]) -> Result<Vec<Account>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            if let Some(a) = self.account(id)? {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The transfers with these ids that exist, in input order.
+    pub fn lookup_transfers(&self, ids: &[u128]) -> Result<Vec<Transfer>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            if let Some(t) = self.transfer(id)? {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every account, in id order (for audits and the command's checks).
+    pub fn accounts(&self) -> Result<Vec<Account>> {
+        Ok(self
+            .snap
+            .scan_prefix([ACCOUNT])?
+            .filter_map(|(_, v)| codec::decode_account(&v))
+            .collect())
+    }
+
+    /// The history entries of `filter` that pass it, in the order asked:
+    /// (timestamp, transfer, balances if stored).
+    fn history(&self, filter: &AccountFilter) -> Result<Vec<HistoryEntry>> {
+        let sides = AccountFilterFlags::DEBITS | AccountFilterFlags::CREDITS;
+        let max = if filter.timestamp_max == 0 {
+            u64::MAX
+        } else {
+            filter.timestamp_max
+        };
+        if filter.limit == 0
+            || !filter.flags.intersects(sides)
+            || filter.account_id == 0
+            || filter.account_id == u128::MAX
+            || filter.timestamp_min > max
+        {
+            return Ok(Vec::new());
+        }
+        let lower = codec::history_key(filter.account_id, filter.timestamp_min);
+        let upper = codec::history_key(filter.account_id, max);
+        let mut entries: Vec<(u64, u128, Option<[u128; 4]>)> = self
+            .snap
+            .scan(lower..=upper)?
+            .filter_map(|(k, v)| {
+                let ts = codec::parse_history_ts(&k)?;
+                let (id, balances) = codec::decode_history(&v)?;
+                Some((ts, id, balances))
+            })
+            .collect();
+        if filter.flags.contains(AccountFilterFlags::REVERSED) {
+            entries.reverse();
+        }
+        let mut out = Vec::new();
+        for (ts, id, balances) in entries {
+            let Some(t) = self.transfer(id)? else {
+                continue;
+            };
+            let side_ok = (filter.flags.contains(AccountFilterFlags::DEBITS)
+                && t.debit_account_id == filter.account_id)
+                || (filter.flags.contains(AccountFilterFlags::CREDITS)
+                    && t.credit_account_id == filter.account_id);
+            let fields_ok = (filter.user_data_128 == 0 || t.user_data_128 == filter.user_data_128)
+                && (filter.user_data_64 == 0 || t.user_data_64 == filter.user_data_64)
+                && (filter.user_data_32 == 0 || t.user_data_32 == filter.user_data_32)
+                && (filter.code == 0 || t.code == filter.code);
+            if side_ok && fields_ok {
+                out.push((ts, t, balances));
+                if out.len() >= filter.limit as usize {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// An account's transfers that match `filter`: by timestamp range,
+    /// debits and/or credits, user data and code, at most `limit`, oldest
+    /// first or (with `REVERSED`) newest first. An invalid filter (no side,
+    /// limit 0, min after max, a reserved account id) matches nothing.
+    pub fn get_account_transfers(&self, filter: AccountFilter) -> Result<Vec<Transfer>> {
+        Ok(self
+            .history(&filter)?
+            .into_iter()
+            .map(|(_, t, _)| t)
+            .collect())
+    }
+
+    /// An account's balances after each of its transfers that match
+    /// `filter`; empty unless the account has `AccountFlags::HISTORY`.
+    pub fn get_account_balances(&self, filter: AccountFilter) -> Result<Vec<AccountBalance>> {
+        let Some(account) = self.account(filter.account_id)? else {
+            return Ok(Vec::new());
+        };
+        if !account.flags.contains(AccountFlags::HISTORY) {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .history(&filter)?
+            .into_iter()
+            .filter_map(|(ts, _, balances)| {
+                let [dp, dpo, cp, cpo] = balances?;
+                Some(AccountBalance {
+                    debits_pending: dp,
+                    debits_posted: dpo,
+                    credits_pending: cp,
+                    credits_posted: cpo,
+                    timestamp: ts,
+                })
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,338 @@
+//! How the ledger lays its records out in the key-value core.
+//!
+//! Keys (big-endian numbers, so that keys sort by them):
+//!
+//! | key | value |
+//! |---|---|
+//! | `a` id:16 | the account, 128 bytes |
+//! | `t` id:16 | the transfer, 128 bytes |
+//! | `s` pending_id:16 | how a pending transfer was settled: 1 byte (`Settled`) |
+//! | `x` expires_at:8 id:16 | (empty) a pending transfer with a timeout |
+//! | `h` account:16 timestamp:8 | the transfer id:16, then for `HISTORY` accounts the four balances after it (64) |
+//! | `f` id:16 | the result code of a transfer that failed transiently: 1 byte |
+//! | `m` `ts` | the last timestamp given out: 8 |
+//!
+//! Accounts and transfers are 128-byte little-endian records in
+//! TigerBeetle's field order. A logical log record (the body of one
+//! `create_accounts` / `create_transfers` / expiry call) is
+//! `u8 op | u64 first timestamp | u32 count | count × 128-byte event`.
+
+use super::types::{Account, AccountFlags, Transfer, TransferFlags};
+
+/// The size of an encoded account or transfer.
+pub const RECORD_BYTES: usize = 128;
+
+pub(crate) const ACCOUNT: u8 = b'a';
+pub(crate) const TRANSFER: u8 = b't';
+pub(crate) const SETTLED: u8 = b's';
+pub(crate) const EXPIRY: u8 = b'x';
+pub(crate) const HISTORY: u8 = b'h';
+pub(crate) const FAILED: u8 = b'f';
+pub(crate) const META_TS: &[u8] = b"mts";
+
+/// How a pending transfer was settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Settled {
+    Posted = 1,
+    Voided = 2,
+    Expired = 3,
+}
+
+impl Settled {
+    pub(crate) fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(Settled::Posted),
+            2 => Some(Settled::Voided),
+            3 => Some(Settled::Expired),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) fn id_key(tag: u8, id: u128) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = tag;
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub(crate) fn history_key(account: u128, timestamp: u64) -> [u8; 25] {
+    let mut k = [0u8; 25];
+    k[0] = HISTORY;
+    k[1..17].copy_from_slice(&account.to_be_bytes());
+    k[17..].copy_from_slice(&timestamp.to_be_bytes());
+    k
+}
+
+pub(crate) fn expiry_key(expires_at: u64, id: u128) -> [u8; 25] {
+    let mut k = [0u8; 25];
+    k[0] = EXPIRY;
+    k[1..9].copy_from_slice(&expires_at.to_be_bytes());
+    k[9..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// The (expires_at, id) of an expiry key.
+pub(crate) fn parse_expiry_key(k: &[u8]) -> Option<(u64, u128)> {
+    if k.len() != 25 || k[0] != EXPIRY {
+        return None;
+    }
+    let at = u64::from_be_bytes(k[1..9].try_into().ok()?);
+    let id = u128::from_be_bytes(k[9..25].try_into().ok()?);
+    Some((at, id))
+}
+
+/// The timestamp of a history key.
+pub(crate) fn parse_history_ts(k: &[u8]) -> Option<u64> {
+    if k.len() != 25 || k[0] != HISTORY {
+        return None;
+    }
+    Some(u64::from_be_bytes(k[17..25].try_into().ok()?))
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0u8; N];
+        if let Some(src) = self.buf.get(self.at..self.at + N) {
+            out.copy_from_slice(src);
+        }
+        self.at += N;
+        out
+    }
+    fn u128(&mut self) -> u128 {
+        u128::from_le_bytes(self.take())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.take())
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.take())
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes(self.take())
+    }
+}
+
+/// Encodes an account into its 128-byte record.
+pub fn encode_account(a: &Account, out: &mut [u8; RECORD_BYTES]) {
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        out[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    put(&a.id.to_le_bytes());
+    put(&a.debits_pending.to_le_bytes());
+    put(&a.debits_posted.to_le_bytes());
+    put(&a.credits_pending.to_le_bytes());
+    put(&a.credits_posted.to_le_bytes());
+    put(&a.user_data_128.to_le_bytes());
+    put(&a.user_data_64.to_le_bytes());
+    put(&a.user_data_32.to_le_bytes());
+    put(&a.reserved.to_le_bytes());
+    put(&a.ledger.to_le_bytes());
+    put(&a.code.to_le_bytes());
+    put(&a.flags.bits().to_le_bytes());
+    put(&a.timestamp.to_le_bytes());
+}
+
+/// Decodes a 128-byte account record (`None` if it is not 128 bytes).
+/// Unknown flag bits are kept, so that validation can see them.
+pub fn decode_account(b: &[u8]) -> Option<Account> {
+    if b.len() != RECORD_BYTES {
+        return None;
+    }
+    let mut r = Reader { buf: b, at: 0 };
+    Some(Account {
+        id: r.u128(),
+        debits_pending: r.u128(),
+        debits_posted: r.u128(),
+        credits_pending: r.u128(),
+        credits_posted: r.u128(),
+        user_data_128: r.u128(),
+        user_data_64: r.u64(),
+        user_data_32: r.u32(),
+        reserved: r.u32(),
+        ledger: r.u32(),
+        code: r.u16(),
+        flags: AccountFlags::from_bits_retain(r.u16()),
+        timestamp: r.u64(),
+    })
+}
+
+/// Encodes a transfer into its 128-byte record.
+pub fn encode_transfer(t: &Transfer, out: &mut [u8; RECORD_BYTES]) {
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        out[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    put(&t.id.to_le_bytes());
+    put(&t.debit_account_id.to_le_bytes());
+    put(&t.credit_account_id.to_le_bytes());
+    put(&t.amount.to_le_bytes());
+    put(&t.pending_id.to_le_bytes());
+    put(&t.user_data_128.to_le_bytes());
+    put(&t.user_data_64.to_le_bytes());
+    put(&t.user_data_32.to_le_bytes());
+    put(&t.timeout.to_le_bytes());
+    put(&t.ledger.to_le_bytes());
+    put(&t.code.to_le_bytes());
+    put(&t.flags.bits().to_le_bytes());
+    put(&t.timestamp.to_le_bytes());
+}
+
+/// Decodes a 128-byte transfer record (`None` if it is not 128 bytes).
+pub fn decode_transfer(b: &[u8]) -> Option<Transfer> {
+    if b.len() != RECORD_BYTES {
+        return None;
+    }
+    let mut r = Reader { buf: b, at: 0 };
+    Some(Transfer {
+        id: r.u128(),
+        debit_account_id: r.u128(),
+        credit_account_id: r.u128(),
+        amount: r.u128(),
+        pending_id: r.u128(),
+        user_data_128: r.u128(),
+        user_data_64: r.u64(),
+        user_data_32: r.u32(),
+        timeout: r.u32(),
+        ledger: r.u32(),
+        code: r.u16(),
+        flags: TransferFlags::from_bits_retain(r.u16()),
+        timestamp: r.u64(),
+    })
+}
+
+/// The ops of a logical record.
+pub(crate) const OP_CREATE_ACCOUNTS: u8 = 1;
+pub(crate) const OP_CREATE_TRANSFERS: u8 = 2;
+pub(crate) const OP_EXPIRE: u8 = 3;
+const BODY_HEADER: usize = 13;
+
+/// Encodes the body of a logical record.
+pub(crate) fn encode_body<T>(
+    op: u8,
+    first_ts: u64,
+    events: &[T],
+    encode: impl Fn(&T, &mut [u8; RECORD_BYTES]),
+) -> Vec<u8> {
+    let mut body = Vec::with_capacity(BODY_HEADER + events.len() * RECORD_BYTES);
+    body.push(op);
+    body.extend_from_slice(&first_ts.to_le_bytes());
+    body.extend_from_slice(&(events.len() as u32).to_le_bytes());
+    let mut rec = [0u8; RECORD_BYTES];
+    for e in events {
+        encode(e, &mut rec);
+        body.extend_from_slice(&rec);
+    }
+    body
+}
+
+/// Splits a logical record body into (op, first ts, events).
+pub(crate) fn decode_body(body: &[u8]) -> Option<(u8, u64, std::slice::ChunksExact<'_, u8>)> {
+    let op = *body.first()?;
+    let first_ts = u64::from_le_bytes(body.get(1..9)?.try_into().ok()?);
+    let count = u32::from_le_bytes(body.get(9..13)?.try_into().ok()?) as usize;
+    let events = body.get(BODY_HEADER..)?;
+    if events.len() != count.checked_mul(RECORD_BYTES)? {
+        return None;
+    }
+    Some((op, first_ts, events.chunks_exact(RECORD_BYTES)))
+}
+
+/// A history value: the transfer id, then the balances for `HISTORY`
+/// accounts.
+pub(crate) fn encode_history(transfer_id: u128, balances: Option<&Account>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(80);
+    v.extend_from_slice(&transfer_id.to_le_bytes());
+    if let Some(a) = balances {
+        v.extend_from_slice(&a.debits_pending.to_le_bytes());
+        v.extend_from_slice(&a.debits_posted.to_le_bytes());
+        v.extend_from_slice(&a.credits_pending.to_le_bytes());
+        v.extend_from_slice(&a.credits_posted.to_le_bytes());
+    }
+    v
+}
+
+/// The transfer id and (if stored) the balances of a history value.
+pub(crate) fn decode_history(v: &[u8]) -> Option<(u128, Option<[u128; 4]>)> {
+    let mut r = Reader { buf: v, at: 0 };
+    match v.len() {
+        16 => Some((r.u128(), None)),
+        80 => Some((r.u128(), Some([r.u128(), r.u128(), r.u128(), r.u128()]))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        let a = Account {
+            id: u128::MAX - 3,
+            debits_pending: 1,
+            debits_posted: 2,
+            credits_pending: 3,
+            credits_posted: u128::MAX,
+            user_data_128: 5,
+            user_data_64: 6,
+            user_data_32: 7,
+            reserved: 8,
+            ledger: 9,
+            code: 10,
+            flags: AccountFlags::HISTORY | AccountFlags::LINKED,
+            timestamp: 11,
+        };
+        let mut buf = [0u8; RECORD_BYTES];
+        encode_account(&a, &mut buf);
+        assert_eq!(decode_account(&buf), Some(a));
+        let t = Transfer {
+            id: 1,
+            debit_account_id: 2,
+            credit_account_id: 3,
+            amount: u128::MAX,
+            pending_id: 5,
+            user_data_128: 6,
+            user_data_64: 7,
+            user_data_32: 8,
+            timeout: 9,
+            ledger: 10,
+            code: 11,
+            flags: TransferFlags::PENDING | TransferFlags::from_bits_retain(1 << 15),
+            timestamp: 12,
+        };
+        encode_transfer(&t, &mut buf);
+        assert_eq!(decode_transfer(&buf), Some(t));
+        assert_eq!(decode_transfer(&buf[..127]), None);
+    }
+
+    #[test]
+    fn bodies_round_trip_and_reject_bad_lengths() {
+        let ts = [Transfer::default(); 3];
+        let body = encode_body(OP_CREATE_TRANSFERS, 77, &ts, encode_transfer);
+        let (op, first, events) = decode_body(&body).expect("body");
+        assert_eq!((op, first, events.count()), (OP_CREATE_TRANSFERS, 77, 3));
+        assert!(decode_body(&body[..body.len() - 1]).is_none());
+        let mut lying = body.clone();
+        lying[9..13].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_body(&lying).is_none());
+    }
+
+    #[test]
+    fn keys_sort_by_their_numbers() {
+        assert!(history_key(1, 2) < history_key(1, 3));
+        assert!(history_key(1, u64::MAX) < history_key(2, 0));
+        assert!(expiry_key(5, u128::MAX) < expiry_key(6, 0));
+        assert_eq!(parse_expiry_key(&expiry_key(5, 9)), Some((5, 9)));
+        assert_eq!(parse_history_ts(&history_key(5, 9)), Some(9));
+    }
+}

@@ -1,0 +1,856 @@
+//! The ledger's state machine: executes one batch of accounts or transfers,
+//! one event after another, against the latest state, inside the engine's
+//! sequencer (`Engine::apply`), and again identically when recovery replays
+//! the batch's logical record. It must therefore be deterministic in (state,
+//! body): the body carries the batch's first timestamp, event `i` gets
+//! `first + i`, and nothing else from outside is read.
+//!
+//! Each event is checked against every rule before it changes anything, so
+//! a single event applies whole or not at all. A linked chain may apply some
+//! events and then fail: every change made since the chain began is undone
+//! from the undo log, so the chain applies whole or not at all too. At the
+//! end, the batch's changes become writes of the batch (one record, one
+//! commit ts).
+//!
+//! Invariants after every event: for every account,
+//! `debits_pending + debits_posted` and `credits_pending + credits_posted`
+//! fit in a u128 and respect the account's limit flags; every transfer
+//! added the same amount to a debit side and to a credit side.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+
+use bytes::Bytes;
+
+use super::codec::{
+    self, ACCOUNT, EXPIRY, FAILED, META_TS, RECORD_BYTES, SETTLED, Settled, TRANSFER,
+};
+use super::codes::{CreateAccountResult as AR, CreateTransferResult as TR};
+use super::types::{Account, AccountFlags, Transfer, TransferFlags};
+use crate::Batch;
+use crate::error::Result;
+
+/// The most events one call may carry.
+pub const MAX_BATCH_EVENTS: usize = 1 << 16;
+/// The most pending transfers one batch expires; the rest wait for the
+/// next batch (a post or void of them is refused as expired meanwhile).
+const MAX_EXPIRIES_PER_BATCH: usize = 8190;
+const NS_PER_S: u64 = 1_000_000_000;
+
+/// One change, remembered so that a failed linked chain can be undone.
+#[derive(Debug)]
+enum Undo {
+    /// The account's cached state before the change (`None`: it did not
+    /// exist).
+    Account(u128, Option<Account>),
+    Transfer(u128),
+    Settled(u128),
+    History,
+    ExpiryAdded,
+    ExpiryRemoved,
+}
+
+/// The batch's view of the ledger and its pending changes.
+pub(crate) struct Machine<'b, 'i> {
+    batch: &'b mut Batch<'i>,
+    /// Accounts read or changed in this batch (`None`: known not to exist).
+    accounts: HashMap<u128, Option<Account>>,
+    dirty: Vec<u128>,
+    transfers: HashMap<u128, Transfer>,
+    transfer_order: Vec<u128>,
+    settled: HashMap<u128, Settled>,
+    /// (account, timestamp, transfer id, balances if HISTORY).
+    history: Vec<(u128, u64, u128, Option<Account>)>,
+    expiry_added: Vec<(u64, u128)>,
+    expiry_removed: Vec<(u64, u128)>,
+    failed: HashMap<u128, TR>,
+    undo: Vec<Undo>,
+    last_ts: u64,
+}
+
+/// The last timestamp the ledger gave out.
+pub(crate) fn last_timestamp(batch: &Batch<'_>) -> u64 {
+    batch
+        .get(META_TS)
+        .and_then(|v| v.as_ref().try_into().ok().map(u64::from_le_bytes))
+        .unwrap_or(0)
+}
+
+impl<'b, 'i> Machine<'b, 'i> {
+    pub(crate) fn new(batch: &'b mut Batch<'i>) -> Self {
+        let last_ts = last_timestamp(batch);
+        Machine {
+            batch,
+            accounts: HashMap::new(),
+            dirty: Vec::new(),
+            transfers: HashMap::new(),
+            transfer_order: Vec::new(),
+            settled: HashMap::new(),
+            history: Vec::new(),
+            expiry_added: Vec::new(),
+            expiry_removed: Vec::new(),
+            failed: HashMap::new(),
+            undo: Vec::new(),
+            last_ts,
+        }
+    }
+
+    // ---- reads ----
+
+    fn account(&mut self, id: u128) -> Option<Account> {
+        if let Some(a) = self.accounts.get(&id) {
+            return *a;
+        }
+        let found = self
+            .batch
+            .get(codec::id_key(ACCOUNT, id))
+            .and_then(|v| codec::decode_account(&v));
+        self.accounts.insert(id, found);
+        found
+    }
+
+    fn transfer(&self, id: u128) -> Option<Transfer> {
+        if let Some(t) = self.transfers.get(&id) {
+            return Some(*t);
+        }
+        self.batch
+            .get(codec::id_key(TRANSFER, id))
+            .and_then(|v| codec::decode_transfer(&v))
+    }
+
+    fn settled_state(&self, pending_id: u128) -> Option<Settled> {
+        if let Some(s) = self.settled.get(&pending_id) {
+            return Some(*s);
+        }
+        self.batch
+            .get(codec::id_key(SETTLED, pending_id))
+            .and_then(|v| v.first().copied().and_then(Settled::from_byte))
+    }
+
+    fn has_failed(&self, id: u128) -> bool {
+        self.failed.contains_key(&id) || self.batch.get(codec::id_key(FAILED, id)).is_some()
+    }
+
+    // ---- changes (each remembered in the undo log) ----
+
+    fn set_account(&mut self, a: Account) {
+        let before = self.accounts.insert(a.id, Some(a)).flatten();
+        self.undo.push(Undo::Account(a.id, before));
+        self.dirty.push(a.id);
+    }
+
+    fn add_transfer(&mut self, t: Transfer) {
+        self.transfers.insert(t.id, t);
+        self.transfer_order.push(t.id);
+        self.undo.push(Undo::Transfer(t.id));
+    }
+
+    fn settle(&mut self, pending_id: u128, how: Settled) {
+        self.settled.insert(pending_id, how);
+        self.undo.push(Undo::Settled(pending_id));
+    }
+
+    fn record_history(&mut self, account: &Account, ts: u64, transfer_id: u128) {
+        let balances = account
+            .flags
+            .contains(AccountFlags::HISTORY)
+            .then_some(*account);
+        self.history.push((account.id, ts, transfer_id, balances));
+        self.undo.push(Undo::History);
+    }
+
+    fn add_expiry(&mut self, at: u64, id: u128) {
+        self.expiry_added.push((at, id));
+        self.undo.push(Undo::ExpiryAdded);
+    }
+
+    fn remove_expiry(&mut self, at: u64, id: u128) {
+        self.expiry_removed.push((at, id));
+        self.undo.push(Undo::ExpiryRemoved);
+    }
+
+    /// Undoes every change back to `mark` (a failed linked chain).
+    fn rollback(&mut self, mark: usize) {
+        while self.undo.len() > mark {
+            let Some(undo) = self.undo.pop() else { break };
+            match undo {
+                Undo::Account(id, before) => {
+                    self.accounts.insert(id, before);
+                }
+                Undo::Transfer(id) => {
+                    self.transfers.remove(&id);
+                    self.transfer_order.pop();
+                }
+                Undo::Settled(id) => {
+                    self.settled.remove(&id);
+                }
+                Undo::History => {
+                    self.history.pop();
+                }
+                Undo::ExpiryAdded => {
+                    self.expiry_added.pop();
+                }
+                Undo::ExpiryRemoved => {
+                    self.expiry_removed.pop();
+                }
+            }
+        }
+    }
+
+    /// Turns the batch's changes into writes, and moves the last timestamp.
+    pub(crate) fn finish(self, last_ts: u64) -> Result<()> {
+        let Machine {
+            batch,
+            accounts,
+            mut dirty,
+            transfers,
+            transfer_order,
+            settled,
+            history,
+            expiry_added,
+            expiry_removed,
+            failed,
+            ..
+        } = self;
+        let mut rec = [0u8; RECORD_BYTES];
+        dirty.sort_unstable();
+        dirty.dedup();
+        for id in dirty {
+            if let Some(Some(a)) = accounts.get(&id) {
+                codec::encode_account(a, &mut rec);
+                batch.put(codec::id_key(ACCOUNT, id), rec)?;
+            }
+        }
+        for id in transfer_order {
+            if let Some(t) = transfers.get(&id) {
+                codec::encode_transfer(t, &mut rec);
+                batch.put(codec::id_key(TRANSFER, id), rec)?;
+            }
+        }
+        for (id, how) in settled {
+            batch.put(codec::id_key(SETTLED, id), [how as u8])?;
+        }
+        for (account, ts, transfer_id, balances) in history {
+            let value = codec::encode_history(transfer_id, balances.as_ref());
+            batch.put_bytes(codec::history_key(account, ts), Bytes::from(value))?;
+        }
+        for (at, id) in expiry_added {
+            batch.put(codec::expiry_key(at, id), [])?;
+        }
+        for (at, id) in expiry_removed {
+            batch.delete(codec::expiry_key(at, id))?;
+        }
+        for (id, code) in failed {
+            batch.put(codec::id_key(FAILED, id), [code.code()])?;
+        }
+        batch.put(META_TS, last_ts.to_le_bytes())?;
+        Ok(())
+    }
+
+    /// The timestamp that the batch's first event gets, given the clock.
+    pub(crate) fn first_timestamp(&self, now_ns: u64) -> u64 {
+        now_ns.max(self.last_ts.saturating_add(1))
+    }
+
+    // ---- linked chains ----
+
+    /// Runs `events` in order with linked-chain semantics: `apply(i)` checks
+    /// and applies event `i`; `linked(i)` tells whether it is linked to the
+    /// next. Returns one result per event.
+    fn run_chains<R: Copy + PartialEq>(
+        &mut self,
+        n: usize,
+        ok: R,
+        linked_failed: R,
+        chain_open: R,
+        linked: impl Fn(usize) -> bool,
+        mut apply: impl FnMut(&mut Self, usize) -> R,
+    ) -> Vec<R> {
+        let mut results = vec![ok; n];
+        let mut i = 0;
+        while i < n {
+            let mark = self.undo.len();
+            let mut broken = false;
+            let mut end = i;
+            for (j, result) in results.iter_mut().enumerate().skip(i) {
+                end = j;
+                if broken {
+                    *result = linked_failed;
+                } else if linked(j) && j + 1 == n {
+                    *result = chain_open;
+                    broken = true;
+                } else {
+                    let r = apply(self, j);
+                    if r != ok {
+                        *result = r;
+                        broken = true;
+                    }
+                }
+                if !linked(j) {
+                    break;
+                }
+            }
+            if broken {
+                self.rollback(mark);
+                for r in &mut results[i..=end] {
+                    if *r == ok {
+                        *r = linked_failed;
+                    }
+                }
+            }
+            i = end + 1;
+        }
+        results
+    }
+
+    // ---- accounts ----
+
+    /// Creates `accounts`, the first at timestamp `first_ts`.
+    pub(crate) fn create_accounts(&mut self, first_ts: u64, accounts: &[Account]) -> Vec<AR> {
+        self.run_chains(
+            accounts.len(),
+            AR::Ok,
+            AR::LinkedEventFailed,
+            AR::LinkedEventChainOpen,
+            |i| accounts[i].flags.contains(AccountFlags::LINKED),
+            |m, i| m.create_account(first_ts + i as u64, &accounts[i]),
+        )
+    }
+
+    fn create_account(&mut self, ts: u64, a: &Account) -> AR {
+        if a.timestamp != 0 {
+            return AR::TimestampMustBeZero;
+        }
+        if a.reserved != 0 {
+            return AR::ReservedField;
+        }
+        if AccountFlags::from_bits(a.flags.bits()).is_none() {
+            return AR::ReservedFlag;
+        }
+        if a.id == 0 {
+            return AR::IdMustNotBeZero;
+        }
+        if a.id == u128::MAX {
+            return AR::IdMustNotBeIntMax;
+        }
+        if let Some(e) = self.account(a.id) {
+            return account_exists(a, &e);
+        }
+        if a.flags.contains(
+            AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS
+                | AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
+        ) {
+            return AR::FlagsAreMutuallyExclusive;
+        }
+        if a.debits_pending != 0 {
+            return AR::DebitsPendingMustBeZero;
+        }
+        if a.debits_posted != 0 {
+            return AR::DebitsPostedMustBeZero;
+        }
+        if a.credits_pending != 0 {
+            return AR::CreditsPendingMustBeZero;
+        }
+        if a.credits_posted != 0 {
+            return AR::CreditsPostedMustBeZero;
+        }
+        if a.ledger == 0 {
+            return AR::LedgerMustNotBeZero;
+        }
+        if a.code == 0 {
+            return AR::CodeMustNotBeZero;
+        }
+        self.set_account(Account {
+            timestamp: ts,
+            ..*a
+        });
+        AR::Ok
+    }
+
+    // ---- expiry ----
+
+    /// Voids the pending transfers whose timeout passed at `now`, at most
+    /// `MAX_EXPIRIES_PER_BATCH` of them, oldest expiry first.
+    pub(crate) fn expire(&mut self, now: u64) {
+        let lower = Bound::Included(vec![EXPIRY]);
+        let upper = Bound::Excluded(codec::expiry_key(now.saturating_add(1), 0).to_vec());
+        let due: Vec<(u64, u128)> = self
+            .batch
+            .scan_latest((lower, upper), MAX_EXPIRIES_PER_BATCH)
+            .into_iter()
+            .filter_map(|(k, _)| codec::parse_expiry_key(&k))
+            .collect();
+        for (at, id) in due {
+            let Some(p) = self.transfer(id) else { continue };
+            if self.settled_state(id).is_some() {
+                self.remove_expiry(at, id);
+                continue;
+            }
+            self.release_pending(&p, false);
+            self.settle(id, Settled::Expired);
+            self.remove_expiry(at, id);
+        }
+    }
+
+    /// Takes a pending transfer's reservation off both accounts and, unless
+    /// it was posted, reopens the accounts it closed.
+    fn release_pending(&mut self, p: &Transfer, posted: bool) {
+        for (id, debit) in [(p.debit_account_id, true), (p.credit_account_id, false)] {
+            let Some(mut a) = self.account(id) else {
+                continue;
+            };
+            if debit {
+                a.debits_pending = a.debits_pending.saturating_sub(p.amount);
+                if !posted && p.flags.contains(TransferFlags::CLOSING_DEBIT) {
+                    a.flags.remove(AccountFlags::CLOSED);
+                }
+            } else {
+                a.credits_pending = a.credits_pending.saturating_sub(p.amount);
+                if !posted && p.flags.contains(TransferFlags::CLOSING_CREDIT) {
+                    a.flags.remove(AccountFlags::CLOSED);
+                }
+            }
+            self.set_account(a);
+        }
+    }
+
+    // ---- transfers ----
+
+    /// Creates `transfers`, the first at timestamp `first_ts`.
+    pub(crate) fn create_transfers(&mut self, first_ts: u64, transfers: &[Transfer]) -> Vec<TR> {
+        self.run_chains(
+            transfers.len(),
+            TR::Ok,
+            TR::LinkedEventFailed,
+            TR::LinkedEventChainOpen,
+            |i| transfers[i].flags.contains(TransferFlags::LINKED),
+            |m, i| {
+                let t = &transfers[i];
+                let r = m.create_transfer(first_ts + i as u64, t);
+                if r.is_transient() {
+                    // The id is spent, even if its chain is undone.
+                    m.failed.insert(t.id, r);
+                }
+                r
+            },
+        )
+    }
+
+    fn create_transfer(&mut self, ts: u64, t: &Transfer) -> TR {
+        if t.timestamp != 0 {
+            return TR::TimestampMustBeZero;
+        }
+        if TransferFlags::from_bits(t.flags.bits()).is_none() {
+            return TR::ReservedFlag;
+        }
+        if t.id == 0 {
+            return TR::IdMustNotBeZero;
+        }
+        if t.id == u128::MAX {
+            return TR::IdMustNotBeIntMax;
+        }
+        if let Some(e) = self.transfer(t.id) {
+            return transfer_exists(t, &e);
+        }
+        if self.has_failed(t.id) {
+            return TR::IdAlreadyFailed;
+        }
+        if flags_exclusive(t.flags) {
+            return TR::FlagsAreMutuallyExclusive;
+        }
+        let settles = TransferFlags::POST_PENDING_TRANSFER | TransferFlags::VOID_PENDING_TRANSFER;
+        if t.flags.intersects(settles) {
+            return self.post_or_void(ts, t);
+        }
+        match check_transfer_fields(t) {
+            TR::Ok => {}
+            r => return r,
+        }
+        let Some(mut dr) = self.account(t.debit_account_id) else {
+            return TR::DebitAccountNotFound;
+        };
+        let Some(mut cr) = self.account(t.credit_account_id) else {
+            return TR::CreditAccountNotFound;
+        };
+        if dr.ledger != cr.ledger {
+            return TR::AccountsMustHaveTheSameLedger;
+        }
+        if t.ledger != dr.ledger {
+            return TR::TransferMustHaveTheSameLedgerAsAccounts;
+        }
+        if dr.flags.contains(AccountFlags::CLOSED) {
+            return TR::DebitAccountAlreadyClosed;
+        }
+        if cr.flags.contains(AccountFlags::CLOSED) {
+            return TR::CreditAccountAlreadyClosed;
+        }
+        let amount = match balancing_amount(t, &dr, &cr) {
+            Ok(amount) => amount,
+            Err(r) => return r,
+        };
+        let pending = t.flags.contains(TransferFlags::PENDING);
+        if pending {
+            if dr.debits_pending.checked_add(amount).is_none() {
+                return TR::OverflowsDebitsPending;
+            }
+            if cr.credits_pending.checked_add(amount).is_none() {
+                return TR::OverflowsCreditsPending;
+            }
+        }
+        if dr.debits_posted.checked_add(amount).is_none() {
+            return TR::OverflowsDebitsPosted;
+        }
+        if cr.credits_posted.checked_add(amount).is_none() {
+            return TR::OverflowsCreditsPosted;
+        }
+        if dr
+            .debits_pending
+            .checked_add(dr.debits_posted)
+            .and_then(|d| d.checked_add(amount))
+            .is_none()
+        {
+            return TR::OverflowsDebits;
+        }
+        if cr
+            .credits_pending
+            .checked_add(cr.credits_posted)
+            .and_then(|c| c.checked_add(amount))
+            .is_none()
+        {
+            return TR::OverflowsCredits;
+        }
+        let expires_at = if pending && t.timeout > 0 {
+            match u64::from(t.timeout)
+                .checked_mul(NS_PER_S)
+                .and_then(|ns| ts.checked_add(ns))
+            {
+                Some(at) => Some(at),
+                None => return TR::OverflowsTimeout,
+            }
+        } else {
+            None
+        };
+        if dr.debits_exceed_credits(amount) {
+            return TR::ExceedsCredits;
+        }
+        if cr.credits_exceed_debits(amount) {
+            return TR::ExceedsDebits;
+        }
+        // Every rule holds: apply.
+        if pending {
+            dr.debits_pending += amount;
+            cr.credits_pending += amount;
+            if t.flags.contains(TransferFlags::CLOSING_DEBIT) {
+                dr.flags.insert(AccountFlags::CLOSED);
+            }
+            if t.flags.contains(TransferFlags::CLOSING_CREDIT) {
+                cr.flags.insert(AccountFlags::CLOSED);
+            }
+        } else {
+            dr.debits_posted += amount;
+            cr.credits_posted += amount;
+        }
+        debug_assert!(!dr.debits_exceed_credits(0), "debit limit broken");
+        debug_assert!(!cr.credits_exceed_debits(0), "credit limit broken");
+        self.set_account(dr);
+        self.set_account(cr);
+        self.add_transfer(Transfer {
+            amount,
+            timestamp: ts,
+            ..*t
+        });
+        self.record_history(&dr, ts, t.id);
+        self.record_history(&cr, ts, t.id);
+        if let Some(at) = expires_at {
+            self.add_expiry(at, t.id);
+        }
+        TR::Ok
+    }
+
+    fn post_or_void(&mut self, ts: u64, t: &Transfer) -> TR {
+        if t.pending_id == 0 {
+            return TR::PendingIdMustNotBeZero;
+        }
+        if t.pending_id == u128::MAX {
+            return TR::PendingIdMustNotBeIntMax;
+        }
+        if t.pending_id == t.id {
+            return TR::PendingIdMustBeDifferent;
+        }
+        if t.timeout != 0 {
+            return TR::TimeoutReservedForPendingTransfer;
+        }
+        let Some(p) = self.transfer(t.pending_id) else {
+            return TR::PendingTransferNotFound;
+        };
+        if !p.flags.contains(TransferFlags::PENDING) {
+            return TR::PendingTransferNotPending;
+        }
+        if t.debit_account_id != 0 && t.debit_account_id != p.debit_account_id {
+            return TR::PendingTransferHasDifferentDebitAccountId;
+        }
+        if t.credit_account_id != 0 && t.credit_account_id != p.credit_account_id {
+            return TR::PendingTransferHasDifferentCreditAccountId;
+        }
+        if t.ledger != 0 && t.ledger != p.ledger {
+            return TR::PendingTransferHasDifferentLedger;
+        }
+        if t.code != 0 && t.code != p.code {
+            return TR::PendingTransferHasDifferentCode;
+        }
+        let post = t.flags.contains(TransferFlags::POST_PENDING_TRANSFER);
+        let amount = if t.amount == 0 { p.amount } else { t.amount };
+        if amount > p.amount {
+            return TR::ExceedsPendingTransferAmount;
+        }
+        if !post && amount != p.amount {
+            return TR::PendingTransferHasDifferentAmount;
+        }
+        match self.settled_state(p.id) {
+            Some(Settled::Posted) => return TR::PendingTransferAlreadyPosted,
+            Some(Settled::Voided) => return TR::PendingTransferAlreadyVoided,
+            Some(Settled::Expired) => return TR::PendingTransferExpired,
+            None => {}
+        }
+        let expires_at = (p.timeout > 0).then(|| {
+            p.timestamp
+                .saturating_add(u64::from(p.timeout).saturating_mul(NS_PER_S))
+        });
+        if expires_at.is_some_and(|at| at <= ts) {
+            return TR::PendingTransferExpired;
+        }
+        let Some(dr) = self.account(p.debit_account_id) else {
+            return TR::DebitAccountNotFound;
+        };
+        let Some(cr) = self.account(p.credit_account_id) else {
+            return TR::CreditAccountNotFound;
+        };
+        if post {
+            if dr.flags.contains(AccountFlags::CLOSED)
+                && !p.flags.contains(TransferFlags::CLOSING_DEBIT)
+            {
+                return TR::DebitAccountAlreadyClosed;
+            }
+            if cr.flags.contains(AccountFlags::CLOSED)
+                && !p.flags.contains(TransferFlags::CLOSING_CREDIT)
+            {
+                return TR::CreditAccountAlreadyClosed;
+            }
+        }
+        // Every rule holds: settle it.
+        self.release_pending(&p, post);
+        let (mut dr, mut cr) = match (self.account(dr.id), self.account(cr.id)) {
+            (Some(dr), Some(cr)) => (dr, cr),
+            _ => return TR::DebitAccountNotFound,
+        };
+        if post {
+            // Posting moves at most what was reserved: no overflow, and no
+            // limit can break (the reservation already counted).
+            dr.debits_posted = dr.debits_posted.saturating_add(amount);
+            cr.credits_posted = cr.credits_posted.saturating_add(amount);
+            self.set_account(dr);
+            self.set_account(cr);
+        }
+        self.settle(
+            p.id,
+            if post {
+                Settled::Posted
+            } else {
+                Settled::Voided
+            },
+        );
+        if let Some(at) = expires_at {
+            self.remove_expiry(at, p.id);
+        }
+        let stored = Transfer {
+            id: t.id,
+            debit_account_id: p.debit_account_id,
+            credit_account_id: p.credit_account_id,
+            amount,
+            pending_id: p.id,
+            user_data_128: if t.user_data_128 == 0 {
+                p.user_data_128
+            } else {
+                t.user_data_128
+            },
+            user_data_64: if t.user_data_64 == 0 {
+                p.user_data_64
+            } else {
+                t.user_data_64
+            },
+            user_data_32: if t.user_data_32 == 0 {
+                p.user_data_32
+            } else {
+                t.user_data_32
+            },
+            timeout: 0,
+            ledger: p.ledger,
+            code: p.code,
+            flags: t.flags,
+            timestamp: ts,
+        };
+        self.add_transfer(stored);
+        self.record_history(&dr, ts, t.id);
+        self.record_history(&cr, ts, t.id);
+        TR::Ok
+    }
+}
+
+fn account_exists(a: &Account, e: &Account) -> AR {
+    // A closing transfer may have closed the account since: not a difference
+    // in what was asked for.
+    let asked = a.flags - AccountFlags::CLOSED;
+    let stored = e.flags - AccountFlags::CLOSED;
+    if asked != stored {
+        return AR::ExistsWithDifferentFlags;
+    }
+    if a.user_data_128 != e.user_data_128 {
+        return AR::ExistsWithDifferentUserData128;
+    }
+    if a.user_data_64 != e.user_data_64 {
+        return AR::ExistsWithDifferentUserData64;
+    }
+    if a.user_data_32 != e.user_data_32 {
+        return AR::ExistsWithDifferentUserData32;
+    }
+    if a.ledger != e.ledger {
+        return AR::ExistsWithDifferentLedger;
+    }
+    if a.code != e.code {
+        return AR::ExistsWithDifferentCode;
+    }
+    AR::Exists
+}
+
+/// Compares a resubmitted transfer with the stored one. On a post or void,
+/// a zero field means "as the pending transfer" and is not a difference.
+fn transfer_exists(t: &Transfer, e: &Transfer) -> TR {
+    if t.flags != e.flags {
+        return TR::ExistsWithDifferentFlags;
+    }
+    if t.pending_id != e.pending_id {
+        return TR::ExistsWithDifferentPendingId;
+    }
+    if t.timeout != e.timeout {
+        return TR::ExistsWithDifferentTimeout;
+    }
+    let settles = t
+        .flags
+        .intersects(TransferFlags::POST_PENDING_TRANSFER | TransferFlags::VOID_PENDING_TRANSFER);
+    let differs = |asked: u128, stored: u128| (!settles || asked != 0) && asked != stored;
+    if differs(t.debit_account_id, e.debit_account_id) {
+        return TR::ExistsWithDifferentDebitAccountId;
+    }
+    if differs(t.credit_account_id, e.credit_account_id) {
+        return TR::ExistsWithDifferentCreditAccountId;
+    }
+    let balancing = t
+        .flags
+        .intersects(TransferFlags::BALANCING_DEBIT | TransferFlags::BALANCING_CREDIT);
+    let amount_differs = if balancing {
+        // The stored amount is what the balance allowed, at most the asked.
+        t.amount != 0 && e.amount > t.amount
+    } else {
+        differs(t.amount, e.amount)
+    };
+    if amount_differs {
+        return TR::ExistsWithDifferentAmount;
+    }
+    if differs(t.user_data_128, e.user_data_128) {
+        return TR::ExistsWithDifferentUserData128;
+    }
+    if differs(t.user_data_64.into(), e.user_data_64.into()) {
+        return TR::ExistsWithDifferentUserData64;
+    }
+    if differs(t.user_data_32.into(), e.user_data_32.into()) {
+        return TR::ExistsWithDifferentUserData32;
+    }
+    if differs(t.ledger.into(), e.ledger.into()) {
+        return TR::ExistsWithDifferentLedger;
+    }
+    if differs(t.code.into(), e.code.into()) {
+        return TR::ExistsWithDifferentCode;
+    }
+    TR::Exists
+}
+
+fn flags_exclusive(f: TransferFlags) -> bool {
+    let post = f.contains(TransferFlags::POST_PENDING_TRANSFER);
+    let void = f.contains(TransferFlags::VOID_PENDING_TRANSFER);
+    let pending = f.contains(TransferFlags::PENDING);
+    let balancing = f.intersects(TransferFlags::BALANCING_DEBIT | TransferFlags::BALANCING_CREDIT);
+    let closing = f.intersects(TransferFlags::CLOSING_DEBIT | TransferFlags::CLOSING_CREDIT);
+    (pending && (post || void)) || (post && void) || ((post || void) && (balancing || closing))
+}
+
+/// The field rules of a new (not post/void) transfer, in check order.
+fn check_transfer_fields(t: &Transfer) -> TR {
+    if t.debit_account_id == 0 {
+        return TR::DebitAccountIdMustNotBeZero;
+    }
+    if t.debit_account_id == u128::MAX {
+        return TR::DebitAccountIdMustNotBeIntMax;
+    }
+    if t.credit_account_id == 0 {
+        return TR::CreditAccountIdMustNotBeZero;
+    }
+    if t.credit_account_id == u128::MAX {
+        return TR::CreditAccountIdMustNotBeIntMax;
+    }
+    if t.debit_account_id == t.credit_account_id {
+        return TR::AccountsMustBeDifferent;
+    }
+    if t.pending_id != 0 {
+        return TR::PendingIdMustBeZero;
+    }
+    if !t.flags.contains(TransferFlags::PENDING) {
+        if t.timeout != 0 {
+            return TR::TimeoutReservedForPendingTransfer;
+        }
+        if t.flags
+            .intersects(TransferFlags::CLOSING_DEBIT | TransferFlags::CLOSING_CREDIT)
+        {
+            return TR::ClosingTransferMustBePending;
+        }
+    }
+    let balancing = t
+        .flags
+        .intersects(TransferFlags::BALANCING_DEBIT | TransferFlags::BALANCING_CREDIT);
+    if t.amount == 0 && !balancing {
+        return TR::AmountMustNotBeZero;
+    }
+    if t.ledger == 0 {
+        return TR::LedgerMustNotBeZero;
+    }
+    if t.code == 0 {
+        return TR::CodeMustNotBeZero;
+    }
+    TR::Ok
+}
+
+/// The amount a transfer moves: its own, or for a balancing transfer, as
+/// much of it (0: unbounded) as the accounts' balances allow.
+fn balancing_amount(t: &Transfer, dr: &Account, cr: &Account) -> Result<u128, TR> {
+    let mut amount = t.amount;
+    let balancing = t
+        .flags
+        .intersects(TransferFlags::BALANCING_DEBIT | TransferFlags::BALANCING_CREDIT);
+    if balancing && amount == 0 {
+        amount = u128::MAX;
+    }
+    if t.flags.contains(TransferFlags::BALANCING_DEBIT) {
+        let used = dr.debits_pending.saturating_add(dr.debits_posted);
+        amount = amount.min(dr.credits_posted.saturating_sub(used));
+        if amount == 0 {
+            return Err(TR::ExceedsCredits);
+        }
+    }
+    if t.flags.contains(TransferFlags::BALANCING_CREDIT) {
+        let used = cr.credits_pending.saturating_add(cr.credits_posted);
+        amount = amount.min(cr.debits_posted.saturating_sub(used));
+        if amount == 0 {
+            return Err(TR::ExceedsDebits);
+        }
+    }
+    Ok(amount)
+}

@@ -1,0 +1,30 @@
+//! The double-entry ledger on the storage core: accounts, atomic
+//! multi-account transfers, two-phase transfers, balance limits, idempotent
+//! ids, history, after TigerBeetle's model.
+//!
+//! Every account, transfer and index entry is a record of the key-value
+//! core (layout in `codec.rs`), so snapshots, the redo log, recovery,
+//! checkpoints and GC cover the ledger with no second mechanism. A batch is
+//! logged as itself (a logical record) and re-executed on recovery by the
+//! same deterministic state machine (`machine.rs`) that ran it live.
+//!
+//! Invariants: in every snapshot, the sum of all accounts' posted debits
+//! equals the sum of posted credits, and likewise pending; every account's
+//! limit flags hold; an id applies at most once.
+
+mod api;
+mod clock;
+mod codec;
+mod codes;
+mod machine;
+mod types;
+
+pub use api::{Ledger, LedgerOptions, LedgerSnapshot};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use codec::{RECORD_BYTES, decode_account, decode_transfer, encode_account, encode_transfer};
+pub use codes::{CreateAccountResult, CreateTransferResult};
+pub use machine::MAX_BATCH_EVENTS;
+pub use types::{
+    Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, Transfer,
+    TransferFlags,
+};

@@ -1,0 +1,3 @@
+//! The `mvledger` command (being written).
+
+fn main() {}

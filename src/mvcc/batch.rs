@@ -1,0 +1,138 @@
+//! `Batch`: the writes of an `Engine::apply` call, computed inside the
+//! sequencer against the latest installed state, and the same type handed to
+//! the `Replay` hook when recovery re-executes a logical record.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::{Bound, RangeBounds};
+
+use bytes::Bytes;
+
+use super::engine::check_sizes;
+use super::index::Index;
+use super::scan::{Scan, as_ref_bounds};
+use crate::error::Result;
+
+/// A fast hasher for byte-string keys (FxHash-style). Not DoS-resistant:
+/// a batch is bounded in size, so a crafted set of colliding keys costs at
+/// most a slow batch.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut h = self.0;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+        self.0 = h;
+    }
+}
+
+/// The writes of a batch: key -> new value (`None` deletes).
+pub(crate) type BatchWrites = HashMap<Box<[u8]>, Option<Bytes>, BuildHasherDefault<KeyHasher>>;
+
+/// A batch of writes computed inside the sequencer (`Engine::apply`), or by
+/// the `Replay` hook during recovery.
+#[derive(Debug)]
+pub struct Batch<'a> {
+    index: &'a Index,
+    writes: BatchWrites,
+    body: Option<Vec<u8>>,
+}
+
+impl<'a> Batch<'a> {
+    pub(crate) fn new(index: &'a Index) -> Self {
+        Batch {
+            index,
+            writes: BatchWrites::default(),
+            body: None,
+        }
+    }
+
+    pub(crate) fn into_parts(self) -> (BatchWrites, Option<Vec<u8>>) {
+        (self.writes, self.body)
+    }
+
+    /// The newest value of `key`: this batch's own write, else the latest
+    /// installed version (committed, possibly not yet durable).
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Option<Bytes> {
+        let key = key.as_ref();
+        match self.writes.get(key) {
+            Some(own) => own.clone(),
+            None => self.index.latest(key),
+        }
+    }
+
+    /// Sets `key` to `value` in this batch.
+    pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        check_sizes(key, Some(value))?;
+        self.writes
+            .insert(key.into(), Some(Bytes::copy_from_slice(value)));
+        Ok(())
+    }
+
+    /// Sets `key` to `value`, taking the value without a copy.
+    pub fn put_bytes(&mut self, key: impl AsRef<[u8]>, value: Bytes) -> Result<()> {
+        let key = key.as_ref();
+        check_sizes(key, Some(&value))?;
+        self.writes.insert(key.into(), Some(value));
+        Ok(())
+    }
+
+    /// Deletes `key` in this batch.
+    pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<()> {
+        let key = key.as_ref();
+        check_sizes(key, None)?;
+        self.writes.insert(key.into(), None);
+        Ok(())
+    }
+
+    /// How many keys this batch writes.
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    /// Whether this batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    /// Up to `limit` keys in `bounds` with their newest values (visible or
+    /// not yet), this batch's own writes laid over, in key order.
+    pub fn scan_latest(
+        &self,
+        bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        limit: usize,
+    ) -> Vec<(Bytes, Bytes)> {
+        let mut own: Vec<(Bytes, Option<Bytes>)> = self
+            .writes
+            .iter()
+            .filter(|(k, _)| RangeBounds::<[u8]>::contains(&as_ref_bounds(&bounds), &k[..]))
+            .map(|(k, v)| (Bytes::copy_from_slice(k), v.clone()))
+            .collect();
+        own.sort_by(|a, b| a.0.cmp(&b.0));
+        Scan::new(self.index, u64::MAX, bounds, own.into())
+            .take(limit)
+            .collect()
+    }
+
+    /// Logs this batch as `body` (a logical record) instead of its writes.
+    /// On recovery, `Options::replay` gets `body` and must make exactly the
+    /// same writes from the same state: the caller's logic must be
+    /// deterministic in (state, body). Ignored during replay.
+    pub fn log_as(&mut self, body: Vec<u8>) {
+        self.body = Some(body);
+    }
+}
