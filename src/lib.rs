@@ -42,7 +42,7 @@ pub use error::{Error, Result};
 pub use ledger::{
     Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, Clock,
     CreateAccountResult, CreateTransferResult, Ledger, LedgerOptions, LedgerSnapshot, ManualClock,
-    SystemClock, Transfer, TransferFlags,
+    Reply, SystemClock, Transfer, TransferFlags,
 };
 pub use mvcc::{
     Batch, Engine, Isolation, KeyRange, Options, Replay, Scan, Snapshot, Stats, Transaction,

@@ -103,6 +103,19 @@ fn execute_expire(batch: &mut Batch<'_>, now: u64) -> Result<()> {
     m.finish(now)
 }
 
+/// What one write call did: where it landed in the commit order, the
+/// timestamp of its first event (event `i` has `timestamp + i`), and one
+/// result per event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply<R> {
+    /// The engine commit ts of the call's record: calls apply in this order.
+    pub commit_ts: u64,
+    /// The ledger timestamp of the call's first event.
+    pub timestamp: u64,
+    /// One result per event, in input order.
+    pub results: Vec<R>,
+}
+
 /// The double-entry ledger. `Send + Sync`: share it between threads.
 #[derive(Debug)]
 pub struct Ledger {
@@ -135,48 +148,65 @@ impl Ledger {
     /// Creates accounts: one result per account, in input order. The outer
     /// `Result` fails only when the engine does (I/O, poisoned).
     pub fn create_accounts(&self, accounts: &[Account]) -> Result<Vec<CreateAccountResult>> {
-        if accounts.is_empty() {
-            return Ok(Vec::new());
-        }
-        check_batch(accounts.len())?;
-        let now = self.clock.now_ns();
-        let (_, results) = self.engine.apply(|batch| {
-            let first_ts = Machine::new(batch).first_timestamp(now);
-            let body = codec::encode_body(
-                OP_CREATE_ACCOUNTS,
-                first_ts,
-                accounts,
-                codec::encode_account,
-            );
-            let results = execute_accounts(batch, first_ts, accounts)?;
-            batch.log_as(body);
-            Ok(results)
-        })?;
-        Ok(results)
+        Ok(self.submit_accounts(accounts)?.results)
+    }
+
+    /// `create_accounts`, also telling where the call landed.
+    pub fn submit_accounts(&self, accounts: &[Account]) -> Result<Reply<CreateAccountResult>> {
+        self.submit(
+            accounts,
+            OP_CREATE_ACCOUNTS,
+            codec::encode_account,
+            execute_accounts,
+        )
     }
 
     /// Creates transfers: one result per transfer, in input order, each
     /// `Ok` or the first rule it broke. The whole call is one redo record,
     /// durable (under `SyncMode::Always`) when this returns.
     pub fn create_transfers(&self, transfers: &[Transfer]) -> Result<Vec<CreateTransferResult>> {
-        if transfers.is_empty() {
-            return Ok(Vec::new());
+        Ok(self.submit_transfers(transfers)?.results)
+    }
+
+    /// `create_transfers`, also telling where the call landed.
+    pub fn submit_transfers(&self, transfers: &[Transfer]) -> Result<Reply<CreateTransferResult>> {
+        self.submit(
+            transfers,
+            OP_CREATE_TRANSFERS,
+            codec::encode_transfer,
+            execute_transfers,
+        )
+    }
+
+    /// Runs one batch of events through the sequencer as one logical record.
+    fn submit<E, R>(
+        &self,
+        events: &[E],
+        op: u8,
+        encode: fn(&E, &mut [u8; codec::RECORD_BYTES]),
+        execute: fn(&mut Batch<'_>, u64, &[E]) -> Result<Vec<R>>,
+    ) -> Result<Reply<R>> {
+        check_batch(events.len())?;
+        if events.is_empty() {
+            return Ok(Reply {
+                commit_ts: self.engine.stats().visible_ts,
+                timestamp: 0,
+                results: Vec::new(),
+            });
         }
-        check_batch(transfers.len())?;
         let now = self.clock.now_ns();
-        let (_, results) = self.engine.apply(|batch| {
+        let (commit_ts, (timestamp, results)) = self.engine.apply(|batch| {
             let first_ts = Machine::new(batch).first_timestamp(now);
-            let body = codec::encode_body(
-                OP_CREATE_TRANSFERS,
-                first_ts,
-                transfers,
-                codec::encode_transfer,
-            );
-            let results = execute_transfers(batch, first_ts, transfers)?;
+            let body = codec::encode_body(op, first_ts, events, encode);
+            let results = execute(batch, first_ts, events)?;
             batch.log_as(body);
-            Ok(results)
+            Ok((first_ts, results))
         })?;
-        Ok(results)
+        Ok(Reply {
+            commit_ts,
+            timestamp,
+            results,
+        })
     }
 
     /// Voids the pending transfers whose timeout has passed by the clock

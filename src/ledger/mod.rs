@@ -19,7 +19,7 @@ mod codes;
 mod machine;
 mod types;
 
-pub use api::{Ledger, LedgerOptions, LedgerSnapshot};
+pub use api::{Ledger, LedgerOptions, LedgerSnapshot, Reply};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{RECORD_BYTES, decode_account, decode_transfer, encode_account, encode_transfer};
 pub use codes::{CreateAccountResult, CreateTransferResult};

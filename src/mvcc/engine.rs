@@ -35,7 +35,6 @@ use super::txn::{ReadSet, Transaction, WriteSet};
 use crate::error::{Error, Result};
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 use crate::wal::SyncMode;
-use crate::wal::fs::DirLock;
 use crate::wal::reader;
 use crate::wal::record::{self, KIND_COMMIT};
 use crate::wal::writer::{Log, LogConfig};
@@ -62,7 +61,6 @@ pub(crate) struct Inner {
     commits: AtomicU64,
     conflicts: AtomicU64,
     pub(crate) checkpoints: checkpoint::State,
-    _lock: Box<dyn DirLock>,
 }
 
 /// A multi-version key-value engine with redo-log commit. `Send + Sync`:
@@ -243,6 +241,7 @@ impl Engine {
             dir: dir.clone(),
             mode: options.sync,
             segment_bytes: options.segment_bytes,
+            lock,
         };
         let log = Log::open(
             config,
@@ -266,7 +265,6 @@ impl Engine {
             commits: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             checkpoints: checkpoint::State::new(loaded.ts),
-            _lock: lock,
         };
         Ok(Engine {
             inner: Arc::new(inner),

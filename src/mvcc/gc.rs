@@ -1,7 +1,7 @@
 //! The version collector.
 //!
-//! A commit that gives a key its second version queues that key with the
-//! ts of its newest version. After leaving the sequencer, each commit prunes
+//! A commit that gives a key its second version, or creates a key with a
+//! tombstone, queues that key with the ts of its newest version. After leaving the sequencer, each commit prunes
 //! a bounded number of queued keys whose ts the low watermark has passed
 //! (more work than it queued, so the queue drains), so GC rides on commits
 //! and memory stays flat under endless updates of the same keys. A key

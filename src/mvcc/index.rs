@@ -141,7 +141,9 @@ impl Index {
     }
 
     /// Installs a version of `key` at `ts`, newer than all it has. Returns
-    /// true when the key now has two versions (the collector must visit).
+    /// true when the collector must visit the key: it now has two versions,
+    /// or it is new and its only version is a tombstone (a delete of a key
+    /// that never existed must not stay in memory forever).
     pub(crate) fn install(&self, key: &[u8], ts: u64, value: Option<Bytes>) -> bool {
         let mut shard = self.shard(key).write();
         self.versions.fetch_add(1, Ordering::Relaxed);
@@ -152,6 +154,7 @@ impl Index {
             chain.older.push(old);
             return chain.older.len() == 1;
         }
+        let tombstone = version.value.is_none();
         shard.insert(
             key.into(),
             Chain {
@@ -160,7 +163,7 @@ impl Index {
             },
         );
         self.keys.fetch_add(1, Ordering::Relaxed);
-        false
+        tombstone
     }
 
     /// Recovery's install: no reader exists yet, so the new version simply

@@ -196,6 +196,10 @@ impl FileSystem for FaultyFs {
         self.check(Op::Read)?;
         self.inner.read(path)
     }
+    fn read_prefix(&self, path: &Path, len: usize) -> io::Result<Vec<u8>> {
+        self.check(Op::Read)?;
+        self.inner.read_prefix(path, len)
+    }
     fn size(&self, path: &Path) -> io::Result<u64> {
         self.inner.size(path)
     }

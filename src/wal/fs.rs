@@ -36,6 +36,12 @@ pub trait FileSystem: Send + Sync + fmt::Debug + 'static {
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
     /// Reads the whole of `path`.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// The first `len` bytes of `path` (fewer if it is shorter).
+    fn read_prefix(&self, path: &Path, len: usize) -> io::Result<Vec<u8>> {
+        let mut bytes = self.read(path)?;
+        bytes.truncate(len);
+        Ok(bytes)
+    }
     /// The size of `path` in bytes.
     fn size(&self, path: &Path) -> io::Result<u64>;
     /// Cuts `path` to `len` bytes and syncs it.
@@ -109,6 +115,12 @@ impl FileSystem for StdFs {
         let mut file = File::open(path)?;
         let mut buf = Vec::new();
         file.read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+
+    fn read_prefix(&self, path: &Path, len: usize) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(len);
+        File::open(path)?.take(len as u64).read_to_end(&mut buf)?;
         Ok(buf)
     }
 

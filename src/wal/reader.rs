@@ -95,16 +95,22 @@ pub(crate) fn replay(
             ),
         ));
     };
-    for &first in &firsts[..start] {
-        let size = fs.size(&segment::path(dir, first))?;
-        replayed.segments.push((first, size));
-    }
-    if firsts[start] == 0 {
+    if oldest == 0 {
         return Err(Error::corruption(
             segment::path(dir, 0),
             0,
             "a segment named for ts 0, which no engine writes",
         ));
+    }
+    // Segments wholly covered by the checkpoint are not replayed, but they
+    // must still be ours: a foreign file never joins the log (and is never
+    // removed as if it were a covered segment).
+    for &first in &firsts[..start] {
+        let path = segment::path(dir, first);
+        let header = fs.read_prefix(&path, segment::HEADER_BYTES)?;
+        segment::check_header(&header, first)
+            .map_err(|e| Error::corruption(&path, 0, e.reason()))?;
+        replayed.segments.push((first, fs.size(&path)?));
     }
     let mut prev_ts = firsts[start] - 1;
     for (i, &first) in firsts.iter().enumerate().skip(start) {
@@ -112,8 +118,12 @@ pub(crate) fn replay(
         let is_last = i + 1 == firsts.len();
         let bytes = fs.read(&path)?;
         if let Err(e) = segment::check_header(&bytes, first) {
-            if is_last && bytes.len() <= segment::HEADER_BYTES {
-                // Created but never written whole: it held nothing.
+            let expected = segment::encode_header(first);
+            let torn_creation = bytes.len() <= segment::HEADER_BYTES
+                && (bytes.iter().all(|&b| b == 0) || expected.starts_with(&bytes));
+            if is_last && torn_creation {
+                // Created but its header never written whole: it held
+                // nothing. Anything else this short is not ours: reported.
                 fs.remove(&path)?;
                 fs.sync_dir(dir)?;
                 break;

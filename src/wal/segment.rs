@@ -75,7 +75,9 @@ impl HeaderError {
             HeaderError::Short => "segment shorter than its header".into(),
             HeaderError::Foreign => "not an mvledger log segment (bad magic)".into(),
             HeaderError::Version(v) => format!("unsupported segment format version {v}"),
-            HeaderError::Checksum => "segment header checksum mismatch".into(),
+            HeaderError::Checksum => {
+                "segment header checksum mismatch or reserved bytes not zero".into()
+            }
             HeaderError::Mismatch(ts) => {
                 format!("segment header says first ts {ts}, unlike its name")
             }
@@ -88,6 +90,9 @@ pub fn check_header(bytes: &[u8], first_ts: u64) -> Result<(), HeaderError> {
     let h = bytes.get(..HEADER_BYTES).ok_or(HeaderError::Short)?;
     if h[0..8] != MAGIC {
         return Err(HeaderError::Foreign);
+    }
+    if h[12..16] != [0; 4] || h[28..32] != [0; 4] {
+        return Err(HeaderError::Checksum);
     }
     let crc = u32::from_le_bytes([h[24], h[25], h[26], h[27]]);
     if crc32fast::hash(&h[0..24]) != crc {

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::SyncMode;
-use super::fs::{FileSystem, WritableFile};
+use super::fs::{DirLock, FileSystem, WritableFile};
 use super::segment;
 use crate::error::{Error, Result};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
@@ -73,6 +73,10 @@ pub(crate) struct LogConfig {
     pub dir: PathBuf,
     pub mode: SyncMode,
     pub segment_bytes: u64,
+    /// The data directory's lock: the log holds it, and lets it go only
+    /// after its last flush, wherever that runs (the interval thread may
+    /// hold the log last).
+    pub lock: Box<dyn DirLock>,
 }
 
 /// The redo log of one engine.
@@ -92,6 +96,8 @@ pub(crate) struct Log {
     durable: AtomicU64,
     log_bytes: AtomicU64,
     syncs: AtomicU64,
+    /// Dropped last, after `Drop::drop` flushed.
+    _lock: Box<dyn DirLock>,
 }
 
 /// Counters for `Stats`.
@@ -120,6 +126,7 @@ impl Log {
             dir,
             mode,
             segment_bytes,
+            lock,
         } = config;
         let reuse_last = log_last_ts == last_ts && !segments.is_empty();
         let active = if reuse_last {
@@ -165,6 +172,7 @@ impl Log {
             durable: AtomicU64::new(last_ts),
             log_bytes: AtomicU64::new(log_bytes),
             syncs: AtomicU64::new(0),
+            _lock: lock,
         })
     }
 

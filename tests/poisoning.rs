@@ -1,0 +1,537 @@
+//! A failed log write or sync poisons the engine (ARCHITECTURE.md "Commit
+//! protocol", invariant 3; issue 2, behaviour point 6): the commit that met
+//! the failure gets `Error::Io`, every later call gets `Error::Poisoned`, the
+//! engine never retries the write or the sync, and nothing that was not
+//! durable is acknowledged. After the poisoned engine is dropped, a reopen
+//! recovers a prefix of the commit order holding every acknowledged commit,
+//! both from the files as they are and from only the bytes a sync made
+//! durable (what a power cut right after the failure would leave).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use mvledger::wal::{DirLock, FaultyFs, FileSystem, Op, StdFs, WritableFile};
+use mvledger::{Engine, Error, Options, Snapshot, SyncMode, Transaction};
+
+type State = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Per file, how many of its bytes the last successful sync made durable.
+type Durable = Arc<Mutex<HashMap<PathBuf, u64>>>;
+
+/// A pass-through file system that remembers what each sync made durable,
+/// so that a test can build the directory a power cut would leave.
+#[derive(Debug, Clone, Default)]
+struct CrashFs {
+    durable: Durable,
+}
+
+#[derive(Debug)]
+struct CrashFile {
+    inner: Box<dyn WritableFile>,
+    path: PathBuf,
+    written: u64,
+    durable: Durable,
+}
+
+impl WritableFile for CrashFile {
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        let result = self.inner.append(buf);
+        self.written = match result {
+            Ok(()) => self.written + buf.len() as u64,
+            // Some of it may have landed: count what the file holds.
+            Err(_) => std::fs::metadata(&self.path)?.len(),
+        };
+        result
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.inner.sync_data()?;
+        let mut durable = self.durable.lock().unwrap();
+        durable.insert(self.path.clone(), self.written);
+        Ok(())
+    }
+}
+
+impl CrashFs {
+    fn file(&self, inner: Box<dyn WritableFile>, path: &Path, len: u64) -> Box<dyn WritableFile> {
+        self.durable.lock().unwrap().insert(path.to_owned(), len);
+        Box::new(CrashFile {
+            inner,
+            path: path.to_owned(),
+            written: len,
+            durable: Arc::clone(&self.durable),
+        })
+    }
+
+    /// Copies `from` into `to` as a power cut now would leave it: every
+    /// file this file system wrote cut to its durable length.
+    fn image(&self, from: &Path, to: &Path) {
+        let durable = self.durable.lock().unwrap().clone();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            if !entry.file_type().unwrap().is_file() || entry.file_name() == "LOCK" {
+                continue;
+            }
+            let mut bytes = std::fs::read(entry.path()).unwrap();
+            if let Some(&len) = durable.get(&entry.path()) {
+                bytes.truncate(len as usize);
+            }
+            std::fs::write(to.join(entry.file_name()), bytes).unwrap();
+        }
+    }
+}
+
+impl FileSystem for CrashFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        StdFs.create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        StdFs.list(dir)
+    }
+    fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        let inner = StdFs.create(path)?;
+        Ok(self.file(inner, path, 0))
+    }
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        let inner = StdFs.open_append(path)?;
+        // What a previous engine left was synced by its close or recovery.
+        let len = StdFs.size(path)?;
+        Ok(self.file(inner, path, len))
+    }
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        StdFs.read(path)
+    }
+    fn size(&self, path: &Path) -> io::Result<u64> {
+        StdFs.size(path)
+    }
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        StdFs.truncate(path, len)?;
+        self.durable.lock().unwrap().insert(path.to_owned(), len);
+        Ok(())
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        StdFs.rename(from, to)?;
+        let mut durable = self.durable.lock().unwrap();
+        if let Some(len) = durable.remove(from) {
+            durable.insert(to.to_owned(), len);
+        }
+        Ok(())
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        StdFs.remove(path)?;
+        self.durable.lock().unwrap().remove(path);
+        Ok(())
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        StdFs.sync_dir(dir)
+    }
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
+        StdFs.lock(path)
+    }
+}
+
+fn dump(engine: &Engine) -> State {
+    engine
+        .snapshot()
+        .scan(..)
+        .unwrap()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect()
+}
+
+/// Commit `i` writes its own key and overwrites a shared one, so that the
+/// states after each prefix of the commits all differ.
+fn writes(i: usize) -> [(Vec<u8>, Vec<u8>); 2] {
+    [
+        (
+            format!("key-{i:04}").into_bytes(),
+            format!("value {i} {}", "v".repeat(150)).into_bytes(),
+        ),
+        (b"last".to_vec(), format!("{i}").into_bytes()),
+    ]
+}
+
+fn state_after(n: usize) -> State {
+    (0..n).flat_map(writes).collect()
+}
+
+/// The n for which `state` is the state after commits `0..n`.
+fn prefix_len(state: &State, attempted: usize) -> usize {
+    (0..=attempted)
+        .find(|&n| *state == state_after(n))
+        .unwrap_or_else(|| panic!("the recovered state is no prefix of the commits"))
+}
+
+fn commit(engine: &Engine, i: usize) -> mvledger::Result<u64> {
+    let mut txn = engine.begin();
+    for (key, value) in writes(i) {
+        txn.put(key, value)?;
+    }
+    txn.commit()
+}
+
+fn expect_poisoned<T>(what: &str, result: mvledger::Result<T>) {
+    match result {
+        Err(Error::Poisoned) => {}
+        Err(e) => panic!("{what}: expected Poisoned, got {e:?}"),
+        Ok(_) => panic!("{what}: expected Poisoned, got Ok"),
+    }
+}
+
+/// Every call on a poisoned engine refuses with `Poisoned`.
+fn assert_poisoned(engine: &Engine, pending: Transaction, old: &Snapshot) {
+    expect_poisoned("commit of a transaction begun before", pending.commit());
+    let mut txn = engine.begin();
+    expect_poisoned("get", txn.get(b"key-0000"));
+    expect_poisoned("put", txn.put(b"new", b"value"));
+    expect_poisoned("delete", txn.delete(b"key-0000"));
+    expect_poisoned("scan", txn.scan(..).map(Iterator::count));
+    expect_poisoned("scan_prefix", txn.scan_prefix(b"key").map(Iterator::count));
+    expect_poisoned("commit", txn.commit());
+    let snap = engine.snapshot();
+    expect_poisoned("snapshot get", snap.get(b"key-0000"));
+    expect_poisoned("snapshot scan", snap.scan(..).map(Iterator::count));
+    expect_poisoned(
+        "snapshot scan_prefix",
+        snap.scan_prefix(b"k").map(Iterator::count),
+    );
+    expect_poisoned("older snapshot get", old.get(b"key-0000"));
+    expect_poisoned("older snapshot scan", old.scan(..).map(Iterator::count));
+    expect_poisoned(
+        "apply",
+        engine.apply(|batch| {
+            batch.put(b"new", b"value")?;
+            Ok(())
+        }),
+    );
+    expect_poisoned(
+        "read-only apply",
+        engine.apply(|batch| Ok(batch.get(b"last"))),
+    );
+    expect_poisoned("checkpoint", engine.checkpoint());
+    expect_poisoned("sync", engine.sync());
+}
+
+fn last_segment(dir: &Path) -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    found.sort();
+    found.pop().unwrap()
+}
+
+fn calls(fs: &FaultyFs) -> [u64; 3] {
+    [fs.calls(Op::Sync), fs.calls(Op::Write), fs.calls(Op::Open)]
+}
+
+/// What one failure run found.
+struct Outcome {
+    /// Commits acknowledged before the failure.
+    acked: usize,
+    /// Commits attempted, the failed one included.
+    attempted: usize,
+    /// Commits in the power-cut image, reopened.
+    in_image: usize,
+    /// Commits in the directory as the poisoned engine left it, reopened.
+    in_dir: usize,
+    /// The last segment's length before the failed commit, after it, and
+    /// after the reopen.
+    segment_lens: [u64; 3],
+}
+
+/// Commits until `op`, armed after `warmup` commits, fails one; checks the
+/// failure, the poisoning and that nothing is retried; then recovers both
+/// the power-cut image and the directory as left, and checks that the
+/// reopened log takes new commits.
+fn fail_and_recover(op: Op, segment_bytes: u64, warmup: usize) -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let crash = CrashFs::default();
+    let faulty = FaultyFs::new(Arc::new(crash.clone()));
+    let engine = Engine::open(
+        dir.path(),
+        Options {
+            fs: Arc::new(faulty.clone()),
+            segment_bytes,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    for i in 0..warmup {
+        commit(&engine, i).unwrap();
+    }
+    let old_snapshot = engine.snapshot();
+    let mut pending = engine.begin();
+    pending.put(b"pending", b"never").unwrap();
+
+    faulty.fail_nth(op, 1);
+    let mut acked = warmup;
+    let (error, len_before) = loop {
+        assert!(acked < warmup + 1000, "{op:?} was never called");
+        let len = std::fs::metadata(last_segment(dir.path())).unwrap().len();
+        match commit(&engine, acked) {
+            Ok(_) => acked += 1,
+            Err(e) => break (e, len),
+        }
+    };
+    assert!(
+        matches!(error, Error::Io(_)),
+        "the commit that met the failed {op:?} got {error:?}, not Io"
+    );
+    assert_eq!(faulty.injected(), 1);
+    let len_failed = std::fs::metadata(last_segment(dir.path())).unwrap().len();
+    let calls_at_failure = calls(&faulty);
+
+    assert_poisoned(&engine, pending, &old_snapshot);
+    drop(old_snapshot);
+    assert_eq!(
+        calls(&faulty),
+        calls_at_failure,
+        "a poisoned engine went on writing, syncing or opening files"
+    );
+    let image = tempfile::tempdir().unwrap();
+    crash.image(dir.path(), image.path());
+    drop(engine);
+    assert_eq!(
+        calls(&faulty),
+        calls_at_failure,
+        "dropping a poisoned engine wrote or synced (a retry)"
+    );
+
+    let attempted = acked + 1;
+    let in_image = {
+        let engine = Engine::open(image.path(), Options::default()).unwrap();
+        prefix_len(&dump(&engine), attempted)
+    };
+    let (in_dir, len_reopened) = {
+        let engine = Engine::open(dir.path(), Options::default()).unwrap();
+        let n = prefix_len(&dump(&engine), attempted);
+        let len = std::fs::metadata(last_segment(dir.path())).unwrap().len();
+        // The recovered log takes new commits, and a further reopen sees
+        // them.
+        for i in n..n + 3 {
+            commit(&engine, i).unwrap();
+        }
+        (n, len)
+    };
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(dump(&engine), state_after(in_dir + 3));
+    assert_eq!(engine.snapshot().get(b"pending").unwrap(), None);
+
+    for (what, n) in [("power-cut image", in_image), ("directory as left", in_dir)] {
+        assert!(
+            n >= acked,
+            "{op:?}: the {what} lost acknowledged commits: {n} of {acked} back"
+        );
+    }
+    Outcome {
+        acked,
+        attempted,
+        in_image,
+        in_dir,
+        segment_lens: [len_before, len_failed, len_reopened],
+    }
+}
+
+#[test]
+fn a_failed_sync_poisons_and_loses_no_acknowledged_commit() {
+    let out = fail_and_recover(Op::Sync, 64 << 20, 5);
+    assert_eq!(out.acked, 5);
+    // The failed commit's record was written but never synced: a power cut
+    // takes it; without one it may still be in the file (either is fine).
+    assert_eq!(
+        out.in_image, out.acked,
+        "an unsynced commit survived the cut"
+    );
+    assert!(out.in_dir <= out.attempted);
+}
+
+#[test]
+fn a_failed_write_poisons_and_loses_no_acknowledged_commit() {
+    let out = fail_and_recover(Op::Write, 64 << 20, 5);
+    assert_eq!(out.acked, 5);
+    assert_eq!(out.in_image, out.acked);
+    assert_eq!(
+        out.in_dir, out.acked,
+        "a commit whose write failed came back"
+    );
+    let [before, failed, reopened] = out.segment_lens;
+    assert_eq!(failed, before, "a failed write left bytes");
+    assert_eq!(reopened, before);
+}
+
+#[test]
+fn a_short_write_poisons_and_its_torn_tail_is_cut_on_reopen() {
+    let out = fail_and_recover(Op::ShortWrite, 64 << 20, 5);
+    assert_eq!(out.acked, 5);
+    let [before, failed, reopened] = out.segment_lens;
+    assert!(failed > before, "the short write left no torn tail to test");
+    assert_eq!(out.in_image, out.acked);
+    assert_eq!(out.in_dir, out.acked, "half a record was replayed");
+    assert_eq!(
+        reopened, before,
+        "the torn tail was not cut at the record start"
+    );
+}
+
+#[test]
+fn a_failed_segment_creation_during_rotation_poisons() {
+    // No file is opened between commits except to rotate the log.
+    let out = fail_and_recover(Op::Open, 4096, 0);
+    assert!(
+        out.acked > 5,
+        "the log rotated after only {} commits",
+        out.acked
+    );
+    assert_eq!(out.in_image, out.acked);
+    assert!(out.in_dir <= out.attempted);
+}
+
+#[test]
+fn a_failed_directory_sync_during_rotation_poisons() {
+    // The new segment exists, but its name may not survive a power cut:
+    // nothing in it may be acknowledged.
+    let out = fail_and_recover(Op::SyncDir, 4096, 0);
+    assert!(
+        out.acked > 5,
+        "the log rotated after only {} commits",
+        out.acked
+    );
+    assert_eq!(out.in_image, out.acked);
+    assert!(out.in_dir <= out.attempted);
+}
+
+#[test]
+fn a_failed_explicit_sync_poisons() {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = FaultyFs::new(Arc::new(StdFs));
+    let engine = Engine::open(
+        dir.path(),
+        Options {
+            fs: Arc::new(faulty.clone()),
+            sync: SyncMode::Never,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    for i in 0..10 {
+        commit(&engine, i).unwrap();
+    }
+    let old_snapshot = engine.snapshot();
+    let mut pending = engine.begin();
+    pending.put(b"pending", b"never").unwrap();
+    faulty.fail_nth(Op::Sync, 1);
+    assert!(matches!(engine.sync(), Err(Error::Io(_))));
+    let syncs = faulty.calls(Op::Sync);
+    assert_poisoned(&engine, pending, &old_snapshot);
+    drop(old_snapshot);
+    drop(engine);
+    assert_eq!(faulty.calls(Op::Sync), syncs, "the failed sync was retried");
+    // The records were written before the sync failed; without a power
+    // cut they are all still there.
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(dump(&engine), state_after(10));
+}
+
+#[test]
+fn a_failed_group_sync_acknowledges_no_committer_of_the_group() {
+    const THREADS: usize = 6;
+    let dir = tempfile::tempdir().unwrap();
+    let crash = CrashFs::default();
+    let faulty = FaultyFs::new(Arc::new(crash.clone()));
+    let engine = Engine::open(
+        dir.path(),
+        Options {
+            fs: Arc::new(faulty.clone()),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let key = |t: usize, i: usize| format!("t{t}-{i:04}").into_bytes();
+    faulty.fail_nth(Op::Sync, 25);
+    // Per thread: commits acknowledged, and the errors seen.
+    let results: Vec<(usize, Vec<Error>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let engine = &engine;
+                s.spawn(move || {
+                    let mut acked = 0;
+                    let mut errors = Vec::new();
+                    for i in 0..1000 {
+                        let mut txn = engine.begin();
+                        let put = txn.put(key(t, i), b"v");
+                        match put.and_then(|()| txn.commit()) {
+                            Ok(_) => {
+                                assert!(errors.is_empty(), "a commit succeeded after an error");
+                                acked += 1;
+                            }
+                            Err(e) => {
+                                errors.push(e);
+                                if errors.len() == 2 {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    (acked, errors)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut io_errors = 0;
+    for (t, (_, errors)) in results.iter().enumerate() {
+        assert_eq!(errors.len(), 2, "thread {t} never saw the failure");
+        for (j, e) in errors.iter().enumerate() {
+            match e {
+                Error::Io(_) => io_errors += 1,
+                Error::Poisoned => {}
+                other => panic!("thread {t}: unexpected {other:?}"),
+            }
+            assert!(
+                j == 0 || matches!(e, Error::Poisoned),
+                "thread {t}: {e:?} after the first error"
+            );
+        }
+    }
+    assert_eq!(
+        io_errors, 1,
+        "the failed sync's error went to exactly its leader"
+    );
+
+    let image = tempfile::tempdir().unwrap();
+    crash.image(dir.path(), image.path());
+    drop(engine);
+    for (what, path) in [
+        ("power-cut image", image.path()),
+        ("directory as left", dir.path()),
+    ] {
+        let engine = Engine::open(path, Options::default()).unwrap();
+        let state = dump(&engine);
+        for (t, &(acked, _)) in results.iter().enumerate() {
+            // Every acknowledged commit is back, and each thread's commits
+            // form a prefix of its sequence (at most the failed one more).
+            for i in 0..acked {
+                assert!(
+                    state.contains_key(&key(t, i)),
+                    "{what}: thread {t} lost commit {i}"
+                );
+            }
+            let back = (0..)
+                .take_while(|&i| state.contains_key(&key(t, i)))
+                .count();
+            assert!(
+                back <= acked + 1,
+                "{what}: thread {t} has {back} commits, acked {acked}"
+            );
+            let stray = state
+                .keys()
+                .filter(|k| k.starts_with(format!("t{t}-").as_bytes()))
+                .count();
+            assert_eq!(stray, back, "{what}: thread {t}'s commits are not a prefix");
+        }
+    }
+}
