@@ -466,12 +466,6 @@ impl CreateTransferResult {
                 | CreateTransferResult::ExceedsDebits
                 | CreateTransferResult::DebitAccountAlreadyClosed
                 | CreateTransferResult::CreditAccountAlreadyClosed
-                | CreateTransferResult::OverflowsDebitsPending
-                | CreateTransferResult::OverflowsCreditsPending
-                | CreateTransferResult::OverflowsDebitsPosted
-                | CreateTransferResult::OverflowsCreditsPosted
-                | CreateTransferResult::OverflowsDebits
-                | CreateTransferResult::OverflowsCredits
         )
     }
 }

@@ -274,11 +274,13 @@ impl<'b, 'i> Machine<'b, 'i> {
             let mut end = i;
             for (j, result) in results.iter_mut().enumerate().skip(i) {
                 end = j;
-                if broken {
-                    *result = linked_failed;
-                } else if linked(j) && j + 1 == n {
+                if linked(j) && j + 1 == n {
+                    // An open chain names itself on its last item, failed
+                    // before or not (TigerBeetle's state machine does so).
                     *result = chain_open;
                     broken = true;
+                } else if broken {
+                    *result = linked_failed;
                 } else {
                     let r = apply(self, j);
                     if r != ok {
@@ -450,7 +452,14 @@ impl<'b, 'i> Machine<'b, 'i> {
             return TR::IdMustNotBeIntMax;
         }
         if let Some(e) = self.transfer(t.id) {
-            return transfer_exists(t, &e);
+            let settles =
+                TransferFlags::POST_PENDING_TRANSFER | TransferFlags::VOID_PENDING_TRANSFER;
+            let pending = if t.flags.intersects(settles) {
+                self.transfer(e.pending_id)
+            } else {
+                None
+            };
+            return transfer_exists(t, &e, pending.as_ref());
         }
         if self.has_failed(t.id) {
             return TR::IdAlreadyFailed;
@@ -520,12 +529,13 @@ impl<'b, 'i> Machine<'b, 'i> {
             return TR::OverflowsCredits;
         }
         let expires_at = if pending && t.timeout > 0 {
+            // Timestamps stay below 2^63, as TigerBeetle's.
             match u64::from(t.timeout)
                 .checked_mul(NS_PER_S)
                 .and_then(|ns| ts.checked_add(ns))
             {
-                Some(at) => Some(at),
-                None => return TR::OverflowsTimeout,
+                Some(at) if at < 1 << 63 => Some(at),
+                _ => return TR::OverflowsTimeout,
             }
         } else {
             None
@@ -625,15 +635,13 @@ impl<'b, 'i> Machine<'b, 'i> {
         let Some(cr) = self.account(p.credit_account_id) else {
             return TR::CreditAccountNotFound;
         };
+        // A closed account takes no posting, even of the transfer that
+        // closed it; only voids (which may reopen it).
         if post {
-            if dr.flags.contains(AccountFlags::CLOSED)
-                && !p.flags.contains(TransferFlags::CLOSING_DEBIT)
-            {
+            if dr.flags.contains(AccountFlags::CLOSED) {
                 return TR::DebitAccountAlreadyClosed;
             }
-            if cr.flags.contains(AccountFlags::CLOSED)
-                && !p.flags.contains(TransferFlags::CLOSING_CREDIT)
-            {
+            if cr.flags.contains(AccountFlags::CLOSED) {
                 return TR::CreditAccountAlreadyClosed;
             }
         }
@@ -663,31 +671,11 @@ impl<'b, 'i> Machine<'b, 'i> {
             self.remove_expiry(at, p.id);
         }
         let stored = Transfer {
-            id: t.id,
-            debit_account_id: p.debit_account_id,
-            credit_account_id: p.credit_account_id,
             amount,
             pending_id: p.id,
-            user_data_128: if t.user_data_128 == 0 {
-                p.user_data_128
-            } else {
-                t.user_data_128
-            },
-            user_data_64: if t.user_data_64 == 0 {
-                p.user_data_64
-            } else {
-                t.user_data_64
-            },
-            user_data_32: if t.user_data_32 == 0 {
-                p.user_data_32
-            } else {
-                t.user_data_32
-            },
             timeout: 0,
-            ledger: p.ledger,
-            code: p.code,
-            flags: t.flags,
             timestamp: ts,
+            ..resolve_settlement(t, &p)
         };
         self.add_transfer(stored);
         self.record_history(&dr, ts, t.id);
@@ -722,9 +710,11 @@ fn account_exists(a: &Account, e: &Account) -> AR {
     AR::Exists
 }
 
-/// Compares a resubmitted transfer with the stored one. On a post or void,
-/// a zero field means "as the pending transfer" and is not a difference.
-fn transfer_exists(t: &Transfer, e: &Transfer) -> TR {
+/// Compares a resubmitted transfer with the stored one. A post or void
+/// is first resolved as `post_or_void` would resolve it (`pending` is the
+/// transfer it settles): a zero field takes the pending transfer's value,
+/// and amount 0 means the full pending amount.
+fn transfer_exists(t: &Transfer, e: &Transfer, pending: Option<&Transfer>) -> TR {
     if t.flags != e.flags {
         return TR::ExistsWithDifferentFlags;
     }
@@ -734,14 +724,14 @@ fn transfer_exists(t: &Transfer, e: &Transfer) -> TR {
     if t.timeout != e.timeout {
         return TR::ExistsWithDifferentTimeout;
     }
-    let settles = t
-        .flags
-        .intersects(TransferFlags::POST_PENDING_TRANSFER | TransferFlags::VOID_PENDING_TRANSFER);
-    let differs = |asked: u128, stored: u128| (!settles || asked != 0) && asked != stored;
-    if differs(t.debit_account_id, e.debit_account_id) {
+    let asked = match pending {
+        Some(p) => resolve_settlement(t, p),
+        None => *t,
+    };
+    if asked.debit_account_id != e.debit_account_id {
         return TR::ExistsWithDifferentDebitAccountId;
     }
-    if differs(t.credit_account_id, e.credit_account_id) {
+    if asked.credit_account_id != e.credit_account_id {
         return TR::ExistsWithDifferentCreditAccountId;
     }
     let balancing = t
@@ -749,29 +739,54 @@ fn transfer_exists(t: &Transfer, e: &Transfer) -> TR {
         .intersects(TransferFlags::BALANCING_DEBIT | TransferFlags::BALANCING_CREDIT);
     let amount_differs = if balancing {
         // The stored amount is what the balance allowed, at most the asked.
-        t.amount != 0 && e.amount > t.amount
+        asked.amount != 0 && e.amount > asked.amount
     } else {
-        differs(t.amount, e.amount)
+        asked.amount != e.amount
     };
     if amount_differs {
         return TR::ExistsWithDifferentAmount;
     }
-    if differs(t.user_data_128, e.user_data_128) {
+    if asked.user_data_128 != e.user_data_128 {
         return TR::ExistsWithDifferentUserData128;
     }
-    if differs(t.user_data_64.into(), e.user_data_64.into()) {
+    if asked.user_data_64 != e.user_data_64 {
         return TR::ExistsWithDifferentUserData64;
     }
-    if differs(t.user_data_32.into(), e.user_data_32.into()) {
+    if asked.user_data_32 != e.user_data_32 {
         return TR::ExistsWithDifferentUserData32;
     }
-    if differs(t.ledger.into(), e.ledger.into()) {
+    if asked.ledger != e.ledger {
         return TR::ExistsWithDifferentLedger;
     }
-    if differs(t.code.into(), e.code.into()) {
+    if asked.code != e.code {
         return TR::ExistsWithDifferentCode;
     }
     TR::Exists
+}
+
+/// A post or void `t` of pending transfer `p` as it is stored: zero fields
+/// inherited from `p`, amount 0 meaning all of `p`'s.
+fn resolve_settlement(t: &Transfer, p: &Transfer) -> Transfer {
+    let or = |own: u128, inherited: u128| if own == 0 { inherited } else { own };
+    Transfer {
+        debit_account_id: or(t.debit_account_id, p.debit_account_id),
+        credit_account_id: or(t.credit_account_id, p.credit_account_id),
+        amount: or(t.amount, p.amount),
+        user_data_128: or(t.user_data_128, p.user_data_128),
+        user_data_64: if t.user_data_64 == 0 {
+            p.user_data_64
+        } else {
+            t.user_data_64
+        },
+        user_data_32: if t.user_data_32 == 0 {
+            p.user_data_32
+        } else {
+            t.user_data_32
+        },
+        ledger: if t.ledger == 0 { p.ledger } else { t.ledger },
+        code: if t.code == 0 { p.code } else { t.code },
+        ..*t
+    }
 }
 
 fn flags_exclusive(f: TransferFlags) -> bool {
