@@ -100,6 +100,17 @@ pub(crate) fn shard_of(key: &[u8]) -> usize {
     ((h ^ (h >> 29)) as usize) & (SHARDS - 1)
 }
 
+/// Whether the bounds can hold no key: `BTreeMap::range` panics on some
+/// such bounds (start after end, or equal and both excluded).
+fn bounds_are_empty(bounds: (Bound<&[u8]>, Bound<&[u8]>)) -> bool {
+    match bounds {
+        (Bound::Included(a), Bound::Included(b)) => a > b,
+        (Bound::Included(a) | Bound::Excluded(a), Bound::Excluded(b))
+        | (Bound::Excluded(a), Bound::Included(b)) => a >= b,
+        _ => false,
+    }
+}
+
 /// What `scan_shard` found in one lock hold.
 #[derive(Debug)]
 pub(crate) struct Chunk {
@@ -255,6 +266,9 @@ impl Index {
         limit: usize,
         out: &mut Vec<(Bytes, Bytes)>,
     ) -> Chunk {
+        if bounds_are_empty(bounds) {
+            return Chunk { resume_after: None };
+        }
         let shard = self.shards[shard].read();
         let mut examined = 0;
         for (key, chain) in shard.range::<[u8], _>(bounds) {
@@ -277,6 +291,9 @@ impl Index {
     /// Whether any key within the bounds has a version newer than `ts`
     /// (Serializable's phantom check).
     pub(crate) fn changed_in_range(&self, bounds: (Bound<&[u8]>, Bound<&[u8]>), ts: u64) -> bool {
+        if bounds_are_empty(bounds) {
+            return false;
+        }
         self.shards.iter().any(|shard| {
             shard
                 .read()

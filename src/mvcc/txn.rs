@@ -15,7 +15,7 @@ use bytes::Bytes;
 use super::engine::{Inner, check_sizes};
 use super::index::Index;
 use super::options::Isolation;
-use super::scan::{KeyRange, Scan, as_ref_bounds, prefix_bounds};
+use super::scan::{KeyRange, Scan, as_ref_bounds, is_empty_range, prefix_bounds};
 use crate::error::Result;
 use crate::sync::Arc;
 
@@ -118,6 +118,16 @@ impl Transaction {
 
     fn scan_bounds(&self, bounds: Bounds) -> Result<Scan<'_>> {
         self.inner.log.check()?;
+        if is_empty_range(&bounds) {
+            // Holds no key: nothing to merge, nothing to validate later
+            // (and BTreeMap::range would panic on it).
+            return Ok(Scan::new(
+                &self.inner.index,
+                self.start_ts,
+                bounds,
+                VecDeque::new(),
+            ));
+        }
         let overlay: VecDeque<(Bytes, Option<Bytes>)> = self
             .writes
             .range::<[u8], _>(as_ref_bounds(&bounds))
