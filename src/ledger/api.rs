@@ -78,7 +78,7 @@ fn execute_accounts(
     first_ts: u64,
     accounts: &[Account],
 ) -> Result<Vec<CreateAccountResult>> {
-    let mut m = Machine::new(batch);
+    let mut m = Machine::with_capacity(batch, accounts.len());
     m.expire(first_ts);
     let results = m.create_accounts(first_ts, accounts);
     m.finish(last_of(first_ts, accounts.len()))?;
@@ -90,7 +90,7 @@ fn execute_transfers(
     first_ts: u64,
     transfers: &[Transfer],
 ) -> Result<Vec<CreateTransferResult>> {
-    let mut m = Machine::new(batch);
+    let mut m = Machine::with_capacity(batch, transfers.len());
     m.expire(first_ts);
     let results = m.create_transfers(first_ts, transfers);
     m.finish(last_of(first_ts, transfers.len()))?;

@@ -5,11 +5,10 @@
 //! | key | value |
 //! |---|---|
 //! | `a` id:16 | the account, 128 bytes |
-//! | `t` id:16 | the transfer, 128 bytes |
+//! | `t` id:16 | the transfer, 128 bytes; or, for an id spent by a transient failure, its result code: 1 byte |
 //! | `s` pending_id:16 | how a pending transfer was settled: 1 byte (`Settled`) |
 //! | `x` expires_at:8 id:16 | (empty) a pending transfer with a timeout |
 //! | `h` account:16 timestamp:8 | the transfer id:16, then for `HISTORY` accounts the four balances after it (64) |
-//! | `f` id:16 | the result code of a transfer that failed transiently: 1 byte |
 //! | `m` `ts` | the last timestamp given out: 8 |
 //!
 //! Accounts and transfers are 128-byte little-endian records in
@@ -27,7 +26,6 @@ pub(crate) const TRANSFER: u8 = b't';
 pub(crate) const SETTLED: u8 = b's';
 pub(crate) const EXPIRY: u8 = b'x';
 pub(crate) const HISTORY: u8 = b'h';
-pub(crate) const FAILED: u8 = b'f';
 pub(crate) const META_TS: &[u8] = b"mts";
 
 /// How a pending transfer was settled.

@@ -22,9 +22,7 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
-use super::codec::{
-    self, ACCOUNT, EXPIRY, FAILED, META_TS, RECORD_BYTES, SETTLED, Settled, TRANSFER,
-};
+use super::codec::{self, ACCOUNT, EXPIRY, META_TS, RECORD_BYTES, SETTLED, Settled, TRANSFER};
 use super::codes::{CreateAccountResult as AR, CreateTransferResult as TR};
 use super::types::{Account, AccountFlags, Transfer, TransferFlags};
 use crate::Batch;
@@ -48,6 +46,13 @@ enum Undo {
     History,
     ExpiryAdded,
     ExpiryRemoved,
+}
+
+/// What a transfer id holds.
+enum Slot {
+    Transfer(Transfer),
+    Failed,
+    Empty,
 }
 
 /// The batch's view of the ledger and its pending changes.
@@ -78,13 +83,20 @@ pub(crate) fn last_timestamp(batch: &Batch<'_>) -> u64 {
 
 impl<'b, 'i> Machine<'b, 'i> {
     pub(crate) fn new(batch: &'b mut Batch<'i>) -> Self {
+        Self::with_capacity(batch, 0)
+    }
+
+    /// A machine for about `events` events: its maps and the batch's writes
+    /// sized up front (a transfer writes up to five keys).
+    pub(crate) fn with_capacity(batch: &'b mut Batch<'i>, events: usize) -> Self {
         let last_ts = last_timestamp(batch);
+        batch.reserve(events * 5);
         Machine {
             batch,
-            accounts: HashMap::new(),
-            dirty: Vec::new(),
-            transfers: HashMap::new(),
-            transfer_order: Vec::new(),
+            accounts: HashMap::with_capacity(events * 2),
+            dirty: Vec::with_capacity(events * 2),
+            transfers: HashMap::with_capacity(events),
+            transfer_order: Vec::with_capacity(events),
             settled: HashMap::new(),
             history: Vec::new(),
             expiry_added: Vec::new(),
@@ -110,12 +122,10 @@ impl<'b, 'i> Machine<'b, 'i> {
     }
 
     fn transfer(&self, id: u128) -> Option<Transfer> {
-        if let Some(t) = self.transfers.get(&id) {
-            return Some(*t);
+        match self.transfer_slot(id) {
+            Slot::Transfer(t) => Some(t),
+            Slot::Failed | Slot::Empty => None,
         }
-        self.batch
-            .get(codec::id_key(TRANSFER, id))
-            .and_then(|v| codec::decode_transfer(&v))
     }
 
     fn settled_state(&self, pending_id: u128) -> Option<Settled> {
@@ -127,8 +137,23 @@ impl<'b, 'i> Machine<'b, 'i> {
             .and_then(|v| v.first().copied().and_then(Settled::from_byte))
     }
 
-    fn has_failed(&self, id: u128) -> bool {
-        self.failed.contains_key(&id) || self.batch.get(codec::id_key(FAILED, id)).is_some()
+    /// What is stored under a transfer id: the transfer, the mark of a
+    /// transient failure (one byte: its code), or nothing. One lookup
+    /// answers both "exists" and "already failed".
+    fn transfer_slot(&self, id: u128) -> Slot {
+        if let Some(t) = self.transfers.get(&id) {
+            return Slot::Transfer(*t);
+        }
+        if self.failed.contains_key(&id) {
+            return Slot::Failed;
+        }
+        match self.batch.get(codec::id_key(TRANSFER, id)) {
+            Some(v) if v.len() == RECORD_BYTES => {
+                codec::decode_transfer(&v).map_or(Slot::Empty, Slot::Transfer)
+            }
+            Some(_) => Slot::Failed,
+            None => Slot::Empty,
+        }
     }
 
     // ---- changes (each remembered in the undo log) ----
@@ -241,7 +266,7 @@ impl<'b, 'i> Machine<'b, 'i> {
             batch.delete(codec::expiry_key(at, id))?;
         }
         for (id, code) in failed {
-            batch.put(codec::id_key(FAILED, id), [code.code()])?;
+            batch.put(codec::id_key(TRANSFER, id), [code.code()])?;
         }
         batch.put(META_TS, last_ts.to_le_bytes())?;
         Ok(())
@@ -451,18 +476,19 @@ impl<'b, 'i> Machine<'b, 'i> {
         if t.id == u128::MAX {
             return TR::IdMustNotBeIntMax;
         }
-        if let Some(e) = self.transfer(t.id) {
-            let settles =
-                TransferFlags::POST_PENDING_TRANSFER | TransferFlags::VOID_PENDING_TRANSFER;
-            let pending = if t.flags.intersects(settles) {
-                self.transfer(e.pending_id)
-            } else {
-                None
-            };
-            return transfer_exists(t, &e, pending.as_ref());
-        }
-        if self.has_failed(t.id) {
-            return TR::IdAlreadyFailed;
+        match self.transfer_slot(t.id) {
+            Slot::Transfer(e) => {
+                let settles =
+                    TransferFlags::POST_PENDING_TRANSFER | TransferFlags::VOID_PENDING_TRANSFER;
+                let pending = if t.flags.intersects(settles) {
+                    self.transfer(e.pending_id)
+                } else {
+                    None
+                };
+                return transfer_exists(t, &e, pending.as_ref());
+            }
+            Slot::Failed => return TR::IdAlreadyFailed,
+            Slot::Empty => {}
         }
         if flags_exclusive(t.flags) {
             return TR::FlagsAreMutuallyExclusive;

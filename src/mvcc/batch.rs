@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use super::engine::check_sizes;
 use super::index::Index;
+use super::key::Key;
 use super::scan::{Scan, as_ref_bounds};
 use crate::error::Result;
 
@@ -40,7 +41,7 @@ impl Hasher for KeyHasher {
 }
 
 /// The writes of a batch: key -> new value (`None` deletes).
-pub(crate) type BatchWrites = HashMap<Box<[u8]>, Option<Bytes>, BuildHasherDefault<KeyHasher>>;
+pub(crate) type BatchWrites = HashMap<Key, Option<Bytes>, BuildHasherDefault<KeyHasher>>;
 
 /// A batch of writes computed inside the sequencer (`Engine::apply`), or by
 /// the `Replay` hook during recovery.
@@ -68,7 +69,7 @@ impl<'a> Batch<'a> {
     /// installed version (committed, possibly not yet durable).
     pub fn get(&self, key: impl AsRef<[u8]>) -> Option<Bytes> {
         let key = key.as_ref();
-        match self.writes.get(key) {
+        match self.writes.get(&Key::new(key)) {
             Some(own) => own.clone(),
             None => self.index.latest(key),
         }
@@ -79,7 +80,7 @@ impl<'a> Batch<'a> {
         let (key, value) = (key.as_ref(), value.as_ref());
         check_sizes(key, Some(value))?;
         self.writes
-            .insert(key.into(), Some(Bytes::copy_from_slice(value)));
+            .insert(Key::new(key), Some(Bytes::copy_from_slice(value)));
         Ok(())
     }
 
@@ -87,7 +88,7 @@ impl<'a> Batch<'a> {
     pub fn put_bytes(&mut self, key: impl AsRef<[u8]>, value: Bytes) -> Result<()> {
         let key = key.as_ref();
         check_sizes(key, Some(&value))?;
-        self.writes.insert(key.into(), Some(value));
+        self.writes.insert(Key::new(key), Some(value));
         Ok(())
     }
 
@@ -95,8 +96,13 @@ impl<'a> Batch<'a> {
     pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<()> {
         let key = key.as_ref();
         check_sizes(key, None)?;
-        self.writes.insert(key.into(), None);
+        self.writes.insert(Key::new(key), None);
         Ok(())
+    }
+
+    /// Makes room for `additional` more writes.
+    pub fn reserve(&mut self, additional: usize) {
+        self.writes.reserve(additional);
     }
 
     /// How many keys this batch writes.
@@ -119,8 +125,8 @@ impl<'a> Batch<'a> {
         let mut own: Vec<(Bytes, Option<Bytes>)> = self
             .writes
             .iter()
-            .filter(|(k, _)| RangeBounds::<[u8]>::contains(&as_ref_bounds(&bounds), &k[..]))
-            .map(|(k, v)| (Bytes::copy_from_slice(k), v.clone()))
+            .filter(|(k, _)| RangeBounds::<[u8]>::contains(&as_ref_bounds(&bounds), k.as_bytes()))
+            .map(|(k, v)| (Bytes::copy_from_slice(k.as_bytes()), v.clone()))
             .collect();
         own.sort_by(|a, b| a.0.cmp(&b.0));
         Scan::new(self.index, u64::MAX, bounds, own.into())

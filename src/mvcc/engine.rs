@@ -45,6 +45,8 @@ const LOCK_FILE: &str = "LOCK";
 #[derive(Debug)]
 struct Sequencer {
     last_ts: u64,
+    /// A reused buffer to encode records in.
+    scratch: Vec<u8>,
 }
 
 /// What an `Engine` and every transaction and snapshot of it share.
@@ -91,17 +93,25 @@ pub(crate) fn check_sizes(key: &[u8], value: Option<&[u8]>) -> Result<()> {
 }
 
 /// A set of writes to install and log: key and new value (`None` deletes).
+/// Installing takes the values by move: a clone of a freshly made `Bytes`
+/// would allocate a shared header for every write.
 pub(crate) trait Writes {
     fn count(&self) -> usize;
-    fn each(&self) -> impl Iterator<Item = (&[u8], &Option<Bytes>)> + Clone;
+    fn each(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone;
+    fn install(self, f: impl FnMut(&[u8], Option<Bytes>));
 }
 
 impl Writes for WriteSet {
     fn count(&self) -> usize {
         self.len()
     }
-    fn each(&self) -> impl Iterator<Item = (&[u8], &Option<Bytes>)> + Clone {
-        self.iter().map(|(k, v)| (&k[..], v))
+    fn each(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone {
+        self.iter().map(|(k, v)| (&k[..], v.as_deref()))
+    }
+    fn install(self, mut f: impl FnMut(&[u8], Option<Bytes>)) {
+        for (k, v) in self {
+            f(&k, v);
+        }
     }
 }
 
@@ -109,8 +119,13 @@ impl Writes for BatchWrites {
     fn count(&self) -> usize {
         self.len()
     }
-    fn each(&self) -> impl Iterator<Item = (&[u8], &Option<Bytes>)> + Clone {
-        self.iter().map(|(k, v)| (&k[..], v))
+    fn each(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone {
+        self.iter().map(|(k, v)| (k.as_bytes(), v.as_deref()))
+    }
+    fn install(self, mut f: impl FnMut(&[u8], Option<Bytes>)) {
+        for (k, v) in self {
+            f(k.as_bytes(), v);
+        }
     }
 }
 
@@ -125,9 +140,7 @@ enum Logged<'a> {
 
 fn check_payload(writes: &impl Writes, logged: Logged<'_>) -> Result<()> {
     let payload = match logged {
-        Logged::Physical => {
-            record::commit_payload_bytes(writes.each().map(|(k, v)| (k, v.as_deref())))
-        }
+        Logged::Physical => record::commit_payload_bytes(writes.each()),
         Logged::Logical(body) => 8 + body.len(),
     };
     if payload > record::MAX_PAYLOAD_BYTES {
@@ -198,7 +211,7 @@ impl Engine {
                             .map_err(|e| format!("replaying a logical record failed: {e}"))?;
                         let (writes, _) = batch.into_parts();
                         for (key, value) in writes {
-                            index.install_replay(&key, ts, value);
+                            index.install_replay(key.as_bytes(), ts, value);
                         }
                         Ok(())
                     }
@@ -257,7 +270,10 @@ impl Engine {
             dir,
             options,
             index,
-            seq: Mutex::new(Sequencer { last_ts }),
+            seq: Mutex::new(Sequencer {
+                last_ts,
+                scratch: Vec::new(),
+            }),
             visible,
             log,
             readers: Readers::default(),
@@ -361,14 +377,14 @@ impl Inner {
     pub(crate) fn commit_writes(
         &self,
         start_ts: u64,
-        writes: &WriteSet,
+        writes: WriteSet,
         reads: Option<&ReadSet>,
     ) -> Result<u64> {
         self.log.check()?;
         if writes.is_empty() {
             return Ok(start_ts);
         }
-        check_payload(writes, Logged::Physical)?;
+        check_payload(&writes, Logged::Physical)?;
         // 1. Enter the sequencer.
         let mut seq = self.seq.lock();
         // 2. Validate: first committer wins.
@@ -383,32 +399,41 @@ impl Inner {
             return Err(self.conflict());
         }
         // 3. Take the commit ts; 4. install; 5. append the redo record.
+        let count = writes.len();
         let (ts, buffered) = self.install_and_log(&mut seq, writes, Logged::Physical);
         drop(seq);
         // 6. GC rides on the commit; 7. wait per sync mode.
-        self.after_commit(ts, writes.len(), buffered)
+        self.after_commit(ts, count, buffered)
     }
 
     /// Steps 3 to 5, inside the sequencer.
     fn install_and_log(
         &self,
         seq: &mut Sequencer,
-        writes: &impl Writes,
+        writes: impl Writes,
         logged: Logged<'_>,
     ) -> (u64, usize) {
         let ts = seq.last_ts + 1;
-        for (key, value) in writes.each() {
-            if self.index.install(key, ts, value.clone()) {
+        // The record is encoded before the install moves the values, and
+        // appended after it: whatever the group committer can take from
+        // the log buffer is installed.
+        let mut record = std::mem::take(&mut seq.scratch);
+        record.clear();
+        match logged {
+            Logged::Physical => {
+                record::encode_commit(&mut record, ts, writes.count(), writes.each())
+            }
+            Logged::Logical(body) => record::encode_logical(&mut record, ts, body),
+        }
+        writes.install(|key, value| {
+            if self.index.install(key, ts, value) {
                 self.gc.enqueue(ts, key);
             }
-        }
-        let buffered = self.log.append(ts, |buf| match logged {
-            Logged::Physical => {
-                let each = writes.each().map(|(k, v)| (k, v.as_deref()));
-                record::encode_commit(buf, ts, writes.count(), each);
-            }
-            Logged::Logical(body) => record::encode_logical(buf, ts, body),
         });
+        let buffered = self.log.append(ts, |buf| buf.extend_from_slice(&record));
+        if record.capacity() <= 1 << 20 {
+            seq.scratch = record;
+        }
         seq.last_ts = ts;
         if self.options.sync != SyncMode::Always {
             // Nothing waits for the disk: visible once installed.
@@ -445,9 +470,10 @@ impl Inner {
             None => Logged::Physical,
         };
         check_payload(&writes, logged)?;
-        let (ts, buffered) = self.install_and_log(&mut seq, &writes, logged);
+        let count = writes.len();
+        let (ts, buffered) = self.install_and_log(&mut seq, writes, logged);
         drop(seq);
-        self.after_commit(ts, writes.len(), buffered)?;
+        self.after_commit(ts, count, buffered)?;
         Ok((ts, out))
     }
 }

@@ -15,6 +15,7 @@
 use std::collections::VecDeque;
 
 use super::index::Index;
+use super::key::Key;
 use crate::sync::{AtomicU64, Mutex, Ordering};
 
 /// Keys pruned per commit at the least.
@@ -24,7 +25,7 @@ const MIN_BUDGET: usize = 16;
 pub(crate) struct Collector {
     /// (newest ts when queued, key), in ts order (keys queued again by the
     /// collector may land behind newer ones: that only delays them).
-    queue: Mutex<VecDeque<(u64, Box<[u8]>)>>,
+    queue: Mutex<VecDeque<(u64, Key)>>,
     /// Held by the one committer collecting.
     collecting: Mutex<()>,
     /// A watermark computed earlier: a safe lower bound, since the
@@ -36,7 +37,7 @@ impl Collector {
     /// Queues `key`, whose newest version is at `ts`. Called in the
     /// sequencer, so the queue stays in ts order.
     pub(crate) fn enqueue(&self, ts: u64, key: &[u8]) {
-        self.queue.lock().push_back((ts, key.into()));
+        self.queue.lock().push_back((ts, Key::new(key)));
     }
 
     /// Prunes up to `max(work, MIN_BUDGET)` queued keys whose ts the
@@ -68,7 +69,7 @@ impl Collector {
                 }
             }
         }
-        let again: Vec<(u64, Box<[u8]>)> = due
+        let again: Vec<(u64, Key)> = due
             .into_iter()
             .filter_map(|key| index.prune(&key, wm).map(|newest| (newest, key)))
             .collect();

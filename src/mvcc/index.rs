@@ -16,6 +16,7 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
+use super::key::Key;
 use crate::sync::{AtomicU64, Ordering, RwLock};
 
 /// The number of shards: a power of two.
@@ -73,7 +74,7 @@ impl Chain {
     }
 }
 
-type Shard = BTreeMap<Box<[u8]>, Chain>;
+type Shard = BTreeMap<Key, Chain>;
 
 /// The sharded versioned index.
 #[derive(Debug)]
@@ -111,12 +112,25 @@ fn bounds_are_empty(bounds: (Bound<&[u8]>, Bound<&[u8]>)) -> bool {
     }
 }
 
+fn to_key_bound(b: Bound<&[u8]>) -> Bound<Key> {
+    match b {
+        Bound::Included(k) => Bound::Included(Key::new(k)),
+        Bound::Excluded(k) => Bound::Excluded(Key::new(k)),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// The bounds as index keys.
+pub(crate) fn key_bounds(bounds: (Bound<&[u8]>, Bound<&[u8]>)) -> (Bound<Key>, Bound<Key>) {
+    (to_key_bound(bounds.0), to_key_bound(bounds.1))
+}
+
 /// What `scan_shard` found in one lock hold.
 #[derive(Debug)]
 pub(crate) struct Chunk {
     /// The last key examined, to resume after; `None` when the shard's
     /// range is exhausted.
-    pub resume_after: Option<Box<[u8]>>,
+    pub resume_after: Option<Key>,
 }
 
 impl Index {
@@ -136,19 +150,19 @@ impl Index {
     /// The value of `key` at `ts` (`None` when absent or deleted).
     pub(crate) fn get(&self, key: &[u8], ts: u64) -> Option<Bytes> {
         let shard = self.shard(key).read();
-        shard.get(key)?.at(ts)?.value.clone()
+        shard.get(&Key::new(key))?.at(ts)?.value.clone()
     }
 
     /// The ts of the newest version of `key`, installed or not yet visible.
     pub(crate) fn latest_ts(&self, key: &[u8]) -> Option<u64> {
         let shard = self.shard(key).read();
-        shard.get(key).map(|c| c.newest.ts)
+        shard.get(&Key::new(key)).map(|c| c.newest.ts)
     }
 
     /// The newest value of `key`, visible or not (for the sequencer).
     pub(crate) fn latest(&self, key: &[u8]) -> Option<Bytes> {
         let shard = self.shard(key).read();
-        shard.get(key)?.newest.value.clone()
+        shard.get(&Key::new(key))?.newest.value.clone()
     }
 
     /// Installs a version of `key` at `ts`, newer than all it has. Returns
@@ -159,7 +173,8 @@ impl Index {
         let mut shard = self.shard(key).write();
         self.versions.fetch_add(1, Ordering::Relaxed);
         let version = Version { ts, value };
-        if let Some(chain) = shard.get_mut(key) {
+        let key = Key::new(key);
+        if let Some(chain) = shard.get_mut(&key) {
             debug_assert!(chain.newest.ts < ts, "install out of ts order");
             let old = std::mem::replace(&mut chain.newest, version);
             chain.older.push(old);
@@ -167,7 +182,7 @@ impl Index {
         }
         let tombstone = version.value.is_none();
         shard.insert(
-            key.into(),
+            key,
             Chain {
                 newest: version,
                 older: Vec::new(),
@@ -181,17 +196,18 @@ impl Index {
     /// replaces the key's state (a tombstone removes the key).
     pub(crate) fn install_replay(&self, key: &[u8], ts: u64, value: Option<Bytes>) {
         let mut shard = self.shard(key).write();
+        let key = Key::new(key);
         match value {
             Some(value) => {
                 let version = Version {
                     ts,
                     value: Some(value),
                 };
-                match shard.get_mut(key) {
+                match shard.get_mut(&key) {
                     Some(chain) => chain.newest = version,
                     None => {
                         shard.insert(
-                            key.into(),
+                            key,
                             Chain {
                                 newest: version,
                                 older: Vec::new(),
@@ -203,7 +219,7 @@ impl Index {
                 }
             }
             None => {
-                if shard.remove(key).is_some() {
+                if shard.remove(&key).is_some() {
                     self.keys.fetch_sub(1, Ordering::Relaxed);
                     self.versions.fetch_sub(1, Ordering::Relaxed);
                 }
@@ -213,8 +229,8 @@ impl Index {
 
     /// Prunes `key` for `watermark`. Returns the ts of its newest version
     /// when it still has more than one (the collector must come back).
-    pub(crate) fn prune(&self, key: &[u8], watermark: u64) -> Option<u64> {
-        let mut shard = self.shard(key).write();
+    pub(crate) fn prune(&self, key: &Key, watermark: u64) -> Option<u64> {
+        let mut shard = self.shard(key.as_bytes()).write();
         let chain = shard.get_mut(key)?;
         let dropped = chain.prune(watermark);
         let newest = chain.newest.ts;
@@ -269,14 +285,15 @@ impl Index {
         if bounds_are_empty(bounds) {
             return Chunk { resume_after: None };
         }
+        let bounds = key_bounds(bounds);
         let shard = self.shards[shard].read();
         let mut examined = 0;
-        for (key, chain) in shard.range::<[u8], _>(bounds) {
+        for (key, chain) in shard.range(bounds) {
             if let Some(Version {
                 value: Some(value), ..
             }) = chain.at(ts)
             {
-                out.push((Bytes::copy_from_slice(key), value.clone()));
+                out.push((Bytes::copy_from_slice(key.as_bytes()), value.clone()));
             }
             examined += 1;
             if out.len() >= limit || examined >= 4 * limit {
@@ -294,10 +311,11 @@ impl Index {
         if bounds_are_empty(bounds) {
             return false;
         }
+        let bounds = key_bounds(bounds);
         self.shards.iter().any(|shard| {
             shard
                 .read()
-                .range::<[u8], _>(bounds)
+                .range((bounds.0.clone(), bounds.1.clone()))
                 .any(|(_, chain)| chain.newest.ts > ts)
         })
     }
@@ -312,12 +330,12 @@ impl Index {
     ) -> crate::Result<()> {
         let mut buf = Vec::with_capacity(chunk);
         for shard in 0..SHARDS {
-            let mut lower: Bound<Box<[u8]>> = Bound::Unbounded;
+            let mut lower: Bound<Key> = Bound::Unbounded;
             loop {
                 buf.clear();
                 let bounds = (
                     match &lower {
-                        Bound::Excluded(k) => Bound::Excluded(&k[..]),
+                        Bound::Excluded(k) => Bound::Excluded(k.as_bytes()),
                         _ => Bound::Unbounded,
                     },
                     Bound::Unbounded,
@@ -374,12 +392,12 @@ mod tests {
         for ts in 1..=5 {
             index.install(b"k", ts, b(&ts.to_string()));
         }
-        assert_eq!(index.prune(b"k", 3), Some(5));
+        assert_eq!(index.prune(&Key::new(b"k"), 3), Some(5));
         assert_eq!(index.versions(), 3);
         assert_eq!(index.get(b"k", 3), b("3"));
         assert_eq!(index.get(b"k", 4), b("4"));
         assert_eq!(index.get(b"k", 2), None, "version 2 is reclaimed");
-        assert_eq!(index.prune(b"k", 9), None);
+        assert_eq!(index.prune(&Key::new(b"k"), 9), None);
         assert_eq!(index.versions(), 1);
         assert_eq!(index.reclaimed(), 4);
     }

@@ -13,6 +13,7 @@ mod checkpoint;
 mod engine;
 mod gc;
 mod index;
+mod key;
 mod options;
 mod readers;
 mod scan;

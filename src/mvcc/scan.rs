@@ -13,6 +13,7 @@ use std::ops::{Bound, Range, RangeFrom, RangeFull, RangeInclusive, RangeTo, Rang
 use bytes::Bytes;
 
 use super::index::{Index, SHARDS};
+use super::key::Key;
 
 /// Entries copied from a shard per lock hold.
 const CHUNK: usize = 64;
@@ -129,7 +130,7 @@ fn as_ref_bound(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
 struct Cursor {
     buf: VecDeque<(Bytes, Bytes)>,
     /// Where the next chunk starts; `None` once the shard is exhausted.
-    resume: Option<Bound<Box<[u8]>>>,
+    resume: Option<Bound<Key>>,
 }
 
 /// An ordered scan at one ts: yields `(key, value)` pairs in key order.
@@ -155,9 +156,9 @@ impl<'a> Scan<'a> {
     ) -> Self {
         let empty = is_empty_range(&bounds);
         let (lower, upper) = bounds;
-        let lower: Bound<Box<[u8]>> = match lower {
-            Bound::Included(k) => Bound::Included(k.into()),
-            Bound::Excluded(k) => Bound::Excluded(k.into()),
+        let lower: Bound<Key> = match lower {
+            Bound::Included(k) => Bound::Included(Key::new(&k)),
+            Bound::Excluded(k) => Bound::Excluded(Key::new(&k)),
             Bound::Unbounded => Bound::Unbounded,
         };
         let cursors = (0..SHARDS)
@@ -187,8 +188,8 @@ impl<'a> Scan<'a> {
                 return;
             };
             let lower = match &resume {
-                Bound::Included(k) => Bound::Included(&k[..]),
-                Bound::Excluded(k) => Bound::Excluded(&k[..]),
+                Bound::Included(k) => Bound::Included(k.as_bytes()),
+                Bound::Excluded(k) => Bound::Excluded(k.as_bytes()),
                 Bound::Unbounded => Bound::Unbounded,
             };
             out.clear();

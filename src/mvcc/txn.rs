@@ -148,7 +148,7 @@ impl Transaction {
         let writes = std::mem::take(&mut self.writes);
         let reads = self.reads.take().map(RefCell::into_inner);
         self.inner
-            .commit_writes(self.start_ts, &writes, reads.as_ref())
+            .commit_writes(self.start_ts, writes, reads.as_ref())
     }
 
     /// Drops every write; the same as dropping the transaction.
