@@ -3,42 +3,16 @@
 //! the `Replay` hook when recovery re-executes a logical record.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::ops::{Bound, RangeBounds};
 
 use bytes::Bytes;
 
 use super::engine::check_sizes;
 use super::index::Index;
-use super::key::Key;
+use super::key::{Key, KeyHasher};
 use super::scan::{Scan, as_ref_bounds};
 use crate::error::Result;
-
-/// A fast hasher for byte-string keys (FxHash-style). Not DoS-resistant:
-/// a batch is bounded in size, so a crafted set of colliding keys costs at
-/// most a slow batch.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0x517c_c1b7_2722_0a95;
-        let mut h = self.0;
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
-        }
-        for &b in chunks.remainder() {
-            h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
-        }
-        self.0 = h;
-    }
-}
 
 /// The writes of a batch: key -> new value (`None` deletes).
 pub(crate) type BatchWrites = HashMap<Key, Option<Bytes>, BuildHasherDefault<KeyHasher>>;

@@ -1,23 +1,25 @@
 //! The versioned index: every key's versions, newest last, in memory.
 //!
-//! The keys are spread over `SHARDS` ordered maps by a hash of the key, each
-//! behind its own reader-writer lock, so point reads take one shard's read
-//! lock for a moment and no lock is global. Scans merge the shards in key
-//! order (`scan.rs`), copying a bounded chunk per lock hold so that no lock
-//! is held across user code and writers are never blocked for long.
+//! The keys are spread over `SHARDS` shards by a hash of the key, each
+//! behind its own reader-writer lock, so a point read takes one shard's read
+//! lock for a moment and no lock is global. A shard (`shard.rs`) finds keys
+//! by hash and keeps their order lazily, for scans. Scans merge the shards
+//! in key order (`scan.rs`), copying a bounded chunk per lock hold so that
+//! no lock is held across user code and writers are never blocked for long.
 //!
 //! Writers are the sequencer (installs, in ts order), recovery, and the
 //! garbage collector (prunes). A version at ts T is invisible to readers
 //! until the engine's visible ts reaches T; the index itself does not know
 //! what is visible, readers pass their ts.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use bytes::Bytes;
 
-use super::key::Key;
+use super::key::{Key, KeyHasher, mix};
+use super::shard::{Shard, parts_of};
 use crate::sync::{AtomicU64, Ordering, RwLock};
+use std::hash::Hasher;
 
 /// The number of shards: a power of two.
 pub(crate) const SHARDS: usize = 64;
@@ -74,34 +76,23 @@ impl Chain {
     }
 }
 
-type Shard = BTreeMap<Key, Chain>;
-
 /// The sharded versioned index.
 #[derive(Debug)]
 pub(crate) struct Index {
-    shards: Box<[RwLock<Shard>]>,
+    shards: Box<[RwLock<Shard<Chain>>]>,
     keys: AtomicU64,
     versions: AtomicU64,
     reclaimed: AtomicU64,
 }
 
-/// The shard of `key`: FxHash-style multiply-rotate over 8-byte words.
+/// The shard of `key`: the top bits of its mixed hash.
 pub(crate) fn shard_of(key: &[u8]) -> usize {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-    let mut h: u64 = key.len() as u64;
-    let mut chunks = key.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
-    }
-    for &b in chunks.remainder() {
-        h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
-    }
-    ((h ^ (h >> 29)) as usize) & (SHARDS - 1)
+    let mut h = KeyHasher::default();
+    h.write(key);
+    (mix(h.finish()) >> (64 - SHARDS.trailing_zeros())) as usize
 }
 
-/// Whether the bounds can hold no key: `BTreeMap::range` panics on some
+/// Whether the bounds can hold no key: `BTreeSet::range` panics on some
 /// such bounds (start after end, or equal and both excluded).
 fn bounds_are_empty(bounds: (Bound<&[u8]>, Bound<&[u8]>)) -> bool {
     match bounds {
@@ -136,33 +127,36 @@ pub(crate) struct Chunk {
 impl Index {
     pub(crate) fn new() -> Self {
         Index {
-            shards: (0..SHARDS).map(|_| RwLock::new(BTreeMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             keys: AtomicU64::new(0),
             versions: AtomicU64::new(0),
             reclaimed: AtomicU64::new(0),
         }
     }
 
-    fn shard(&self, key: &[u8]) -> &RwLock<Shard> {
+    fn shard(&self, key: &[u8]) -> &RwLock<Shard<Chain>> {
         &self.shards[shard_of(key)]
     }
 
     /// The value of `key` at `ts` (`None` when absent or deleted).
     pub(crate) fn get(&self, key: &[u8], ts: u64) -> Option<Bytes> {
+        let k = Key::new(key);
         let shard = self.shard(key).read();
-        shard.get(&Key::new(key))?.at(ts)?.value.clone()
+        shard.get(&k)?.at(ts)?.value.clone()
     }
 
     /// The ts of the newest version of `key`, installed or not yet visible.
     pub(crate) fn latest_ts(&self, key: &[u8]) -> Option<u64> {
+        let k = Key::new(key);
         let shard = self.shard(key).read();
-        shard.get(&Key::new(key)).map(|c| c.newest.ts)
+        shard.get(&k).map(|c| c.newest.ts)
     }
 
     /// The newest value of `key`, visible or not (for the sequencer).
     pub(crate) fn latest(&self, key: &[u8]) -> Option<Bytes> {
+        let k = Key::new(key);
         let shard = self.shard(key).read();
-        shard.get(&Key::new(key))?.newest.value.clone()
+        shard.get(&k)?.newest.value.clone()
     }
 
     /// Installs a version of `key` at `ts`, newer than all it has. Returns
@@ -170,19 +164,19 @@ impl Index {
     /// or it is new and its only version is a tombstone (a delete of a key
     /// that never existed must not stay in memory forever).
     pub(crate) fn install(&self, key: &[u8], ts: u64, value: Option<Bytes>) -> bool {
+        let k = Key::new(key);
         let mut shard = self.shard(key).write();
         self.versions.fetch_add(1, Ordering::Relaxed);
         let version = Version { ts, value };
-        let key = Key::new(key);
-        if let Some(chain) = shard.get_mut(&key) {
+        if let Some(chain) = shard.get_mut(&k) {
             debug_assert!(chain.newest.ts < ts, "install out of ts order");
             let old = std::mem::replace(&mut chain.newest, version);
             chain.older.push(old);
             return chain.older.len() == 1;
         }
         let tombstone = version.value.is_none();
-        shard.insert(
-            key,
+        shard.insert_new(
+            k,
             Chain {
                 newest: version,
                 older: Vec::new(),
@@ -195,19 +189,19 @@ impl Index {
     /// Recovery's install: no reader exists yet, so the new version simply
     /// replaces the key's state (a tombstone removes the key).
     pub(crate) fn install_replay(&self, key: &[u8], ts: u64, value: Option<Bytes>) {
+        let k = Key::new(key);
         let mut shard = self.shard(key).write();
-        let key = Key::new(key);
         match value {
             Some(value) => {
                 let version = Version {
                     ts,
                     value: Some(value),
                 };
-                match shard.get_mut(&key) {
+                match shard.get_mut(&k) {
                     Some(chain) => chain.newest = version,
                     None => {
-                        shard.insert(
-                            key,
+                        shard.insert_new(
+                            k,
                             Chain {
                                 newest: version,
                                 older: Vec::new(),
@@ -219,7 +213,7 @@ impl Index {
                 }
             }
             None => {
-                if shard.remove(&key).is_some() {
+                if shard.remove(&k).is_some() {
                     self.keys.fetch_sub(1, Ordering::Relaxed);
                     self.versions.fetch_sub(1, Ordering::Relaxed);
                 }
@@ -273,7 +267,8 @@ impl Index {
 
     /// Appends to `out` up to `limit` visible `(key, value)` pairs of shard
     /// `shard` at `ts` within the bounds, in key order, examining at most
-    /// `4 * limit` keys under one read lock.
+    /// `4 * limit` keys under one lock hold. Orders the shard's pending keys
+    /// in the range first, if it has any.
     pub(crate) fn scan_shard(
         &self,
         shard: usize,
@@ -286,23 +281,16 @@ impl Index {
             return Chunk { resume_after: None };
         }
         let bounds = key_bounds(bounds);
-        let shard = self.shards[shard].read();
-        let mut examined = 0;
-        for (key, chain) in shard.range(bounds) {
-            if let Some(Version {
-                value: Some(value), ..
-            }) = chain.at(ts)
-            {
-                out.push((Bytes::copy_from_slice(key.as_bytes()), value.clone()));
-            }
-            examined += 1;
-            if out.len() >= limit || examined >= 4 * limit {
-                return Chunk {
-                    resume_after: Some(key.clone()),
-                };
-            }
+        let parts = parts_of(&bounds);
+        let lock = &self.shards[shard];
+        let read = lock.read();
+        if !read.has_pending(&parts) {
+            return scan_locked(&read, &bounds, ts, limit, out);
         }
-        Chunk { resume_after: None }
+        drop(read);
+        let mut write = lock.write();
+        write.merge(&parts);
+        scan_locked(&write, &bounds, ts, limit, out)
     }
 
     /// Whether any key within the bounds has a version newer than `ts`
@@ -312,11 +300,11 @@ impl Index {
             return false;
         }
         let bounds = key_bounds(bounds);
-        self.shards.iter().any(|shard| {
-            shard
-                .read()
-                .range((bounds.0.clone(), bounds.1.clone()))
-                .any(|(_, chain)| chain.newest.ts > ts)
+        let parts = parts_of(&bounds);
+        self.shards.iter().any(|lock| {
+            let mut shard = lock.write();
+            shard.merge(&parts);
+            shard.range(&bounds).any(|(_, chain)| chain.newest.ts > ts)
         })
     }
 
@@ -362,6 +350,32 @@ impl Index {
     pub(crate) fn reclaimed(&self) -> u64 {
         self.reclaimed.load(Ordering::Relaxed)
     }
+}
+
+/// `scan_shard`'s work, on a shard whose range is merged.
+fn scan_locked(
+    shard: &Shard<Chain>,
+    bounds: &(Bound<Key>, Bound<Key>),
+    ts: u64,
+    limit: usize,
+    out: &mut Vec<(Bytes, Bytes)>,
+) -> Chunk {
+    let mut examined = 0;
+    for (key, chain) in shard.range(bounds) {
+        if let Some(Version {
+            value: Some(value), ..
+        }) = chain.at(ts)
+        {
+            out.push((Bytes::copy_from_slice(key.as_bytes()), value.clone()));
+        }
+        examined += 1;
+        if out.len() >= limit || examined >= 4 * limit {
+            return Chunk {
+                resume_after: Some(key.clone()),
+            };
+        }
+    }
+    Chunk { resume_after: None }
 }
 
 #[cfg(test)]
@@ -416,11 +430,61 @@ mod tests {
     }
 
     #[test]
-    fn shards_spread_keys() {
-        let mut seen = [0usize; SHARDS];
-        for i in 0u32..10_000 {
-            seen[shard_of(&i.to_be_bytes())] += 1;
+    fn shards_spread_keys_of_every_common_shape() {
+        let shapes: [fn(u64) -> Vec<u8>; 5] = [
+            |i| (i as u32).to_be_bytes().to_vec(),
+            |i| i.to_be_bytes().to_vec(),
+            |i| u128::from(i).to_be_bytes().to_vec(),
+            |i| [&b"account:"[..], &i.to_be_bytes()].concat(),
+            |i| [&b"a"[..], &u128::from(i).to_be_bytes()].concat(),
+        ];
+        for shape in shapes {
+            let mut seen = [0usize; SHARDS];
+            for i in 0..10_000u64 {
+                seen[shard_of(&shape(i))] += 1;
+            }
+            assert!(seen.iter().all(|&n| n > 80), "{:?}: {seen:?}", shape(1));
         }
-        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
+    }
+
+    #[test]
+    fn scans_order_keys_across_parts_and_after_removals() {
+        let index = Index::new();
+        for i in 0u32..500 {
+            let mut k = vec![(i % 3) as u8];
+            k.extend_from_slice(&i.to_be_bytes());
+            index.install(&k, 1, b("v"));
+        }
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        for shard in 0..SHARDS {
+            out.clear();
+            index.scan_shard(
+                shard,
+                (Bound::Unbounded, Bound::Unbounded),
+                1,
+                usize::MAX / 8,
+                &mut out,
+            );
+            assert!(
+                out.windows(2).all(|w| w[0].0 < w[1].0),
+                "shard {shard} out of order"
+            );
+            seen.extend(out.iter().map(|(k, _)| k.clone()));
+        }
+        assert_eq!(seen.len(), 500);
+        let gone = [0u8, 0, 0, 0, 3];
+        index.install(&gone, 2, None);
+        index.sweep(2);
+        let shard = shard_of(&gone);
+        out.clear();
+        index.scan_shard(
+            shard,
+            (Bound::Unbounded, Bound::Unbounded),
+            2,
+            usize::MAX / 8,
+            &mut out,
+        );
+        assert!(out.iter().all(|(k, _)| k[..] != gone[..]));
     }
 }

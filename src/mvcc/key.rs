@@ -6,9 +6,48 @@
 //! length: the same order as comparing the byte strings.
 
 use std::cmp::Ordering;
+use std::hash::Hasher;
 
 /// The longest key held inline.
 pub(crate) const INLINE_BYTES: usize = 30;
+
+/// A fast hasher for byte-string keys (FxHash-style word loop, murmur3
+/// finalizer). Not DoS-resistant:
+/// a batch is bounded in size, so a crafted set of colliding keys costs at
+/// most a slow batch.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct KeyHasher(u64);
+
+/// Mixes every input bit into every output bit (murmur3's finalizer):
+/// the word loop only carries bits upward, and both hash maps (low bits)
+/// and shard choice (high bits) need all of them.
+pub(crate) fn mix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        mix(self.0)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut h = self.0;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+        self.0 = h;
+    }
+}
 
 #[derive(Clone)]
 pub(crate) enum Key {
@@ -68,7 +107,7 @@ impl PartialOrd for Key {
 
 impl PartialEq for Key {
     fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
+        self.as_bytes() == other.as_bytes()
     }
 }
 

@@ -17,6 +17,7 @@ mod key;
 mod options;
 mod readers;
 mod scan;
+mod shard;
 mod snapshot;
 mod stats;
 mod txn;
