@@ -367,8 +367,17 @@ impl Inner {
         }
     }
 
-    fn conflict(&self) -> Error {
+    /// Refuses a transaction that lost to commits up to `winners`. Under
+    /// `SyncMode::Always` the winners may be installed but not yet visible;
+    /// the refusal waits until they are, so that a retry that begins right
+    /// away reads them instead of losing to them again and again.
+    fn conflict(&self, winners: u64) -> Error {
         self.conflicts.fetch_add(1, Ordering::Relaxed);
+        if self.options.sync == SyncMode::Always
+            && let Err(e) = self.log.sync_to(winners)
+        {
+            return e;
+        }
         Error::Conflict
     }
 
@@ -388,15 +397,14 @@ impl Inner {
         // 1. Enter the sequencer.
         let mut seq = self.seq.lock();
         // 2. Validate: first committer wins.
-        for key in writes.keys() {
-            if self.index.latest_ts(key).is_some_and(|ts| ts > start_ts) {
-                return Err(self.conflict());
-            }
-        }
-        if let Some(reads) = reads
-            && reads.changed_since(&self.index, start_ts)
-        {
-            return Err(self.conflict());
+        let lost = writes
+            .keys()
+            .any(|key| self.index.latest_ts(key).is_some_and(|ts| ts > start_ts))
+            || reads.is_some_and(|reads| reads.changed_since(&self.index, start_ts));
+        if lost {
+            let winners = seq.last_ts;
+            drop(seq);
+            return Err(self.conflict(winners));
         }
         // 3. Take the commit ts; 4. install; 5. append the redo record.
         let count = writes.len();
