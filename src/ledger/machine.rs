@@ -711,11 +711,9 @@ impl<'b, 'i> Machine<'b, 'i> {
 }
 
 fn account_exists(a: &Account, e: &Account) -> AR {
-    // A closing transfer may have closed the account since: not a difference
-    // in what was asked for.
-    let asked = a.flags - AccountFlags::CLOSED;
-    let stored = e.flags - AccountFlags::CLOSED;
-    if asked != stored {
+    // Raw flags, as TigerBeetle compares them: an account closed since by
+    // a closing transfer differs from its creation request.
+    if a.flags != e.flags {
         return AR::ExistsWithDifferentFlags;
     }
     if a.user_data_128 != e.user_data_128 {
