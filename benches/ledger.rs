@@ -1,0 +1,3 @@
+//! Ledger benchmarks (being written).
+
+fn main() {}

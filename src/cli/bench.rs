@@ -1,0 +1,284 @@
+//! `mvledger bench`: creates the accounts, runs the planned transfers from
+//! `--threads` threads, each submitting its share in calls of at most
+//! `--batch` transfers through `Ledger::create_transfers` and timing every
+//! call, then syncs, reports, drops the ledger, reopens the directory and
+//! verifies it (`verify.rs`).
+//!
+//! A thread's call holds first the posts and voids of the pending
+//! transfers that its previous call got accepted, then as many new
+//! transfers as fit. Each thread writes the results into its own slice of
+//! the plans, which the report and the verification read afterwards.
+//!
+//! Failure paths: an engine error in any thread stops the others and the
+//! run ends with exit code 1; nothing is retried.
+
+use std::fmt;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
+use mvledger::{
+    CreateAccountResult, CreateTransferResult, Error, Ledger, LedgerOptions, Options, Transfer,
+};
+
+use super::datadir::DataDir;
+use super::report::{self, Report};
+use super::verify;
+use super::workload::{self, Plan, Settle};
+use crate::BenchArgs;
+
+/// Accounts per `create_accounts` call.
+const ACCOUNT_BATCH: usize = 8_190;
+
+/// Why a run failed: printed as one line, exit code 1.
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Wraps an engine error with what was being done.
+pub fn fail(context: impl fmt::Display) -> impl FnOnce(Error) -> Failure {
+    move |e| Failure(format!("{context}: {e}"))
+}
+
+/// What the transfer phase measured.
+pub struct Run {
+    /// From the first call to the last reply.
+    pub elapsed: Duration,
+    /// The latency of every `create_transfers` call, sorted.
+    pub latencies_ns: Vec<u64>,
+}
+
+/// Runs the bench; `Err` is an engine error or a failed verification.
+pub fn run(args: &BenchArgs) -> Result<(), Failure> {
+    let mut dir = DataDir::new(args.dir.as_deref(), args.keep)?;
+    if !args.json {
+        report::print_header(args, dir.path());
+    }
+    let options = LedgerOptions {
+        engine: Options {
+            sync: args.sync.mode(),
+            ..Options::default()
+        },
+        ..LedgerOptions::default()
+    };
+    let ledger = Ledger::open(dir.path(), options)
+        .map_err(fail(format!("opening {}", dir.path().display())))?;
+    create_accounts(&ledger, args)?;
+    // Accounts on disk under every sync mode, so that the transfer phase's
+    // log bytes and syncs count only its own.
+    ledger.engine().sync().map_err(fail("syncing the log"))?;
+    let mut plans = workload::plans(args);
+    let before = ledger.stats();
+    let run = run_transfers(&ledger, args, &mut plans)?;
+    let after_run = ledger.stats();
+    // Everything durable under every sync mode before the reopen; and see
+    // the error if that fails (a drop would swallow it).
+    ledger.engine().sync().map_err(fail("syncing the log"))?;
+    let after_sync = ledger.stats();
+    drop(ledger);
+    let report = Report::new(&plans, run, &before, &after_run, &after_sync);
+    if !args.json {
+        report.print_text();
+    }
+    let verification = verify::verify(dir.path(), args, &plans)?;
+    if !verification.ok() {
+        dir.keep();
+    }
+    if args.json {
+        report.print_json(args, &dir, &verification);
+    } else {
+        verification.print_text();
+    }
+    if verification.ok() {
+        Ok(())
+    } else {
+        Err(Failure(format!(
+            "verification FAILED after reopen: {}",
+            verification.summary()
+        )))
+    }
+}
+
+/// Creates the accounts, `ACCOUNT_BATCH` a call; any refusal is an error.
+pub fn create_accounts(ledger: &Ledger, args: &BenchArgs) -> Result<(), Failure> {
+    let started = Instant::now();
+    let accounts = workload::accounts(args.accounts);
+    let mut calls = 0u64;
+    for chunk in accounts.chunks(ACCOUNT_BATCH) {
+        let results = ledger
+            .create_accounts(chunk)
+            .map_err(fail("creating accounts"))?;
+        calls += 1;
+        // The directory was empty, so anything but Ok is a bug.
+        let refused = chunk
+            .iter()
+            .zip(&results)
+            .find(|(_, r)| **r != CreateAccountResult::Ok);
+        if let Some((account, result)) = refused {
+            return Err(Failure(format!(
+                "creating account {}: {result}",
+                account.id
+            )));
+        }
+    }
+    if !args.json {
+        say!(
+            "created {} accounts in {} call{}, {:.2} s",
+            report::group(args.accounts),
+            report::group(calls),
+            if calls == 1 { "" } else { "s" },
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// What every transfer thread shares.
+struct Shared<'a> {
+    ledger: &'a Ledger,
+    batch: usize,
+    transfers: u64,
+    progress: ProgressBar,
+    /// Set when a thread fails: the others stop.
+    stop: AtomicBool,
+}
+
+/// Runs the plans from `--threads` threads and records every result in
+/// them.
+pub fn run_transfers(
+    ledger: &Ledger,
+    args: &BenchArgs,
+    plans: &mut [Plan],
+) -> Result<Run, Failure> {
+    let settles = plans.iter().filter(|p| p.settle != Settle::None).count();
+    let shared = Shared {
+        ledger,
+        batch: args.batch,
+        transfers: args.transfers,
+        progress: progress_bar(args.json, (plans.len() + settles) as u64),
+        stop: AtomicBool::new(false),
+    };
+    let share = plans.len().div_ceil(args.threads).max(1);
+    let started = Instant::now();
+    let replies: Vec<Result<Vec<u64>, Failure>> = std::thread::scope(|scope| {
+        let shared = &shared;
+        let threads: Vec<_> = plans
+            .chunks_mut(share)
+            .map(|part| scope.spawn(move || submit(shared, part)))
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(Failure("a transfer thread panicked".into())))
+            })
+            .collect()
+    });
+    let elapsed = started.elapsed();
+    shared.progress.finish_and_clear();
+    let mut latencies_ns = Vec::new();
+    for reply in replies {
+        latencies_ns.extend(reply?);
+    }
+    latencies_ns.sort_unstable();
+    Ok(Run {
+        elapsed,
+        latencies_ns,
+    })
+}
+
+/// A progress bar on stderr with the live rate, or a hidden one when the
+/// output is JSON or stderr is no terminal.
+fn progress_bar(json: bool, events: u64) -> ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(events);
+    let template =
+        "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} transfers, {rate}/s, eta {eta}";
+    // The template is a constant; should it not parse, the default style
+    // still shows the progress.
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        // indicatif's own `{per_sec}` shows four decimals.
+        let rate = |state: &ProgressState, w: &mut dyn fmt::Write| {
+            let _ = w.write_str(&report::group(state.per_sec() as u64));
+        };
+        bar.set_style(style.with_key("rate", rate).progress_chars("=> "));
+    }
+    bar
+}
+
+/// Where an event of a call came from.
+#[derive(Clone, Copy)]
+enum Slot {
+    Transfer(usize),
+    Settle(usize),
+}
+
+/// One thread: submits `plans` in calls of at most `batch` events, records
+/// every result in the plans, and returns the latency of each call.
+fn submit(shared: &Shared<'_>, plans: &mut [Plan]) -> Result<Vec<u64>, Failure> {
+    let batch = shared.batch;
+    let mut events: Vec<Transfer> = Vec::with_capacity(batch);
+    let mut slots: Vec<Slot> = Vec::with_capacity(batch);
+    // Pending transfers accepted by the previous call: at most `batch`.
+    let mut to_settle: Vec<usize> = Vec::new();
+    let mut next = 0;
+    let mut latencies_ns = Vec::with_capacity(plans.len() / batch + 1);
+    while (next < plans.len() || !to_settle.is_empty()) && !shared.stop.load(Ordering::Relaxed) {
+        events.clear();
+        slots.clear();
+        for i in to_settle.drain(..) {
+            events.push(plans[i].settle_transfer(shared.transfers));
+            slots.push(Slot::Settle(i));
+        }
+        while events.len() < batch && next < plans.len() {
+            events.push(plans[next].transfer);
+            slots.push(Slot::Transfer(next));
+            next += 1;
+        }
+        let started = Instant::now();
+        let results = shared.ledger.create_transfers(&events).map_err(|e| {
+            shared.stop.store(true, Ordering::Relaxed);
+            Failure(format!(
+                "create_transfers of {} transfers (first id {}): {e}",
+                events.len(),
+                events.first().map_or(0, |t| t.id)
+            ))
+        })?;
+        latencies_ns.push(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        if results.len() != events.len() {
+            shared.stop.store(true, Ordering::Relaxed);
+            return Err(Failure(format!(
+                "create_transfers answered {} results for {} transfers",
+                results.len(),
+                events.len()
+            )));
+        }
+        for (&slot, &result) in slots.iter().zip(&results) {
+            match slot {
+                Slot::Transfer(i) => {
+                    let plan = &mut plans[i];
+                    plan.result = Some(result);
+                    if plan.settle != Settle::None {
+                        if result == CreateTransferResult::Ok {
+                            to_settle.push(i);
+                        } else {
+                            // Its post or void will not be sent.
+                            shared.progress.dec_length(1);
+                        }
+                    }
+                }
+                Slot::Settle(i) => plans[i].settle_result = Some(result),
+            }
+        }
+        shared.progress.inc(events.len() as u64);
+    }
+    Ok(latencies_ns)
+}
