@@ -10,11 +10,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use super::clock::{Clock, SystemClock};
 use super::codec::{self, ACCOUNT, OP_CREATE_ACCOUNTS, OP_CREATE_TRANSFERS, OP_EXPIRE, TRANSFER};
 use super::codes::{CreateAccountResult, CreateTransferResult};
-use super::machine::{MAX_BATCH_EVENTS, Machine};
+use super::machine::{MAX_BATCH_EVENTS, Machine, first_timestamp};
 use super::types::{
     Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, Transfer,
 };
@@ -41,7 +42,9 @@ impl Default for LedgerOptions {
 
 /// Re-executes the ledger's logical records on recovery.
 #[derive(Debug)]
-struct LedgerReplay;
+struct LedgerReplay {
+    expiry_hint: Arc<AtomicU64>,
+}
 
 fn malformed(what: &str) -> Error {
     Error::invalid(format!("malformed ledger record: {what}"))
@@ -54,13 +57,13 @@ impl Replay for LedgerReplay {
         match op {
             OP_CREATE_ACCOUNTS => {
                 let accounts: Vec<Account> = events.filter_map(codec::decode_account).collect();
-                execute_accounts(batch, first_ts, &accounts)?;
+                execute_accounts(batch, first_ts, &accounts, &self.expiry_hint)?;
             }
             OP_CREATE_TRANSFERS => {
                 let transfers: Vec<Transfer> = events.filter_map(codec::decode_transfer).collect();
-                execute_transfers(batch, first_ts, &transfers)?;
+                execute_transfers(batch, first_ts, &transfers, &self.expiry_hint)?;
             }
-            OP_EXPIRE => execute_expire(batch, first_ts)?,
+            OP_EXPIRE => execute_expire(batch, first_ts, &self.expiry_hint)?,
             _ => return Err(malformed("unknown op")),
         }
         Ok(())
@@ -77,8 +80,9 @@ fn execute_accounts(
     batch: &mut Batch<'_>,
     first_ts: u64,
     accounts: &[Account],
+    expiry_hint: &AtomicU64,
 ) -> Result<Vec<CreateAccountResult>> {
-    let mut m = Machine::with_capacity(batch, accounts.len());
+    let mut m = Machine::with_capacity(batch, accounts.len(), expiry_hint);
     m.expire(first_ts);
     let results = m.create_accounts(first_ts, accounts);
     m.finish(last_of(first_ts, accounts.len()))?;
@@ -89,16 +93,17 @@ fn execute_transfers(
     batch: &mut Batch<'_>,
     first_ts: u64,
     transfers: &[Transfer],
+    expiry_hint: &AtomicU64,
 ) -> Result<Vec<CreateTransferResult>> {
-    let mut m = Machine::with_capacity(batch, transfers.len());
+    let mut m = Machine::with_capacity(batch, transfers.len(), expiry_hint);
     m.expire(first_ts);
     let results = m.create_transfers(first_ts, transfers);
     m.finish(last_of(first_ts, transfers.len()))?;
     Ok(results)
 }
 
-fn execute_expire(batch: &mut Batch<'_>, now: u64) -> Result<()> {
-    let mut m = Machine::new(batch);
+fn execute_expire(batch: &mut Batch<'_>, now: u64, expiry_hint: &AtomicU64) -> Result<()> {
+    let mut m = Machine::with_capacity(batch, 0, expiry_hint);
     m.expire(now);
     m.finish(now)
 }
@@ -121,6 +126,9 @@ pub struct Reply<R> {
 pub struct Ledger {
     engine: Engine,
     clock: Arc<dyn Clock>,
+    /// A lower bound of every pending transfer's expiry time, shared with
+    /// the replay hook (see `Machine::expire`).
+    expiry_hint: Arc<AtomicU64>,
 }
 
 fn check_batch(len: usize) -> Result<()> {
@@ -137,11 +145,15 @@ impl Ledger {
     /// acknowledged batch.
     pub fn open(dir: impl AsRef<Path>, options: LedgerOptions) -> Result<Ledger> {
         let mut engine_options = options.engine;
-        engine_options.replay = Some(Arc::new(LedgerReplay));
+        let expiry_hint = Arc::new(AtomicU64::new(0));
+        engine_options.replay = Some(Arc::new(LedgerReplay {
+            expiry_hint: Arc::clone(&expiry_hint),
+        }));
         let engine = Engine::open(dir, engine_options)?;
         Ok(Ledger {
             engine,
             clock: options.clock,
+            expiry_hint,
         })
     }
 
@@ -184,7 +196,7 @@ impl Ledger {
         events: &[E],
         op: u8,
         encode: fn(&E, &mut [u8; codec::RECORD_BYTES]),
-        execute: fn(&mut Batch<'_>, u64, &[E]) -> Result<Vec<R>>,
+        execute: fn(&mut Batch<'_>, u64, &[E], &AtomicU64) -> Result<Vec<R>>,
     ) -> Result<Reply<R>> {
         check_batch(events.len())?;
         if events.is_empty() {
@@ -196,9 +208,9 @@ impl Ledger {
         }
         let now = self.clock.now_ns();
         let (commit_ts, (timestamp, results)) = self.engine.apply(|batch| {
-            let first_ts = Machine::new(batch).first_timestamp(now);
+            let first_ts = first_timestamp(batch, now);
             let body = codec::encode_body(op, first_ts, events, encode);
-            let results = execute(batch, first_ts, events)?;
+            let results = execute(batch, first_ts, events, &self.expiry_hint)?;
             batch.log_as(body);
             Ok((first_ts, results))
         })?;
@@ -215,8 +227,8 @@ impl Ledger {
     pub fn expire_pending(&self) -> Result<()> {
         let now = self.clock.now_ns();
         self.engine.apply(|batch| {
-            let now = Machine::new(batch).first_timestamp(now);
-            execute_expire(batch, now)?;
+            let now = first_timestamp(batch, now);
+            execute_expire(batch, now, &self.expiry_hint)?;
             batch.log_as(codec::encode_body::<Account>(
                 OP_EXPIRE,
                 now,

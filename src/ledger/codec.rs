@@ -245,18 +245,23 @@ pub(crate) fn decode_body(body: &[u8]) -> Option<(u8, u64, std::slice::ChunksExa
     Some((op, first_ts, events.chunks_exact(RECORD_BYTES)))
 }
 
-/// A history value: the transfer id, then the balances for `HISTORY`
-/// accounts.
-pub(crate) fn encode_history(transfer_id: u128, balances: Option<&Account>) -> Vec<u8> {
-    let mut v = Vec::with_capacity(80);
-    v.extend_from_slice(&transfer_id.to_le_bytes());
+/// The largest history value.
+pub(crate) const HISTORY_VALUE_MAX: usize = 80;
+
+/// Appends a history value to `out`: the transfer id, then the balances
+/// for `HISTORY` accounts.
+pub(crate) fn encode_history_into(
+    out: &mut Vec<u8>,
+    transfer_id: u128,
+    balances: Option<&Account>,
+) {
+    out.extend_from_slice(&transfer_id.to_le_bytes());
     if let Some(a) = balances {
-        v.extend_from_slice(&a.debits_pending.to_le_bytes());
-        v.extend_from_slice(&a.debits_posted.to_le_bytes());
-        v.extend_from_slice(&a.credits_pending.to_le_bytes());
-        v.extend_from_slice(&a.credits_posted.to_le_bytes());
+        out.extend_from_slice(&a.debits_pending.to_le_bytes());
+        out.extend_from_slice(&a.debits_posted.to_le_bytes());
+        out.extend_from_slice(&a.credits_pending.to_le_bytes());
+        out.extend_from_slice(&a.credits_posted.to_le_bytes());
     }
-    v
 }
 
 /// The transfer id and (if stored) the balances of a history value.

@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use bytes::Bytes;
 
@@ -70,7 +71,14 @@ pub(crate) struct Machine<'b, 'i> {
     expiry_removed: Vec<(u64, u128)>,
     failed: HashMap<u128, TR>,
     undo: Vec<Undo>,
-    last_ts: u64,
+    /// A lower bound of every expiry time (see `expire`).
+    expiry_hint: &'b AtomicU64,
+}
+
+/// The timestamp a batch's first event gets, given the clock: never at or
+/// before the last one given out.
+pub(crate) fn first_timestamp(batch: &Batch<'_>, now_ns: u64) -> u64 {
+    now_ns.max(last_timestamp(batch).saturating_add(1))
 }
 
 /// The last timestamp the ledger gave out.
@@ -82,14 +90,13 @@ pub(crate) fn last_timestamp(batch: &Batch<'_>) -> u64 {
 }
 
 impl<'b, 'i> Machine<'b, 'i> {
-    pub(crate) fn new(batch: &'b mut Batch<'i>) -> Self {
-        Self::with_capacity(batch, 0)
-    }
-
     /// A machine for about `events` events: its maps and the batch's writes
     /// sized up front (a transfer writes up to five keys).
-    pub(crate) fn with_capacity(batch: &'b mut Batch<'i>, events: usize) -> Self {
-        let last_ts = last_timestamp(batch);
+    pub(crate) fn with_capacity(
+        batch: &'b mut Batch<'i>,
+        events: usize,
+        expiry_hint: &'b AtomicU64,
+    ) -> Self {
         batch.reserve(events * 5);
         Machine {
             batch,
@@ -103,7 +110,7 @@ impl<'b, 'i> Machine<'b, 'i> {
             expiry_removed: Vec::new(),
             failed: HashMap::new(),
             undo: Vec::new(),
-            last_ts,
+            expiry_hint,
         }
     }
 
@@ -113,10 +120,9 @@ impl<'b, 'i> Machine<'b, 'i> {
         if let Some(a) = self.accounts.get(&id) {
             return *a;
         }
-        let found = self
-            .batch
-            .get(codec::id_key(ACCOUNT, id))
-            .and_then(|v| codec::decode_account(&v));
+        let found = self.batch.get_with(codec::id_key(ACCOUNT, id), |v| {
+            v.and_then(codec::decode_account)
+        });
         self.accounts.insert(id, found);
         found
     }
@@ -147,13 +153,14 @@ impl<'b, 'i> Machine<'b, 'i> {
         if self.failed.contains_key(&id) {
             return Slot::Failed;
         }
-        match self.batch.get(codec::id_key(TRANSFER, id)) {
-            Some(v) if v.len() == RECORD_BYTES => {
-                codec::decode_transfer(&v).map_or(Slot::Empty, Slot::Transfer)
-            }
-            Some(_) => Slot::Failed,
-            None => Slot::Empty,
-        }
+        self.batch
+            .get_with(codec::id_key(TRANSFER, id), |v| match v {
+                Some(v) if v.len() == RECORD_BYTES => {
+                    codec::decode_transfer(v).map_or(Slot::Empty, Slot::Transfer)
+                }
+                Some(_) => Slot::Failed,
+                None => Slot::Empty,
+            })
     }
 
     // ---- changes (each remembered in the undo log) ----
@@ -185,6 +192,7 @@ impl<'b, 'i> Machine<'b, 'i> {
     }
 
     fn add_expiry(&mut self, at: u64, id: u128) {
+        self.expiry_hint.fetch_min(at, AtomicOrdering::AcqRel);
         self.expiry_added.push((at, id));
         self.undo.push(Undo::ExpiryAdded);
     }
@@ -246,18 +254,34 @@ impl<'b, 'i> Machine<'b, 'i> {
                 batch.put(codec::id_key(ACCOUNT, id), rec)?;
             }
         }
-        for id in transfer_order {
-            if let Some(t) = transfers.get(&id) {
+        // Transfers and history entries are never rewritten: they share one
+        // allocation per batch (a slab), sliced per record, instead of one
+        // allocation each. Accounts, rewritten all the time, do not.
+        let mut slab = Vec::with_capacity(
+            transfer_order.len() * RECORD_BYTES + history.len() * codec::HISTORY_VALUE_MAX,
+        );
+        let mut placed = Vec::with_capacity(transfer_order.len() + history.len());
+        for id in &transfer_order {
+            if let Some(t) = transfers.get(id) {
                 codec::encode_transfer(t, &mut rec);
-                batch.put(codec::id_key(TRANSFER, id), rec)?;
+                let at = slab.len();
+                slab.extend_from_slice(&rec);
+                let mut key = [0u8; 25];
+                key[..17].copy_from_slice(&codec::id_key(TRANSFER, *id));
+                placed.push((key, 17, at..slab.len()));
             }
+        }
+        for (account, ts, transfer_id, balances) in &history {
+            let at = slab.len();
+            codec::encode_history_into(&mut slab, *transfer_id, balances.as_ref());
+            placed.push((codec::history_key(*account, *ts), 25, at..slab.len()));
+        }
+        let slab = Bytes::from(slab);
+        for (key, len, range) in placed {
+            batch.put_bytes(&key[..len], slab.slice(range))?;
         }
         for (id, how) in settled {
             batch.put(codec::id_key(SETTLED, id), [how as u8])?;
-        }
-        for (account, ts, transfer_id, balances) in history {
-            let value = codec::encode_history(transfer_id, balances.as_ref());
-            batch.put_bytes(codec::history_key(account, ts), Bytes::from(value))?;
         }
         for (at, id) in expiry_added {
             batch.put(codec::expiry_key(at, id), [])?;
@@ -270,11 +294,6 @@ impl<'b, 'i> Machine<'b, 'i> {
         }
         batch.put(META_TS, last_ts.to_le_bytes())?;
         Ok(())
-    }
-
-    /// The timestamp that the batch's first event gets, given the clock.
-    pub(crate) fn first_timestamp(&self, now_ns: u64) -> u64 {
-        now_ns.max(self.last_ts.saturating_add(1))
     }
 
     // ---- linked chains ----
@@ -398,15 +417,40 @@ impl<'b, 'i> Machine<'b, 'i> {
 
     /// Voids the pending transfers whose timeout passed at `now`, at most
     /// `MAX_EXPIRIES_PER_BATCH` of them, oldest expiry first.
+    ///
+    /// `hint` is a lower bound of every expiry time in the ledger, kept in
+    /// memory (not state: it only saves scans that would find nothing, so
+    /// replay stays deterministic). A call before the hint returns at once;
+    /// a call that scans moves the hint to the earliest expiry left. The
+    /// hint is only raised here, inside the sequencer, and lowered by every
+    /// new expiry.
     pub(crate) fn expire(&mut self, now: u64) {
+        if now < self.expiry_hint.load(AtomicOrdering::Acquire) {
+            return;
+        }
         let lower = Bound::Included(vec![EXPIRY]);
-        let upper = Bound::Excluded(codec::expiry_key(now.saturating_add(1), 0).to_vec());
-        let due: Vec<(u64, u128)> = self
+        let upper = Bound::Excluded(vec![EXPIRY + 1]);
+        let found: Vec<(u64, u128)> = self
             .batch
-            .scan_latest((lower, upper), MAX_EXPIRIES_PER_BATCH)
+            .scan_latest((lower, upper), MAX_EXPIRIES_PER_BATCH + 1)
             .into_iter()
             .filter_map(|(k, _)| codec::parse_expiry_key(&k))
             .collect();
+        let due: Vec<(u64, u128)> = found
+            .iter()
+            .copied()
+            .filter(|&(at, _)| at <= now)
+            .take(MAX_EXPIRIES_PER_BATCH)
+            .collect();
+        let next = if due.len() == MAX_EXPIRIES_PER_BATCH {
+            now // More may be due: look again next time.
+        } else {
+            found
+                .iter()
+                .find(|&&(at, _)| at > now)
+                .map_or(u64::MAX, |&(at, _)| at)
+        };
+        self.expiry_hint.store(next, AtomicOrdering::Release);
         for (at, id) in due {
             let Some(p) = self.transfer(id) else { continue };
             if self.settled_state(id).is_some() {

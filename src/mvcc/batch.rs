@@ -49,6 +49,16 @@ impl<'a> Batch<'a> {
         }
     }
 
+    /// Calls `f` with the newest value of `key` (as `get`), without
+    /// copying it or touching its reference count.
+    pub fn get_with<R>(&self, key: impl AsRef<[u8]>, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        let key = key.as_ref();
+        match self.writes.get(&Key::new(key)) {
+            Some(own) => f(own.as_deref()),
+            None => self.index.latest_with(key, f),
+        }
+    }
+
     /// Sets `key` to `value` in this batch.
     pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
         let (key, value) = (key.as_ref(), value.as_ref());

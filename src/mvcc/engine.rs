@@ -433,8 +433,9 @@ impl Inner {
             }
             Logged::Logical(body) => record::encode_logical(&mut record, ts, body),
         }
+        let watermark = self.gc.watermark_hint();
         writes.install(|key, value| {
-            if self.index.install(key, ts, value) {
+            if self.index.install(key, ts, value, watermark) {
                 self.gc.enqueue(ts, key);
             }
         });

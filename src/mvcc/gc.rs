@@ -20,6 +20,10 @@ use crate::sync::{AtomicU64, Mutex, Ordering};
 
 /// Keys pruned per commit at the least.
 const MIN_BUDGET: usize = 16;
+/// A queued key waits until the watermark is this many commits past its
+/// newest version: a hot key is usually updated again before then, and its
+/// installs prune it meanwhile, so it is visited once per many updates.
+const LAG: u64 = 64;
 
 #[derive(Debug, Default)]
 pub(crate) struct Collector {
@@ -53,17 +57,18 @@ impl Collector {
             None => return,
         };
         let mut wm = self.cached_watermark.load(Ordering::Relaxed);
-        if head_ts > wm {
+        if head_ts.saturating_add(LAG) > wm {
             wm = watermark();
             self.cached_watermark.fetch_max(wm, Ordering::Relaxed);
         }
+        let due_until = wm.saturating_sub(LAG);
         // Take the due keys out and prune them with the queue unlocked: the
         // sequencer enqueues under this lock and must never wait for GC.
         let budget = work.saturating_mul(2).max(MIN_BUDGET);
         let mut due = Vec::new();
         {
             let mut queue = self.queue.lock();
-            while due.len() < budget && queue.front().is_some_and(|&(ts, _)| ts <= wm) {
+            while due.len() < budget && queue.front().is_some_and(|&(ts, _)| ts <= due_until) {
                 if let Some((_, key)) = queue.pop_front() {
                     due.push(key);
                 }
@@ -76,6 +81,11 @@ impl Collector {
         if !again.is_empty() {
             self.queue.lock().extend(again);
         }
+    }
+
+    /// A lower bound of the watermark, for pruning at install.
+    pub(crate) fn watermark_hint(&self) -> u64 {
+        self.cached_watermark.load(Ordering::Relaxed)
     }
 
     /// Remembers a watermark computed by a full sweep.

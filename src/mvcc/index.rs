@@ -57,7 +57,9 @@ impl Chain {
     fn prune(&mut self, watermark: u64) -> usize {
         if self.newest.ts <= watermark {
             let dropped = self.older.len();
-            self.older = Vec::new();
+            // Keep the allocation: a key updated once is likely updated
+            // again, and freeing and reallocating it each time costs more.
+            self.older.clear();
             return dropped;
         }
         match self.older.iter().rposition(|v| v.ts <= watermark) {
@@ -152,6 +154,14 @@ impl Index {
         shard.get(&k).map(|c| c.newest.ts)
     }
 
+    /// Calls `f` with the newest value of `key` (visible or not), under the
+    /// shard's read lock: no copy and no reference count to touch.
+    pub(crate) fn latest_with<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        let k = Key::new(key);
+        let shard = self.shard(key).read();
+        f(shard.get(&k).and_then(|c| c.newest.value.as_deref()))
+    }
+
     /// The newest value of `key`, visible or not (for the sequencer).
     pub(crate) fn latest(&self, key: &[u8]) -> Option<Bytes> {
         let k = Key::new(key);
@@ -163,16 +173,33 @@ impl Index {
     /// true when the collector must visit the key: it now has two versions,
     /// or it is new and its only version is a tombstone (a delete of a key
     /// that never existed must not stay in memory forever).
-    pub(crate) fn install(&self, key: &[u8], ts: u64, value: Option<Bytes>) -> bool {
+    ///
+    /// `watermark` is a lower bound of the GC watermark: versions no reader
+    /// at or above it can see are dropped here, while the key is at hand,
+    /// so a key updated over and over keeps two versions without the
+    /// collector visiting it each time. A key with more than one version is
+    /// always in the collector's queue, so one that had older versions
+    /// before this install is not queued again.
+    pub(crate) fn install(
+        &self,
+        key: &[u8],
+        ts: u64,
+        value: Option<Bytes>,
+        watermark: u64,
+    ) -> bool {
         let k = Key::new(key);
         let mut shard = self.shard(key).write();
         self.versions.fetch_add(1, Ordering::Relaxed);
         let version = Version { ts, value };
         if let Some(chain) = shard.get_mut(&k) {
             debug_assert!(chain.newest.ts < ts, "install out of ts order");
+            let queued = !chain.older.is_empty();
+            let dropped = chain.prune(watermark);
             let old = std::mem::replace(&mut chain.newest, version);
             chain.older.push(old);
-            return chain.older.len() == 1;
+            drop(shard);
+            self.reclaim(dropped as u64, 0);
+            return !queued;
         }
         let tombstone = version.value.is_none();
         shard.insert_new(
@@ -389,9 +416,9 @@ mod tests {
     #[test]
     fn reads_see_the_newest_version_at_or_below_their_ts() {
         let index = Index::new();
-        index.install(b"k", 1, b("one"));
-        index.install(b"k", 3, b("three"));
-        index.install(b"k", 5, None);
+        index.install(b"k", 1, b("one"), 0);
+        index.install(b"k", 3, b("three"), 0);
+        index.install(b"k", 5, None, 0);
         assert_eq!(index.get(b"k", 0), None);
         assert_eq!(index.get(b"k", 1), b("one"));
         assert_eq!(index.get(b"k", 2), b("one"));
@@ -404,7 +431,7 @@ mod tests {
     fn prune_keeps_the_newest_at_or_below_the_watermark_and_all_above() {
         let index = Index::new();
         for ts in 1..=5 {
-            index.install(b"k", ts, b(&ts.to_string()));
+            index.install(b"k", ts, b(&ts.to_string()), 0);
         }
         assert_eq!(index.prune(&Key::new(b"k"), 3), Some(5));
         assert_eq!(index.versions(), 3);
@@ -419,8 +446,8 @@ mod tests {
     #[test]
     fn a_tombstone_below_the_watermark_removes_the_key() {
         let index = Index::new();
-        index.install(b"k", 1, b("v"));
-        index.install(b"k", 2, None);
+        index.install(b"k", 1, b("v"), 0);
+        index.install(b"k", 2, None, 0);
         assert_eq!(index.keys(), 1);
         index.sweep(1);
         assert_eq!(index.keys(), 1, "a reader at 1 still sees the value");
@@ -453,7 +480,7 @@ mod tests {
         for i in 0u32..500 {
             let mut k = vec![(i % 3) as u8];
             k.extend_from_slice(&i.to_be_bytes());
-            index.install(&k, 1, b("v"));
+            index.install(&k, 1, b("v"), 0);
         }
         let mut out = Vec::new();
         let mut seen = Vec::new();
@@ -474,7 +501,7 @@ mod tests {
         }
         assert_eq!(seen.len(), 500);
         let gone = [0u8, 0, 0, 0, 3];
-        index.install(&gone, 2, None);
+        index.install(&gone, 2, None, 0);
         index.sweep(2);
         let shard = shard_of(&gone);
         out.clear();

@@ -107,7 +107,12 @@ impl PartialOrd for Key {
 
 impl PartialEq for Key {
     fn eq(&self, other: &Self) -> bool {
-        self.as_bytes() == other.as_bytes()
+        match (self, other) {
+            (Key::Inline { len: la, bytes: a }, Key::Inline { len: lb, bytes: b }) => {
+                la == lb && words(a) == words(b)
+            }
+            _ => self.as_bytes() == other.as_bytes(),
+        }
     }
 }
 
