@@ -15,8 +15,12 @@ use bytes::Bytes;
 use super::index::{Index, SHARDS};
 use super::key::Key;
 
-/// Entries copied from a shard per lock hold.
-const CHUNK: usize = 64;
+/// Entries copied from a shard in its first lock hold; each refill doubles
+/// it, up to `MAX_CHUNK`. A short scan over 64 shards reads only a few keys
+/// of each; a long one soon reads in large chunks.
+const FIRST_CHUNK: usize = 2;
+/// The most entries copied from a shard per lock hold.
+const MAX_CHUNK: usize = 256;
 
 /// A range of keys to scan: `..`, `a..b`, `a..=b`, `a..`, `..b`, `..=b` or
 /// a pair of `Bound`s, over anything that is `AsRef<[u8]>`.
@@ -129,6 +133,8 @@ fn as_ref_bound(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
 #[derive(Debug)]
 struct Cursor {
     buf: VecDeque<(Bytes, Bytes)>,
+    /// Entries the next refill copies.
+    chunk: usize,
     /// Where the next chunk starts; `None` once the shard is exhausted.
     resume: Option<Bound<Key>>,
 }
@@ -164,6 +170,7 @@ impl<'a> Scan<'a> {
         let cursors = (0..SHARDS)
             .map(|_| Cursor {
                 buf: VecDeque::new(),
+                chunk: FIRST_CHUNK,
                 resume: (!empty).then(|| lower.clone()),
             })
             .collect();
@@ -182,7 +189,7 @@ impl<'a> Scan<'a> {
     /// head key on the heap.
     fn refill(&mut self, s: usize) {
         let cursor = &mut self.cursors[s];
-        let mut out = Vec::with_capacity(CHUNK);
+        let mut out = Vec::with_capacity(cursor.chunk);
         while cursor.buf.is_empty() {
             let Some(resume) = cursor.resume.take() else {
                 return;
@@ -197,9 +204,10 @@ impl<'a> Scan<'a> {
                 s,
                 (lower, as_ref_bound(&self.upper)),
                 self.ts,
-                CHUNK,
+                cursor.chunk,
                 &mut out,
             );
+            cursor.chunk = (cursor.chunk * 2).min(MAX_CHUNK);
             cursor.resume = chunk.resume_after.map(Bound::Excluded);
             cursor.buf.extend(out.drain(..));
         }
@@ -288,9 +296,9 @@ mod tests {
     fn scan_merges_shards_in_order_and_respects_ts() {
         let index = Index::new();
         for i in 0u32..1000 {
-            index.install(&i.to_be_bytes(), 1, Some(Bytes::from(vec![1])));
+            index.install(&i.to_be_bytes(), 1, Some(Bytes::from(vec![1])), 0);
         }
-        index.install(&5u32.to_be_bytes(), 2, None);
+        index.install(&5u32.to_be_bytes(), 2, None, 0);
         let all: Vec<_> = Scan::new(&index, 2, (..).into_bounds(), VecDeque::new()).collect();
         assert_eq!(all.len(), 999);
         assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
