@@ -44,6 +44,7 @@ pub use ledger::{
     CreateAccountResult, CreateTransferResult, Ledger, LedgerOptions, LedgerSnapshot, ManualClock,
     Reply, SystemClock, Transfer, TransferFlags,
 };
+pub use mvcc::checkpoint::{CheckpointInfo, verify as verify_checkpoint};
 pub use mvcc::{
     Batch, Engine, Isolation, KeyRange, Options, Replay, Scan, Snapshot, Stats, Transaction,
 };

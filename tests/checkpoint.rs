@@ -715,3 +715,40 @@ fn deletes_before_a_checkpoint_stay_deleted_after_reopen() {
     );
     assert_eq!(engine.stats().keys, model.len() as u64);
 }
+
+/// `verify_checkpoint` (for tools) checks a whole checkpoint file and names
+/// the offset of damage, as `open` does.
+#[test]
+fn verify_checkpoint_reports_contents_and_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    for i in 0u32..50 {
+        let mut t = engine.begin();
+        t.put(i.to_be_bytes(), b"value").unwrap();
+        t.commit().unwrap();
+    }
+    engine.checkpoint().unwrap();
+    drop(engine);
+    let path = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "ckpt"))
+        .unwrap();
+    let info = mvledger::verify_checkpoint(&path).unwrap();
+    assert_eq!(info.entries, 50);
+    assert_eq!(info.ts, 50);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[40] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+    match mvledger::verify_checkpoint(&path) {
+        Err(mvledger::Error::Corruption { file, offset, .. }) => {
+            assert_eq!(file, path);
+            assert!(offset < bytes.len() as u64);
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert!(matches!(
+        mvledger::verify_checkpoint(&dir.path().join("notes.txt")),
+        Err(mvledger::Error::InvalidArgument(_))
+    ));
+}

@@ -5,130 +5,33 @@
 //! durable is acknowledged. After the poisoned engine is dropped, a reopen
 //! recovers a prefix of the commit order holding every acknowledged commit,
 //! both from the files as they are and from only the bytes a sync made
-//! durable (what a power cut right after the failure would leave).
+//! durable (what a power cut right after the failure would leave: the
+//! engine runs on `SimFs`, wrapped in `FaultyFs` for the fault).
 
-use std::collections::{BTreeMap, HashMap};
-use std::io;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use mvledger::wal::{DirLock, FaultyFs, FileSystem, Op, StdFs, WritableFile};
+use mvledger::wal::{FaultyFs, FileSystem, Op, SimFs};
 use mvledger::{Engine, Error, Options, Snapshot, SyncMode, Transaction};
 
 type State = BTreeMap<Vec<u8>, Vec<u8>>;
 
-/// Per file, how many of its bytes the last successful sync made durable.
-type Durable = Arc<Mutex<HashMap<PathBuf, u64>>>;
+const DIR: &str = "/db";
 
-/// A pass-through file system that remembers what each sync made durable,
-/// so that a test can build the directory a power cut would leave.
-#[derive(Debug, Clone, Default)]
-struct CrashFs {
-    durable: Durable,
+/// A simulated machine with the data directory made durable beforehand
+/// (`tests/power_loss.rs` checks a directory the engine creates itself).
+fn machine() -> SimFs {
+    let sim = SimFs::new(1);
+    sim.create_dir_all(Path::new(DIR)).unwrap();
+    sim.sync_dir(Path::new("/")).unwrap();
+    sim
 }
 
-#[derive(Debug)]
-struct CrashFile {
-    inner: Box<dyn WritableFile>,
-    path: PathBuf,
-    written: u64,
-    durable: Durable,
-}
-
-impl WritableFile for CrashFile {
-    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
-        let result = self.inner.append(buf);
-        self.written = match result {
-            Ok(()) => self.written + buf.len() as u64,
-            // Some of it may have landed: count what the file holds.
-            Err(_) => std::fs::metadata(&self.path)?.len(),
-        };
-        result
-    }
-
-    fn sync_data(&mut self) -> io::Result<()> {
-        self.inner.sync_data()?;
-        let mut durable = self.durable.lock().unwrap();
-        durable.insert(self.path.clone(), self.written);
-        Ok(())
-    }
-}
-
-impl CrashFs {
-    fn file(&self, inner: Box<dyn WritableFile>, path: &Path, len: u64) -> Box<dyn WritableFile> {
-        self.durable.lock().unwrap().insert(path.to_owned(), len);
-        Box::new(CrashFile {
-            inner,
-            path: path.to_owned(),
-            written: len,
-            durable: Arc::clone(&self.durable),
-        })
-    }
-
-    /// Copies `from` into `to` as a power cut now would leave it: every
-    /// file this file system wrote cut to its durable length.
-    fn image(&self, from: &Path, to: &Path) {
-        let durable = self.durable.lock().unwrap().clone();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            if !entry.file_type().unwrap().is_file() || entry.file_name() == "LOCK" {
-                continue;
-            }
-            let mut bytes = std::fs::read(entry.path()).unwrap();
-            if let Some(&len) = durable.get(&entry.path()) {
-                bytes.truncate(len as usize);
-            }
-            std::fs::write(to.join(entry.file_name()), bytes).unwrap();
-        }
-    }
-}
-
-impl FileSystem for CrashFs {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        StdFs.create_dir_all(dir)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        StdFs.list(dir)
-    }
-    fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
-        let inner = StdFs.create(path)?;
-        Ok(self.file(inner, path, 0))
-    }
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
-        let inner = StdFs.open_append(path)?;
-        // What a previous engine left was synced by its close or recovery.
-        let len = StdFs.size(path)?;
-        Ok(self.file(inner, path, len))
-    }
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        StdFs.read(path)
-    }
-    fn size(&self, path: &Path) -> io::Result<u64> {
-        StdFs.size(path)
-    }
-    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
-        StdFs.truncate(path, len)?;
-        self.durable.lock().unwrap().insert(path.to_owned(), len);
-        Ok(())
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        StdFs.rename(from, to)?;
-        let mut durable = self.durable.lock().unwrap();
-        if let Some(len) = durable.remove(from) {
-            durable.insert(to.to_owned(), len);
-        }
-        Ok(())
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        StdFs.remove(path)?;
-        self.durable.lock().unwrap().remove(path);
-        Ok(())
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        StdFs.sync_dir(dir)
-    }
-    fn lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
-        StdFs.lock(path)
+fn options(fs: &(impl FileSystem + Clone)) -> Options {
+    Options {
+        fs: Arc::new(fs.clone()),
+        ..Options::default()
     }
 }
 
@@ -214,14 +117,17 @@ fn assert_poisoned(engine: &Engine, pending: Transaction, old: &Snapshot) {
     expect_poisoned("sync", engine.sync());
 }
 
-fn last_segment(dir: &Path) -> PathBuf {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+/// The length of the last log segment, as the files are now.
+fn last_segment_len(sim: &SimFs) -> u64 {
+    let mut found: Vec<PathBuf> = sim
+        .list(Path::new(DIR))
         .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .into_iter()
+        .filter(|name| name.ends_with(".wal"))
+        .map(|name| Path::new(DIR).join(name))
         .collect();
     found.sort();
-    found.pop().unwrap()
+    sim.size(&found.pop().unwrap()).unwrap()
 }
 
 fn calls(fs: &FaultyFs) -> [u64; 3] {
@@ -248,15 +154,13 @@ struct Outcome {
 /// the power-cut image and the directory as left, and checks that the
 /// reopened log takes new commits.
 fn fail_and_recover(op: Op, segment_bytes: u64, warmup: usize) -> Outcome {
-    let dir = tempfile::tempdir().unwrap();
-    let crash = CrashFs::default();
-    let faulty = FaultyFs::new(Arc::new(crash.clone()));
+    let sim = machine();
+    let faulty = FaultyFs::new(Arc::new(sim.clone()));
     let engine = Engine::open(
-        dir.path(),
+        DIR,
         Options {
-            fs: Arc::new(faulty.clone()),
             segment_bytes,
-            ..Options::default()
+            ..options(&faulty)
         },
     )
     .unwrap();
@@ -271,7 +175,7 @@ fn fail_and_recover(op: Op, segment_bytes: u64, warmup: usize) -> Outcome {
     let mut acked = warmup;
     let (error, len_before) = loop {
         assert!(acked < warmup + 1000, "{op:?} was never called");
-        let len = std::fs::metadata(last_segment(dir.path())).unwrap().len();
+        let len = last_segment_len(&sim);
         match commit(&engine, acked) {
             Ok(_) => acked += 1,
             Err(e) => break (e, len),
@@ -282,7 +186,7 @@ fn fail_and_recover(op: Op, segment_bytes: u64, warmup: usize) -> Outcome {
         "the commit that met the failed {op:?} got {error:?}, not Io"
     );
     assert_eq!(faulty.injected(), 1);
-    let len_failed = std::fs::metadata(last_segment(dir.path())).unwrap().len();
+    let len_failed = last_segment_len(&sim);
     let calls_at_failure = calls(&faulty);
 
     assert_poisoned(&engine, pending, &old_snapshot);
@@ -292,8 +196,7 @@ fn fail_and_recover(op: Op, segment_bytes: u64, warmup: usize) -> Outcome {
         calls_at_failure,
         "a poisoned engine went on writing, syncing or opening files"
     );
-    let image = tempfile::tempdir().unwrap();
-    crash.image(dir.path(), image.path());
+    let image = sim.crash_image();
     drop(engine);
     assert_eq!(
         calls(&faulty),
@@ -303,13 +206,13 @@ fn fail_and_recover(op: Op, segment_bytes: u64, warmup: usize) -> Outcome {
 
     let attempted = acked + 1;
     let in_image = {
-        let engine = Engine::open(image.path(), Options::default()).unwrap();
+        let engine = Engine::open(DIR, options(&image)).unwrap();
         prefix_len(&dump(&engine), attempted)
     };
     let (in_dir, len_reopened) = {
-        let engine = Engine::open(dir.path(), Options::default()).unwrap();
+        let engine = Engine::open(DIR, options(&sim)).unwrap();
         let n = prefix_len(&dump(&engine), attempted);
-        let len = std::fs::metadata(last_segment(dir.path())).unwrap().len();
+        let len = last_segment_len(&sim);
         // The recovered log takes new commits, and a further reopen sees
         // them.
         for i in n..n + 3 {
@@ -317,7 +220,7 @@ fn fail_and_recover(op: Op, segment_bytes: u64, warmup: usize) -> Outcome {
         }
         (n, len)
     };
-    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    let engine = Engine::open(DIR, options(&sim)).unwrap();
     assert_eq!(dump(&engine), state_after(in_dir + 3));
     assert_eq!(engine.snapshot().get(b"pending").unwrap(), None);
 
@@ -406,14 +309,13 @@ fn a_failed_directory_sync_during_rotation_poisons() {
 
 #[test]
 fn a_failed_explicit_sync_poisons() {
-    let dir = tempfile::tempdir().unwrap();
-    let faulty = FaultyFs::new(Arc::new(StdFs));
+    let sim = machine();
+    let faulty = FaultyFs::new(Arc::new(sim.clone()));
     let engine = Engine::open(
-        dir.path(),
+        DIR,
         Options {
-            fs: Arc::new(faulty.clone()),
             sync: SyncMode::Never,
-            ..Options::default()
+            ..options(&faulty)
         },
     )
     .unwrap();
@@ -432,24 +334,16 @@ fn a_failed_explicit_sync_poisons() {
     assert_eq!(faulty.calls(Op::Sync), syncs, "the failed sync was retried");
     // The records were written before the sync failed; without a power
     // cut they are all still there.
-    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    let engine = Engine::open(DIR, options(&sim)).unwrap();
     assert_eq!(dump(&engine), state_after(10));
 }
 
 #[test]
 fn a_failed_group_sync_acknowledges_no_committer_of_the_group() {
     const THREADS: usize = 6;
-    let dir = tempfile::tempdir().unwrap();
-    let crash = CrashFs::default();
-    let faulty = FaultyFs::new(Arc::new(crash.clone()));
-    let engine = Engine::open(
-        dir.path(),
-        Options {
-            fs: Arc::new(faulty.clone()),
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let sim = machine();
+    let faulty = FaultyFs::new(Arc::new(sim.clone()));
+    let engine = Engine::open(DIR, options(&faulty)).unwrap();
     let key = |t: usize, i: usize| format!("t{t}-{i:04}").into_bytes();
     faulty.fail_nth(Op::Sync, 25);
     // Per thread: commits acknowledged, and the errors seen.
@@ -502,14 +396,10 @@ fn a_failed_group_sync_acknowledges_no_committer_of_the_group() {
         "the failed sync's error went to exactly its leader"
     );
 
-    let image = tempfile::tempdir().unwrap();
-    crash.image(dir.path(), image.path());
+    let image = sim.crash_image();
     drop(engine);
-    for (what, path) in [
-        ("power-cut image", image.path()),
-        ("directory as left", dir.path()),
-    ] {
-        let engine = Engine::open(path, Options::default()).unwrap();
+    for (what, fs) in [("power-cut image", &image), ("directory as left", &sim)] {
+        let engine = Engine::open(DIR, options(fs)).unwrap();
         let state = dump(&engine);
         for (t, &(acked, _)) in results.iter().enumerate() {
             // Every acknowledged commit is back, and each thread's commits

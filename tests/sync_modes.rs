@@ -6,129 +6,32 @@
 //! durable within a bounded wait; and a power cut under any mode leaves a
 //! prefix of the commits that reaches the durable timestamp it reported.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mvledger::wal::{DirLock, FaultyFs, FileSystem, Op, StdFs, WritableFile};
+use mvledger::wal::{FaultyFs, FileSystem, Op, SimFs};
 use mvledger::{Engine, Options, SyncMode};
 
 type State = BTreeMap<Vec<u8>, Vec<u8>>;
 
-/// Per file, how many of its bytes the last successful sync made durable.
-type Durable = Arc<Mutex<HashMap<PathBuf, u64>>>;
+const DIR: &str = "/db";
 
-/// A pass-through file system that remembers what each sync made durable,
-/// so that a test can build the directory a power cut would leave.
-#[derive(Debug, Clone, Default)]
-struct CrashFs {
-    durable: Durable,
+/// A simulated machine (`SimFs`: written and synced bytes kept apart) with
+/// the data directory made durable beforehand (`tests/power_loss.rs`
+/// checks a directory the engine creates itself).
+fn machine() -> SimFs {
+    let sim = SimFs::new(1);
+    sim.create_dir_all(Path::new(DIR)).unwrap();
+    sim.sync_dir(Path::new("/")).unwrap();
+    sim
 }
 
-#[derive(Debug)]
-struct CrashFile {
-    inner: Box<dyn WritableFile>,
-    path: PathBuf,
-    written: u64,
-    durable: Durable,
-}
-
-impl WritableFile for CrashFile {
-    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
-        let result = self.inner.append(buf);
-        self.written = match result {
-            Ok(()) => self.written + buf.len() as u64,
-            // Some of it may have landed: count what the file holds.
-            Err(_) => std::fs::metadata(&self.path)?.len(),
-        };
-        result
-    }
-
-    fn sync_data(&mut self) -> io::Result<()> {
-        self.inner.sync_data()?;
-        let mut durable = self.durable.lock().unwrap();
-        durable.insert(self.path.clone(), self.written);
-        Ok(())
-    }
-}
-
-impl CrashFs {
-    fn file(&self, inner: Box<dyn WritableFile>, path: &Path, len: u64) -> Box<dyn WritableFile> {
-        self.durable.lock().unwrap().insert(path.to_owned(), len);
-        Box::new(CrashFile {
-            inner,
-            path: path.to_owned(),
-            written: len,
-            durable: Arc::clone(&self.durable),
-        })
-    }
-
-    /// Copies `from` into `to` as a power cut now would leave it: every
-    /// file this file system wrote cut to its durable length.
-    fn image(&self, from: &Path, to: &Path) {
-        let durable = self.durable.lock().unwrap().clone();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            if !entry.file_type().unwrap().is_file() || entry.file_name() == "LOCK" {
-                continue;
-            }
-            let mut bytes = std::fs::read(entry.path()).unwrap();
-            if let Some(&len) = durable.get(&entry.path()) {
-                bytes.truncate(len as usize);
-            }
-            std::fs::write(to.join(entry.file_name()), bytes).unwrap();
-        }
-    }
-}
-
-impl FileSystem for CrashFs {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        StdFs.create_dir_all(dir)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        StdFs.list(dir)
-    }
-    fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
-        let inner = StdFs.create(path)?;
-        Ok(self.file(inner, path, 0))
-    }
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
-        let inner = StdFs.open_append(path)?;
-        // What a previous engine left was synced by its close or recovery.
-        let len = StdFs.size(path)?;
-        Ok(self.file(inner, path, len))
-    }
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        StdFs.read(path)
-    }
-    fn size(&self, path: &Path) -> io::Result<u64> {
-        StdFs.size(path)
-    }
-    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
-        StdFs.truncate(path, len)?;
-        self.durable.lock().unwrap().insert(path.to_owned(), len);
-        Ok(())
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        StdFs.rename(from, to)?;
-        let mut durable = self.durable.lock().unwrap();
-        if let Some(len) = durable.remove(from) {
-            durable.insert(to.to_owned(), len);
-        }
-        Ok(())
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        StdFs.remove(path)?;
-        self.durable.lock().unwrap().remove(path);
-        Ok(())
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        StdFs.sync_dir(dir)
-    }
-    fn lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
-        StdFs.lock(path)
+fn options(fs: &(impl FileSystem + Clone)) -> Options {
+    Options {
+        fs: Arc::new(fs.clone()),
+        ..Options::default()
     }
 }
 
@@ -172,35 +75,31 @@ fn prefix_len(state: &State, attempted: usize) -> usize {
         .unwrap_or_else(|| panic!("the recovered state is no prefix of the commits"))
 }
 
-/// An engine over a counting, crash-imaging file system.
-fn open(dir: &Path, sync: SyncMode) -> (Engine, FaultyFs, CrashFs) {
-    let crash = CrashFs::default();
-    let faulty = FaultyFs::new(Arc::new(crash.clone()));
+/// An engine on `sim`, through a `FaultyFs` that counts the calls.
+fn open(sim: &SimFs, sync: SyncMode) -> (Engine, FaultyFs) {
+    let faulty = FaultyFs::new(Arc::new(sim.clone()));
     let engine = Engine::open(
-        dir,
+        DIR,
         Options {
             sync,
-            fs: Arc::new(faulty.clone()),
-            ..Options::default()
+            ..options(&faulty)
         },
     )
     .unwrap();
-    (engine, faulty, crash)
+    (engine, faulty)
 }
 
 /// The number of commits a power cut now would keep, checking they are a
 /// prefix of the `attempted` commits.
-fn commits_after_power_cut(dir: &Path, crash: &CrashFs, attempted: usize) -> usize {
-    let image = tempfile::tempdir().unwrap();
-    crash.image(dir, image.path());
-    let engine = Engine::open(image.path(), Options::default()).unwrap();
+fn commits_after_power_cut(sim: &SimFs, attempted: usize) -> usize {
+    let engine = Engine::open(DIR, options(&sim.crash_image())).unwrap();
     prefix_len(&dump(&engine), attempted)
 }
 
 #[test]
 fn always_syncs_before_a_commit_returns() {
-    let dir = tempfile::tempdir().unwrap();
-    let (engine, faulty, crash) = open(dir.path(), SyncMode::Always);
+    let sim = machine();
+    let (engine, faulty) = open(&sim, SyncMode::Always);
     for i in 0..20 {
         let before = engine.stats();
         let fs_syncs = faulty.calls(Op::Sync);
@@ -225,21 +124,21 @@ fn always_syncs_before_a_commit_returns() {
         );
         if i % 5 == 4 {
             assert_eq!(
-                commits_after_power_cut(dir.path(), &crash, i + 1),
+                commits_after_power_cut(&sim, i + 1),
                 i + 1,
                 "a power cut right after commit {i} returned lost it"
             );
         }
     }
     drop(engine);
-    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    let engine = Engine::open(DIR, options(&sim)).unwrap();
     assert_eq!(dump(&engine), state_after(20));
 }
 
 #[test]
 fn never_does_not_sync_on_commit_but_a_clean_close_keeps_everything() {
-    let dir = tempfile::tempdir().unwrap();
-    let (engine, faulty, crash) = open(dir.path(), SyncMode::Never);
+    let sim = machine();
+    let (engine, faulty) = open(&sim, SyncMode::Never);
     let fs_syncs = faulty.calls(Op::Sync);
     let n = 200;
     for i in 0..n {
@@ -256,21 +155,21 @@ fn never_does_not_sync_on_commit_but_a_clean_close_keeps_everything() {
     assert_eq!(faulty.calls(Op::Sync), fs_syncs, "an fdatasync under Never");
     assert!(stats.durable_ts <= stats.visible_ts);
     // A power cut may take any suffix, never part of a commit.
-    commits_after_power_cut(dir.path(), &crash, n);
+    commits_after_power_cut(&sim, n);
 
     // An explicit sync makes everything durable.
     engine.sync().unwrap();
     let stats = engine.stats();
     assert!(stats.syncs > 0);
     assert_eq!(stats.durable_ts, stats.visible_ts);
-    assert_eq!(commits_after_power_cut(dir.path(), &crash, n), n);
+    assert_eq!(commits_after_power_cut(&sim, n), n);
 
     for i in n..n + 50 {
         commit(&engine, i);
     }
     drop(engine);
     for _ in 0..2 {
-        let engine = Engine::open(dir.path(), Options::default()).unwrap();
+        let engine = Engine::open(DIR, options(&sim)).unwrap();
         assert_eq!(
             dump(&engine),
             state_after(n + 50),
@@ -281,8 +180,8 @@ fn never_does_not_sync_on_commit_but_a_clean_close_keeps_everything() {
 
 #[test]
 fn interval_is_visible_at_once_and_durable_within_a_bounded_wait() {
-    let dir = tempfile::tempdir().unwrap();
-    let (engine, _faulty, crash) = open(dir.path(), SyncMode::Interval(Duration::from_millis(10)));
+    let sim = machine();
+    let (engine, _faulty) = open(&sim, SyncMode::Interval(Duration::from_millis(10)));
     let n = 30;
     let mut last_ts = 0;
     for i in 0..n {
@@ -305,12 +204,12 @@ fn interval_is_visible_at_once_and_durable_within_a_bounded_wait() {
     }
     assert!(engine.stats().syncs > 0);
     assert_eq!(
-        commits_after_power_cut(dir.path(), &crash, n),
+        commits_after_power_cut(&sim, n),
         n,
         "durable_ts reported commits that a power cut loses"
     );
     drop(engine);
-    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    let engine = Engine::open(DIR, options(&sim)).unwrap();
     assert_eq!(dump(&engine), state_after(n));
 }
 
@@ -321,15 +220,15 @@ fn a_power_cut_keeps_a_prefix_that_reaches_the_reported_durable_ts() {
         SyncMode::Interval(Duration::from_millis(2)),
         SyncMode::Never,
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let (engine, _faulty, crash) = open(dir.path(), sync);
+        let sim = machine();
+        let (engine, _faulty) = open(&sim, sync);
         let n = if sync == SyncMode::Always { 40 } else { 400 };
         for i in 0..n {
             commit(&engine, i);
             if i % 20 == 19 {
                 // Read before the cut: what the engine claims is durable.
                 let durable_ts = engine.stats().durable_ts as usize;
-                let kept = commits_after_power_cut(dir.path(), &crash, i + 1);
+                let kept = commits_after_power_cut(&sim, i + 1);
                 assert!(
                     kept >= durable_ts,
                     "{sync:?}: a power cut after commit {i} kept {kept} commits, \

@@ -121,6 +121,9 @@ pub struct Reply<R> {
     pub results: Vec<R>,
 }
 
+/// Runs a batch of events of type `E` with results `R`, live or on replay.
+type Execute<E, R> = fn(&mut Batch<'_>, u64, &[E], &AtomicU64) -> Result<Vec<R>>;
+
 /// The double-entry ledger. `Send + Sync`: share it between threads.
 #[derive(Debug)]
 pub struct Ledger {
@@ -196,7 +199,7 @@ impl Ledger {
         events: &[E],
         op: u8,
         encode: fn(&E, &mut [u8; codec::RECORD_BYTES]),
-        execute: fn(&mut Batch<'_>, u64, &[E], &AtomicU64) -> Result<Vec<R>>,
+        execute: Execute<E, R>,
     ) -> Result<Reply<R>> {
         check_batch(events.len())?;
         if events.is_empty() {

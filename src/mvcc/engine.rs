@@ -172,6 +172,24 @@ impl Engine {
         }
         let fs = std::sync::Arc::clone(&options.fs);
         fs.create_dir_all(&dir)?;
+        // The directory's own entry must be durable too, or a power cut can
+        // take the whole directory. Higher ancestors (which this call may
+        // also have created) are synced best-effort: one we may not read
+        // must not stop an open.
+        for (depth, parent) in dir.ancestors().skip(1).enumerate() {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            match fs.sync_dir(parent) {
+                Err(e) if depth == 0 => return Err(Error::Io(e)),
+                _ => {}
+            }
+            if parent == Path::new(".") {
+                break;
+            }
+        }
         let lock = fs.lock(&dir.join(LOCK_FILE)).map_err(|e| {
             if e.kind() == std::io::ErrorKind::WouldBlock {
                 Error::invalid(format!(
@@ -383,17 +401,29 @@ impl Inner {
 
     /// Commits `writes` for a transaction that began at `start_ts`: the
     /// commit protocol of the module comment. Returns the commit ts.
+    ///
+    /// The transaction's reader registration at `start_ts` is dropped as
+    /// soon as it leaves the sequencer: it reads nothing more, and GC, which
+    /// rides on this very commit, must not be held back by it.
     pub(crate) fn commit_writes(
         &self,
         start_ts: u64,
         writes: WriteSet,
         reads: Option<&ReadSet>,
     ) -> Result<u64> {
-        self.log.check()?;
+        let release = || self.readers.unregister(start_ts);
+        if let Err(e) = self.log.check() {
+            release();
+            return Err(e);
+        }
         if writes.is_empty() {
+            release();
             return Ok(start_ts);
         }
-        check_payload(&writes, Logged::Physical)?;
+        if let Err(e) = check_payload(&writes, Logged::Physical) {
+            release();
+            return Err(e);
+        }
         // 1. Enter the sequencer.
         let mut seq = self.seq.lock();
         // 2. Validate: first committer wins.
@@ -404,12 +434,14 @@ impl Inner {
         if lost {
             let winners = seq.last_ts;
             drop(seq);
+            release();
             return Err(self.conflict(winners));
         }
         // 3. Take the commit ts; 4. install; 5. append the redo record.
         let count = writes.len();
         let (ts, buffered) = self.install_and_log(&mut seq, writes, Logged::Physical);
         drop(seq);
+        release();
         // 6. GC rides on the commit; 7. wait per sync mode.
         self.after_commit(ts, count, buffered)
     }

@@ -9,7 +9,7 @@
 //! version a live reader can read is reclaimed).
 
 mod batch;
-mod checkpoint;
+pub(crate) mod checkpoint;
 mod engine;
 mod gc;
 mod index;

@@ -52,6 +52,8 @@ pub struct Transaction {
     start_ts: u64,
     writes: WriteSet,
     reads: Option<RefCell<ReadSet>>,
+    /// Whether this transaction still holds its reader registration.
+    registered: bool,
 }
 
 impl Transaction {
@@ -64,6 +66,7 @@ impl Transaction {
             start_ts,
             writes: WriteSet::new(),
             reads,
+            registered: true,
         }
     }
 
@@ -147,6 +150,9 @@ impl Transaction {
     pub fn commit(mut self) -> Result<u64> {
         let writes = std::mem::take(&mut self.writes);
         let reads = self.reads.take().map(RefCell::into_inner);
+        // commit_writes releases the reader registration (as early as it
+        // can); Drop must not release it again.
+        self.registered = false;
         self.inner
             .commit_writes(self.start_ts, writes, reads.as_ref())
     }
@@ -157,6 +163,8 @@ impl Transaction {
 
 impl Drop for Transaction {
     fn drop(&mut self) {
-        self.inner.readers.unregister(self.start_ts);
+        if self.registered {
+            self.inner.readers.unregister(self.start_ts);
+        }
     }
 }

@@ -17,6 +17,7 @@ pub mod mem;
 pub(crate) mod reader;
 pub mod record;
 pub mod segment;
+pub mod sim;
 pub(crate) mod writer;
 
 use std::time::Duration;
@@ -24,6 +25,7 @@ use std::time::Duration;
 pub use fault::{FaultyFs, Op};
 pub use fs::{DirLock, FileSystem, StdFs, WritableFile};
 pub use mem::MemFs;
+pub use sim::SimFs;
 
 /// When the log is synced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

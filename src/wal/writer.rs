@@ -128,10 +128,17 @@ impl Log {
             segment_bytes,
             lock,
         } = config;
+        // What recovery read may sit in the page cache only (a process
+        // crash under Never or Interval, or a reopen after a failed sync):
+        // make it durable before anything it holds is shown or built on.
+        // Sealed segments were synced before the next was created; the
+        // last one and the directory's entries may not be.
+        fs.sync_dir(&dir)?;
         let reuse_last = log_last_ts == last_ts && !segments.is_empty();
         let active = if reuse_last {
             let (first_ts, len) = segments.pop().unwrap_or((last_ts + 1, 0));
-            let file = fs.open_append(&segment::path(&dir, first_ts))?;
+            let mut file = fs.open_append(&segment::path(&dir, first_ts))?;
+            file.sync_data()?;
             Active {
                 file,
                 first_ts,
