@@ -3,8 +3,8 @@
 //!
 //! Run: `cargo run --release --example ledger_memory`
 //!
-//! A counting global allocator (wrapping `std::alloc::System`, as
-//! `examples/memory.rs`) tracks the bytes currently allocated, as requested
+//! A counting global allocator (`examples/common/counting_alloc.rs`, shared
+//! with `examples/memory.rs`; it wraps `std::alloc::System`) tracks the bytes currently allocated, as requested
 //! by the program (the allocator's own rounding and headers are not
 //! counted). The example opens a ledger with `SyncMode::Never` in a temp
 //! dir and measures the growth of the allocated bytes since just before
@@ -25,58 +25,14 @@
 //! Nothing reads at a snapshot meanwhile, so GC can keep one version per
 //! key. The engine's stats (keys, versions) are printed with the figures.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
+use counting_alloc::{Counting, allocated};
 use mvledger::{
     Account, CreateAccountResult, CreateTransferResult, Ledger, LedgerOptions, Options, Stats,
     SyncMode, Transfer,
 };
-
-/// Counts the bytes currently allocated through it.
-struct Counting;
-
-static ALLOCATED: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every call is forwarded unchanged to `System`, which upholds the
-// `GlobalAlloc` contract; the counter only observes sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as ours.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            ALLOCATED.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as ours.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            ALLOCATED.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) };
-        ALLOCATED.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: same contract as ours.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            ALLOCATED.fetch_add(
-                new_size as isize - layout.size() as isize,
-                Ordering::Relaxed,
-            );
-        }
-        p
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -99,10 +55,6 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
     }
-}
-
-fn allocated() -> isize {
-    ALLOCATED.load(Ordering::Relaxed)
 }
 
 fn report(what: &str, bytes: isize, count: u64, stats: &Stats) -> f64 {

@@ -3,7 +3,8 @@
 //!
 //! Run: `cargo run --release --example memory`
 //!
-//! A counting global allocator (wrapping `std::alloc::System`) tracks the
+//! A counting global allocator (`examples/common/counting_alloc.rs`,
+//! wrapping `std::alloc::System`) tracks the
 //! bytes currently allocated, as requested by the program (the allocator's
 //! own rounding and headers are not counted). The example opens an engine
 //! with `SyncMode::Never` in a temp dir, loads 1,000,000 keys of 16 bytes
@@ -14,55 +15,11 @@
 //! a snapshot and prints the figure again, since reading can change how a
 //! stored value is held.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
+use counting_alloc::{Counting, allocated};
 use mvledger::{Engine, Options, SyncMode};
-
-/// Counts the bytes currently allocated through it.
-struct Counting;
-
-static ALLOCATED: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every call is forwarded unchanged to `System`, which upholds the
-// `GlobalAlloc` contract; the counter only observes sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as ours.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            ALLOCATED.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as ours.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            ALLOCATED.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) };
-        ALLOCATED.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: same contract as ours.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            ALLOCATED.fetch_add(
-                new_size as isize - layout.size() as isize,
-                Ordering::Relaxed,
-            );
-        }
-        p
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -92,10 +49,6 @@ fn value(i: u64) -> [u8; VALUE_BYTES] {
 /// A bijection on `0..KEYS` that scatters the load over the key space.
 fn load_order(j: u64) -> u64 {
     (j * 999_983) % KEYS
-}
-
-fn allocated() -> isize {
-    ALLOCATED.load(Ordering::Relaxed)
 }
 
 fn report(what: &str, base: isize, keys: u64) {

@@ -6,54 +6,28 @@
 //! transfers run inside the sequencer, meet no conflicts and no retries,
 //! even all on one hot account.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use common::{T0, open_with, transfer};
 use mvledger::wal::{FileSystem, MemFs};
 use mvledger::{
     Account, AccountFlags, CreateAccountResult as A, CreateTransferResult as R, Ledger,
     LedgerOptions, ManualClock, Options, SyncMode, Transfer, TransferFlags,
 };
 
-const T0: u64 = 1_700_000_000_000_000_000;
 /// The segment header, then records `u32 len | u32 crc | u8 kind | payload`.
 const SEGMENT_HEADER_BYTES: usize = 32;
 const FRAME_HEADER_BYTES: usize = 9;
 
 fn open(dir: &Path, sync: SyncMode) -> Ledger {
-    Ledger::open(
-        dir,
-        LedgerOptions {
-            engine: Options {
-                sync,
-                ..Default::default()
-            },
-            clock: Arc::new(ManualClock::new(T0)),
-        },
-    )
-    .unwrap()
+    open_with(dir, &Arc::new(ManualClock::new(T0)), sync)
 }
 
 fn account(id: u128) -> Account {
-    Account {
-        id,
-        ledger: 1,
-        code: 1,
-        flags: AccountFlags::empty(),
-        ..Default::default()
-    }
-}
-
-fn transfer(id: u128, dr: u128, cr: u128, amount: u128) -> Transfer {
-    Transfer {
-        id,
-        debit_account_id: dr,
-        credit_account_id: cr,
-        amount,
-        ledger: 1,
-        code: 1,
-        ..Default::default()
-    }
+    common::account(id, AccountFlags::empty())
 }
 
 /// The log segments of `dir`, in order.

@@ -6,61 +6,18 @@
 //! count against the limit (pending credits do not count for it); balancing
 //! transfers move only what the limit allows.
 
-use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
+mod common;
 
+use std::collections::HashMap;
+
+use common::{SplitMix64, account, open, pending, transfer};
 use mvledger::{
-    Account, AccountFlags, CreateAccountResult, CreateTransferResult, Ledger, LedgerOptions,
-    ManualClock, Options, SyncMode, Transfer, TransferFlags,
+    Account, AccountFlags, CreateAccountResult, CreateTransferResult, Ledger, Transfer,
+    TransferFlags,
 };
 
-const T0: u64 = 1_700_000_000_000_000_000;
 const DMNEC: AccountFlags = AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS;
 const CMNED: AccountFlags = AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS;
-
-fn open(dir: &Path) -> Ledger {
-    Ledger::open(
-        dir,
-        LedgerOptions {
-            engine: Options {
-                sync: SyncMode::Never,
-                ..Default::default()
-            },
-            clock: Arc::new(ManualClock::new(T0)),
-        },
-    )
-    .unwrap()
-}
-
-fn account(id: u128, flags: AccountFlags) -> Account {
-    Account {
-        id,
-        ledger: 1,
-        code: 1,
-        flags,
-        ..Default::default()
-    }
-}
-
-fn transfer(id: u128, dr: u128, cr: u128, amount: u128) -> Transfer {
-    Transfer {
-        id,
-        debit_account_id: dr,
-        credit_account_id: cr,
-        amount,
-        ledger: 1,
-        code: 1,
-        ..Default::default()
-    }
-}
-
-fn pending(id: u128, dr: u128, cr: u128, amount: u128) -> Transfer {
-    Transfer {
-        flags: TransferFlags::PENDING,
-        ..transfer(id, dr, cr, amount)
-    }
-}
 
 fn with_flags(t: Transfer, flags: TransferFlags) -> Transfer {
     Transfer { flags, ..t }
@@ -439,22 +396,6 @@ fn balancing_limits_by_balance_even_without_a_limit_flag() {
     assert_eq!(l.lookup_transfers(&[15]).unwrap()[0].amount, 10);
 }
 
-/// A small deterministic generator (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn limits_hold(a: &Account) -> bool {
     (!a.flags.contains(DMNEC) || a.debits_pending + a.debits_posted <= a.credits_posted)
         && (!a.flags.contains(CMNED) || a.credits_pending + a.credits_posted <= a.debits_posted)
@@ -469,7 +410,7 @@ fn limits_hold_after_every_batch_of_random_transfers() {
         .map(|id| account(id, flags[id as usize % 3]))
         .collect();
     create(&l, &accounts);
-    let mut rng = Rng(3);
+    let mut rng = SplitMix64(3);
     let mut pendings: Vec<u128> = Vec::new();
     let mut refusals: HashMap<CreateTransferResult, usize> = HashMap::new();
     let mut id = 0u128;

@@ -12,10 +12,12 @@
 //! naming it, never lose data silently; and that deletes made before a
 //! checkpoint stay deleted after reopen.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use common::{Model, XorShift64, assert_same};
 use mvledger::{Engine, Error, Options, SyncMode};
 
 /// Small segments, so that a few commits fill several; the default sync
@@ -25,54 +27,6 @@ fn small_segments() -> Options {
         segment_bytes: 4096,
         ..Options::default()
     }
-}
-
-/// A small deterministic generator (xorshift64*), so that runs repeat.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-type Model = BTreeMap<Vec<u8>, Vec<u8>>;
-
-/// Asserts `got == want`, naming the first keys that differ (the maps are
-/// too large to print whole).
-#[track_caller]
-fn assert_same(got: &Model, want: &Model, what: &str) {
-    if got == want {
-        return;
-    }
-    let show = |v: Option<&Vec<u8>>| v.map(|v| String::from_utf8_lossy(v).into_owned());
-    let differ: Vec<String> = got
-        .keys()
-        .chain(want.keys())
-        .filter(|k| got.get(*k) != want.get(*k))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .take(5)
-        .map(|k| {
-            format!(
-                "{}: got {:?}, want {:?}",
-                String::from_utf8_lossy(k),
-                show(got.get(k)),
-                show(want.get(k))
-            )
-        })
-        .collect();
-    panic!(
-        "{what}: {} keys, want {}; first differences: {differ:#?}",
-        got.len(),
-        want.len()
-    );
 }
 
 fn contents(engine: &Engine) -> Model {
@@ -141,7 +95,7 @@ fn commit(engine: &Engine, model: &mut Model, writes: &[(Vec<u8>, Option<Vec<u8>
 /// One round of work: `commits` transactions of four keys each out of
 /// `keys`, values of ~300 bytes, about a quarter of the writes deletes.
 /// Returns the last commit ts.
-fn round(engine: &Engine, model: &mut Model, rng: &mut Rng, tag: &str, commits: u32) -> u64 {
+fn round(engine: &Engine, model: &mut Model, rng: &mut XorShift64, tag: &str, commits: u32) -> u64 {
     let mut ts = 0;
     for c in 0..commits {
         let writes: Vec<_> = (0..4)
@@ -181,7 +135,7 @@ fn balance_sum(state: &Model) -> u64 {
 /// each with an acknowledgement key of its own and a scratch key that is
 /// put and deleted in turn. Returns every acknowledged commit.
 fn transfers(engine: &Engine, writer: u64, stop: &AtomicBool) -> Acked {
-    let mut rng = Rng(writer + 7);
+    let mut rng = XorShift64(writer + 7);
     let mut acked = Acked::new();
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -350,7 +304,7 @@ fn consistent_while_commits_go_on(options: Options) {
 fn reopen_loads_the_checkpoint_and_old_segments_are_removed() {
     let dir = tempfile::tempdir().unwrap();
     let mut model = Model::new();
-    let mut rng = Rng(11);
+    let mut rng = XorShift64(11);
     let engine = Engine::open(dir.path(), small_segments()).unwrap();
 
     round(&engine, &mut model, &mut rng, "r0", 30);
@@ -427,7 +381,7 @@ fn reopen_loads_the_checkpoint_and_old_segments_are_removed() {
 fn a_leftover_temporary_checkpoint_is_ignored_and_removed() {
     let dir = tempfile::tempdir().unwrap();
     let mut model = Model::new();
-    let mut rng = Rng(12);
+    let mut rng = XorShift64(12);
     let engine = Engine::open(dir.path(), small_segments()).unwrap();
     round(&engine, &mut model, &mut rng, "r0", 10);
     engine.checkpoint().unwrap();
@@ -494,7 +448,7 @@ fn damaged_name(path: &Path) -> PathBuf {
 fn newest_damaged_falls_back(damage: fn(&Path)) {
     let dir = tempfile::tempdir().unwrap();
     let mut model = Model::new();
-    let mut rng = Rng(13);
+    let mut rng = XorShift64(13);
     let engine = Engine::open(dir.path(), small_segments()).unwrap();
     round(&engine, &mut model, &mut rng, "r0", 40);
     engine.checkpoint().unwrap();
@@ -563,7 +517,7 @@ fn a_truncated_newest_checkpoint_falls_back_to_the_older_plus_the_log() {
 fn only_checkpoint_damaged_fails(damage: fn(&Path), commits_after: u32) {
     let dir = tempfile::tempdir().unwrap();
     let mut model = Model::new();
-    let mut rng = Rng(14);
+    let mut rng = XorShift64(14);
     let engine = Engine::open(dir.path(), small_segments()).unwrap();
     round(&engine, &mut model, &mut rng, "r0", 40);
     engine.checkpoint().unwrap();
@@ -625,7 +579,7 @@ fn a_damaged_only_checkpoint_with_no_log_after_it_fails_open_with_corruption() {
 fn two_damaged_checkpoints_fail_open_with_corruption() {
     let dir = tempfile::tempdir().unwrap();
     let mut model = Model::new();
-    let mut rng = Rng(15);
+    let mut rng = XorShift64(15);
     let engine = Engine::open(dir.path(), small_segments()).unwrap();
     round(&engine, &mut model, &mut rng, "r0", 30);
     engine.checkpoint().unwrap();

@@ -6,31 +6,17 @@
 //! are equal after any sequence of transfers, and in every snapshot taken
 //! while other threads create transfers.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use common::{SplitMix64, T0, open_clocked, transfer};
 use mvledger::{
-    Account, AccountFlags, CreateAccountResult, CreateTransferResult, Ledger, LedgerOptions,
-    LedgerSnapshot, ManualClock, Options, SyncMode, Transfer, TransferFlags,
+    Account, AccountFlags, CreateAccountResult, CreateTransferResult, Ledger, LedgerSnapshot,
+    ManualClock, Transfer, TransferFlags,
 };
-
-const T0: u64 = 1_700_000_000_000_000_000;
-
-fn open(dir: &Path, clock: &Arc<ManualClock>) -> Ledger {
-    Ledger::open(
-        dir,
-        LedgerOptions {
-            engine: Options {
-                sync: SyncMode::Never,
-                ..Default::default()
-            },
-            clock: clock.clone(),
-        },
-    )
-    .unwrap()
-}
 
 fn account(id: u128, ledger: u32, flags: AccountFlags) -> Account {
     Account {
@@ -38,18 +24,6 @@ fn account(id: u128, ledger: u32, flags: AccountFlags) -> Account {
         ledger,
         code: 1,
         flags,
-        ..Default::default()
-    }
-}
-
-fn transfer(id: u128, dr: u128, cr: u128, amount: u128) -> Transfer {
-    Transfer {
-        id,
-        debit_account_id: dr,
-        credit_account_id: cr,
-        amount,
-        ledger: 1,
-        code: 1,
         ..Default::default()
     }
 }
@@ -150,7 +124,7 @@ fn assert_moved(
 fn every_transfer_adds_its_amount_to_the_debit_and_the_credit_side() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let l = open(dir.path(), &clock);
+    let l = open_clocked(dir.path(), &clock);
     let ids = [1, 2, 3];
     let r = l
         .create_accounts(&ids.map(|id| account(id, 1, AccountFlags::empty())))
@@ -239,25 +213,6 @@ fn every_transfer_adds_its_amount_to_the_debit_and_the_credit_side() {
     assert_balanced(&l.snapshot());
 }
 
-/// A small deterministic generator (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len() as u64) as usize]
-    }
-}
-
 /// Accounts 1..=10 on ledger 1 (1 and 2 may not overdraw, 3 may not
 /// over-credit) and 11 on ledger 2, funded so that the limited accounts can
 /// move money.
@@ -289,7 +244,7 @@ fn setup(l: &Ledger) -> Vec<u128> {
 /// A batch of 1 to 12 random transfers of every kind, some invalid, some
 /// linked; ids from `next_id`. Remembers the pending ones it makes.
 fn random_batch(
-    rng: &mut Rng,
+    rng: &mut SplitMix64,
     next_id: &mut u128,
     pendings: &mut Vec<u128>,
     accounts: &[u128],
@@ -429,10 +384,10 @@ fn ok_ids(batch: &[Transfer], results: &[CreateTransferResult]) -> Vec<u128> {
 fn sums_balance_and_match_the_transfers_after_many_random_batches() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let l = open(dir.path(), &clock);
+    let l = open_clocked(dir.path(), &clock);
     let accounts = setup(&l);
     let mut ok: Vec<u128> = vec![u128::MAX - 1, u128::MAX - 2, u128::MAX - 3];
-    let mut rng = Rng(7);
+    let mut rng = SplitMix64(7);
     let mut next_id = 0;
     let mut pendings = Vec::new();
     let mut kinds = HashSet::new();
@@ -462,7 +417,7 @@ fn sums_balance_and_match_the_transfers_after_many_random_batches() {
 
     // And the same after a reopen (the log replayed).
     drop(l);
-    let l = open(dir.path(), &clock);
+    let l = open_clocked(dir.path(), &clock);
     assert_balanced(&l.snapshot());
     assert_matches_derived(&l, &ok, &accounts);
 }
@@ -473,7 +428,7 @@ fn sums_balance_in_every_snapshot_while_threads_create_transfers() {
     const BATCHES: usize = 150;
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let l = open(dir.path(), &clock);
+    let l = open_clocked(dir.path(), &clock);
     let accounts = setup(&l);
     let done = AtomicBool::new(false);
     let (ok, snapshots) = std::thread::scope(|s| {
@@ -496,7 +451,7 @@ fn sums_balance_in_every_snapshot_while_threads_create_transfers() {
             .map(|w| {
                 let (l, accounts, clock) = (&l, &accounts, &clock);
                 s.spawn(move || {
-                    let mut rng = Rng(100 + w);
+                    let mut rng = SplitMix64(100 + w);
                     let mut next_id = u128::from(w + 1) << 64;
                     let mut pendings = Vec::new();
                     let mut ok = Vec::new();

@@ -6,61 +6,15 @@
 //! found, a limit exceeded, a closed account) is spent and gives
 //! `IdAlreadyFailed`; all of it across a reopen, and never a second posting.
 
+mod common;
+
 use std::path::Path;
-use std::sync::Arc;
 
+use common::{account, open, post, submit, transfer};
 use mvledger::{
-    Account, AccountFlags, CreateAccountResult as A, CreateTransferResult as R, Ledger,
-    LedgerOptions, ManualClock, Options, SyncMode, Transfer, TransferFlags,
+    Account, AccountFlags, CreateAccountResult as A, CreateTransferResult as R, Ledger, Transfer,
+    TransferFlags,
 };
-
-const T0: u64 = 1_700_000_000_000_000_000;
-
-fn open(dir: &Path) -> Ledger {
-    Ledger::open(
-        dir,
-        LedgerOptions {
-            engine: Options {
-                sync: SyncMode::Never,
-                ..Default::default()
-            },
-            clock: Arc::new(ManualClock::new(T0)),
-        },
-    )
-    .unwrap()
-}
-
-fn account(id: u128, flags: AccountFlags) -> Account {
-    Account {
-        id,
-        ledger: 1,
-        code: 1,
-        flags,
-        ..Default::default()
-    }
-}
-
-fn transfer(id: u128, dr: u128, cr: u128, amount: u128) -> Transfer {
-    Transfer {
-        id,
-        debit_account_id: dr,
-        credit_account_id: cr,
-        amount,
-        ledger: 1,
-        code: 1,
-        ..Default::default()
-    }
-}
-
-fn post(id: u128, pending_id: u128, amount: u128) -> Transfer {
-    Transfer {
-        id,
-        pending_id,
-        amount,
-        flags: TransferFlags::POST_PENDING_TRANSFER,
-        ..Default::default()
-    }
-}
 
 /// Accounts 1 and 2 (plain), 3 (may not overdraw), 4 (closed).
 fn setup(dir: &Path) -> Ledger {
@@ -75,10 +29,6 @@ fn setup(dir: &Path) -> Ledger {
         .unwrap();
     assert_eq!(r, [A::Ok; 4]);
     l
-}
-
-fn submit(l: &Ledger, t: Transfer, expect: R) {
-    assert_eq!(l.create_transfers(&[t]).unwrap(), [expect], "{t:?}");
 }
 
 #[test]

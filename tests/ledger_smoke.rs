@@ -1,26 +1,8 @@
+mod common;
+
+use common::{account, transfer};
 use mvledger::*;
 use std::sync::Arc;
-
-fn acct(id: u128, flags: AccountFlags) -> Account {
-    Account {
-        id,
-        ledger: 1,
-        code: 1,
-        flags,
-        ..Default::default()
-    }
-}
-fn xfer(id: u128, dr: u128, cr: u128, amount: u128) -> Transfer {
-    Transfer {
-        id,
-        debit_account_id: dr,
-        credit_account_id: cr,
-        amount,
-        ledger: 1,
-        code: 1,
-        ..Default::default()
-    }
-}
 
 #[test]
 fn smoke() {
@@ -34,12 +16,12 @@ fn smoke() {
         let l = Ledger::open(dir.path(), opts.clone()).unwrap();
         let r = l
             .create_accounts(&[
-                acct(1, AccountFlags::empty()),
-                acct(
+                account(1, AccountFlags::empty()),
+                account(
                     2,
                     AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS | AccountFlags::HISTORY,
                 ),
-                acct(1, AccountFlags::empty()),
+                account(1, AccountFlags::empty()),
             ])
             .unwrap();
         assert_eq!(
@@ -52,11 +34,11 @@ fn smoke() {
         );
         let r = l
             .create_transfers(&[
-                xfer(10, 1, 2, 100),
-                xfer(11, 2, 1, 150),
-                xfer(12, 2, 1, 100),
-                xfer(10, 1, 2, 100),
-                xfer(11, 2, 1, 150),
+                transfer(10, 1, 2, 100),
+                transfer(11, 2, 1, 150),
+                transfer(12, 2, 1, 100),
+                transfer(10, 1, 2, 100),
+                transfer(11, 2, 1, 150),
             ])
             .unwrap();
         assert_eq!(
@@ -69,7 +51,7 @@ fn smoke() {
                 CreateTransferResult::IdAlreadyFailed
             ]
         );
-        let mut p = xfer(20, 1, 2, 50);
+        let mut p = transfer(20, 1, 2, 50);
         p.flags = TransferFlags::PENDING;
         p.timeout = 10;
         let r = l.create_transfers(&[p]).unwrap();
@@ -99,10 +81,10 @@ fn smoke() {
             })
             .unwrap();
         assert_eq!(h.len(), 3, "{h:?}");
-        let mut linked = xfer(30, 1, 2, 5);
+        let mut linked = transfer(30, 1, 2, 5);
         linked.flags = TransferFlags::LINKED;
         let r = l
-            .create_transfers(&[linked, xfer(31, 2, 1, 1_000_000)])
+            .create_transfers(&[linked, transfer(31, 2, 1, 1_000_000)])
             .unwrap();
         assert_eq!(
             r,
@@ -119,7 +101,7 @@ fn smoke() {
     assert_eq!(a[0].credits_posted, 100);
     assert_eq!(a[0].debits_pending, 0);
     let r = l
-        .create_transfers(&[xfer(10, 1, 2, 100), xfer(11, 2, 1, 1)])
+        .create_transfers(&[transfer(10, 1, 2, 100), transfer(11, 2, 1, 1)])
         .unwrap();
     assert_eq!(
         r,

@@ -5,54 +5,18 @@
 //! end of the batch fails with `LinkedEventChainOpen` on its last item.
 //! Items outside the chain are unaffected.
 
+mod common;
+
 use std::path::Path;
-use std::sync::Arc;
 
+use common::{account, open, transfer};
 use mvledger::{
-    Account, AccountFlags, CreateAccountResult as A, CreateTransferResult as R, Ledger,
-    LedgerOptions, ManualClock, Options, SyncMode, Transfer, TransferFlags,
+    Account, AccountFlags, CreateAccountResult as A, CreateTransferResult as R, Ledger, Transfer,
+    TransferFlags,
 };
-
-const T0: u64 = 1_700_000_000_000_000_000;
-
-fn open(dir: &Path) -> Ledger {
-    Ledger::open(
-        dir,
-        LedgerOptions {
-            engine: Options {
-                sync: SyncMode::Never,
-                ..Default::default()
-            },
-            clock: Arc::new(ManualClock::new(T0)),
-        },
-    )
-    .unwrap()
-}
-
-fn account(id: u128, flags: AccountFlags) -> Account {
-    Account {
-        id,
-        ledger: 1,
-        code: 1,
-        flags,
-        ..Default::default()
-    }
-}
 
 fn linked_account(id: u128) -> Account {
     account(id, AccountFlags::LINKED)
-}
-
-fn transfer(id: u128, dr: u128, cr: u128, amount: u128) -> Transfer {
-    Transfer {
-        id,
-        debit_account_id: dr,
-        credit_account_id: cr,
-        amount,
-        ledger: 1,
-        code: 1,
-        ..Default::default()
-    }
 }
 
 fn linked(t: Transfer) -> Transfer {

@@ -8,53 +8,17 @@
 //! `get_account_balances` gives the balances after each of them for
 //! `HISTORY` accounts; a `LedgerSnapshot` reads everything at one ts.
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 
+use common::{T0, account, open_clocked, transfer};
 use mvledger::{
     Account, AccountBalance, AccountFilter, AccountFilterFlags as FF, AccountFlags,
-    CreateAccountResult as A, CreateTransferResult as R, Ledger, LedgerOptions, ManualClock,
-    Options, Reply, SyncMode, Transfer, TransferFlags,
+    CreateAccountResult as A, CreateTransferResult as R, Ledger, ManualClock, Reply, Transfer,
+    TransferFlags,
 };
-
-const T0: u64 = 1_700_000_000_000_000_000;
-
-fn open(dir: &Path, clock: &Arc<ManualClock>) -> Ledger {
-    Ledger::open(
-        dir,
-        LedgerOptions {
-            engine: Options {
-                sync: SyncMode::Never,
-                ..Default::default()
-            },
-            clock: clock.clone(),
-        },
-    )
-    .unwrap()
-}
-
-fn account(id: u128, flags: AccountFlags) -> Account {
-    Account {
-        id,
-        ledger: 1,
-        code: 1,
-        flags,
-        ..Default::default()
-    }
-}
-
-fn transfer(id: u128, dr: u128, cr: u128, amount: u128) -> Transfer {
-    Transfer {
-        id,
-        debit_account_id: dr,
-        credit_account_id: cr,
-        amount,
-        ledger: 1,
-        code: 1,
-        ..Default::default()
-    }
-}
 
 /// Checks a reply against what was stored: event `i` has `timestamp + i`,
 /// and the ledger stored exactly that on each created item.
@@ -89,7 +53,7 @@ fn all_timestamps(l: &Ledger, transfer_ids: &[u128]) -> Vec<u64> {
 fn every_account_and_transfer_gets_a_unique_increasing_timestamp() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let l = open(dir.path(), &clock);
+    let l = open_clocked(dir.path(), &clock);
     let accounts: Vec<Account> = (1..=5)
         .map(|id| account(id, AccountFlags::empty()))
         .collect();
@@ -143,7 +107,7 @@ fn timestamps_never_go_back_when_the_clock_does_nor_across_a_reopen() {
     let clock = Arc::new(ManualClock::new(T0));
     let last;
     {
-        let l = open(dir.path(), &clock);
+        let l = open_clocked(dir.path(), &clock);
         let r = l
             .submit_accounts(&[
                 account(1, AccountFlags::empty()),
@@ -166,7 +130,7 @@ fn timestamps_never_go_back_when_the_clock_does_nor_across_a_reopen() {
     }
     // Reopened with a clock far behind: still after the last.
     clock.set(5);
-    let l = open(dir.path(), &clock);
+    let l = open_clocked(dir.path(), &clock);
     let r = l.submit_transfers(&[transfer(13, 1, 2, 1)]).unwrap();
     assert_eq!(r.timestamp, last + 1);
     let r = l
@@ -190,7 +154,7 @@ fn calls_from_several_threads_get_timestamps_in_commit_order() {
     // A clock that stands still: every call's timestamps come from the last
     // ones given, under the sequencer.
     let clock = Arc::new(ManualClock::new(T0));
-    let l = open(dir.path(), &clock);
+    let l = open_clocked(dir.path(), &clock);
     let r = l
         .create_accounts(&[
             account(1, AccountFlags::empty()),
@@ -313,7 +277,7 @@ fn transfer_ids(l: &Ledger, f: AccountFilter) -> Vec<u128> {
 fn account_transfers_come_in_timestamp_order_and_filtered() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let l = open(dir.path(), &clock);
+    let l = open_clocked(dir.path(), &clock);
     let ids = history_setup(&l);
     let both = FF::DEBITS | FF::CREDITS;
     let got = l.get_account_transfers(filter(1, both)).unwrap();
@@ -413,7 +377,7 @@ fn balances_after(l: &Ledger, id: u128) -> AccountBalance {
 fn account_balances_follow_each_transfer_of_history_accounts_only() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let l = open(dir.path(), &clock);
+    let l = open_clocked(dir.path(), &clock);
     let r = l
         .create_accounts(&[
             account(1, AccountFlags::HISTORY),
@@ -489,7 +453,7 @@ fn account_balances_follow_each_transfer_of_history_accounts_only() {
     assert_eq!(l.get_account_balances(filter(1, both)).unwrap(), expected);
     // And all of it after a reopen.
     drop(l);
-    let l = open(dir.path(), &clock);
+    let l = open_clocked(dir.path(), &clock);
     assert_eq!(l.get_account_balances(filter(1, both)).unwrap(), expected);
 }
 
@@ -497,7 +461,7 @@ fn account_balances_follow_each_transfer_of_history_accounts_only() {
 fn a_snapshot_reads_everything_at_one_timestamp() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let l = open(dir.path(), &clock);
+    let l = open_clocked(dir.path(), &clock);
     history_setup(&l);
     let both = FF::DEBITS | FF::CREDITS;
     let snap = l.snapshot();

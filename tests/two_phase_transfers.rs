@@ -7,86 +7,20 @@
 //! close their accounts until voided (or expired); a closed account takes
 //! no transfers but voids (TigerBeetle's `account.md`, `flags.closed`).
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
+use common::{NS, T0, account, open_clocked, open_with, pending, post, submit, transfer, void};
 use mvledger::{
-    Account, AccountFlags, CreateAccountResult, CreateTransferResult as R, Ledger, LedgerOptions,
-    ManualClock, Options, SyncMode, Transfer, TransferFlags,
+    AccountFlags, CreateAccountResult, CreateTransferResult as R, Ledger, ManualClock, SyncMode,
+    Transfer, TransferFlags,
 };
-
-const T0: u64 = 1_700_000_000_000_000_000;
-const NS: u64 = 1_000_000_000;
-
-fn open_with(dir: &Path, clock: &Arc<ManualClock>, sync: SyncMode) -> Ledger {
-    Ledger::open(
-        dir,
-        LedgerOptions {
-            engine: Options {
-                sync,
-                ..Default::default()
-            },
-            clock: clock.clone(),
-        },
-    )
-    .unwrap()
-}
-
-fn open(dir: &Path, clock: &Arc<ManualClock>) -> Ledger {
-    open_with(dir, clock, SyncMode::Never)
-}
-
-fn account(id: u128, flags: AccountFlags) -> Account {
-    Account {
-        id,
-        ledger: 1,
-        code: 1,
-        flags,
-        ..Default::default()
-    }
-}
-
-fn transfer(id: u128, dr: u128, cr: u128, amount: u128) -> Transfer {
-    Transfer {
-        id,
-        debit_account_id: dr,
-        credit_account_id: cr,
-        amount,
-        ledger: 1,
-        code: 1,
-        ..Default::default()
-    }
-}
-
-fn pending(id: u128, dr: u128, cr: u128, amount: u128) -> Transfer {
-    Transfer {
-        flags: TransferFlags::PENDING,
-        ..transfer(id, dr, cr, amount)
-    }
-}
-
-fn post(id: u128, pending_id: u128, amount: u128) -> Transfer {
-    Transfer {
-        id,
-        pending_id,
-        amount,
-        flags: TransferFlags::POST_PENDING_TRANSFER,
-        ..Default::default()
-    }
-}
-
-fn void(id: u128, pending_id: u128) -> Transfer {
-    Transfer {
-        id,
-        pending_id,
-        flags: TransferFlags::VOID_PENDING_TRANSFER,
-        ..Default::default()
-    }
-}
 
 /// Two plain accounts, 1 and 2.
 fn setup(dir: &Path, clock: &Arc<ManualClock>) -> Ledger {
-    let l = open(dir, clock);
+    let l = open_clocked(dir, clock);
     let r = l
         .create_accounts(&[
             account(1, AccountFlags::empty()),
@@ -95,10 +29,6 @@ fn setup(dir: &Path, clock: &Arc<ManualClock>) -> Ledger {
         .unwrap();
     assert_eq!(r, [CreateAccountResult::Ok, CreateAccountResult::Ok]);
     l
-}
-
-fn submit(l: &Ledger, t: Transfer, expect: R) {
-    assert_eq!(l.create_transfers(&[t]).unwrap(), [expect], "{t:?}");
 }
 
 /// (debits_pending, debits_posted) of `dr` and (credits_pending,
@@ -453,14 +383,14 @@ fn expiry_is_durable_and_survives_a_crash_and_a_reopen() {
     let image = tempfile::tempdir().unwrap();
     crash_image(dir.path(), image.path());
     {
-        let c = open(image.path(), &clock);
+        let c = open_clocked(image.path(), &clock);
         assert_eq!(sides(&c, 1, 2), [20, 0, 20, 0], "expiry lost in a crash");
         submit(&c, post(20, 10, 0), R::PendingTransferExpired);
     }
 
     // A clean reopen.
     drop(l);
-    let l = open(dir.path(), &clock);
+    let l = open_clocked(dir.path(), &clock);
     assert_eq!(sides(&l, 1, 2), [20, 0, 20, 0], "expiry lost on reopen");
     submit(&l, post(21, 10, 0), R::PendingTransferExpired);
     // The other timeout, recovered from the log, still fires.
@@ -468,7 +398,7 @@ fn expiry_is_durable_and_survives_a_crash_and_a_reopen() {
     l.expire_pending().unwrap();
     assert_eq!(sides(&l, 1, 2), [0, 0, 0, 0]);
     drop(l);
-    let l = open(dir.path(), &clock);
+    let l = open_clocked(dir.path(), &clock);
     assert_eq!(sides(&l, 1, 2), [0, 0, 0, 0]);
     submit(&l, void(22, 11), R::PendingTransferExpired);
 }
@@ -500,7 +430,7 @@ fn a_closing_debit_closes_the_account_and_a_void_reopens_it() {
     submit(&l, transfer(15, 1, 2, 1), R::Ok);
     // Reopened durably.
     drop(l);
-    let l = open(dir.path(), &clock);
+    let l = open_clocked(dir.path(), &clock);
     assert!(!flags_of(&l, 1).contains(AccountFlags::CLOSED));
 }
 
@@ -522,7 +452,7 @@ fn a_closing_credit_closes_the_account_and_its_expiry_reopens_it() {
     assert!(!flags_of(&l, 1).contains(AccountFlags::CLOSED));
     submit(&l, transfer(11, 1, 2, 1), R::CreditAccountAlreadyClosed);
     drop(l);
-    let l = open(dir.path(), &clock);
+    let l = open_clocked(dir.path(), &clock);
     assert!(
         flags_of(&l, 2).contains(AccountFlags::CLOSED),
         "closed lost on reopen"
@@ -533,7 +463,7 @@ fn a_closing_credit_closes_the_account_and_its_expiry_reopens_it() {
     assert_eq!(sides(&l, 1, 2), [0, 0, 0, 0]);
     submit(&l, transfer(12, 1, 2, 1), R::Ok);
     drop(l);
-    let l = open(dir.path(), &clock);
+    let l = open_clocked(dir.path(), &clock);
     assert!(!flags_of(&l, 2).contains(AccountFlags::CLOSED));
 }
 

@@ -4,58 +4,26 @@
 //! balance changed). An item that breaks several gets the code listed
 //! first in ARCHITECTURE.md ("Ledger model", TigerBeetle's order).
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
+use common::{NS, T0, open_with, pending, transfer, void};
 use mvledger::{
     Account, AccountFlags, CreateAccountResult as A, CreateTransferResult as R, Ledger,
     LedgerOptions, ManualClock, Options, SyncMode, Transfer, TransferFlags,
 };
 
-const T0: u64 = 1_700_000_000_000_000_000;
-const NS: u64 = 1_000_000_000;
 const MAX: u128 = u128::MAX;
 
+/// A ledger whose clock stands at `now_ns`.
 fn open(dir: &Path, now_ns: u64) -> Ledger {
-    Ledger::open(
-        dir,
-        LedgerOptions {
-            engine: Options {
-                sync: SyncMode::Never,
-                ..Default::default()
-            },
-            clock: Arc::new(ManualClock::new(now_ns)),
-        },
-    )
-    .unwrap()
+    open_with(dir, &Arc::new(ManualClock::new(now_ns)), SyncMode::Never)
 }
 
 fn account(id: u128) -> Account {
-    Account {
-        id,
-        ledger: 1,
-        code: 1,
-        ..Default::default()
-    }
-}
-
-fn transfer(id: u128, dr: u128, cr: u128, amount: u128) -> Transfer {
-    Transfer {
-        id,
-        debit_account_id: dr,
-        credit_account_id: cr,
-        amount,
-        ledger: 1,
-        code: 1,
-        ..Default::default()
-    }
-}
-
-fn pending(id: u128, dr: u128, cr: u128, amount: u128) -> Transfer {
-    Transfer {
-        flags: TransferFlags::PENDING,
-        ..transfer(id, dr, cr, amount)
-    }
+    common::account(id, AccountFlags::empty())
 }
 
 fn post(id: u128, pending_id: u128) -> Transfer {
@@ -63,15 +31,6 @@ fn post(id: u128, pending_id: u128) -> Transfer {
         id,
         pending_id,
         flags: TransferFlags::POST_PENDING_TRANSFER,
-        ..Default::default()
-    }
-}
-
-fn void(id: u128, pending_id: u128) -> Transfer {
-    Transfer {
-        id,
-        pending_id,
-        flags: TransferFlags::VOID_PENDING_TRANSFER,
         ..Default::default()
     }
 }

@@ -8,30 +8,17 @@
 //! that memory stays flat while the same keys are updated a million times
 //! with no `gc()` call at all.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use common::{Model, XorShift64, assert_same};
 use mvledger::{Engine, Error, Options, Snapshot, SyncMode};
 
 fn never() -> Options {
     Options {
         sync: SyncMode::Never,
         ..Options::default()
-    }
-}
-
-/// A small deterministic generator (xorshift64*), so that runs repeat.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 
@@ -49,39 +36,6 @@ fn delete(engine: &Engine, k: impl AsRef<[u8]>) -> u64 {
     let mut txn = engine.begin();
     txn.delete(k).unwrap();
     txn.commit().unwrap()
-}
-
-type Model = BTreeMap<Vec<u8>, Vec<u8>>;
-
-/// Asserts `got == want`, naming the first keys that differ (the maps are
-/// too large to print whole).
-#[track_caller]
-fn assert_same(got: &Model, want: &Model, what: &str) {
-    if got == want {
-        return;
-    }
-    let show = |v: Option<&Vec<u8>>| v.map(|v| String::from_utf8_lossy(v).into_owned());
-    let differ: Vec<String> = got
-        .keys()
-        .chain(want.keys())
-        .filter(|k| got.get(*k) != want.get(*k))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .take(5)
-        .map(|k| {
-            format!(
-                "{}: got {:?}, want {:?}",
-                String::from_utf8_lossy(k),
-                show(got.get(k)),
-                show(want.get(k))
-            )
-        })
-        .collect();
-    panic!(
-        "{what}: {} keys, want {}; first differences: {differ:#?}",
-        got.len(),
-        want.len()
-    );
 }
 
 /// Everything `snap` sees, as a map.
@@ -166,7 +120,7 @@ fn a_long_lived_snapshot_keeps_exactly_what_it_can_read() {
     const KEYS: u32 = 200;
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), never()).unwrap();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = XorShift64(0x9e37_79b9_7f4a_7c15);
     let mut model = Model::new();
 
     // An early snapshot holds every version written in the first phase.
@@ -370,7 +324,7 @@ fn memory_stays_flat_under_a_million_updates_of_a_thousand_keys() {
     const MAX_VERSIONS: u64 = 3 * KEYS;
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), never()).unwrap();
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut rng = XorShift64(0x2545_f491_4f6c_dd1d);
     let mut last = vec![u64::MAX; KEYS as usize];
     let mut peak = 0;
     for n in 0..UPDATES {
@@ -429,7 +383,7 @@ fn concurrent_gc_never_breaks_a_live_snapshot() {
             .map(|w| {
                 let engine = &engine;
                 s.spawn(move || {
-                    let mut rng = Rng(w + 1);
+                    let mut rng = XorShift64(w + 1);
                     for n in 0..COMMITS {
                         // Each commit writes both keys of a pair: every
                         // snapshot must see them equal.

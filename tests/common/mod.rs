@@ -1,0 +1,180 @@
+//! Helpers shared by the test crates in `tests/` (each `tests/*.rs` file is
+//! its own crate and includes this one with `mod common;`).
+//!
+//! Only helpers that behave the same in every file that uses them live
+//! here: builders for the usual ledger 1 / code 1 account and transfer,
+//! opening a `Ledger` on a `ManualClock`, and the two deterministic random
+//! generators the tests use. Anything a single file shapes to its own needs
+//! stays in that file.
+
+// Each test crate uses a subset of these helpers, and rustc warns about the
+// rest as dead code in every crate that does not use them.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use mvledger::{
+    Account, AccountFlags, CreateTransferResult, Ledger, LedgerOptions, ManualClock, Options,
+    SyncMode, Transfer, TransferFlags,
+};
+
+/// The clock's start in the ledger tests (nanoseconds, late 2023).
+pub const T0: u64 = 1_700_000_000_000_000_000;
+/// Nanoseconds per second.
+pub const NS: u64 = 1_000_000_000;
+
+/// Opens the ledger in `dir` on `clock` with the given sync mode.
+pub fn open_with(dir: &Path, clock: &Arc<ManualClock>, sync: SyncMode) -> Ledger {
+    Ledger::open(
+        dir,
+        LedgerOptions {
+            engine: Options {
+                sync,
+                ..Default::default()
+            },
+            clock: clock.clone(),
+        },
+    )
+    .unwrap()
+}
+
+/// Opens the ledger in `dir` on `clock`, which the test moves, without
+/// syncs (these tests do not crash the machine).
+pub fn open_clocked(dir: &Path, clock: &Arc<ManualClock>) -> Ledger {
+    open_with(dir, clock, SyncMode::Never)
+}
+
+/// Opens the ledger in `dir` on a fresh clock standing at `T0`, without
+/// syncs.
+pub fn open(dir: &Path) -> Ledger {
+    open_clocked(dir, &Arc::new(ManualClock::new(T0)))
+}
+
+/// An account on ledger 1 with code 1 and `flags`.
+pub fn account(id: u128, flags: AccountFlags) -> Account {
+    Account {
+        id,
+        ledger: 1,
+        code: 1,
+        flags,
+        ..Default::default()
+    }
+}
+
+/// A plain transfer of `amount` from `dr` to `cr` on ledger 1 with code 1.
+pub fn transfer(id: u128, dr: u128, cr: u128, amount: u128) -> Transfer {
+    Transfer {
+        id,
+        debit_account_id: dr,
+        credit_account_id: cr,
+        amount,
+        ledger: 1,
+        code: 1,
+        ..Default::default()
+    }
+}
+
+/// `transfer`, flagged `PENDING`.
+pub fn pending(id: u128, dr: u128, cr: u128, amount: u128) -> Transfer {
+    Transfer {
+        flags: TransferFlags::PENDING,
+        ..transfer(id, dr, cr, amount)
+    }
+}
+
+/// Posts `amount` of pending transfer `pending_id` (0 = all of it); every
+/// other field is left 0, to be taken from the pending transfer.
+pub fn post(id: u128, pending_id: u128, amount: u128) -> Transfer {
+    Transfer {
+        id,
+        pending_id,
+        amount,
+        flags: TransferFlags::POST_PENDING_TRANSFER,
+        ..Default::default()
+    }
+}
+
+/// Voids pending transfer `pending_id`; every other field is left 0.
+pub fn void(id: u128, pending_id: u128) -> Transfer {
+    Transfer {
+        id,
+        pending_id,
+        flags: TransferFlags::VOID_PENDING_TRANSFER,
+        ..Default::default()
+    }
+}
+
+/// Submits `t` alone and asserts that its result is `expect`.
+pub fn submit(l: &Ledger, t: Transfer, expect: CreateTransferResult) {
+    assert_eq!(l.create_transfers(&[t]).unwrap(), [expect], "{t:?}");
+}
+
+/// A small deterministic generator (splitmix64), so that runs repeat.
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    pub fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+}
+
+/// A small deterministic generator (xorshift64*), so that runs repeat.
+pub struct XorShift64(pub u64);
+
+impl XorShift64 {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The expected contents of an engine: key to value.
+pub type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Asserts `got == want`, naming the first keys that differ (the maps are
+/// too large to print whole).
+#[track_caller]
+pub fn assert_same(got: &Model, want: &Model, what: &str) {
+    if got == want {
+        return;
+    }
+    let show = |v: Option<&Vec<u8>>| v.map(|v| String::from_utf8_lossy(v).into_owned());
+    let differ: Vec<String> = got
+        .keys()
+        .chain(want.keys())
+        .filter(|k| got.get(*k) != want.get(*k))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .take(5)
+        .map(|k| {
+            format!(
+                "{}: got {:?}, want {:?}",
+                String::from_utf8_lossy(k),
+                show(got.get(k)),
+                show(want.get(k))
+            )
+        })
+        .collect();
+    panic!(
+        "{what}: {} keys, want {}; first differences: {differ:#?}",
+        got.len(),
+        want.len()
+    );
+}
