@@ -1,16 +1,20 @@
-//! The `mvledger` command. One subcommand so far, `bench`: the ledger
-//! transfer workload of issue 4 on an embedded data directory, followed by
-//! a reopen of that directory and a check of the ledger it holds.
+//! The `mvledger` command: `bench` (the ledger transfer workload of issue
+//! 4 on an embedded data directory, followed by a reopen of that directory
+//! and a check of the ledger it holds), `inspect` (what a data directory
+//! holds and a full checksum check of it, without opening it) and the
+//! account commands `account create`, `transfer`, `lookup` and `history`.
 //!
 //! Layout: this file holds the arguments (clap) and the exit codes; the
 //! work is in `src/cli/`: `workload.rs` (accounts, transfers, the random
 //! number generator and the Zipf sampler, all from the seed), `bench.rs`
 //! (the run: threads, batches, progress bar), `report.rs` (the figures, as
 //! text or JSON), `verify.rs` (the checks after the reopen) and
-//! `datadir.rs` (the data directory's life).
+//! `datadir.rs` (the data directory's life); `inspect.rs` and
+//! `account.rs` (the account commands).
 //!
-//! Exit codes: 0 on success; 1 on an engine or disk error or a failed
-//! verification; 2 on bad arguments (clap's own exit code for usage
+//! Exit codes: 0 on success; 1 on an engine or disk error, a failed
+//! verification, damage found by `inspect`, a refused account or transfer
+//! or an id not found; 2 on bad arguments (clap's own exit code for usage
 //! errors).
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
@@ -25,8 +29,10 @@ macro_rules! say {
 }
 
 mod cli {
+    pub mod account;
     pub mod bench;
     pub mod datadir;
+    pub mod inspect;
     pub mod report;
     pub mod verify;
     pub mod workload;
@@ -57,6 +63,57 @@ enum Command {
     #[command(after_help = "Exit codes: 0 ok; 1 engine or disk error, or a failed \
                             verification (the data directory is then kept); 2 bad arguments.")]
     Bench(BenchArgs),
+    /// Lists a data directory's log segments, checkpoints and LOCK file,
+    /// then checks every record and checkpoint block. Reads the files
+    /// directly: takes no lock and changes nothing.
+    #[command(
+        after_help = "Exit codes: 0 everything checks out (a torn tail at the end of the \
+                            log is a warning: the next open cuts it off); 1 damage found (each \
+                            printed with its file and byte offset) or the directory unreadable; \
+                            2 bad arguments."
+    )]
+    Inspect(InspectArgs),
+    /// Account commands.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Creates one transfer: a plain one, a pending one (--pending), or
+    /// the post or void of a pending one (--post/--void).
+    #[command(
+        after_help = "Exit codes: 0 accepted; 1 refused (the result code is printed in \
+                            words) or an engine error; 2 bad arguments."
+    )]
+    Transfer(cli::account::TransferArgs),
+    /// Prints accounts (balances) and transfers by id.
+    #[command(
+        after_help = "Exit codes: 0 all found; 1 an id not found or an engine error; \
+                            2 bad arguments."
+    )]
+    Lookup(cli::account::LookupArgs),
+    /// Lists an account's transfers, oldest first, and for accounts with
+    /// the history flag its balance after each.
+    History(cli::account::HistoryArgs),
+}
+
+/// `mvledger account ...`.
+#[derive(Debug, Subcommand)]
+enum AccountCommand {
+    /// Creates one account.
+    #[command(
+        after_help = "Exit codes: 0 created; 1 refused (the result code is printed in \
+                            words) or an engine error; 2 bad arguments."
+    )]
+    Create(cli::account::CreateAccountArgs),
+}
+
+/// The flags of `mvledger inspect`.
+#[derive(Debug, Clone, Args)]
+struct InspectArgs {
+    /// The data directory.
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// Print the same as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 /// A bound on `--accounts`: they are all created and audited in memory.
@@ -198,10 +255,16 @@ fn main() -> ExitCode {
     // Bad arguments: clap prints the message and exits with code 2.
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Bench(args) => cli::bench::run(&args),
+        Command::Bench(args) => cli::bench::run(&args).map(|()| true),
+        Command::Inspect(args) => cli::inspect::run(&args.dir, args.json),
+        Command::Account(AccountCommand::Create(args)) => cli::account::create_account(&args),
+        Command::Transfer(args) => cli::account::transfer(&args),
+        Command::Lookup(args) => cli::account::lookup(&args),
+        Command::History(args) => cli::account::history(&args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("mvledger: {e}");
             ExitCode::from(1)

@@ -336,6 +336,7 @@ mod tests {
         let argv = ["mvledger", "bench", "--json"].iter().chain(flags);
         match Cli::try_parse_from(argv).expect("valid flags").command {
             Command::Bench(args) => args,
+            other => panic!("not bench: {other:?}"),
         }
     }
 

@@ -218,6 +218,7 @@ mod tests {
         let argv = ["mvledger", "bench"].iter().chain(flags);
         match Cli::try_parse_from(argv).expect("valid flags").command {
             Command::Bench(args) => args,
+            other => panic!("not bench: {other:?}"),
         }
     }
 

@@ -1,0 +1,420 @@
+//! The `mvledger` command, run as a person would run it: each test starts
+//! the built binary and checks its exit code and what it prints.
+//!
+//! - `bench` on a small workload exits 0 and prints its rate; `--json`
+//!   parses; bad arguments exit 2 naming the argument.
+//! - The account commands round-trip through a data directory: a refused
+//!   transfer prints its result code in words and exits 1; pending
+//!   transfers are posted and voided; an unknown id is "not found", exit 1.
+//! - `inspect` passes a healthy directory (even one held open), fails a
+//!   damaged one naming the file and byte offset, and passes a torn tail
+//!   with a warning.
+
+#![cfg(feature = "cli")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use mvledger::{Account, Ledger, LedgerOptions, Transfer};
+
+fn mvledger(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mvledger"))
+        .args(args)
+        .output()
+        .expect("run mvledger")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs `args` and checks the exit code; returns stdout.
+fn expect(code: i32, args: &[&str]) -> String {
+    let out = mvledger(args);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "mvledger {args:?}\nstdout:\n{}\nstderr:\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+#[test]
+fn bench_small_workload_succeeds_and_prints_its_rate() {
+    let out = expect(0, &["bench", "--transfers", "2000", "--accounts", "100"]);
+    assert!(out.contains("transfers/s"), "{out}");
+    assert!(out.contains("verified after reopen"), "{out}");
+}
+
+#[test]
+fn bench_json_is_one_object_with_the_figures() {
+    let out = expect(
+        0,
+        &[
+            "bench",
+            "--transfers",
+            "2000",
+            "--accounts",
+            "100",
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("bench --json parses");
+    assert_eq!(v["transfers"], 2000);
+    assert!(v["transfers_per_s"].as_f64().expect("a rate") > 0.0);
+    assert!(v["latency_per_call_ns"]["p99"].is_u64());
+    assert_eq!(v["verification"]["ok"], true);
+}
+
+#[test]
+fn bad_arguments_exit_2_naming_the_argument() {
+    let out = mvledger(&["bench", "--accounts", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--accounts"), "{}", stderr(&out));
+
+    let out = mvledger(&["bench", "--sync", "sometimes"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--sync"), "{}", stderr(&out));
+
+    let out = mvledger(&[
+        "transfer", "--dir", "x", "--id", "1", "--post", "2", "--void", "3",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--void"), "{}", stderr(&out));
+
+    let out = mvledger(&["account", "create", "--dir", "x", "--id", "ten"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--id"), "{}", stderr(&out));
+
+    let out = mvledger(&["lookup", "--dir", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--account"), "{}", stderr(&out));
+}
+
+/// Creates the bank's account 1 (no limit) and a customer's account 2
+/// (debits must not exceed credits, with history) in `dir`.
+fn two_accounts(dir: &str) {
+    let out = expect(
+        0,
+        &[
+            "account", "create", "--dir", dir, "--id", "1", "--ledger", "7", "--code", "1",
+        ],
+    );
+    assert!(out.contains("account 1 created"), "{out}");
+    let out = expect(
+        0,
+        &[
+            "account",
+            "create",
+            "--dir",
+            dir,
+            "--id",
+            "2",
+            "--ledger",
+            "7",
+            "--code",
+            "1",
+            "--flags",
+            "debits-must-not-exceed-credits,history",
+        ],
+    );
+    assert!(out.contains("debits-must-not-exceed-credits"), "{out}");
+}
+
+fn transfer(code: i32, dir: &str, id: &str, from: &str, to: &str, amount: &str) -> String {
+    let args = [
+        "transfer", "--dir", dir, "--id", id, "--from", from, "--to", to, "--amount", amount,
+        "--ledger", "7", "--code", "1",
+    ];
+    expect(code, &args)
+}
+
+fn data_dir(tmp: &tempfile::TempDir) -> String {
+    tmp.path().join("data").to_str().expect("utf-8").to_string()
+}
+
+#[test]
+fn accounts_transfers_lookup_and_history_round_trip() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = &data_dir(&tmp);
+    two_accounts(dir);
+
+    let out = transfer(0, dir, "10", "1", "2", "100");
+    assert!(out.contains("transfer 10 accepted"), "{out}");
+    let out = transfer(1, dir, "11", "2", "1", "500");
+    assert!(
+        out.contains("transfer 11 refused: exceeds credits"),
+        "{out}"
+    );
+    let out = expect(
+        1,
+        &[
+            "account", "create", "--dir", dir, "--id", "1", "--ledger", "7", "--code", "1",
+        ],
+    );
+    assert!(out.contains("account 1 refused: exists"), "{out}");
+    transfer(0, dir, "12", "2", "1", "40");
+
+    let out = expect(
+        0,
+        &["lookup", "--dir", dir, "--account", "2", "--transfer", "12"],
+    );
+    assert!(out.contains("posted           40"), "{out}");
+    assert!(out.contains("posted          100"), "{out}");
+    assert!(out.contains("balance  60"), "{out}");
+    assert!(out.contains("transfer 12  amount 40  from 2 to 1"), "{out}");
+
+    let out = expect(
+        1,
+        &["lookup", "--dir", dir, "--account", "1", "--account", "99"],
+    );
+    assert!(out.contains("balance  -60"), "{out}");
+    assert!(out.contains("account 99 not found"), "{out}");
+    let out = expect(1, &["lookup", "--dir", dir, "--transfer", "11"]);
+    assert!(out.contains("transfer 11 not found"), "{out}");
+
+    let out = expect(0, &["history", "--dir", dir, "--account", "2"]);
+    assert!(out.contains("2 transfers:"), "{out}");
+    let first = out.find("transfer 10").expect("transfer 10 listed");
+    let second = out.find("transfer 12").expect("transfer 12 listed");
+    assert!(first < second, "oldest first:\n{out}");
+    assert!(out.contains("net 100") && out.contains("net 60"), "{out}");
+    let out = expect(
+        0,
+        &[
+            "history",
+            "--dir",
+            dir,
+            "--account",
+            "2",
+            "--reverse",
+            "--limit",
+            "1",
+        ],
+    );
+    assert!(
+        out.contains("1 transfers:") && out.contains("transfer 12"),
+        "{out}"
+    );
+    assert!(!out.contains("transfer 10"), "{out}");
+    let out = expect(1, &["history", "--dir", dir, "--account", "3"]);
+    assert!(out.contains("account 3 not found"), "{out}");
+}
+
+#[test]
+fn pending_transfers_are_posted_and_voided() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = &data_dir(&tmp);
+    two_accounts(dir);
+    transfer(0, dir, "10", "1", "2", "100");
+    let pending = |id| {
+        let args = [
+            "transfer",
+            "--dir",
+            dir,
+            "--id",
+            id,
+            "--from",
+            "2",
+            "--to",
+            "1",
+            "--amount",
+            "30",
+            "--ledger",
+            "7",
+            "--code",
+            "1",
+            "--pending",
+            "--timeout",
+            "3600",
+        ];
+        expect(0, &args)
+    };
+    let out = pending("20");
+    assert!(
+        out.contains("[pending]") && out.contains("timeout 3600 s"),
+        "{out}"
+    );
+    pending("21");
+    let out = expect(0, &["lookup", "--dir", dir, "--account", "2"]);
+    assert!(
+        out.contains("pending           60  posted            0"),
+        "{out}"
+    );
+
+    let out = expect(0, &["transfer", "--dir", dir, "--id", "22", "--post", "20"]);
+    assert!(out.contains("transfer 22  amount 30  from 2 to 1"), "{out}");
+    let out = expect(0, &["transfer", "--dir", dir, "--id", "23", "--void", "21"]);
+    assert!(out.contains("void-pending-transfer"), "{out}");
+    let out = expect(1, &["transfer", "--dir", dir, "--id", "24", "--post", "21"]);
+    assert!(
+        out.contains("transfer 24 refused: pending transfer already voided"),
+        "{out}"
+    );
+
+    let out = expect(0, &["lookup", "--dir", dir, "--account", "2"]);
+    assert!(
+        out.contains("pending            0  posted           30"),
+        "{out}"
+    );
+    assert!(out.contains("balance  70"), "{out}");
+}
+
+/// A ledger with two accounts and `transfers` transfers between them, in
+/// `dir`, closed; with a checkpoint after the first transfer when asked.
+fn ledger_with_records(dir: &Path, transfers: u128, checkpoint: bool) {
+    let ledger = Ledger::open(dir, LedgerOptions::default()).expect("open");
+    let account = |id| Account {
+        id,
+        ledger: 1,
+        code: 1,
+        ..Account::default()
+    };
+    ledger
+        .create_accounts(&[account(1), account(2)])
+        .expect("accounts");
+    for id in 1..=transfers {
+        let t = Transfer {
+            id,
+            debit_account_id: 1,
+            credit_account_id: 2,
+            amount: id,
+            ledger: 1,
+            code: 1,
+            ..Transfer::default()
+        };
+        ledger.create_transfers(&[t]).expect("transfer");
+        if checkpoint && id == 1 {
+            ledger.checkpoint().expect("checkpoint");
+        }
+    }
+}
+
+fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    found.sort();
+    found
+}
+
+fn inspect(code: i32, dir: &Path) -> String {
+    expect(code, &["inspect", dir.to_str().expect("utf-8")])
+}
+
+#[test]
+fn inspect_lists_a_healthy_directory_even_while_it_is_open() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    ledger_with_records(tmp.path(), 5, true);
+    let held = Ledger::open(tmp.path(), LedgerOptions::default()).expect("reopen");
+
+    let out = inspect(0, tmp.path());
+    // The checkpoint after the first transfer (ts 2) started a new segment
+    // at ts 3 and let the one before go.
+    let segments = files_with(tmp.path(), "wal");
+    assert_eq!(segments.len(), 1);
+    assert!(out.contains("log segments: 1"), "{out}");
+    assert!(out.contains("00000000000000000003.wal"), "{out}");
+    assert!(out.contains("checkpoints: 1"), "{out}");
+    assert!(out.contains("00000000000000000002.ckpt"), "{out}");
+    assert!(out.contains("LOCK: present"), "{out}");
+    assert!(out.contains("ok:"), "{out}");
+
+    let out = expect(
+        0,
+        &["inspect", "--json", tmp.path().to_str().expect("utf-8")],
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("inspect --json parses");
+    assert_eq!(v["ok"], true);
+    // Two accounts in one call and five transfers: six logical records,
+    // the last four of them after the checkpoint.
+    let segment = &v["segments"][0];
+    assert_eq!(segment["first_ts"], 3);
+    assert_eq!(segment["records"], 4);
+    assert_eq!(segment["logical_records"], 4);
+    assert_eq!(segment["commit_records"], 0);
+    assert_eq!(segment["first_record_ts"], 3);
+    assert_eq!(segment["last_record_ts"], 6);
+    assert_eq!(v["checkpoints"][0]["ts"], 2);
+    assert!(v["checkpoints"][0]["entries"].as_u64().expect("entries") > 0);
+    assert_eq!(v["lock"]["present"], true);
+    assert_eq!(v["damages"].as_array().map(Vec::len), Some(0));
+    drop(held);
+}
+
+#[test]
+fn inspect_fails_on_a_flipped_byte_naming_file_and_offset() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    ledger_with_records(tmp.path(), 5, false);
+    let segment = &files_with(tmp.path(), "wal")[0];
+    let mut bytes = std::fs::read(segment).expect("read");
+    // The first record starts right after the 32-byte header; its payload
+    // starts 9 bytes later. Later records stay valid.
+    bytes[32 + 9 + 20] ^= 0x40;
+    std::fs::write(segment, &bytes).expect("write");
+
+    let out = inspect(1, tmp.path());
+    assert!(out.contains("DAMAGE"), "{out}");
+    assert!(
+        out.contains(&format!("{} at offset 32:", segment.display())),
+        "{out}"
+    );
+    assert!(out.contains("checksum"), "{out}");
+}
+
+#[test]
+fn inspect_fails_on_a_truncated_checkpoint() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    ledger_with_records(tmp.path(), 3, true);
+    let checkpoint = &files_with(tmp.path(), "ckpt")[0];
+    let len = std::fs::metadata(checkpoint).expect("stat").len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(checkpoint)
+        .expect("open");
+    file.set_len(len - 10).expect("truncate");
+
+    let out = inspect(1, tmp.path());
+    assert!(out.contains("DAMAGE"), "{out}");
+    assert!(
+        out.contains(&format!("{} at offset", checkpoint.display())),
+        "{out}"
+    );
+}
+
+#[test]
+fn inspect_passes_a_torn_tail_with_a_warning() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    ledger_with_records(tmp.path(), 3, false);
+    let segment = &files_with(tmp.path(), "wal")[0];
+    let len = std::fs::metadata(segment).expect("stat").len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment)
+        .expect("open");
+    file.set_len(len - 5).expect("truncate");
+
+    let out = inspect(0, tmp.path());
+    assert!(out.contains("warning"), "{out}");
+    assert!(out.contains("torn tail"), "{out}");
+    assert!(out.contains("will be cut on next open"), "{out}");
+    assert!(!out.contains("DAMAGE"), "{out}");
+    // Nothing was cut by inspect.
+    assert_eq!(std::fs::metadata(segment).expect("stat").len(), len - 5);
+}
+
+#[test]
+fn inspect_of_a_missing_directory_fails() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = mvledger(&["inspect", tmp.path().join("nope").to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("nope"), "{}", stderr(&out));
+}
