@@ -278,6 +278,7 @@ impl Engine {
             config,
             replayed.segments,
             replayed.last_ts,
+            replayed.tail_read,
             last_ts,
             Arc::clone(&visible),
         )?;

@@ -31,6 +31,11 @@ pub(crate) struct Replayed {
     pub torn_tail: Option<(PathBuf, u64)>,
     /// Valid records read (including those at or before the starting ts).
     pub records: u64,
+    /// Whether the last of `segments` was read through by this replay
+    /// (every record checked). Only such a segment may be appended to: a
+    /// segment wholly covered by the checkpoint was not read, and may hold
+    /// damage that new records must never follow.
+    pub tail_read: bool,
 }
 
 /// Lists the segments in `dir`, ascending by first timestamp.
@@ -79,6 +84,7 @@ pub(crate) fn replay(
         segments: Vec::with_capacity(firsts.len()),
         torn_tail: None,
         records: 0,
+        tail_read: false,
     };
     let Some(&oldest) = firsts.first() else {
         return Ok(replayed);
@@ -111,6 +117,7 @@ pub(crate) fn replay(
         segment::check_header(&header, first)
             .map_err(|e| Error::corruption(&path, 0, e.reason()))?;
         replayed.segments.push((first, fs.size(&path)?));
+        replayed.tail_read = false;
     }
     let mut prev_ts = firsts[start] - 1;
     for (i, &first) in firsts.iter().enumerate().skip(start) {
@@ -175,6 +182,7 @@ pub(crate) fn replay(
             fs.truncate(&path, offset as u64)?;
             replayed.torn_tail = Some((path, offset as u64));
             replayed.segments.push((first, offset as u64));
+            replayed.tail_read = true;
             // Under repair, whatever followed the damage goes too.
             for &later in &firsts[i + 1..] {
                 fs.remove(&segment::path(dir, later))?;
@@ -183,6 +191,7 @@ pub(crate) fn replay(
             break;
         }
         replayed.segments.push((first, bytes.len() as u64));
+        replayed.tail_read = true;
     }
     replayed.last_ts = prev_ts;
     Ok(replayed)

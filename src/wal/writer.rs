@@ -113,11 +113,14 @@ impl Log {
     /// Opens the log for appending after recovery. `segments` are those
     /// recovery left (ascending); `last_ts` is the last ts in the state.
     /// When the log's last record is not `last_ts` (empty log, or a log cut
-    /// short before a checkpoint), a new segment starts at `last_ts + 1`.
+    /// short before a checkpoint), or recovery did not read the last segment
+    /// through (`tail_read`: it was wholly covered by the checkpoint), a new
+    /// segment starts at `last_ts + 1`.
     pub(crate) fn open(
         config: LogConfig,
         mut segments: Vec<(u64, u64)>,
         log_last_ts: u64,
+        tail_read: bool,
         last_ts: u64,
         visible: Arc<AtomicU64>,
     ) -> Result<Self> {
@@ -134,7 +137,7 @@ impl Log {
         // Sealed segments were synced before the next was created; the
         // last one and the directory's entries may not be.
         fs.sync_dir(&dir)?;
-        let reuse_last = log_last_ts == last_ts && !segments.is_empty();
+        let reuse_last = tail_read && log_last_ts == last_ts && !segments.is_empty();
         let active = if reuse_last {
             let (first_ts, len) = segments.pop().unwrap_or((last_ts + 1, 0));
             let mut file = fs.open_append(&segment::path(&dir, first_ts))?;

@@ -1,0 +1,11 @@
+//! Fuzz target `kv_ops`: a thin wrapper around `harness::kv_ops` (see
+//! `fuzz/harness/mod.rs`), which `tests/fuzz_corpus.rs` also replays.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../harness/mod.rs"]
+mod harness;
+
+fuzz_target!(|data: &[u8]| harness::kv_ops(data));
