@@ -33,9 +33,11 @@
 //! the figures. The fsync latency of a shared disk drifts: compare the
 //! `Always` benches only with the baselines of the same run.
 
-use std::fs::OpenOptions;
+#[path = "common/fsync.rs"]
+mod fsync;
+use fsync::fsync_baseline;
+
 use std::hint::black_box;
-use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -420,20 +422,6 @@ fn single_transfers(c: &mut Criterion) {
         fsync_baseline(b, &baseline)
     });
     group.finish();
-}
-
-/// The disk's own rate: append 100 bytes to `path`, `fdatasync`, repeat.
-fn fsync_baseline(b: &mut criterion::Bencher<'_>, path: &Path) {
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open baseline file");
-    let record = [0x5au8; 100];
-    b.iter(|| {
-        file.write_all(&record).expect("write");
-        file.sync_data().expect("fdatasync");
-    });
 }
 
 /// Bench (5): `lookup_accounts` of 8,190 random ids (uniform over the

@@ -96,7 +96,7 @@ pub(crate) fn shard_of(key: &[u8]) -> usize {
 
 /// Whether the bounds can hold no key: `BTreeSet::range` panics on some
 /// such bounds (start after end, or equal and both excluded).
-fn bounds_are_empty(bounds: (Bound<&[u8]>, Bound<&[u8]>)) -> bool {
+pub(crate) fn bounds_are_empty(bounds: (Bound<&[u8]>, Bound<&[u8]>)) -> bool {
     match bounds {
         (Bound::Included(a), Bound::Included(b)) => a > b,
         (Bound::Included(a) | Bound::Excluded(a), Bound::Excluded(b))

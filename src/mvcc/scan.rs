@@ -12,7 +12,7 @@ use std::ops::{Bound, Range, RangeFrom, RangeFull, RangeInclusive, RangeTo, Rang
 
 use bytes::Bytes;
 
-use super::index::{Index, SHARDS};
+use super::index::{Index, SHARDS, bounds_are_empty};
 use super::key::Key;
 
 /// Entries copied from a shard in its first lock hold; each refill doubles
@@ -110,12 +110,7 @@ pub(crate) fn prefix_bounds(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
 
 /// Whether the bounds can hold no key at all (start after end).
 pub(crate) fn is_empty_range(bounds: &(Bound<Vec<u8>>, Bound<Vec<u8>>)) -> bool {
-    match bounds {
-        (Bound::Included(a), Bound::Included(b)) => a > b,
-        (Bound::Included(a) | Bound::Excluded(a), Bound::Excluded(b))
-        | (Bound::Excluded(a), Bound::Included(b)) => a >= b,
-        _ => false,
-    }
+    bounds_are_empty(as_ref_bounds(bounds))
 }
 
 pub(crate) fn as_ref_bounds(b: &(Bound<Vec<u8>>, Bound<Vec<u8>>)) -> (Bound<&[u8]>, Bound<&[u8]>) {

@@ -10,7 +10,7 @@
 //!   `Error::Corruption` names the file and offset, unless the caller asked
 //!   for repair, which truncates the log there and removes what follows.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::fs::FileSystem;
 use super::record::{self, Frame};
@@ -27,10 +27,6 @@ pub(crate) struct Replayed {
     /// The segments left, ascending: (first ts, size in bytes). The last is
     /// the one to append to.
     pub segments: Vec<(u64, u64)>,
-    /// Where a torn tail was cut off, if one was.
-    pub torn_tail: Option<(PathBuf, u64)>,
-    /// Valid records read (including those at or before the starting ts).
-    pub records: u64,
     /// Whether the last of `segments` was read through by this replay
     /// (every record checked). Only such a segment may be appended to: a
     /// segment wholly covered by the checkpoint was not read, and may hold
@@ -82,8 +78,6 @@ pub(crate) fn replay(
     let mut replayed = Replayed {
         last_ts: after_ts,
         segments: Vec::with_capacity(firsts.len()),
-        torn_tail: None,
-        records: 0,
         tail_read: false,
     };
     let Some(&oldest) = firsts.first() else {
@@ -165,7 +159,6 @@ pub(crate) fn replay(
                             .map_err(|reason| Error::corruption(&path, offset as u64, reason))?;
                     }
                     prev_ts = ts;
-                    replayed.records += 1;
                     offset = frame.end;
                 }
                 Err(e) => {
@@ -180,7 +173,6 @@ pub(crate) fn replay(
         }
         if let Some(offset) = cut {
             fs.truncate(&path, offset as u64)?;
-            replayed.torn_tail = Some((path, offset as u64));
             replayed.segments.push((first, offset as u64));
             replayed.tail_read = true;
             // Under repair, whatever followed the damage goes too.
