@@ -32,6 +32,7 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cluster;
 mod error;
 pub mod ledger;
 mod mvcc;

@@ -8,12 +8,18 @@
 //! each read call, and every call on one `LedgerSnapshot`, sees whole
 //! batches only.
 
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use super::clock::{Clock, SystemClock};
-use super::codec::{self, ACCOUNT, OP_CREATE_ACCOUNTS, OP_CREATE_TRANSFERS, OP_EXPIRE, TRANSFER};
+use bytes::Bytes;
+
+use super::codec::{
+    self, ACCOUNT, EXTRA, OP_CREATE_ACCOUNTS, OP_CREATE_TRANSFERS, OP_EXPIRE, OP_TRANSFERS_EXTRA,
+    TRANSFER,
+};
 use super::codes::{CreateAccountResult, CreateTransferResult};
 use super::machine::{MAX_BATCH_EVENTS, Machine, first_timestamp};
 use super::types::{
@@ -52,7 +58,7 @@ fn malformed(what: &str) -> Error {
 
 impl Replay for LedgerReplay {
     fn replay(&self, batch: &mut Batch<'_>, body: &[u8]) -> Result<()> {
-        let (op, first_ts, events) =
+        let (op, first_ts, events, trailer) =
             codec::decode_body(body).ok_or_else(|| malformed("bad length"))?;
         match op {
             OP_CREATE_ACCOUNTS => {
@@ -64,6 +70,17 @@ impl Replay for LedgerReplay {
                 execute_transfers(batch, first_ts, &transfers, &self.expiry_hint)?;
             }
             OP_EXPIRE => execute_expire(batch, first_ts, &self.expiry_hint)?,
+            OP_TRANSFERS_EXTRA => {
+                let writes = codec::decode_extra(trailer).ok_or_else(|| malformed("bad extra"))?;
+                let transfers: Vec<Transfer> = events.filter_map(codec::decode_transfer).collect();
+                execute_transfers(batch, first_ts, &transfers, &self.expiry_hint)?;
+                for (key, value) in writes {
+                    match value {
+                        Some(v) => batch.put(key, v)?,
+                        None => batch.delete(key)?,
+                    }
+                }
+            }
             _ => return Err(malformed("unknown op")),
         }
         Ok(())
@@ -193,6 +210,49 @@ impl Ledger {
         )
     }
 
+    /// `submit_transfers`, and in the same commit (the same redo record)
+    /// the writes `f` makes to the keys a layer above keeps beside the
+    /// ledger (the cluster's transfer records and outbox). `f` runs inside
+    /// the sequencer after the transfers, with their results, and reads
+    /// and writes the latest state; if it fails, nothing of the call is
+    /// written. Recovery applies the recorded writes again after
+    /// re-executing the transfers, so `f` itself is not called then. An
+    /// empty `transfers` still commits what `f` writes.
+    pub fn submit_transfers_with<R>(
+        &self,
+        transfers: &[Transfer],
+        f: impl FnOnce(&[CreateTransferResult], &mut Extra<'_, '_>) -> Result<R>,
+    ) -> Result<(Reply<CreateTransferResult>, R)> {
+        check_batch(transfers.len())?;
+        let now = self.clock.now_ns();
+        let (commit_ts, (timestamp, results, r)) = self.engine.apply(|batch| {
+            let first_ts = first_timestamp(batch, now);
+            let mut body = codec::encode_body(
+                OP_TRANSFERS_EXTRA,
+                first_ts,
+                transfers,
+                codec::encode_transfer,
+            );
+            let results = execute_transfers(batch, first_ts, transfers, &self.expiry_hint)?;
+            let mut extra = Extra {
+                batch,
+                trailer: body,
+            };
+            let r = f(&results, &mut extra)?;
+            body = extra.trailer;
+            batch.log_as(body);
+            Ok((first_ts, results, r))
+        })?;
+        Ok((
+            Reply {
+                commit_ts,
+                timestamp,
+                results,
+            },
+            r,
+        ))
+    }
+
     /// Runs one batch of events through the sequencer as one logical record.
     fn submit<E, R>(
         &self,
@@ -287,6 +347,83 @@ impl Ledger {
     }
 }
 
+/// The keys a layer above keeps beside the ledger, inside one
+/// `Ledger::submit_transfers_with` call. Keys live in their own namespace
+/// (no ledger record can be reached through them) and are at most 255
+/// bytes; reads see the latest state, this call's own writes included.
+pub struct Extra<'a, 'b> {
+    batch: &'a mut Batch<'b>,
+    /// The call's logical record so far; writes are appended to it.
+    trailer: Vec<u8>,
+}
+
+impl std::fmt::Debug for Extra<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extra").finish_non_exhaustive()
+    }
+}
+
+fn extra_key(key: &[u8]) -> Result<Vec<u8>> {
+    if key.len() > 255 {
+        return Err(Error::invalid(format!(
+            "an extra key of {} bytes is over 255",
+            key.len()
+        )));
+    }
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(EXTRA);
+    k.extend_from_slice(key);
+    Ok(k)
+}
+
+impl Extra<'_, '_> {
+    /// The newest value of `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        Ok(self.batch.get(extra_key(key)?))
+    }
+
+    /// Up to `limit` keys starting with `prefix` (without the namespace
+    /// byte) and their newest values, in key order.
+    pub fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Bytes, Bytes)>> {
+        let lower = extra_key(prefix)?;
+        let upper = prefix_end(&lower);
+        Ok(self
+            .batch
+            .scan_latest((Bound::Included(lower), upper), limit)
+            .into_iter()
+            .map(|(k, v)| (k.slice(1..), v))
+            .collect())
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let k = extra_key(key)?;
+        self.batch.put(&k, value)?;
+        codec::encode_extra(&mut self.trailer, &k, Some(value));
+        Ok(())
+    }
+
+    /// Deletes `key`.
+    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
+        let k = extra_key(key)?;
+        self.batch.delete(&k)?;
+        codec::encode_extra(&mut self.trailer, &k, None);
+        Ok(())
+    }
+}
+
+/// The exclusive upper bound of the keys starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Bound<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Bound::Excluded(end);
+        }
+    }
+    Bound::Unbounded
+}
+
 /// A history entry: timestamp, transfer, balances after it (if kept).
 type HistoryEntry = (u64, Transfer, Option<[u128; 4]>);
 
@@ -345,6 +482,23 @@ impl LedgerSnapshot {
             .snap
             .scan_prefix([ACCOUNT])?
             .filter_map(|(_, v)| codec::decode_account(&v))
+            .collect())
+    }
+
+    /// The value of an extra key (see `Extra`) at this snapshot.
+    pub fn extra_get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        self.snap.get(extra_key(key)?)
+    }
+
+    /// The extra keys starting with `prefix` (namespace byte removed) and
+    /// their values at this snapshot, in key order.
+    pub fn extra_scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Bytes, Bytes)>> {
+        let lower = extra_key(prefix)?;
+        let upper = prefix_end(&lower);
+        Ok(self
+            .snap
+            .scan((Bound::Included(lower), upper))?
+            .map(|(k, v)| (k.slice(1..), v))
             .collect())
     }
 

@@ -27,6 +27,9 @@ pub(crate) const SETTLED: u8 = b's';
 pub(crate) const EXPIRY: u8 = b'x';
 pub(crate) const HISTORY: u8 = b'h';
 pub(crate) const META_TS: &[u8] = b"mts";
+/// The namespace of the keys a layer above keeps beside the ledger
+/// (`Ledger::submit_transfers_with`).
+pub(crate) const EXTRA: u8 = b'c';
 
 /// How a pending transfer was settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,6 +215,11 @@ pub fn decode_transfer(b: &[u8]) -> Option<Transfer> {
 pub(crate) const OP_CREATE_ACCOUNTS: u8 = 1;
 pub(crate) const OP_CREATE_TRANSFERS: u8 = 2;
 pub(crate) const OP_EXPIRE: u8 = 3;
+/// Transfers, then the raw writes of a layer above (`Extra`), listed after
+/// the events as `u8 kind | u16 key len | key | (put: u32 len | value)`.
+pub(crate) const OP_TRANSFERS_EXTRA: u8 = 4;
+pub(crate) const EXTRA_PUT: u8 = 1;
+pub(crate) const EXTRA_DELETE: u8 = 2;
 const BODY_HEADER: usize = 13;
 
 /// Encodes the body of a logical record.
@@ -233,16 +241,67 @@ pub(crate) fn encode_body<T>(
     body
 }
 
-/// Splits a logical record body into (op, first ts, events).
-pub(crate) fn decode_body(body: &[u8]) -> Option<(u8, u64, std::slice::ChunksExact<'_, u8>)> {
+/// Splits a logical record body into (op, first ts, events, trailer). Only
+/// `OP_TRANSFERS_EXTRA` may carry a trailer.
+pub(crate) fn decode_body(
+    body: &[u8],
+) -> Option<(u8, u64, std::slice::ChunksExact<'_, u8>, &[u8])> {
     let op = *body.first()?;
     let first_ts = u64::from_le_bytes(body.get(1..9)?.try_into().ok()?);
     let count = u32::from_le_bytes(body.get(9..13)?.try_into().ok()?) as usize;
-    let events = body.get(BODY_HEADER..)?;
-    if events.len() != count.checked_mul(RECORD_BYTES)? {
+    let rest = body.get(BODY_HEADER..)?;
+    let len = count.checked_mul(RECORD_BYTES)?;
+    let (events, trailer) = (rest.get(..len)?, rest.get(len..)?);
+    if !trailer.is_empty() && op != OP_TRANSFERS_EXTRA {
         return None;
     }
-    Some((op, first_ts, events.chunks_exact(RECORD_BYTES)))
+    Some((op, first_ts, events.chunks_exact(RECORD_BYTES), trailer))
+}
+
+/// One write of a trailer: (key, value; `None` deletes).
+pub(crate) type ExtraWrite<'a> = (&'a [u8], Option<&'a [u8]>);
+
+/// Appends one write to a trailer.
+pub(crate) fn encode_extra(out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
+    out.push(if value.is_some() {
+        EXTRA_PUT
+    } else {
+        EXTRA_DELETE
+    });
+    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    out.extend_from_slice(key);
+    if let Some(v) = value {
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(v);
+    }
+}
+
+/// Splits a trailer into its writes; `None` if it is malformed or a key
+/// lies outside the `EXTRA` namespace.
+pub(crate) fn decode_extra(mut trailer: &[u8]) -> Option<Vec<ExtraWrite<'_>>> {
+    let mut out = Vec::new();
+    while let Some((&kind, rest)) = trailer.split_first() {
+        let klen = u16::from_le_bytes(rest.get(..2)?.try_into().ok()?) as usize;
+        let key = rest.get(2..2 + klen)?;
+        if key.first() != Some(&EXTRA) {
+            return None;
+        }
+        let rest = &rest[2 + klen..];
+        match kind {
+            EXTRA_PUT => {
+                let vlen = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+                let value = rest.get(4..4usize.checked_add(vlen)?)?;
+                out.push((key, Some(value)));
+                trailer = &rest[4 + vlen..];
+            }
+            EXTRA_DELETE => {
+                out.push((key, None));
+                trailer = rest;
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 /// The largest history value.
@@ -319,12 +378,45 @@ mod tests {
     }
 
     #[test]
+    fn extra_writes_round_trip_and_bad_trailers_do_not_decode() {
+        let mut t = Vec::new();
+        encode_extra(&mut t, b"cabc", Some(b"value"));
+        encode_extra(&mut t, b"cx", None);
+        let writes = decode_extra(&t).expect("trailer");
+        assert_eq!(
+            writes,
+            vec![(&b"cabc"[..], Some(&b"value"[..])), (&b"cx"[..], None)]
+        );
+        for cut in 1..t.len() {
+            if let Some(w) = decode_extra(&t[..cut]) {
+                // Only a cut between whole writes decodes, to fewer writes.
+                assert!(w.len() < 2, "cut at {cut}");
+            }
+        }
+        // Outside the namespace: a ledger key must not be writable.
+        let mut foreign = Vec::new();
+        encode_extra(&mut foreign, b"a0000", Some(b"x"));
+        assert!(decode_extra(&foreign).is_none());
+        assert!(decode_extra(&[9, 1, 0, b'c']).is_none());
+        let mut huge = vec![EXTRA_PUT, 2, 0, b'c', b'k'];
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_extra(&huge).is_none());
+    }
+
+    #[test]
     fn bodies_round_trip_and_reject_bad_lengths() {
         let ts = [Transfer::default(); 3];
         let body = encode_body(OP_CREATE_TRANSFERS, 77, &ts, encode_transfer);
-        let (op, first, events) = decode_body(&body).expect("body");
+        let (op, first, events, trailer) = decode_body(&body).expect("body");
         assert_eq!((op, first, events.count()), (OP_CREATE_TRANSFERS, 77, 3));
+        assert!(trailer.is_empty());
         assert!(decode_body(&body[..body.len() - 1]).is_none());
+        // Only the op with extra writes may carry bytes after its events.
+        let mut longer = body.clone();
+        longer.push(EXTRA_DELETE);
+        assert!(decode_body(&longer).is_none());
+        longer[0] = OP_TRANSFERS_EXTRA;
+        assert_eq!(decode_body(&longer).expect("extra").3, &[EXTRA_DELETE]);
         let mut lying = body.clone();
         lying[9..13].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_body(&lying).is_none());

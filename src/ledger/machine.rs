@@ -782,7 +782,7 @@ fn account_exists(a: &Account, e: &Account) -> AR {
 /// is first resolved as `post_or_void` would resolve it (`pending` is the
 /// transfer it settles): a zero field takes the pending transfer's value,
 /// and amount 0 means the full pending amount.
-fn transfer_exists(t: &Transfer, e: &Transfer, pending: Option<&Transfer>) -> TR {
+pub(crate) fn transfer_exists(t: &Transfer, e: &Transfer, pending: Option<&Transfer>) -> TR {
     if t.flags != e.flags {
         return TR::ExistsWithDifferentFlags;
     }

@@ -19,11 +19,12 @@ mod codes;
 mod machine;
 mod types;
 
-pub use api::{Ledger, LedgerOptions, LedgerSnapshot, Reply};
+pub use api::{Extra, Ledger, LedgerOptions, LedgerSnapshot, Reply};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{RECORD_BYTES, decode_account, decode_transfer, encode_account, encode_transfer};
 pub use codes::{CreateAccountResult, CreateTransferResult};
 pub use machine::MAX_BATCH_EVENTS;
+pub(crate) use machine::transfer_exists;
 pub use types::{
     Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, Transfer,
     TransferFlags,

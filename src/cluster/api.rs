@@ -1,0 +1,519 @@
+//! `Cluster`: K shards, each a `Ledger` in its own directory with its own
+//! redo log, a thread per shard reading its channel, and the calls users
+//! make.
+//!
+//! `create_transfers` splits the call by shard (`route.rs`): transfers
+//! within one shard go straight to that shard's ledger from the calling
+//! thread; transfers between shards are initiated on their coordinator
+//! (the debit account's shard) from the calling thread too, and the call
+//! then waits until each is final. Every shard's thread handles what
+//! arrives as one commit per wake-up, and re-sends its outbox every
+//! `resend_interval` (and once at open, which is how a restart resumes
+//! every unfinished transfer).
+//!
+//! Failure paths: an engine error in a shard's thread stops that thread,
+//! and every caller waiting then gets `Error::Poisoned` (`failure()` tells
+//! what happened); reopen the cluster to recover.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use parking_lot::{Condvar, Mutex};
+
+use super::ids::{Placement, ShardId};
+use super::message::Envelope;
+use super::node::{Effects, Node, Outcome, Sabotage, Started};
+use super::route;
+use super::state::TransferState;
+use super::transport::{ChannelTransport, Inbox, Transport, envelopes};
+use crate::error::{Error, Result};
+use crate::ledger::{
+    Account, AccountFlags, CreateAccountResult, CreateTransferResult, Ledger, LedgerOptions,
+    Transfer,
+};
+
+/// The file that records how many shards a cluster directory has.
+const SHARDS_FILE: &str = "SHARDS";
+/// The most envelopes a shard thread handles in one commit.
+const MAX_ENVELOPES: usize = 64;
+
+/// Options for `Cluster::open`.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// How many shards (1 to 256). Fixed when the directory is created.
+    pub shards: u32,
+    /// Where accounts live.
+    pub placement: Placement,
+    /// Each shard's ledger options (the engine's `fs` is shared).
+    pub ledger: LedgerOptions,
+    /// How long an unanswered message waits before it is sent again.
+    pub resend_interval: Duration,
+    /// A deliberately broken protocol, for the tests that show each check
+    /// can fail. Leave it `None`.
+    #[doc(hidden)]
+    pub sabotage: Option<Sabotage>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            shards: 4,
+            placement: Placement::Hash,
+            ledger: LedgerOptions::default(),
+            resend_interval: Duration::from_millis(500),
+            sabotage: None,
+        }
+    }
+}
+
+/// Callers waiting for cross-shard transfers to become final.
+#[derive(Debug, Default)]
+struct Waiters {
+    /// id -> (callers waiting, the outcome once known).
+    slots: HashMap<u128, (usize, Option<Outcome>)>,
+    /// Why a shard thread stopped, if one did.
+    failure: Option<String>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    nodes: Vec<Node>,
+    transport: ChannelTransport,
+    waiters: Mutex<Waiters>,
+    finished: Condvar,
+    options: ClusterOptions,
+}
+
+impl Shared {
+    fn dispatch(&self, from: ShardId, fx: Effects) {
+        for (to, env) in envelopes(from, fx.send) {
+            self.transport.send(to, env);
+        }
+        if fx.finished.is_empty() {
+            return;
+        }
+        let mut w = self.waiters.lock();
+        for o in fx.finished {
+            if let Some(slot) = w.slots.get_mut(&o.id) {
+                slot.1 = Some(o);
+            }
+        }
+        drop(w);
+        self.finished.notify_all();
+    }
+
+    fn fail(&self, shard: ShardId, e: &Error) {
+        self.waiters.lock().failure = Some(format!("shard {shard}: {e}"));
+        self.finished.notify_all();
+    }
+}
+
+/// Ledgers on K shards, with transfers between them by two-phase commit.
+/// `Send + Sync`: share it between threads.
+#[derive(Debug)]
+pub struct Cluster {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    stopped: AtomicBool,
+}
+
+impl Cluster {
+    /// Opens (or creates) a cluster in `dir`: shard `i` in `dir/shard-i`.
+    /// Every unfinished cross-shard transfer resumes.
+    pub fn open(dir: impl AsRef<Path>, options: ClusterOptions) -> Result<Cluster> {
+        let dir = dir.as_ref();
+        if options.shards == 0 || options.shards > 256 {
+            return Err(Error::invalid(format!(
+                "a cluster has 1 to 256 shards, not {}",
+                options.shards
+            )));
+        }
+        check_shard_count(dir, options.shards)?;
+        let mut nodes = Vec::with_capacity(options.shards as usize);
+        for i in 0..options.shards {
+            let shard_dir: PathBuf = dir.join(format!("shard-{i}"));
+            nodes.push(Node::open(
+                i,
+                &shard_dir,
+                options.ledger.clone(),
+                options.sabotage,
+            )?);
+        }
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..options.shards)
+            .map(|_| crossbeam_channel::unbounded())
+            .unzip();
+        let shared = Arc::new(Shared {
+            nodes,
+            transport: ChannelTransport::new(senders),
+            waiters: Mutex::new(Waiters::default()),
+            finished: Condvar::new(),
+            options,
+        });
+        let threads = receivers
+            .into_iter()
+            .enumerate()
+            .map(|(i, rx)| {
+                let shared = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name(format!("mvledger-shard-{i}"))
+                    .spawn(move || shard_thread(&shared, i as ShardId, &rx))
+                    .map_err(Error::Io)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Cluster {
+            shared,
+            threads,
+            stopped: AtomicBool::new(false),
+        })
+    }
+
+    /// How many shards.
+    pub fn shards(&self) -> u32 {
+        self.shared.options.shards
+    }
+
+    /// The shard account `id` lives on.
+    pub fn shard_of(&self, id: u128) -> ShardId {
+        self.shared.options.placement.shard(id, self.shards())
+    }
+
+    /// Shard `i`'s ledger, for reads at its own snapshot.
+    pub fn shard(&self, i: ShardId) -> Option<&Ledger> {
+        self.shared.nodes.get(i as usize).map(|n| &n.ledger)
+    }
+
+    /// Creates accounts, each on its shard: one result per account, in
+    /// input order. A linked chain must lie on one shard.
+    pub fn create_accounts(&self, accounts: &[Account]) -> Result<Vec<CreateAccountResult>> {
+        let per_shard = route::accounts(accounts, self.shared.options.placement, self.shards())?;
+        let mut results = vec![CreateAccountResult::Ok; accounts.len()];
+        let outcome = std::thread::scope(|s| {
+            let handles: Vec<_> = per_shard
+                .iter()
+                .enumerate()
+                .filter(|(_, items)| !items.is_empty())
+                .map(|(i, items)| {
+                    s.spawn(move || {
+                        let mut batch: Vec<Account> = items.iter().map(|(_, a)| *a).collect();
+                        if self.shared.options.sabotage == Some(Sabotage::DropLimitFlags) {
+                            for a in &mut batch {
+                                a.flags.remove(
+                                    AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS
+                                        | AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
+                                );
+                            }
+                        }
+                        self.shared.nodes[i].ledger.create_accounts(&batch)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(Err(Error::Poisoned)))
+                .collect::<Vec<_>>()
+        });
+        let mut outcome = outcome.into_iter();
+        for items in per_shard.iter().filter(|items| !items.is_empty()) {
+            let rs = outcome.next().unwrap_or(Err(Error::Poisoned))?;
+            for ((i, _), r) in items.iter().zip(rs) {
+                results[*i] = r;
+            }
+        }
+        Ok(results)
+    }
+
+    /// Creates transfers: one result per transfer, in input order. A
+    /// transfer within one shard is that shard's ledger's result; a
+    /// transfer between shards returns once it is final: `Ok` if it
+    /// committed, else the reason its leg was refused. Sending the same
+    /// cross-shard transfer again returns `Exists` if it committed, its
+    /// refusal if it aborted. The outer `Result` is for engine failures and
+    /// for calls the cluster cannot route (`route.rs`).
+    pub fn create_transfers(&self, transfers: &[Transfer]) -> Result<Vec<CreateTransferResult>> {
+        let routes = route::transfers(transfers, self.shared.options.placement, self.shards())?;
+        let mut results = vec![CreateTransferResult::Ok; transfers.len()];
+        let cross_ids: Vec<u128> = routes
+            .cross
+            .iter()
+            .flatten()
+            .map(|(_, t, _)| t.id)
+            .collect();
+        self.register(&cross_ids);
+        let run = self.run_routes(&routes, &mut results);
+        let waited = run.and_then(|waits| self.wait(&waits, &mut results));
+        self.unregister(&cross_ids);
+        waited?;
+        Ok(results)
+    }
+
+    /// Runs each shard's part from its own thread; returns the cross-shard
+    /// transfers to wait for: (input index, id, whether it existed before).
+    fn run_routes(
+        &self,
+        routes: &route::Routes,
+        results: &mut [CreateTransferResult],
+    ) -> Result<Vec<(usize, u128, bool)>> {
+        type Part = Result<(Vec<(usize, CreateTransferResult)>, Vec<(usize, u128, bool)>)>;
+        let parts: Vec<Part> = std::thread::scope(|s| {
+            let mut handles = Vec::new();
+            for (i, node) in self.shared.nodes.iter().enumerate() {
+                let local = &routes.local[i];
+                let cross = &routes.cross[i];
+                if local.is_empty() && cross.is_empty() {
+                    continue;
+                }
+                let shared = &self.shared;
+                handles.push(s.spawn(move || -> Part {
+                    let mut done = Vec::new();
+                    let mut waits = Vec::new();
+                    if !local.is_empty() {
+                        let batch: Vec<Transfer> = local.iter().map(|(_, t)| *t).collect();
+                        let rs = node.ledger.create_transfers(&batch)?;
+                        done.extend(local.iter().map(|(i, _)| *i).zip(rs));
+                    }
+                    if !cross.is_empty() {
+                        let items: Vec<(Transfer, ShardId)> =
+                            cross.iter().map(|(_, t, c)| (*t, *c)).collect();
+                        let (started, fx) = node.initiate(&items)?;
+                        shared.dispatch(node.shard, fx);
+                        for ((i, t, _), s) in cross.iter().zip(started) {
+                            match s {
+                                Started::Refused(r) => done.push((*i, r)),
+                                Started::InFlight => waits.push((*i, t.id, false)),
+                                Started::Existing => waits.push((*i, t.id, true)),
+                            }
+                        }
+                    }
+                    Ok((done, waits))
+                }));
+            }
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(Err(Error::Poisoned)))
+                .collect()
+        });
+        let mut waits = Vec::new();
+        for part in parts {
+            let (done, w) = part?;
+            for (i, r) in done {
+                results[i] = r;
+            }
+            waits.extend(w);
+        }
+        // A transfer that existed may be final already: look it up now
+        // that its waiter is registered (a later finish will notify).
+        for &(_, id, existed) in &waits {
+            if existed
+                && let Some(agg) = self.coordinator_aggregate(id)?
+                && agg.state.is_final()
+            {
+                let mut w = self.shared.waiters.lock();
+                if let Some(slot) = w.slots.get_mut(&id) {
+                    slot.1 = Some(Outcome {
+                        id,
+                        committed: agg.state == TransferState::Committed,
+                        refusal: agg.refusal,
+                    });
+                }
+            }
+        }
+        Ok(waits)
+    }
+
+    fn register(&self, ids: &[u128]) {
+        let mut w = self.shared.waiters.lock();
+        for &id in ids {
+            w.slots.entry(id).or_insert((0, None)).0 += 1;
+        }
+    }
+
+    fn unregister(&self, ids: &[u128]) {
+        let mut w = self.shared.waiters.lock();
+        for id in ids {
+            if let Some(slot) = w.slots.get_mut(id) {
+                slot.0 -= 1;
+                if slot.0 == 0 {
+                    w.slots.remove(id);
+                }
+            }
+        }
+    }
+
+    fn wait(
+        &self,
+        waits: &[(usize, u128, bool)],
+        results: &mut [CreateTransferResult],
+    ) -> Result<()> {
+        let mut w = self.shared.waiters.lock();
+        for &(i, id, existed) in waits {
+            let outcome = loop {
+                if w.failure.is_some() {
+                    return Err(Error::Poisoned);
+                }
+                if let Some(o) = w.slots.get(&id).and_then(|s| s.1) {
+                    break o;
+                }
+                self.shared.finished.wait(&mut w);
+            };
+            results[i] = match (outcome.committed, existed) {
+                (true, false) => CreateTransferResult::Ok,
+                (true, true) => CreateTransferResult::Exists,
+                (false, _) => outcome
+                    .refusal
+                    .unwrap_or(CreateTransferResult::LinkedEventFailed),
+            };
+        }
+        Ok(())
+    }
+
+    fn coordinator_aggregate(&self, id: u128) -> Result<Option<super::state::Aggregate>> {
+        for node in &self.shared.nodes {
+            if let Some(agg) = node.aggregate(&node.ledger.snapshot(), id)? {
+                return Ok(Some(agg));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Where cross-shard transfer `id` is (`None`: no shard coordinates a
+    /// transfer with that id; same-shard transfers have no state here).
+    pub fn transfer_state(&self, id: u128) -> Result<Option<TransferState>> {
+        Ok(self.coordinator_aggregate(id)?.map(|a| a.state))
+    }
+
+    /// The accounts with these ids that exist, each read at its own
+    /// shard's snapshot, in input order.
+    pub fn lookup_accounts(&self, ids: &[u128]) -> Result<Vec<Account>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let shard = &self.shared.nodes[self.shard_of(id) as usize];
+            out.extend(shard.ledger.lookup_accounts(&[id])?);
+        }
+        Ok(out)
+    }
+
+    /// How many cross-shard transfers are not final yet, over all shards.
+    pub fn in_flight(&self) -> usize {
+        self.shared.nodes.iter().map(Node::in_flight).sum()
+    }
+
+    /// Why a shard's thread stopped, if one did.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.waiters.lock().failure.clone()
+    }
+
+    /// Waits up to `timeout` until no cross-shard transfer is in flight;
+    /// returns whether that happened.
+    pub fn settle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.in_flight() > 0 {
+            if Instant::now() >= deadline || self.failure().is_some() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !self.stopped.swap(true, Ordering::SeqCst) {
+            self.shared.transport.stop();
+            for t in self.threads.drain(..) {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Checks (or, for a new directory, records) the shard count.
+fn check_shard_count(dir: &Path, shards: u32) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(SHARDS_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => match s.trim().parse::<u32>() {
+            Ok(n) if n == shards => Ok(()),
+            Ok(n) => Err(Error::invalid(format!(
+                "{} holds a cluster of {n} shards, not {shards}",
+                dir.display()
+            ))),
+            Err(_) => Err(Error::corruption(&path, 0, "not a shard count")),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = dir.join("SHARDS.tmp");
+            std::fs::write(&tmp, format!("{shards}\n"))?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(dir)?.sync_all()?;
+            Ok(())
+        }
+        Err(e) => Err(Error::Io(e)),
+    }
+}
+
+/// A shard's thread: handles everything that has arrived as one batch,
+/// and re-sends what stayed unanswered over a resend interval.
+fn shard_thread(shared: &Shared, shard: ShardId, rx: &Receiver<Inbox>) {
+    let node = &shared.nodes[shard as usize];
+    let interval = shared.options.resend_interval;
+    // A restart resumes every unfinished transfer: send the outbox now.
+    let mut unanswered: HashSet<(ShardId, u128)> = HashSet::new();
+    let step =
+        |envs: &[Envelope], resend: bool, unanswered: &mut HashSet<(ShardId, u128)>| {
+            let mut fx = if envs.is_empty() {
+                Effects::default()
+            } else {
+                node.handle(envs)?
+            };
+            if resend {
+                let again = node.resend()?;
+                // Only what was already owed a tick ago: fresh messages are
+                // still on their way.
+                let now: HashSet<(ShardId, u128)> =
+                    again.send.iter().map(|(to, m)| (*to, m.id())).collect();
+                fx.send.extend(again.send.into_iter().filter(|(to, m)| {
+                    unanswered.is_empty() || unanswered.contains(&(*to, m.id()))
+                }));
+                *unanswered = now;
+            }
+            shared.dispatch(shard, fx);
+            Ok::<(), Error>(())
+        };
+    if let Err(e) = step(&[], true, &mut unanswered) {
+        shared.fail(shard, &e);
+        return;
+    }
+    let mut next_resend = Instant::now() + interval;
+    loop {
+        let first = match rx.recv_timeout(next_resend.saturating_duration_since(Instant::now())) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut envs = Vec::new();
+        let mut stop = false;
+        for m in first.into_iter().chain(rx.try_iter().take(MAX_ENVELOPES)) {
+            match m {
+                Inbox::Envelope(e) => envs.push(e),
+                Inbox::Stop => stop = true,
+            }
+        }
+        if stop {
+            return;
+        }
+        let resend = Instant::now() >= next_resend;
+        if resend {
+            next_resend = Instant::now() + interval;
+        }
+        if let Err(e) = step(&envs, resend, &mut unanswered) {
+            shared.fail(shard, &e);
+            return;
+        }
+    }
+}

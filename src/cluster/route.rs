@@ -1,0 +1,187 @@
+//! Splits a call's accounts and transfers by shard, and refuses what the
+//! cluster cannot do, before anything is written.
+//!
+//! Rules: ids in the reserved range (`ids::is_reserved`) are refused for
+//! accounts, transfers and account references; a transfer between shards
+//! must be a plain one (no flags: pending, post, void, balancing, closing
+//! and linked transfers stay within one shard); a linked chain must lie on
+//! one shard. Each is an `Error::InvalidArgument` for the whole call,
+//! naming the item.
+
+use super::ids::{Placement, ShardId, is_reserved};
+use crate::error::{Error, Result};
+use crate::ledger::{Account, AccountFlags, Transfer, TransferFlags};
+
+/// A call's transfers by shard.
+#[derive(Debug, Default)]
+pub(crate) struct Routes {
+    /// Per shard: (input index, transfer) of the transfers within it.
+    pub(crate) local: Vec<Vec<(usize, Transfer)>>,
+    /// Per coordinator shard: (input index, transfer, credit shard).
+    pub(crate) cross: Vec<Vec<(usize, Transfer, ShardId)>>,
+}
+
+/// Where a linked chain's items go: every item of a chain on one shard.
+fn check_chains<T>(
+    items: &[T],
+    linked: impl Fn(&T) -> bool,
+    shard: impl Fn(&T) -> Option<ShardId>,
+    what: &str,
+) -> Result<()> {
+    let mut chain_shard: Option<Option<ShardId>> = None;
+    for (i, item) in items.iter().enumerate() {
+        let s = shard(item);
+        if let Some(cs) = chain_shard
+            && (cs != s || s.is_none())
+        {
+            return Err(Error::invalid(format!(
+                "{what} {i} continues a linked chain on another shard; a chain must lie on one shard"
+            )));
+        }
+        chain_shard = if linked(item) {
+            if s.is_none() {
+                return Err(Error::invalid(format!(
+                    "{what} {i} is linked and crosses shards; a linked chain must lie on one shard"
+                )));
+            }
+            Some(s)
+        } else {
+            None
+        };
+    }
+    Ok(())
+}
+
+/// Splits accounts by shard: (input index, account) per shard.
+pub(crate) fn accounts(
+    accounts: &[Account],
+    placement: Placement,
+    shards: u32,
+) -> Result<Vec<Vec<(usize, Account)>>> {
+    for (i, a) in accounts.iter().enumerate() {
+        if is_reserved(a.id) {
+            return Err(Error::invalid(format!(
+                "account {i}: id {:#x} is in the range the cluster reserves (top byte 0xFF)",
+                a.id
+            )));
+        }
+    }
+    check_chains(
+        accounts,
+        |a| a.flags.contains(AccountFlags::LINKED),
+        |a| Some(placement.shard(a.id, shards)),
+        "account",
+    )?;
+    let mut out = vec![Vec::new(); shards as usize];
+    for (i, a) in accounts.iter().enumerate() {
+        out[placement.shard(a.id, shards) as usize].push((i, *a));
+    }
+    Ok(out)
+}
+
+/// Splits transfers into same-shard ones and cross-shard ones.
+pub(crate) fn transfers(
+    transfers: &[Transfer],
+    placement: Placement,
+    shards: u32,
+) -> Result<Routes> {
+    let shard_of = |t: &Transfer| {
+        let (d, c) = (
+            placement.shard(t.debit_account_id, shards),
+            placement.shard(t.credit_account_id, shards),
+        );
+        (d, c)
+    };
+    for (i, t) in transfers.iter().enumerate() {
+        for (what, id) in [
+            ("id", t.id),
+            ("debit account", t.debit_account_id),
+            ("credit account", t.credit_account_id),
+            ("pending id", t.pending_id),
+        ] {
+            if is_reserved(id) {
+                return Err(Error::invalid(format!(
+                    "transfer {i}: {what} {id:#x} is in the range the cluster reserves (top byte 0xFF)"
+                )));
+            }
+        }
+        let settles = t.flags.intersects(
+            TransferFlags::POST_PENDING_TRANSFER | TransferFlags::VOID_PENDING_TRANSFER,
+        );
+        let (d, c) = shard_of(t);
+        if d != c && !t.flags.is_empty() {
+            return Err(Error::invalid(format!(
+                "transfer {i} crosses shards ({d} -> {c}) with flags {:?}; only plain transfers may cross shards",
+                t.flags
+            )));
+        }
+        if settles && (t.debit_account_id == 0 || t.credit_account_id == 0) {
+            return Err(Error::invalid(format!(
+                "transfer {i} posts or voids a pending transfer: give its debit and credit accounts so that the cluster can find its shard"
+            )));
+        }
+    }
+    check_chains(
+        transfers,
+        |t| t.flags.contains(TransferFlags::LINKED),
+        |t| {
+            let (d, c) = shard_of(t);
+            (d == c).then_some(d)
+        },
+        "transfer",
+    )?;
+    let mut routes = Routes {
+        local: vec![Vec::new(); shards as usize],
+        cross: vec![Vec::new(); shards as usize],
+    };
+    for (i, t) in transfers.iter().enumerate() {
+        let (d, c) = shard_of(t);
+        if d == c {
+            routes.local[d as usize].push((i, *t));
+        } else {
+            routes.cross[d as usize].push((i, *t, c));
+        }
+    }
+    Ok(routes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(id: u128, dr: u128, cr: u128, flags: TransferFlags) -> Transfer {
+        Transfer {
+            id,
+            debit_account_id: dr,
+            credit_account_id: cr,
+            amount: 1,
+            ledger: 1,
+            code: 1,
+            flags,
+            ..Transfer::default()
+        }
+    }
+
+    #[test]
+    fn splits_by_shard_and_refuses_what_cannot_cross() {
+        let m = Placement::Modulo;
+        let none = TransferFlags::empty();
+        let r = transfers(&[t(1, 4, 8, none), t(2, 1, 2, none)], m, 4).unwrap();
+        assert_eq!(r.local[0].len(), 1);
+        assert_eq!(r.cross[1][0].2, 2);
+        // Reserved ids, flags across shards, chains across shards.
+        assert!(transfers(&[t(0xFF << 120, 1, 2, none)], m, 4).is_err());
+        assert!(transfers(&[t(1, 1, 0xFF << 120, none)], m, 4).is_err());
+        assert!(transfers(&[t(1, 1, 2, TransferFlags::PENDING)], m, 4).is_err());
+        assert!(transfers(&[t(1, 4, 8, TransferFlags::LINKED), t(2, 1, 5, none)], m, 4).is_err());
+        assert!(
+            transfers(
+                &[t(1, 4, 8, TransferFlags::LINKED), t(2, 12, 16, none)],
+                m,
+                4
+            )
+            .is_ok()
+        );
+        assert!(transfers(&[t(1, 1, 2, TransferFlags::LINKED), t(2, 1, 5, none)], m, 4).is_err());
+    }
+}

@@ -1,0 +1,834 @@
+//! The deterministic cluster simulator: one thread, a seeded random number
+//! generator, virtual time, a network that loses, duplicates, reorders and
+//! delays envelopes, and shards that crash (and lose whatever they had not
+//! synced, on the power-loss file system `SimFs`) and restart at any step,
+//! also in the middle of a commit. A run submits random accounts and
+//! transfers (within and between shards, some of them bound to be refused
+//! by balance limits or ledgers), heals the faults, lets the cluster
+//! settle, restarts every shard once more, and checks:
+//!
+//! - `final-state`: every cross-shard transfer is `Committed` or `Aborted`;
+//! - `both-sides`: committed means posted on both shards, aborted means
+//!   voided (or never reserved) on both;
+//! - `no-pending`: no reservation is left on any account;
+//! - `debits-equal-credits`: per ledger, over all shards;
+//! - `settlement-nets-zero`: per ledger, the settlement accounts of all
+//!   shards net to zero;
+//! - `limits`: no account ever broke the limit flags it was created with
+//!   (checked during the run too);
+//! - `model-balances`: every account's balance is what the acknowledged
+//!   transfers (same-shard ones by their results, cross-shard ones by
+//!   their final state) add up to.
+//!
+//! The same seed replays the same run exactly: `run` returns the first
+//! violation with its seed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::ids::{Placement, ShardId, settle_id, settlement_account};
+use super::message::Envelope;
+use super::node::{Effects, Node, Sabotage, Started};
+use super::route;
+use super::state::TransferState;
+use super::transport::{Transport, envelopes};
+use crate::ledger::{
+    Account, AccountFlags, CreateTransferResult, LedgerOptions, ManualClock, Transfer,
+};
+use crate::wal::SimFs;
+use crate::{Options, SyncMode};
+
+/// What one simulated run does.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Everything random comes from this.
+    pub seed: u64,
+    /// Shards (2 to 4 by default).
+    pub shards: u32,
+    /// User accounts.
+    pub accounts: u32,
+    /// User transfers.
+    pub transfers: u32,
+    /// Chance that an envelope is lost, in percent.
+    pub loss_pct: u32,
+    /// Chance that an envelope is delivered twice, in percent.
+    pub duplicate_pct: u32,
+    /// Chance per step that a shard crashes, in percent.
+    pub crash_pct: u32,
+    /// A deliberately broken protocol (for the tests that show each check
+    /// can fail).
+    #[doc(hidden)]
+    pub sabotage: Option<Sabotage>,
+}
+
+impl SimConfig {
+    /// A run whose sizes and fault rates are drawn from `seed`.
+    pub fn from_seed(seed: u64) -> SimConfig {
+        let mut rng = Rng(seed ^ 0x5EED);
+        SimConfig {
+            seed,
+            shards: 2 + rng.below(3) as u32,
+            accounts: 4 + rng.below(9) as u32,
+            transfers: 5 + rng.below(30) as u32,
+            loss_pct: rng.below(30) as u32,
+            duplicate_pct: rng.below(20) as u32,
+            crash_pct: rng.below(6) as u32,
+            sabotage: None,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimReport {
+    /// Steps of the faulty phase and of the healing.
+    pub steps: u64,
+    /// Cross-shard transfers that committed.
+    pub committed: u64,
+    /// Cross-shard transfers that aborted.
+    pub aborted: u64,
+    /// Transfers refused before anything was recorded, or within a shard.
+    pub refused: u64,
+    /// Same-shard transfers applied.
+    pub local: u64,
+    /// Shard crashes.
+    pub crashes: u64,
+    /// Envelopes sent, lost, duplicated.
+    pub envelopes: (u64, u64, u64),
+}
+
+/// A small deterministic generator (splitmix64).
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn pct(&mut self, p: u32) -> bool {
+        self.below(100) < u64::from(p)
+    }
+}
+
+/// The simulated network: envelopes wait in one queue with a delivery
+/// time; delivery picks among the due ones at random (reordering).
+#[derive(Debug)]
+struct Net {
+    state: Mutex<NetState>,
+}
+
+#[derive(Debug)]
+struct NetState {
+    rng: Rng,
+    now_us: u64,
+    queue: Vec<(u64, ShardId, Envelope)>,
+    loss_pct: u32,
+    duplicate_pct: u32,
+    sent: u64,
+    lost: u64,
+    duplicated: u64,
+}
+
+impl Transport for Net {
+    fn send(&self, to: ShardId, envelope: Envelope) {
+        let mut s = self.state.lock();
+        s.sent += 1;
+        let (loss, dup) = (s.loss_pct, s.duplicate_pct);
+        if s.rng.pct(loss) {
+            s.lost += 1;
+            return;
+        }
+        let copies = if s.rng.pct(dup) { 2 } else { 1 };
+        s.duplicated += copies - 1;
+        for _ in 0..copies {
+            let at = s.now_us + 1 + s.rng.below(2_000);
+            s.queue.push((at, to, envelope.clone()));
+        }
+    }
+}
+
+/// A simulated shard: its file system survives its crashes.
+struct SimShard {
+    fs: SimFs,
+    node: Option<Node>,
+    /// When a crashed shard comes back (virtual µs).
+    restart_at_us: u64,
+}
+
+/// Where a user transfer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// Not yet acknowledged: submitted again until it is.
+    Unacked,
+    /// A same-shard transfer or a refused cross-shard one: its result.
+    Done(CreateTransferResult),
+    /// A cross-shard transfer in the hands of its coordinator.
+    Cross,
+}
+
+struct Sim {
+    config: SimConfig,
+    rng: Rng,
+    net: Arc<Net>,
+    shards: Vec<SimShard>,
+    clock: Arc<ManualClock>,
+    accounts: Vec<Account>,
+    transfers: Vec<Transfer>,
+    status: Vec<Status>,
+    report: SimReport,
+}
+
+const PLACEMENT: Placement = Placement::Hash;
+
+impl Sim {
+    fn fail(&self, check: &str, what: impl std::fmt::Display) -> String {
+        format!(
+            "cluster simulation seed {} broke [{check}]: {what} (replay: MVLEDGER_SIM_SEED={} cargo test --test cluster_sim)",
+            self.config.seed, self.config.seed
+        )
+    }
+
+    fn now_us(&self) -> u64 {
+        self.net.state.lock().now_us
+    }
+
+    fn open_node(&mut self, i: usize) -> Result<(), String> {
+        let options = LedgerOptions {
+            engine: Options {
+                sync: SyncMode::Always,
+                fs: Arc::new(self.shards[i].fs.clone()),
+                segment_bytes: 64 * 1024,
+                ..Options::default()
+            },
+            clock: Arc::clone(&self.clock) as _,
+        };
+        let dir = PathBuf::from(format!("/sim/shard-{i}"));
+        let node = Node::open(i as ShardId, &dir, options, self.config.sabotage)
+            .map_err(|e| self.fail("recovery", format!("shard {i} failed to open: {e}")))?;
+        self.shards[i].node = Some(node);
+        Ok(())
+    }
+
+    /// Crashes shard `i`: what it had not synced is gone.
+    fn crash(&mut self, i: usize, down_us: u64) {
+        let s = &mut self.shards[i];
+        s.node = None;
+        s.fs = s.fs.crash();
+        s.restart_at_us = self.net.state.lock().now_us + down_us;
+        self.report.crashes += 1;
+    }
+
+    /// Handles an engine error from shard `i`: a power cut is a crash;
+    /// anything else is a bug.
+    fn on_error(&mut self, i: usize, e: crate::Error) -> Result<(), String> {
+        if self.shards[i].fs.is_off() {
+            self.crash(i, 0);
+            Ok(())
+        } else {
+            Err(self.fail("shard-error", format!("shard {i}: {e}")))
+        }
+    }
+
+    fn dispatch(&self, from: usize, fx: Effects) {
+        for (to, env) in envelopes(from as ShardId, fx.send) {
+            self.net.send(to, env);
+        }
+    }
+
+    fn create_accounts(&mut self) -> Result<(), String> {
+        let per_shard = route::accounts(&self.accounts, PLACEMENT, self.config.shards)
+            .map_err(|e| self.fail("setup", e))?;
+        for (i, items) in per_shard.iter().enumerate() {
+            let mut batch: Vec<Account> = items.iter().map(|(_, a)| *a).collect();
+            if self.config.sabotage == Some(Sabotage::DropLimitFlags) {
+                for a in &mut batch {
+                    a.flags = AccountFlags::empty();
+                }
+            }
+            let node = self.shards[i].node.as_ref().ok_or("shard down at setup")?;
+            node.ledger
+                .create_accounts(&batch)
+                .map_err(|e| self.fail("setup", e))?;
+        }
+        Ok(())
+    }
+
+    /// Submits the transfers `idx` (not yet acknowledged) to their shards.
+    fn submit(&mut self, idx: &[usize]) -> Result<(), String> {
+        let batch: Vec<Transfer> = idx.iter().map(|&i| self.transfers[i]).collect();
+        let routes = route::transfers(&batch, PLACEMENT, self.config.shards)
+            .map_err(|e| self.fail("routing", e))?;
+        for shard in 0..self.shards.len() {
+            let (local, cross) = (&routes.local[shard], &routes.cross[shard]);
+            if local.is_empty() && cross.is_empty() {
+                continue;
+            }
+            let Some(node) = self.shards[shard].node.as_ref() else {
+                continue;
+            };
+            if !local.is_empty() {
+                let part: Vec<Transfer> = local.iter().map(|(_, t)| *t).collect();
+                match node.ledger.create_transfers(&part) {
+                    Ok(rs) => {
+                        for ((k, _), r) in local.iter().zip(rs) {
+                            self.status[idx[*k]] = Status::Done(r);
+                        }
+                    }
+                    Err(e) => {
+                        self.on_error(shard, e)?;
+                        continue;
+                    }
+                }
+            }
+            let Some(node) = self.shards[shard].node.as_ref() else {
+                continue;
+            };
+            if !cross.is_empty() {
+                let items: Vec<(Transfer, ShardId)> =
+                    cross.iter().map(|(_, t, c)| (*t, *c)).collect();
+                match node.initiate(&items) {
+                    Ok((started, fx)) => {
+                        self.dispatch(shard, fx);
+                        for ((k, _, _), s) in cross.iter().zip(started) {
+                            self.status[idx[*k]] = match s {
+                                Started::Refused(r) => Status::Done(r),
+                                Started::InFlight | Started::Existing => Status::Cross,
+                            };
+                        }
+                    }
+                    Err(e) => self.on_error(shard, e)?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, pick_random: bool) -> Result<bool, String> {
+        let next = {
+            let mut s = self.net.state.lock();
+            let now = s.now_us;
+            let due: Vec<usize> = (0..s.queue.len())
+                .filter(|&k| s.queue[k].0 <= now)
+                .collect();
+            if due.is_empty() {
+                None
+            } else {
+                let k = if pick_random {
+                    due[s.rng.below(due.len() as u64) as usize]
+                } else {
+                    due[0]
+                };
+                Some(s.queue.remove(k))
+            }
+        };
+        let Some((_, to, env)) = next else {
+            return Ok(false);
+        };
+        let i = to as usize;
+        let Some(node) = self.shards.get(i).and_then(|s| s.node.as_ref()) else {
+            return Ok(true); // a down shard loses what arrives
+        };
+        match node.handle(&[env]) {
+            Ok(fx) => self.dispatch(i, fx),
+            Err(e) => self.on_error(i, e)?,
+        }
+        Ok(true)
+    }
+
+    fn resend(&mut self, i: usize) -> Result<(), String> {
+        let Some(node) = self.shards[i].node.as_ref() else {
+            return Ok(());
+        };
+        match node.resend() {
+            Ok(fx) => self.dispatch(i, fx),
+            Err(e) => self.on_error(i, e)?,
+        }
+        Ok(())
+    }
+
+    fn restart_due(&mut self) -> Result<(), String> {
+        let now = self.now_us();
+        for i in 0..self.shards.len() {
+            if self.shards[i].node.is_none() && self.shards[i].restart_at_us <= now {
+                self.open_node(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, us: u64) {
+        let mut s = self.net.state.lock();
+        s.now_us += us;
+        self.clock.set(1_000_000_000 + s.now_us * 1_000);
+    }
+
+    /// The faulty phase: random steps until every transfer was submitted
+    /// and acknowledged at least once, or the step budget runs out.
+    fn chaos(&mut self) -> Result<(), String> {
+        let mut next = 0usize;
+        for step in 0..4_000u64 {
+            self.report.steps += 1;
+            let dt = 1 + self.rng.below(500);
+            self.advance(dt);
+            self.restart_due()?;
+            let roll = self.rng.below(100);
+            if roll < 25 && next < self.transfers.len() {
+                let n = 1 + self.rng.below(4) as usize;
+                let idx: Vec<usize> = (next..(next + n).min(self.transfers.len())).collect();
+                next += idx.len();
+                self.submit(&idx)?;
+            } else if roll < 30 {
+                // Retry what a crash left unacknowledged.
+                let unacked: Vec<usize> = (0..next)
+                    .filter(|&k| self.status[k] == Status::Unacked)
+                    .take(4)
+                    .collect();
+                if !unacked.is_empty() {
+                    self.submit(&unacked)?;
+                }
+            } else if roll < 75 {
+                self.deliver(true)?;
+            } else if roll < 85 {
+                let i = self.rng.below(self.shards.len() as u64) as usize;
+                self.resend(i)?;
+            } else if self.rng.pct(self.config.crash_pct * 10) {
+                let i = self.rng.below(self.shards.len() as u64) as usize;
+                if self.shards[i].node.is_some() {
+                    if self.rng.pct(50) {
+                        let down = self.rng.below(20_000);
+                        self.crash(i, down);
+                    } else {
+                        // Mid-operation: the power goes within a few calls.
+                        let n = 1 + self.rng.below(12);
+                        self.shards[i].fs.cut_power_after(n);
+                    }
+                }
+            }
+            if step % 32 == 0 {
+                self.check_limits()?;
+            }
+            if next == self.transfers.len()
+                && self.status.iter().all(|s| *s != Status::Unacked)
+                && self.rng.pct(5)
+            {
+                break;
+            }
+        }
+        // Submit whatever the budget left unsubmitted; healing retries.
+        Ok(())
+    }
+
+    /// Heals every fault and lets the cluster finish its work; returns
+    /// whether it did.
+    fn heal(&mut self) -> Result<bool, String> {
+        {
+            let mut s = self.net.state.lock();
+            s.loss_pct = 0;
+            s.duplicate_pct = 0;
+        }
+        for i in 0..self.shards.len() {
+            self.shards[i].fs.disarm();
+            if self.shards[i].fs.is_off() {
+                self.crash(i, 0);
+            }
+            self.shards[i].restart_at_us = 0;
+        }
+        self.restart_due()?;
+        for _round in 0..50 {
+            self.report.steps += 1;
+            self.advance(10_000);
+            let unacked: Vec<usize> = (0..self.transfers.len())
+                .filter(|&k| self.status[k] == Status::Unacked)
+                .collect();
+            if !unacked.is_empty() {
+                self.submit(&unacked)?;
+            }
+            for i in 0..self.shards.len() {
+                self.resend(i)?;
+            }
+            while self.deliver(false)? {}
+            if self.settled()? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn nodes(&self) -> impl Iterator<Item = (usize, &Node)> {
+        self.shards
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.node.as_ref().map(|n| (i, n)))
+    }
+
+    fn settled(&self) -> Result<bool, String> {
+        if self.status.contains(&Status::Unacked) || !self.net.state.lock().queue.is_empty() {
+            return Ok(false);
+        }
+        for (i, n) in self.nodes() {
+            let left = n.in_flight()
+                + n.outbox_len()
+                    .map_err(|e| self.fail("read", format!("{i}: {e}")))?;
+            if left > 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Every account of every shard, with its shard.
+    fn all_accounts(&self) -> Result<Vec<(usize, Account)>, String> {
+        let mut out = Vec::new();
+        for (i, n) in self.nodes() {
+            let accounts = n
+                .ledger
+                .snapshot()
+                .accounts()
+                .map_err(|e| self.fail("read", e))?;
+            out.extend(accounts.into_iter().map(|a| (i, a)));
+        }
+        Ok(out)
+    }
+
+    fn check_limits(&self) -> Result<(), String> {
+        let wanted: BTreeMap<u128, AccountFlags> =
+            self.accounts.iter().map(|a| (a.id, a.flags)).collect();
+        for (i, a) in self.all_accounts()? {
+            let Some(flags) = wanted.get(&a.id) else {
+                continue;
+            };
+            let debits = a.debits_pending + a.debits_posted;
+            let credits = a.credits_pending + a.credits_posted;
+            if (flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+                && debits > a.credits_posted)
+                || (flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+                    && credits > a.debits_posted)
+            {
+                return Err(self.fail("limits", format!("account {} on shard {i}: {a:?}", a.id)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Restarts every shard from what it synced, then runs every check;
+    /// `Err` lists every check that failed, with its first example.
+    fn verify(&mut self, settled: bool) -> Result<(), String> {
+        let mut broken: BTreeMap<&'static str, String> = BTreeMap::new();
+        if !settled {
+            broken.insert(
+                "final-state",
+                "the cluster did not settle after the faults healed".into(),
+            );
+        }
+        for i in 0..self.shards.len() {
+            self.crash(i, 0);
+            self.report.crashes -= 1;
+        }
+        self.restart_due()?;
+        if let Err(e) = self.check_limits() {
+            broken.insert("limits", e);
+        }
+        let accounts = self.all_accounts()?;
+        for (check, what) in check_accounts(&accounts) {
+            broken.entry(check).or_insert(what);
+        }
+        // final-state and both-sides, and what each transfer applied.
+        let mut net: BTreeMap<u128, i128> = BTreeMap::new();
+        for k in 0..self.transfers.len() {
+            let t = self.transfers[k];
+            let applied = match self.status[k] {
+                Status::Unacked => {
+                    broken
+                        .entry("final-state")
+                        .or_insert(format!("transfer {} never acknowledged", t.id));
+                    false
+                }
+                Status::Done(r) => {
+                    let ok = matches!(r, CreateTransferResult::Ok | CreateTransferResult::Exists);
+                    if ok {
+                        self.report.local += 1;
+                    } else {
+                        self.report.refused += 1;
+                    }
+                    ok
+                }
+                Status::Cross => match self.check_cross(&t)? {
+                    Ok(committed) => committed,
+                    Err((check, what)) => {
+                        broken.entry(check).or_insert(what);
+                        false
+                    }
+                },
+            };
+            if applied {
+                *net.entry(t.debit_account_id).or_default() -= t.amount as i128;
+                *net.entry(t.credit_account_id).or_default() += t.amount as i128;
+            }
+        }
+        for (_, a) in &accounts {
+            if crate::cluster::is_reserved(a.id) {
+                continue;
+            }
+            let balance = a.credits_posted as i128 - a.debits_posted as i128;
+            let expected = net.get(&a.id).copied().unwrap_or(0);
+            if balance != expected {
+                broken.entry("model-balances").or_insert(format!(
+                    "account {}: balance {balance}, acknowledged transfers make {expected}",
+                    a.id
+                ));
+            }
+        }
+        if broken.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = broken.iter().map(|(c, w)| format!("[{c}] {w}")).collect();
+        Err(self.fail(
+            &broken.keys().copied().collect::<Vec<_>>().join(", "),
+            list.join("; "),
+        ))
+    }
+
+    /// Checks a cross-shard transfer on both shards: `Ok(committed)`, or
+    /// the check it breaks.
+    #[allow(clippy::type_complexity)]
+    fn check_cross(
+        &mut self,
+        t: &Transfer,
+    ) -> Result<Result<bool, (&'static str, String)>, String> {
+        let n = self.config.shards;
+        let (a, b) = (
+            PLACEMENT.shard(t.debit_account_id, n) as usize,
+            PLACEMENT.shard(t.credit_account_id, n) as usize,
+        );
+        let node_a = self.shards[a].node.as_ref().ok_or("shard down")?;
+        let node_b = self.shards[b].node.as_ref().ok_or("shard down")?;
+        let Some(agg) = node_a
+            .aggregate(&node_a.ledger.snapshot(), t.id)
+            .map_err(|e| self.fail("read", e))?
+        else {
+            let what = format!("transfer {} has no record on shard {a}", t.id);
+            return Ok(Err(("final-state", what)));
+        };
+        if !agg.state.is_final() {
+            let what = format!("transfer {} is {:?}", t.id, agg.state);
+            return Ok(Err(("final-state", what)));
+        }
+        let has = |node: &Node, id: u128| -> Result<bool, String> {
+            Ok(!node
+                .ledger
+                .lookup_transfers(&[id])
+                .map_err(|e| self.fail("read", e))?
+                .is_empty())
+        };
+        let committed = agg.state == TransferState::Committed;
+        let mut sides = Vec::with_capacity(2);
+        for (shard, node) in [(a, node_a), (b, node_b)] {
+            sides.push((
+                shard,
+                has(node, t.id)?,
+                has(node, settle_id(t.id, true))?,
+                has(node, settle_id(t.id, false))?,
+            ));
+        }
+        for (shard, leg, posted, voided) in sides {
+            let ok = if committed {
+                leg && posted && !voided
+            } else {
+                !posted && (voided || !leg)
+            };
+            if !ok {
+                let what = format!(
+                    "transfer {} is {:?} but on shard {shard} its leg is (reserved {leg}, posted {posted}, voided {voided})",
+                    t.id, agg.state
+                );
+                return Ok(Err(("both-sides", what)));
+            }
+        }
+        if committed {
+            self.report.committed += 1;
+        } else {
+            self.report.aborted += 1;
+        }
+        Ok(Ok(committed))
+    }
+}
+
+/// The account-level checks over every shard's accounts (shard, account):
+/// `no-pending`, `debits-equal-credits` and `settlement-nets-zero`; each
+/// broken check once, with its first example.
+pub fn check_accounts(accounts: &[(usize, Account)]) -> Vec<(&'static str, String)> {
+    let mut broken: BTreeMap<&'static str, String> = BTreeMap::new();
+    let mut per_ledger: BTreeMap<u32, (u128, u128, i128)> = BTreeMap::new();
+    for (i, a) in accounts {
+        if a.debits_pending != 0 || a.credits_pending != 0 {
+            broken
+                .entry("no-pending")
+                .or_insert(format!("shard {i}: {a:?}"));
+        }
+        let e = per_ledger.entry(a.ledger).or_default();
+        e.0 += a.debits_posted;
+        e.1 += a.credits_posted;
+        if a.id == settlement_account(a.ledger, *i as ShardId) {
+            e.2 += a.credits_posted as i128 - a.debits_posted as i128;
+        }
+    }
+    for (ledger, (dr, cr, settlement)) in per_ledger {
+        if dr != cr {
+            broken
+                .entry("debits-equal-credits")
+                .or_insert(format!("ledger {ledger}: {dr} != {cr}"));
+        }
+        if settlement != 0 {
+            broken
+                .entry("settlement-nets-zero")
+                .or_insert(format!("ledger {ledger}: {settlement}"));
+        }
+    }
+    broken.into_iter().collect()
+}
+
+/// Runs one simulated cluster; `Err` is the first violation, naming the
+/// check and the seed.
+pub fn run(config: &SimConfig) -> Result<SimReport, String> {
+    let mut rng = Rng(config.seed);
+    let shards = config.shards.clamp(1, 16);
+    let net = Arc::new(Net {
+        state: Mutex::new(NetState {
+            rng: Rng(config.seed.rotate_left(17) ^ 0xA5A5),
+            now_us: 0,
+            queue: Vec::new(),
+            loss_pct: config.loss_pct,
+            duplicate_pct: config.duplicate_pct,
+            sent: 0,
+            lost: 0,
+            duplicated: 0,
+        }),
+    });
+    let accounts: Vec<Account> = (1..=u128::from(config.accounts.max(2)))
+        .map(|id| {
+            let flags = match rng.below(10) {
+                0..=3 => AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+                4..=5 => AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
+                _ => AccountFlags::empty(),
+            };
+            Account {
+                id,
+                ledger: 1 + (rng.below(10) == 0) as u32,
+                code: 1,
+                flags,
+                ..Account::default()
+            }
+        })
+        .collect();
+    let transfers: Vec<Transfer> = (0..config.transfers)
+        .map(|k| {
+            let dr = accounts[rng.below(accounts.len() as u64) as usize];
+            let mut cr = accounts[rng.below(accounts.len() as u64) as usize];
+            if cr.id == dr.id {
+                cr = accounts[(cr.id as usize) % accounts.len()];
+            }
+            Transfer {
+                id: 1000 + u128::from(k),
+                debit_account_id: dr.id,
+                credit_account_id: cr.id,
+                amount: 1 + u128::from(rng.below(100)),
+                ledger: dr.ledger,
+                code: 1,
+                ..Transfer::default()
+            }
+        })
+        .collect();
+    let mut sim = Sim {
+        config: SimConfig {
+            shards,
+            ..config.clone()
+        },
+        rng,
+        net,
+        shards: (0..shards)
+            .map(|i| SimShard {
+                fs: SimFs::new(config.seed ^ u64::from(i)),
+                node: None,
+                restart_at_us: 0,
+            })
+            .collect(),
+        clock: Arc::new(ManualClock::new(1_000_000_000)),
+        status: vec![Status::Unacked; transfers.len()],
+        accounts,
+        transfers,
+        report: SimReport::default(),
+    };
+    for i in 0..shards as usize {
+        sim.open_node(i)?;
+    }
+    sim.create_accounts()?;
+    sim.chaos()?;
+    let settled = sim.heal()?;
+    sim.verify(settled)?;
+    let s = sim.net.state.lock();
+    sim.report.envelopes = (s.sent, s.lost, s.duplicated);
+    drop(s);
+    Ok(sim.report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acct(id: u128, ledger: u32, dr: u128, cr: u128) -> Account {
+        Account {
+            id,
+            ledger,
+            code: 1,
+            debits_posted: dr,
+            credits_posted: cr,
+            ..Account::default()
+        }
+    }
+
+    #[test]
+    fn account_checks_pass_on_a_balanced_cluster_and_name_each_break() {
+        let s0 = settlement_account(1, 0);
+        let s1 = settlement_account(1, 1);
+        // 5 moved from account 1 (shard 0) to account 2 (shard 1).
+        let good = vec![
+            (0, acct(1, 1, 5, 0)),
+            (0, acct(s0, 1, 0, 5)),
+            (1, acct(s1, 1, 5, 0)),
+            (1, acct(2, 1, 0, 5)),
+        ];
+        assert!(check_accounts(&good).is_empty());
+        let names = |accts: &[(usize, Account)]| -> Vec<&'static str> {
+            check_accounts(accts).into_iter().map(|(c, _)| c).collect()
+        };
+        // A credit leg that vanished: the settlement accounts do not net
+        // to zero (each shard is still double-entry by itself).
+        let lost_leg = vec![
+            good[0],
+            good[1],
+            (1, acct(s1, 1, 0, 0)),
+            (1, acct(2, 1, 0, 0)),
+        ];
+        assert_eq!(names(&lost_leg), vec!["settlement-nets-zero"]);
+        // Money created out of nothing on one shard.
+        let forged = vec![good[0], good[1], good[2], (1, acct(2, 1, 0, 6))];
+        assert_eq!(names(&forged), vec!["debits-equal-credits"]);
+        // A reservation left behind.
+        let mut held = good.clone();
+        held[3].1.credits_pending = 1;
+        held[2].1.debits_pending = 1;
+        assert_eq!(names(&held), vec!["no-pending"]);
+    }
+}

@@ -1,0 +1,329 @@
+//! Transfers between shards through the in-process transport: they commit
+//! on both shards or abort on both, balance limits hold on each side,
+//! duplicates are idempotent, and a reopen finds every final state.
+
+use std::sync::Arc;
+
+use mvledger::cluster::{Cluster, ClusterOptions, Placement, TransferState, settlement_account};
+use mvledger::{
+    Account, AccountFlags, CreateAccountResult, CreateTransferResult, Error, Transfer,
+    TransferFlags,
+};
+
+fn options(shards: u32) -> ClusterOptions {
+    ClusterOptions {
+        shards,
+        placement: Placement::Modulo,
+        ..ClusterOptions::default()
+    }
+}
+
+fn account(id: u128, flags: AccountFlags) -> Account {
+    Account {
+        id,
+        ledger: 1,
+        code: 1,
+        flags,
+        ..Account::default()
+    }
+}
+
+fn transfer(id: u128, dr: u128, cr: u128, amount: u128) -> Transfer {
+    Transfer {
+        id,
+        debit_account_id: dr,
+        credit_account_id: cr,
+        amount,
+        ledger: 1,
+        code: 7,
+        ..Transfer::default()
+    }
+}
+
+fn balances(c: &Cluster, id: u128) -> (u128, u128, u128, u128) {
+    let a = c.lookup_accounts(&[id]).unwrap()[0];
+    (
+        a.debits_pending,
+        a.debits_posted,
+        a.credits_pending,
+        a.credits_posted,
+    )
+}
+
+#[test]
+fn a_cross_shard_transfer_moves_money_on_both_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::open(dir.path(), options(4)).unwrap();
+    // Modulo placement: 1 on shard 1, 2 on shard 2, 5 on shard 1.
+    let rs = c
+        .create_accounts(&[
+            account(1, AccountFlags::empty()),
+            account(2, AccountFlags::empty()),
+            account(5, AccountFlags::empty()),
+        ])
+        .unwrap();
+    assert!(rs.iter().all(|r| *r == CreateAccountResult::Ok), "{rs:?}");
+    let rs = c
+        .create_transfers(&[transfer(100, 1, 2, 30), transfer(101, 1, 5, 4)])
+        .unwrap();
+    assert_eq!(rs, vec![CreateTransferResult::Ok; 2]);
+    assert_eq!(balances(&c, 1), (0, 34, 0, 0));
+    assert_eq!(balances(&c, 2), (0, 0, 0, 30));
+    assert_eq!(balances(&c, 5), (0, 0, 0, 4));
+    assert_eq!(
+        c.transfer_state(100).unwrap(),
+        Some(TransferState::Committed)
+    );
+    // The same-shard one has no cross-shard state.
+    assert_eq!(c.transfer_state(101).unwrap(), None);
+    // Settlement accounts net to zero across the shards.
+    let s1 = c
+        .shard(1)
+        .unwrap()
+        .lookup_accounts(&[settlement_account(1, 1)])
+        .unwrap()[0];
+    let s2 = c
+        .shard(2)
+        .unwrap()
+        .lookup_accounts(&[settlement_account(1, 2)])
+        .unwrap()[0];
+    assert_eq!((s1.credits_posted, s1.debits_posted), (30, 0));
+    assert_eq!((s2.credits_posted, s2.debits_posted), (0, 30));
+    assert_eq!(c.in_flight(), 0);
+}
+
+#[test]
+fn a_refused_credit_leg_aborts_both_legs() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::open(dir.path(), options(2)).unwrap();
+    // Account 2 (shard 0) may not be credited beyond its debits.
+    c.create_accounts(&[
+        account(1, AccountFlags::empty()),
+        account(2, AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS),
+    ])
+    .unwrap();
+    let rs = c.create_transfers(&[transfer(9, 1, 2, 10)]).unwrap();
+    assert_eq!(rs, vec![CreateTransferResult::ExceedsDebits]);
+    assert_eq!(c.transfer_state(9).unwrap(), Some(TransferState::Aborted));
+    assert_eq!(balances(&c, 1), (0, 0, 0, 0), "the debit leg was voided");
+    assert_eq!(balances(&c, 2), (0, 0, 0, 0));
+    // The same again gets the same refusal, and changes nothing.
+    let rs = c.create_transfers(&[transfer(9, 1, 2, 10)]).unwrap();
+    assert_eq!(rs, vec![CreateTransferResult::ExceedsDebits]);
+    assert_eq!(balances(&c, 1), (0, 0, 0, 0));
+}
+
+#[test]
+fn a_refused_debit_leg_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::open(dir.path(), options(2)).unwrap();
+    c.create_accounts(&[
+        account(1, AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS),
+        account(2, AccountFlags::empty()),
+    ])
+    .unwrap();
+    let rs = c.create_transfers(&[transfer(9, 1, 2, 10)]).unwrap();
+    assert_eq!(rs, vec![CreateTransferResult::ExceedsCredits]);
+    assert_eq!(c.transfer_state(9).unwrap(), None);
+    // Unknown accounts are refused by the shard that should hold them.
+    // (The debit leg's rules run first, on its own shard: a transfer from
+    // 1 to an unknown account would get ExceedsCredits.)
+    let rs = c
+        .create_transfers(&[transfer(10, 3, 2, 1), transfer(11, 2, 5, 1)])
+        .unwrap();
+    assert_eq!(
+        rs,
+        vec![
+            CreateTransferResult::DebitAccountNotFound,
+            CreateTransferResult::CreditAccountNotFound
+        ]
+    );
+}
+
+#[test]
+fn duplicates_are_idempotent_and_different_fields_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::open(dir.path(), options(2)).unwrap();
+    c.create_accounts(&[
+        account(1, AccountFlags::empty()),
+        account(2, AccountFlags::empty()),
+    ])
+    .unwrap();
+    let t = transfer(50, 1, 2, 5);
+    assert_eq!(
+        c.create_transfers(&[t]).unwrap(),
+        vec![CreateTransferResult::Ok]
+    );
+    assert_eq!(
+        c.create_transfers(&[t]).unwrap(),
+        vec![CreateTransferResult::Exists]
+    );
+    let more = Transfer { amount: 6, ..t };
+    assert_eq!(
+        c.create_transfers(&[more]).unwrap(),
+        vec![CreateTransferResult::ExistsWithDifferentAmount]
+    );
+    let elsewhere = Transfer {
+        credit_account_id: 4,
+        ..t
+    };
+    assert_eq!(
+        c.create_transfers(&[elsewhere]).unwrap(),
+        vec![CreateTransferResult::ExistsWithDifferentCreditAccountId]
+    );
+    assert_eq!(balances(&c, 2), (0, 0, 0, 5));
+}
+
+#[test]
+fn what_the_cluster_cannot_route_is_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::open(dir.path(), options(2)).unwrap();
+    c.create_accounts(&[
+        account(1, AccountFlags::empty()),
+        account(2, AccountFlags::empty()),
+    ])
+    .unwrap();
+    let pending = Transfer {
+        flags: TransferFlags::PENDING,
+        ..transfer(1, 1, 2, 1)
+    };
+    let reserved = transfer(0xFF << 120, 1, 2, 1);
+    for bad in [pending, reserved] {
+        match c.create_transfers(&[transfer(2, 1, 2, 1), bad]) {
+            Err(Error::InvalidArgument(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        balances(&c, 1),
+        (0, 0, 0, 0),
+        "nothing of a refused call applies"
+    );
+    assert!(matches!(
+        c.create_accounts(&[account(0xFF << 120, AccountFlags::empty())]),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn a_reopen_keeps_every_final_state_and_the_shard_count() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let c = Cluster::open(dir.path(), options(3)).unwrap();
+        c.create_accounts(&[
+            account(1, AccountFlags::empty()),
+            account(2, AccountFlags::empty()),
+        ])
+        .unwrap();
+        c.create_transfers(&[transfer(7, 1, 2, 3)]).unwrap();
+    }
+    let c = Cluster::open(dir.path(), options(3)).unwrap();
+    assert_eq!(c.transfer_state(7).unwrap(), Some(TransferState::Committed));
+    assert_eq!(balances(&c, 2), (0, 0, 0, 3));
+    drop(c);
+    assert!(matches!(
+        Cluster::open(dir.path(), options(4)),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn concurrent_cross_shard_transfers_conserve_money() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Arc::new(Cluster::open(dir.path(), options(4)).unwrap());
+    let accounts: Vec<Account> = (1..=16)
+        .map(|id| account(id, AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS))
+        .chain([account(100, AccountFlags::empty())])
+        .collect();
+    c.create_accounts(&accounts).unwrap();
+    // Fund every limited account from 100 (shard 0).
+    let funding: Vec<Transfer> = (1..=16)
+        .map(|id| transfer(1000 + id, 100, id, 50))
+        .collect();
+    assert!(
+        c.create_transfers(&funding)
+            .unwrap()
+            .iter()
+            .all(|r| *r == CreateTransferResult::Ok)
+    );
+    let threads: Vec<_> = (0..4u128)
+        .map(|th| {
+            let c = Arc::clone(&c);
+            std::thread::spawn(move || {
+                let mut ok = Vec::new();
+                for round in 0..20u128 {
+                    let batch: Vec<Transfer> = (0..8u128)
+                        .map(|k| {
+                            let id = 10_000 + th * 1000 + round * 10 + k;
+                            let dr = 1 + (th * 7 + round * 3 + k) % 16;
+                            let cr = 1 + (th * 5 + round + k * 3 + 1) % 16;
+                            let cr = if cr == dr { 1 + cr % 16 } else { cr };
+                            transfer(id, dr, cr, 1 + (round + k) % 9)
+                        })
+                        .collect();
+                    let rs = c.create_transfers(&batch).unwrap();
+                    for (t, r) in batch.iter().zip(rs) {
+                        assert!(
+                            matches!(
+                                r,
+                                CreateTransferResult::Ok | CreateTransferResult::ExceedsCredits
+                            ),
+                            "{r:?}"
+                        );
+                        // Final when the call returns, and as it says: a
+                        // cross-shard transfer that got Ok committed; one
+                        // refused by its debit leg's limit left no record.
+                        let cross =
+                            c.shard_of(t.debit_account_id) != c.shard_of(t.credit_account_id);
+                        let expected = (cross && r == CreateTransferResult::Ok)
+                            .then_some(TransferState::Committed);
+                        assert_eq!(c.transfer_state(t.id).unwrap(), expected, "{}", t.id);
+                        if r == CreateTransferResult::Ok {
+                            ok.push(*t);
+                        }
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut net = std::collections::HashMap::<u128, i128>::new();
+    for t in threads {
+        for tr in t.join().unwrap() {
+            *net.entry(tr.debit_account_id).or_default() -= tr.amount as i128;
+            *net.entry(tr.credit_account_id).or_default() += tr.amount as i128;
+        }
+    }
+    assert_eq!(c.in_flight(), 0);
+    for id in 1..=16u128 {
+        let a = c.lookup_accounts(&[id]).unwrap()[0];
+        assert_eq!(a.debits_pending + a.credits_pending, 0);
+        assert!(a.debits_posted <= a.credits_posted, "limit broken on {id}");
+        let balance = a.credits_posted as i128 - a.debits_posted as i128;
+        assert_eq!(
+            balance,
+            50 + net.get(&id).copied().unwrap_or(0),
+            "account {id}"
+        );
+    }
+    // Per shard, debits equal credits.
+    for s in 0..4 {
+        let accounts = c.shard(s).unwrap().snapshot().accounts().unwrap();
+        let dr: u128 = accounts.iter().map(|a| a.debits_posted).sum();
+        let cr: u128 = accounts.iter().map(|a| a.credits_posted).sum();
+        assert_eq!(dr, cr, "shard {s}");
+    }
+    let mut settlement = 0i128;
+    for s in 0..4 {
+        let a = c
+            .shard(s)
+            .unwrap()
+            .lookup_accounts(&[settlement_account(1, s)])
+            .unwrap();
+        if let Some(a) = a.first() {
+            assert_eq!(a.debits_pending + a.credits_pending, 0);
+            settlement += a.credits_posted as i128 - a.debits_posted as i128;
+        }
+    }
+    assert_eq!(settlement, 0, "settlement accounts net to zero");
+}
