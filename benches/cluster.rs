@@ -7,9 +7,11 @@
 //! Settings: a `Cluster` of 4 shards with the in-process transport,
 //! `SyncMode::Always`, `Placement::Modulo` (account id mod 4 is its shard),
 //! 40,000 accounts (10,000 per shard, no limits) created before anything is
-//! timed; 4 client threads, thread `s` sending batches of 8,190 transfers
+//! timed; `MVLEDGER_CLUSTER_CLIENTS` client threads (default 8), client `c`
+//! on shard `s = c mod 4`, sending batches of 8,190 transfers
 //! (TigerBeetle's batch size), `MVLEDGER_CLUSTER_BATCHES` batches each
-//! (default 4). Same-shard phase: thread `s` moves money between accounts
+//! (default 4; `MVLEDGER_CLUSTER_ONLY=cross` runs the cross-shard phase
+//! alone, for profiles). Same-shard phase: thread `s` moves money between accounts
 //! of shard `s`. Cross-shard phase: from accounts of shard `s` to accounts
 //! of shard `s + 1 mod 4`, so every shard coordinates one stream and
 //! takes part in another. Every transfer must succeed (asserted); the
@@ -65,9 +67,16 @@ fn main() {
         assert!(rs.iter().all(|r| *r == mvledger::CreateAccountResult::Ok));
     }
     println!(
-        "cluster bench: {SHARDS} shards, SyncMode::Always, 4 threads x {batches} batches of {BATCH}, dir {}",
+        "cluster bench: {SHARDS} shards, SyncMode::Always, {} client threads x {batches} batches of {BATCH}, dir {}",
+        clients(),
         dir.path().display()
     );
+    if std::env::var("MVLEDGER_CLUSTER_ONLY").is_ok_and(|v| v == "cross") {
+        // For profiles of the cross-shard path alone.
+        let cross = phase(&cluster, batches, 1, 2_000_000_000);
+        println!("cross-shard: {cross:>10.0} transfers/s");
+        return;
+    }
     let same = phase(&cluster, batches, 0, 1_000_000_000);
     let cross = phase(&cluster, batches, 1, 2_000_000_000);
     println!("same-shard:  {same:>10.0} transfers/s");
@@ -75,15 +84,25 @@ fn main() {
     println!("ratio cross/same: {:.3} (target >= 0.25)", cross / same);
 }
 
+/// Client threads: `MVLEDGER_CLUSTER_CLIENTS`, default 8 (two per shard,
+/// so that a shard has work while a client waits for its reply).
+fn clients() -> u32 {
+    std::env::var("MVLEDGER_CLUSTER_CLIENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8)
+}
+
 /// Runs one phase: credit accounts on shard `s + offset`; returns
 /// transfers/s.
 fn phase(cluster: &Arc<Cluster>, batches: usize, offset: u32, first_id: u128) -> f64 {
     let start = Instant::now();
-    let threads: Vec<_> = (0..SHARDS)
-        .map(|s| {
+    let threads: Vec<_> = (0..clients())
+        .map(|client| {
+            let s = client % SHARDS;
             let cluster = Arc::clone(cluster);
             std::thread::spawn(move || {
-                let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(s + 1);
+                let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(client + 1);
                 let mut pick = |shard: u32| {
                     x ^= x << 13;
                     x ^= x >> 7;
@@ -98,8 +117,9 @@ fn phase(cluster: &Arc<Cluster>, batches: usize, offset: u32, first_id: u128) ->
                 for b in 0..batches {
                     let batch: Vec<Transfer> = (0..BATCH)
                         .map(|k| {
-                            let id =
-                                first_id + u128::from(s) * 100_000_000 + (b * BATCH + k) as u128;
+                            let id = first_id
+                                + u128::from(client) * 100_000_000
+                                + (b * BATCH + k) as u128;
                             let dr = pick(s);
                             let mut cr = pick(credit_shard);
                             if cr == dr {

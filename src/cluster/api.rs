@@ -65,7 +65,7 @@ impl Default for ClusterOptions {
             shards: 4,
             placement: Placement::Hash,
             ledger: LedgerOptions::default(),
-            resend_interval: Duration::from_millis(500),
+            resend_interval: Duration::from_secs(2),
             sabotage: None,
         }
     }
@@ -464,28 +464,31 @@ fn shard_thread(shared: &Shared, shard: ShardId, rx: &Receiver<Inbox>) {
     let interval = shared.options.resend_interval;
     // A restart resumes every unfinished transfer: send the outbox now.
     let mut unanswered: HashSet<(ShardId, u128)> = HashSet::new();
-    let step =
-        |envs: &[Envelope], resend: bool, unanswered: &mut HashSet<(ShardId, u128)>| {
-            let mut fx = if envs.is_empty() {
-                Effects::default()
-            } else {
-                node.handle(envs)?
-            };
-            if resend {
-                let again = node.resend()?;
-                // Only what was already owed a tick ago: fresh messages are
-                // still on their way.
-                let now: HashSet<(ShardId, u128)> =
-                    again.send.iter().map(|(to, m)| (*to, m.id())).collect();
-                fx.send.extend(again.send.into_iter().filter(|(to, m)| {
-                    unanswered.is_empty() || unanswered.contains(&(*to, m.id()))
-                }));
-                *unanswered = now;
-            }
-            shared.dispatch(shard, fx);
-            Ok::<(), Error>(())
+    // `resend`: 0 = no, 1 = what was owed a tick ago too, 2 = everything.
+    let step = |envs: &[Envelope], resend: u8, unanswered: &mut HashSet<(ShardId, u128)>| {
+        let mut fx = if envs.is_empty() {
+            Effects::default()
+        } else {
+            node.handle(envs)?
         };
-    if let Err(e) = step(&[], true, &mut unanswered) {
+        if resend > 0 {
+            let again = node.resend()?;
+            // Only what was already owed a tick ago: fresh messages are
+            // still on their way.
+            let now: HashSet<(ShardId, u128)> =
+                again.send.iter().map(|(to, m)| (*to, m.id())).collect();
+            fx.send.extend(
+                again
+                    .send
+                    .into_iter()
+                    .filter(|(to, m)| resend == 2 || unanswered.contains(&(*to, m.id()))),
+            );
+            *unanswered = now;
+        }
+        shared.dispatch(shard, fx);
+        Ok::<(), Error>(())
+    };
+    if let Err(e) = step(&[], 2, &mut unanswered) {
         shared.fail(shard, &e);
         return;
     }
@@ -511,7 +514,7 @@ fn shard_thread(shared: &Shared, shard: ShardId, rx: &Receiver<Inbox>) {
         if resend {
             next_resend = Instant::now() + interval;
         }
-        if let Err(e) = step(&envs, resend, &mut unanswered) {
+        if let Err(e) = step(&envs, u8::from(resend), &mut unanswered) {
             shared.fail(shard, &e);
             return;
         }

@@ -3,13 +3,18 @@
 //! driver (`Cluster`'s threads or the simulator) delivers it.
 //!
 //! A shard keeps, beside its ledger and in the same commits (see
-//! `Ledger::submit_transfers_with`):
-//! - `e | id | seq`: the events of each cross-shard transfer it coordinates
-//!   (it holds the debit account); the state is their fold.
-//! - `o | id | to`: its outbox, the message it owes shard `to` about `id`,
-//!   re-sent until answered.
-//! - `l | id`: its leg as a participant (the credit side): prepared,
-//!   refused (with the reason), posted or voided.
+//! `Ledger::submit_transfers_with`), one record per transfer:
+//! - `e | id`, as the coordinator of a cross-shard transfer (it holds the
+//!   debit account): the transfer's events, whose fold is its state, and
+//!   its outbox: the message it owes the other shard, if any.
+//! - `l | id`, as the participant (it holds the credit account): its leg
+//!   (prepared, refused with the reason, posted or voided) and its outbox:
+//!   the vote it owes while in doubt.
+//!
+//! Each handler reads such a record, appends to it and writes it back
+//! whole: the state change and the message it causes are one write of one
+//! commit. In memory, a shard knows which records owe a message (rebuilt
+//! from the records at open): that is what `resend` sends again.
 //!
 //! Invariants: a state change and the messages it causes commit together;
 //! a leg that voted yes is posted or voided only on the coordinator's
@@ -25,9 +30,10 @@
 //! itself re-reads the state at the latest version and fails loudly if it
 //! moved.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::ids::{self, ShardId};
@@ -39,9 +45,8 @@ use crate::ledger::{
     Transfer, TransferFlags, transfer_exists,
 };
 
-const EVENT: u8 = b'e';
-const OUTBOX: u8 = b'o';
-const LEG: u8 = b'l';
+const COORDINATOR: u8 = b'e';
+const PARTICIPANT: u8 = b'l';
 
 /// A deliberately broken protocol, to show that each of the simulator's
 /// checks can fail. Never set it outside such a test.
@@ -90,52 +95,122 @@ pub(crate) enum Started {
     Existing,
 }
 
-/// A participant's leg, as `l | id` stores it.
+/// A participant's leg.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Leg {
-    Prepared { coordinator: ShardId },
+    Prepared,
     Refused(CreateTransferResult),
-    Settled { coordinator: ShardId, posted: bool },
+    Settled { posted: bool },
 }
 
-impl Leg {
-    fn encode(self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(6);
-        match self {
-            Leg::Prepared { coordinator } => {
-                out.push(1);
-                out.extend_from_slice(&coordinator.to_le_bytes());
-            }
-            Leg::Refused(code) => {
-                out.push(2);
-                out.push(code as u8);
-            }
-            Leg::Settled {
-                coordinator,
-                posted,
-            } => {
-                out.push(if posted { 3 } else { 4 });
-                out.extend_from_slice(&coordinator.to_le_bytes());
-            }
+const LEG_PREPARED: u8 = 1;
+const LEG_REFUSED: u8 = 2;
+const LEG_POSTED: u8 = 3;
+const LEG_VOIDED: u8 = 4;
+
+/// A message owed to a shard: `u32 to | u16 len | message`.
+type Owed = Option<(ShardId, Message)>;
+
+fn encode_owed(out: &mut Vec<u8>, owed: Owed) {
+    match owed {
+        None => out.push(0),
+        Some((to, m)) => {
+            out.push(1);
+            out.extend_from_slice(&to.to_le_bytes());
+            let b = m.encode();
+            out.extend_from_slice(&(b.len() as u16).to_le_bytes());
+            out.extend_from_slice(&b);
+        }
+    }
+}
+
+/// Decodes an owed message at the front of `b`; returns it and the rest.
+fn decode_owed(b: &[u8]) -> Option<(Owed, &[u8])> {
+    match b.split_first()? {
+        (&0, rest) => Some((None, rest)),
+        (&1, rest) => {
+            let to = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?);
+            let len = usize::from(u16::from_le_bytes(rest.get(4..6)?.try_into().ok()?));
+            let m = Message::decode(rest.get(6..6 + len)?)?;
+            Some((Some((to, m)), &rest[6 + len..]))
+        }
+        _ => None,
+    }
+}
+
+/// A coordinator's record of one transfer: `owed | (u16 len | event)*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CoordinatorRecord {
+    owed: Owed,
+    events: Vec<Event>,
+}
+
+impl CoordinatorRecord {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(160 + 16 * self.events.len());
+        encode_owed(&mut out, self.owed);
+        for e in &self.events {
+            let b = e.encode();
+            out.extend_from_slice(&(b.len() as u16).to_le_bytes());
+            out.extend_from_slice(&b);
         }
         out
     }
 
-    fn decode(b: &[u8]) -> Option<Leg> {
-        let shard = |r: &[u8]| Some(u32::from_le_bytes(r.try_into().ok()?));
-        match b.split_first()? {
-            (&1, r) => Some(Leg::Prepared {
-                coordinator: shard(r)?,
-            }),
-            (&2, [code]) => Some(Leg::Refused(
-                *CreateTransferResult::ALL.get(usize::from(*code))?,
-            )),
-            (&k @ (3 | 4), r) => Some(Leg::Settled {
-                coordinator: shard(r)?,
-                posted: k == 3,
-            }),
-            _ => None,
+    fn decode(b: &[u8]) -> Option<CoordinatorRecord> {
+        let (owed, mut rest) = decode_owed(b)?;
+        let mut events = Vec::new();
+        while !rest.is_empty() {
+            let len = usize::from(u16::from_le_bytes(rest.get(..2)?.try_into().ok()?));
+            events.push(Event::decode(rest.get(2..2 + len)?)?);
+            rest = &rest[2 + len..];
         }
+        Some(CoordinatorRecord { owed, events })
+    }
+}
+
+/// A participant's record of its leg: `u8 leg | u32 coordinator | u8
+/// reason | owed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LegRecord {
+    leg: Leg,
+    coordinator: ShardId,
+    owed: Owed,
+}
+
+impl LegRecord {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + 20);
+        let (kind, reason) = match self.leg {
+            Leg::Prepared => (LEG_PREPARED, 0),
+            Leg::Refused(code) => (LEG_REFUSED, code as u8),
+            Leg::Settled { posted: true } => (LEG_POSTED, 0),
+            Leg::Settled { posted: false } => (LEG_VOIDED, 0),
+        };
+        out.push(kind);
+        out.extend_from_slice(&self.coordinator.to_le_bytes());
+        out.push(reason);
+        encode_owed(&mut out, self.owed);
+        out
+    }
+
+    fn decode(b: &[u8]) -> Option<LegRecord> {
+        let kind = *b.first()?;
+        let coordinator = u32::from_le_bytes(b.get(1..5)?.try_into().ok()?);
+        let reason = *b.get(5)?;
+        let leg = match kind {
+            LEG_PREPARED => Leg::Prepared,
+            LEG_REFUSED => Leg::Refused(*CreateTransferResult::ALL.get(usize::from(reason))?),
+            LEG_POSTED => Leg::Settled { posted: true },
+            LEG_VOIDED => Leg::Settled { posted: false },
+            _ => return None,
+        };
+        let (owed, rest) = decode_owed(&b[6..])?;
+        rest.is_empty().then_some(LegRecord {
+            leg,
+            coordinator,
+            owed,
+        })
     }
 }
 
@@ -146,18 +221,8 @@ fn id_key(tag: u8, id: u128) -> [u8; 17] {
     k
 }
 
-fn event_key(id: u128, seq: u16) -> [u8; 19] {
-    let mut k = [0u8; 19];
-    k[..17].copy_from_slice(&id_key(EVENT, id));
-    k[17..].copy_from_slice(&seq.to_be_bytes());
-    k
-}
-
-fn outbox_key(id: u128, to: ShardId) -> [u8; 21] {
-    let mut k = [0u8; 21];
-    k[..17].copy_from_slice(&id_key(OUTBOX, id));
-    k[17..].copy_from_slice(&to.to_be_bytes());
-    k
+fn key_id(k: &[u8]) -> Option<u128> {
+    Some(u128::from_be_bytes(k.get(1..17)?.try_into().ok()?))
 }
 
 /// The pending leg of `u` on `shard`: the debit side reserves from the
@@ -202,14 +267,24 @@ pub(crate) struct Node {
     pub(crate) ledger: Ledger,
     dir: PathBuf,
     sabotage: Option<Sabotage>,
-    /// Unfinished transfers this shard coordinates (rebuilt from the
-    /// events at open).
-    in_flight: Mutex<BTreeMap<u128, TransferState>>,
+    /// What owes a message (rebuilt from the records at open).
+    owing: Mutex<Owing>,
+    /// Ledgers whose settlement account exists here.
+    settlement: Mutex<BTreeSet<u32>>,
+}
+
+/// The records that owe a message.
+#[derive(Debug, Default)]
+struct Owing {
+    /// Transfers this shard coordinates that are not final.
+    coordinating: BTreeSet<u128>,
+    /// Legs prepared here whose decision has not come.
+    in_doubt: BTreeSet<u128>,
 }
 
 impl Node {
     /// Opens shard `shard` in `dir`, rebuilding the state of every transfer
-    /// it coordinates from their events.
+    /// it coordinates from its events, and what it owes.
     pub(crate) fn open(
         shard: ShardId,
         dir: &Path,
@@ -222,15 +297,24 @@ impl Node {
             ledger,
             dir: dir.to_path_buf(),
             sabotage,
-            in_flight: Mutex::new(BTreeMap::new()),
+            owing: Mutex::new(Owing::default()),
+            settlement: Mutex::new(BTreeSet::new()),
         };
-        let mut in_flight = BTreeMap::new();
-        for (id, agg) in node.aggregates(&node.ledger.snapshot())? {
+        let snap = node.ledger.snapshot();
+        let mut owing = Owing::default();
+        for (id, agg) in node.aggregates(&snap)? {
             if !agg.state.is_final() {
-                in_flight.insert(id, agg.state);
+                owing.coordinating.insert(id);
             }
         }
-        *node.in_flight.lock() = in_flight;
+        for (k, v) in snap.extra_scan_prefix(&[PARTICIPANT])? {
+            let id = key_id(&k).ok_or_else(|| node.damaged("bad leg key"))?;
+            let rec = LegRecord::decode(&v).ok_or_else(|| node.damaged("bad leg"))?;
+            if rec.leg == Leg::Prepared {
+                owing.in_doubt.insert(id);
+            }
+        }
+        *node.owing.lock() = owing;
         Ok(node)
     }
 
@@ -238,65 +322,73 @@ impl Node {
         Error::corruption(&self.dir, 0, format!("cluster record: {reason}"))
     }
 
+    fn decode_coordinator(&self, v: Option<Bytes>) -> Result<Option<CoordinatorRecord>> {
+        v.map(|v| CoordinatorRecord::decode(&v).ok_or_else(|| self.damaged("bad transfer record")))
+            .transpose()
+    }
+
+    fn decode_leg(&self, v: Option<Bytes>) -> Result<Option<LegRecord>> {
+        v.map(|v| LegRecord::decode(&v).ok_or_else(|| self.damaged("bad leg record")))
+            .transpose()
+    }
+
+    fn fold(&self, rec: &CoordinatorRecord) -> Result<Aggregate> {
+        Aggregate::fold(&rec.events).map_err(|e| self.damaged(e))
+    }
+
     /// Every transfer this shard coordinates, folded from its events.
     pub(crate) fn aggregates(&self, snap: &LedgerSnapshot) -> Result<BTreeMap<u128, Aggregate>> {
-        let mut events: BTreeMap<u128, Vec<Event>> = BTreeMap::new();
-        for (k, v) in snap.extra_scan_prefix(&[EVENT])? {
-            let id = k
-                .get(1..17)
-                .and_then(|b| b.try_into().ok())
-                .map(u128::from_be_bytes)
-                .ok_or_else(|| self.damaged("bad event key"))?;
-            let e = Event::decode(&v).ok_or_else(|| self.damaged("bad event"))?;
-            events.entry(id).or_default().push(e);
+        let mut out = BTreeMap::new();
+        for (k, v) in snap.extra_scan_prefix(&[COORDINATOR])? {
+            let id = key_id(&k).ok_or_else(|| self.damaged("bad transfer key"))?;
+            if let Some(rec) = self.decode_coordinator(Some(v))? {
+                out.insert(id, self.fold(&rec)?);
+            }
         }
-        events
-            .into_iter()
-            .map(|(id, evs)| {
-                let agg = Aggregate::fold(&evs).map_err(|e| self.damaged(e))?;
-                Ok((id, agg))
-            })
-            .collect()
+        Ok(out)
     }
 
     /// The state of transfer `id` if this shard coordinates it.
     pub(crate) fn aggregate(&self, snap: &LedgerSnapshot, id: u128) -> Result<Option<Aggregate>> {
-        let evs = snap.extra_scan_prefix(&id_key(EVENT, id))?;
-        self.fold_raw(evs.iter().map(|(_, v)| v.as_ref()))
-    }
-
-    fn aggregate_latest(&self, extra: &Extra<'_, '_>, id: u128) -> Result<Option<Aggregate>> {
-        let evs = extra.scan_prefix(&id_key(EVENT, id), usize::from(u16::MAX))?;
-        self.fold_raw(evs.iter().map(|(_, v)| v.as_ref()))
-    }
-
-    fn fold_raw<'v>(&self, raw: impl Iterator<Item = &'v [u8]>) -> Result<Option<Aggregate>> {
-        let evs = raw
-            .map(|v| Event::decode(v).ok_or_else(|| self.damaged("bad event")))
-            .collect::<Result<Vec<_>>>()?;
-        if evs.is_empty() {
-            return Ok(None);
-        }
-        Aggregate::fold(&evs).map(Some).map_err(|e| self.damaged(e))
-    }
-
-    fn leg(&self, snap: &LedgerSnapshot, id: u128) -> Result<Option<Leg>> {
-        match snap.extra_get(&id_key(LEG, id))? {
+        match self.decode_coordinator(snap.extra_get(&id_key(COORDINATOR, id))?)? {
             None => Ok(None),
-            Some(v) => Leg::decode(&v)
-                .map(Some)
-                .ok_or_else(|| self.damaged("bad leg")),
+            Some(rec) => self.fold(&rec).map(Some),
         }
+    }
+
+    fn coordinator_latest(&self, extra: &Extra<'_, '_>, id: u128) -> Result<CoordinatorRecord> {
+        self.decode_coordinator(extra.get(&id_key(COORDINATOR, id))?)?
+            .ok_or_else(|| self.damaged(format!("transfer {id} has no record")))
+    }
+
+    fn leg(&self, snap: &LedgerSnapshot, id: u128) -> Result<Option<LegRecord>> {
+        self.decode_leg(snap.extra_get(&id_key(PARTICIPANT, id))?)
     }
 
     /// How many transfers this shard coordinates that are not final.
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.lock().len()
+        self.owing.lock().coordinating.len()
+    }
+
+    /// How many records owe a message (coordinated transfers not final,
+    /// legs in doubt).
+    pub(crate) fn owing(&self) -> usize {
+        let o = self.owing.lock();
+        o.coordinating.len() + o.in_doubt.len()
     }
 
     /// Creates the settlement accounts of `ledgers` that this shard lacks.
     fn ensure_settlement(&self, ledgers: impl IntoIterator<Item = u32>) -> Result<()> {
-        let mut wanted: Vec<u32> = ledgers.into_iter().filter(|&l| l != 0).collect();
+        let mut wanted: Vec<u32> = {
+            let known = self.settlement.lock();
+            ledgers
+                .into_iter()
+                .filter(|l| *l != 0 && !known.contains(l))
+                .collect()
+        };
+        if wanted.is_empty() {
+            return Ok(());
+        }
         wanted.sort_unstable();
         wanted.dedup();
         let ids: Vec<u128> = wanted
@@ -318,40 +410,49 @@ impl Node {
         if !missing.is_empty() {
             self.ledger.create_accounts(&missing)?;
         }
+        self.settlement.lock().extend(wanted);
         Ok(())
     }
 
-    fn append(
-        &self,
-        extra: &mut Extra<'_, '_>,
-        agg: &mut Aggregate,
-        id: u128,
-        e: Event,
-    ) -> Result<()> {
-        agg.apply(&e).map_err(|why| self.damaged(why))?;
-        extra.put(&event_key(id, agg.events - 1), &e.encode())
+    /// The outbox as the (possibly broken) protocol keeps it.
+    fn keep(&self, owed: Owed) -> Owed {
+        if self.sabotage == Some(Sabotage::NoOutbox) {
+            None
+        } else {
+            owed
+        }
     }
 
-    fn owe(
+    /// Appends `events` to transfer `id`'s record, sets what it owes, and
+    /// writes it back; returns the new state.
+    fn advance(
         &self,
         extra: &mut Extra<'_, '_>,
+        mut rec: CoordinatorRecord,
         id: u128,
-        to: ShardId,
-        m: Option<Message>,
-    ) -> Result<()> {
-        match m {
-            Some(m) if self.sabotage != Some(Sabotage::NoOutbox) => {
-                extra.put(&outbox_key(id, to), &m.encode())
-            }
-            Some(_) => Ok(()),
-            None => extra.delete(&outbox_key(id, to)),
+        events: &[Event],
+        owed: Owed,
+    ) -> Result<Aggregate> {
+        let mut agg = self.fold(&rec)?;
+        for e in events {
+            agg.apply(e).map_err(|why| self.damaged(why))?;
         }
+        rec.events.extend_from_slice(events);
+        rec.owed = self.keep(owed);
+        extra.put(&id_key(COORDINATOR, id), &rec.encode())?;
+        Ok(agg)
+    }
+
+    fn put_leg(&self, extra: &mut Extra<'_, '_>, id: u128, mut rec: LegRecord) -> Result<()> {
+        rec.owed = self.keep(rec.owed);
+        extra.put(&id_key(PARTICIPANT, id), &rec.encode())
     }
 
     /// Starts cross-shard transfers this shard coordinates: `(transfer,
     /// credit shard)`. One commit reserves every debit leg that its rules
-    /// allow, records `TransferInitiated` and `LegPrepared`, and puts
-    /// `Prepare` in the outbox; the same `Prepare`s are returned to send.
+    /// allow and records, for each, `TransferInitiated` and `LegPrepared`
+    /// with `Prepare` owed to the credit shard; the same `Prepare`s are
+    /// returned to send.
     pub(crate) fn initiate(
         &self,
         items: &[(Transfer, ShardId)],
@@ -367,32 +468,26 @@ impl Node {
             for (&(u, credit_shard), &r) in items.iter().zip(results) {
                 started.push(match r {
                     CreateTransferResult::Ok => {
-                        let mut agg = Aggregate::fold(&[Event::TransferInitiated {
+                        let first = Event::TransferInitiated {
                             transfer: u,
                             debit_shard: self.shard,
                             credit_shard,
-                        }])
-                        .map_err(|why| self.damaged(why))?;
-                        extra.put(
-                            &event_key(u.id, 0),
-                            &Event::TransferInitiated {
-                                transfer: u,
-                                debit_shard: self.shard,
-                                credit_shard,
-                            }
-                            .encode(),
-                        )?;
-                        self.append(extra, &mut agg, u.id, Event::LegPrepared(self.shard))?;
+                        };
+                        let rec = CoordinatorRecord {
+                            owed: None,
+                            events: vec![first],
+                        };
                         let prepare = Message::Prepare { transfer: u };
-                        self.owe(extra, u.id, credit_shard, Some(prepare))?;
+                        let events = [Event::LegPrepared(self.shard)];
+                        self.advance(extra, rec, u.id, &events, Some((credit_shard, prepare)))?;
                         effects.send.push((credit_shard, prepare));
                         Started::InFlight
                     }
                     r if r.is_transient() || !is_exists(r) => Started::Refused(r),
-                    r => match self.aggregate_latest(extra, u.id)? {
+                    r => match self.decode_coordinator(extra.get(&id_key(COORDINATOR, u.id))?)? {
                         // The id belongs to a transfer on this shard alone.
                         None => Started::Refused(r),
-                        Some(agg) => match transfer_exists(&u, &agg.transfer, None) {
+                        Some(rec) => match transfer_exists(&u, &self.fold(&rec)?.transfer, None) {
                             CreateTransferResult::Exists => Started::Existing,
                             differs => Started::Refused(differs),
                         },
@@ -401,10 +496,10 @@ impl Node {
             }
             Ok(started)
         })?;
-        let mut in_flight = self.in_flight.lock();
+        let mut owing = self.owing.lock();
         for (s, (u, _)) in started.iter().zip(items) {
             if *s == Started::InFlight {
-                in_flight.insert(u.id, TransferState::Preparing);
+                owing.coordinating.insert(u.id);
             }
         }
         Ok((started, effects))
@@ -414,11 +509,13 @@ impl Node {
     /// everything in them is a duplicate), returning the replies and the
     /// transfers that became final.
     pub(crate) fn handle(&self, envs: &[Envelope]) -> Result<Effects> {
+        // Duplicates within the envelopes: one of each (sender, kind, id,
+        // content) is enough; a `Prepare` is known by its id.
         let mut seen = HashSet::new();
         let msgs: Vec<(ShardId, Message)> = envs
             .iter()
             .flat_map(|e| e.messages.iter().map(move |m| (e.from, *m)))
-            .filter(|(from, m)| seen.insert((*from, m.encode())))
+            .filter(|(from, m)| seen.insert((*from, dedup_key(m))))
             .collect();
         let mut effects = Effects::default();
         for chunk in msgs.chunks(MAX_BATCH_EVENTS / 2) {
@@ -463,11 +560,30 @@ impl Node {
                     }
                     Ok(out)
                 })?;
-        let mut in_flight = self.in_flight.lock();
-        for o in &finished {
-            in_flight.remove(&o.id);
+        let mut owing = self.owing.lock();
+        for &(_, m, step) in &plan {
+            match step {
+                Step::Reserve(_) => {
+                    let prepared = sends.iter().any(|(_, s)| {
+                        *s == Message::Vote {
+                            id: m.id(),
+                            refused: None,
+                        }
+                    });
+                    if prepared {
+                        owing.in_doubt.insert(m.id());
+                    }
+                }
+                Step::Settle { .. } => {
+                    owing.in_doubt.remove(&m.id());
+                }
+                _ => {}
+            }
         }
-        drop(in_flight);
+        for o in &finished {
+            owing.coordinating.remove(&o.id);
+        }
+        drop(owing);
         fx.send.extend(sends);
         fx.finished.extend(finished);
         Ok(())
@@ -486,7 +602,7 @@ impl Node {
                 let leg = if self.sabotage == Some(Sabotage::NoIdempotency) {
                     None
                 } else {
-                    self.leg(snap, transfer.id)?
+                    self.leg(snap, transfer.id)?.map(|r| r.leg)
                 };
                 match leg {
                     None => Step::Reserve(leg_of(&transfer, self.shard, false)),
@@ -494,7 +610,7 @@ impl Node {
                         fx.send.push((from, vote(transfer.id, Some(code))));
                         Step::Nothing
                     }
-                    Some(Leg::Prepared { .. } | Leg::Settled { .. }) => {
+                    Some(Leg::Prepared | Leg::Settled { .. }) => {
                         fx.send.push((from, vote(transfer.id, None)));
                         Step::Nothing
                     }
@@ -528,12 +644,12 @@ impl Node {
                     }
                 }
             }
-            Message::Decision { id, commit } => match self.leg(snap, id)? {
-                Some(Leg::Prepared { .. }) => Step::Settle {
+            Message::Decision { id, commit } => match self.leg(snap, id)?.map(|r| r.leg) {
+                Some(Leg::Prepared) => Step::Settle {
                     commit,
                     settle: settle_of(id, commit),
                 },
-                Some(Leg::Settled { posted, .. }) => {
+                Some(Leg::Settled { posted }) => {
                     // (The broken protocol acknowledges whatever comes.)
                     let done = if self.sabotage == Some(Sabotage::ParticipantDropsLeg) {
                         commit
@@ -589,32 +705,36 @@ impl Node {
             Step::Nothing => {}
             Step::Reserve(_) => {
                 let r = result.unwrap_or(CreateTransferResult::Ok);
-                if r == CreateTransferResult::Ok {
-                    extra.put(
-                        &id_key(LEG, id),
-                        &Leg::Prepared { coordinator: from }.encode(),
-                    )?;
-                    let yes = vote(id, None);
-                    self.owe(extra, id, from, Some(yes))?;
-                    sends.push((from, yes));
+                let (leg, reply) = if r == CreateTransferResult::Ok {
+                    (Leg::Prepared, vote(id, None))
                 } else {
-                    extra.put(&id_key(LEG, id), &Leg::Refused(r).encode())?;
-                    sends.push((from, vote(id, Some(r))));
-                }
+                    (Leg::Refused(r), vote(id, Some(r)))
+                };
+                // A yes vote is owed until the decision comes; a refusal
+                // is only a reply (the coordinator asks again if it is
+                // lost).
+                let owed = (leg == Leg::Prepared).then_some((from, reply));
+                let rec = LegRecord {
+                    leg,
+                    coordinator: from,
+                    owed,
+                };
+                self.put_leg(extra, id, rec)?;
+                sends.push((from, reply));
             }
             Step::Decide { commit, .. } => {
                 self.expect_settled(result, id)?;
-                let Some(mut agg) = self.aggregate_latest(extra, id)? else {
-                    return Err(self.damaged(format!("transfer {id} vanished")));
-                };
-                let credit = agg.credit_shard;
-                if commit {
-                    self.append(extra, &mut agg, id, Event::LegPrepared(credit))?;
-                    self.append(extra, &mut agg, id, Event::CommitDecided)?;
-                    self.append(extra, &mut agg, id, Event::LegPosted(me))?;
+                let rec = self.coordinator_latest(extra, id)?;
+                let credit = self.fold(&rec)?.credit_shard;
+                let agg = if commit {
+                    let events = [
+                        Event::LegPrepared(credit),
+                        Event::CommitDecided,
+                        Event::LegPosted(me),
+                    ];
                     let decision = Message::Decision { id, commit: true };
-                    self.owe(extra, id, credit, Some(decision))?;
                     sends.push((credit, decision));
+                    self.advance(extra, rec, id, &events, Some((credit, decision)))?
                 } else {
                     let code = match m {
                         Message::Vote {
@@ -623,11 +743,13 @@ impl Node {
                         } => code,
                         _ => CreateTransferResult::LinkedEventFailed,
                     };
-                    self.append(extra, &mut agg, id, Event::LegRefused(credit, code))?;
-                    self.append(extra, &mut agg, id, Event::AbortDecided)?;
-                    self.append(extra, &mut agg, id, Event::LegVoided(me))?;
-                    self.owe(extra, id, credit, None)?;
-                }
+                    let events = [
+                        Event::LegRefused(credit, code),
+                        Event::AbortDecided,
+                        Event::LegVoided(me),
+                    ];
+                    self.advance(extra, rec, id, &events, None)?
+                };
                 if agg.state.is_final() {
                     finished.push(Outcome {
                         id,
@@ -640,28 +762,22 @@ impl Node {
                 if self.sabotage != Some(Sabotage::ParticipantDropsLeg) {
                     self.expect_settled(result, id)?;
                 }
-                extra.put(
-                    &id_key(LEG, id),
-                    &Leg::Settled {
-                        coordinator: from,
-                        posted: commit,
-                    }
-                    .encode(),
-                )?;
-                self.owe(extra, id, from, None)?;
+                let rec = LegRecord {
+                    leg: Leg::Settled { posted: commit },
+                    coordinator: from,
+                    owed: None,
+                };
+                self.put_leg(extra, id, rec)?;
                 sends.push((from, Message::Done { id, commit }));
             }
             Step::Record { commit } => {
-                let Some(mut agg) = self.aggregate_latest(extra, id)? else {
-                    return Err(self.damaged(format!("transfer {id} vanished")));
-                };
+                let rec = self.coordinator_latest(extra, id)?;
                 let e = if commit {
                     Event::LegPosted(from)
                 } else {
                     Event::LegVoided(from)
                 };
-                self.append(extra, &mut agg, id, e)?;
-                self.owe(extra, id, from, None)?;
+                let agg = self.advance(extra, rec, id, &[e], None)?;
                 finished.push(Outcome {
                     id,
                     committed: commit,
@@ -680,26 +796,36 @@ impl Node {
         }
     }
 
-    /// Everything in the outbox, to send again: how a lost message, or one
-    /// a crash kept from being sent, gets through.
+    /// Everything the records owe, to send again: how a lost message, or
+    /// one a crash kept from being sent, gets through.
     pub(crate) fn resend(&self) -> Result<Effects> {
+        let (coordinating, in_doubt): (Vec<u128>, Vec<u128>) = {
+            let o = self.owing.lock();
+            (
+                o.coordinating.iter().copied().collect(),
+                o.in_doubt.iter().copied().collect(),
+            )
+        };
         let snap = self.ledger.snapshot();
         let mut fx = Effects::default();
+        for id in coordinating {
+            let rec = self.decode_coordinator(snap.extra_get(&id_key(COORDINATOR, id))?)?;
+            if let Some(owed) = rec.and_then(|r| r.owed) {
+                fx.send.push(owed);
+            }
+        }
         let mut dropped = Vec::new();
-        for (k, v) in snap.extra_scan_prefix(&[OUTBOX])? {
-            let to = k
-                .get(17..21)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_be_bytes)
-                .ok_or_else(|| self.damaged("bad outbox key"))?;
-            let m = Message::decode(&v).ok_or_else(|| self.damaged("bad outbox message"))?;
-            if self.sabotage == Some(Sabotage::ParticipantDropsLeg)
-                && matches!(m, Message::Vote { refused: None, .. })
-            {
-                dropped.push((to, m.id()));
+        for id in in_doubt {
+            let Some(rec) = self.leg(&snap, id)? else {
+                continue;
+            };
+            if self.sabotage == Some(Sabotage::ParticipantDropsLeg) && rec.leg == Leg::Prepared {
+                dropped.push((rec.coordinator, id));
                 continue;
             }
-            fx.send.push((to, m));
+            if let Some(owed) = rec.owed {
+                fx.send.push(owed);
+            }
         }
         if !dropped.is_empty() {
             // The broken protocol: give up waiting and void the leg.
@@ -708,26 +834,32 @@ impl Node {
                 .map(|&(_, id)| settle_of(id, false))
                 .collect();
             self.ledger.submit_transfers_with(&voids, |_, extra| {
-                for &(to, id) in &dropped {
-                    extra.put(
-                        &id_key(LEG, id),
-                        &Leg::Settled {
-                            coordinator: to,
-                            posted: false,
-                        }
-                        .encode(),
-                    )?;
-                    self.owe(extra, id, to, None)?;
+                for &(coordinator, id) in &dropped {
+                    let rec = LegRecord {
+                        leg: Leg::Settled { posted: false },
+                        coordinator,
+                        owed: None,
+                    };
+                    self.put_leg(extra, id, rec)?;
                 }
                 Ok(())
             })?;
+            let mut owing = self.owing.lock();
+            for (_, id) in dropped {
+                owing.in_doubt.remove(&id);
+            }
         }
         Ok(fx)
     }
+}
 
-    /// How many messages this shard's outbox holds.
-    pub(crate) fn outbox_len(&self) -> Result<usize> {
-        Ok(self.ledger.snapshot().extra_scan_prefix(&[OUTBOX])?.len())
+/// What tells two messages about one transfer apart: (kind, id, detail).
+fn dedup_key(m: &Message) -> (u8, u128, u8) {
+    match *m {
+        Message::Prepare { transfer } => (0, transfer.id, 0),
+        Message::Vote { id, refused } => (1, id, refused.map_or(0xFF, |r| r as u8)),
+        Message::Decision { id, commit } => (2, id, u8::from(commit)),
+        Message::Done { id, commit } => (3, id, u8::from(commit)),
     }
 }
 

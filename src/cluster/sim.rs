@@ -474,18 +474,12 @@ impl Sim {
     }
 
     fn settled(&self) -> Result<bool, String> {
+        // Every shard up (heal restarted them), nothing owed, nothing on
+        // the way.
         if self.status.contains(&Status::Unacked) || !self.net.state.lock().queue.is_empty() {
             return Ok(false);
         }
-        for (i, n) in self.nodes() {
-            let left = n.in_flight()
-                + n.outbox_len()
-                    .map_err(|e| self.fail("read", format!("{i}: {e}")))?;
-            if left > 0 {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        Ok(self.nodes().all(|(_, n)| n.owing() == 0))
     }
 
     /// Every account of every shard, with its shard.

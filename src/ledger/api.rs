@@ -349,8 +349,9 @@ impl Ledger {
 
 /// The keys a layer above keeps beside the ledger, inside one
 /// `Ledger::submit_transfers_with` call. Keys live in their own namespace
-/// (no ledger record can be reached through them) and are at most 255
-/// bytes; reads see the latest state, this call's own writes included.
+/// (no ledger record can be reached through them), start with a byte
+/// below 0x80 and are at most 255 bytes (`InvalidArgument` otherwise);
+/// reads see the latest state, this call's own writes included.
 pub struct Extra<'a, 'b> {
     batch: &'a mut Batch<'b>,
     /// The call's logical record so far; writes are appended to it.
@@ -363,6 +364,10 @@ impl std::fmt::Debug for Extra<'_, '_> {
     }
 }
 
+/// Where extra key `key` is stored: its first byte with the top bit set
+/// (the ledger's own keys all start below 0x80), so that each family of
+/// extra keys (by first byte) keeps its own key order in the index and a
+/// scan of one does not sort the others.
 fn extra_key(key: &[u8]) -> Result<Vec<u8>> {
     if key.len() > 255 {
         return Err(Error::invalid(format!(
@@ -370,10 +375,38 @@ fn extra_key(key: &[u8]) -> Result<Vec<u8>> {
             key.len()
         )));
     }
-    let mut k = Vec::with_capacity(key.len() + 1);
-    k.push(EXTRA);
-    k.extend_from_slice(key);
+    let mut k = key.to_vec();
+    if let Some(first) = k.first_mut() {
+        if *first >= EXTRA {
+            return Err(Error::invalid(format!(
+                "an extra key must start with a byte below {EXTRA:#x}, not {first:#x}"
+            )));
+        }
+        *first |= EXTRA;
+    }
     Ok(k)
+}
+
+/// A range of stored keys.
+type KeyBounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// The stored key range of the extra keys starting with `prefix`.
+fn extra_range(prefix: &[u8]) -> Result<KeyBounds> {
+    if prefix.is_empty() {
+        return Ok((Bound::Included(vec![EXTRA]), Bound::Unbounded));
+    }
+    let lower = extra_key(prefix)?;
+    let upper = prefix_end(&lower);
+    Ok((Bound::Included(lower), upper))
+}
+
+/// An extra key as the caller named it.
+fn extra_name(stored: &Bytes) -> Bytes {
+    let mut k = stored.to_vec();
+    if let Some(first) = k.first_mut() {
+        *first &= !EXTRA;
+    }
+    Bytes::from(k)
 }
 
 impl Extra<'_, '_> {
@@ -385,13 +418,11 @@ impl Extra<'_, '_> {
     /// Up to `limit` keys starting with `prefix` (without the namespace
     /// byte) and their newest values, in key order.
     pub fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Bytes, Bytes)>> {
-        let lower = extra_key(prefix)?;
-        let upper = prefix_end(&lower);
         Ok(self
             .batch
-            .scan_latest((Bound::Included(lower), upper), limit)
+            .scan_latest(extra_range(prefix)?, limit)
             .into_iter()
-            .map(|(k, v)| (k.slice(1..), v))
+            .map(|(k, v)| (extra_name(&k), v))
             .collect())
     }
 
@@ -493,12 +524,10 @@ impl LedgerSnapshot {
     /// The extra keys starting with `prefix` (namespace byte removed) and
     /// their values at this snapshot, in key order.
     pub fn extra_scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Bytes, Bytes)>> {
-        let lower = extra_key(prefix)?;
-        let upper = prefix_end(&lower);
         Ok(self
             .snap
-            .scan((Bound::Included(lower), upper))?
-            .map(|(k, v)| (k.slice(1..), v))
+            .scan(extra_range(prefix)?)?
+            .map(|(k, v)| (extra_name(&k), v))
             .collect())
     }
 

@@ -28,8 +28,9 @@ pub(crate) const EXPIRY: u8 = b'x';
 pub(crate) const HISTORY: u8 = b'h';
 pub(crate) const META_TS: &[u8] = b"mts";
 /// The namespace of the keys a layer above keeps beside the ledger
-/// (`Ledger::submit_transfers_with`).
-pub(crate) const EXTRA: u8 = b'c';
+/// (`Ledger::submit_transfers_with`): stored keys whose first byte has
+/// this bit set; every ledger key starts below it.
+pub(crate) const EXTRA: u8 = 0x80;
 
 /// How a pending transfer was settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,7 +284,7 @@ pub(crate) fn decode_extra(mut trailer: &[u8]) -> Option<Vec<ExtraWrite<'_>>> {
     while let Some((&kind, rest)) = trailer.split_first() {
         let klen = u16::from_le_bytes(rest.get(..2)?.try_into().ok()?) as usize;
         let key = rest.get(2..2 + klen)?;
-        if key.first() != Some(&EXTRA) {
+        if key.first().is_none_or(|&b| b < EXTRA) {
             return None;
         }
         let rest = &rest[2 + klen..];
@@ -380,12 +381,12 @@ mod tests {
     #[test]
     fn extra_writes_round_trip_and_bad_trailers_do_not_decode() {
         let mut t = Vec::new();
-        encode_extra(&mut t, b"cabc", Some(b"value"));
-        encode_extra(&mut t, b"cx", None);
+        encode_extra(&mut t, b"\xe5abc", Some(b"value"));
+        encode_extra(&mut t, b"\xf8", None);
         let writes = decode_extra(&t).expect("trailer");
         assert_eq!(
             writes,
-            vec![(&b"cabc"[..], Some(&b"value"[..])), (&b"cx"[..], None)]
+            vec![(&b"\xe5abc"[..], Some(&b"value"[..])), (&b"\xf8"[..], None)]
         );
         for cut in 1..t.len() {
             if let Some(w) = decode_extra(&t[..cut]) {
@@ -397,8 +398,12 @@ mod tests {
         let mut foreign = Vec::new();
         encode_extra(&mut foreign, b"a0000", Some(b"x"));
         assert!(decode_extra(&foreign).is_none());
-        assert!(decode_extra(&[9, 1, 0, b'c']).is_none());
-        let mut huge = vec![EXTRA_PUT, 2, 0, b'c', b'k'];
+        assert!(decode_extra(&[9, 1, 0, 0xE5]).is_none());
+        assert!(
+            decode_extra(&[EXTRA_DELETE, 0, 0]).is_none(),
+            "an empty key"
+        );
+        let mut huge = vec![EXTRA_PUT, 2, 0, 0xE5, b'k'];
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_extra(&huge).is_none());
     }
