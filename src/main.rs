@@ -10,7 +10,8 @@
 //! (the run: threads, batches, progress bar), `report.rs` (the figures, as
 //! text or JSON), `verify.rs` (the checks after the reopen) and
 //! `datadir.rs` (the data directory's life); `inspect.rs` and
-//! `account.rs` (the account commands).
+//! `account.rs` (the account commands); `compare/` (feature `compare`:
+//! `bench --engine` on SQLite, redb and fjall, side by side).
 //!
 //! Exit codes: 0 on success; 1 on an engine or disk error, a failed
 //! verification, damage found by `inspect`, a refused account or transfer
@@ -31,6 +32,8 @@ macro_rules! say {
 mod cli {
     pub mod account;
     pub mod bench;
+    #[cfg(feature = "compare")]
+    pub mod compare;
     pub mod datadir;
     pub mod inspect;
     pub mod report;
@@ -43,7 +46,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use mvledger::SyncMode;
 use mvledger::ledger::MAX_BATCH_EVENTS;
 
@@ -174,6 +178,88 @@ pub struct BenchArgs {
     /// Print the figures as one JSON object on stdout (no progress bar).
     #[arg(long)]
     pub json: bool,
+    /// The engines to run the same workload on, comma-separated, or `all`;
+    /// with more than one, a table compares them. Engines other than
+    /// mvledger need a build with `--features compare` and `--pending 0`.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "ENGINES")]
+    pub engine: Vec<EngineName>,
+}
+
+/// `--engine`: the engines a bench runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineName {
+    /// mvledger, SQLite, redb and fjall, in that order.
+    All,
+    /// This crate's ledger (the default).
+    Mvledger,
+    /// SQLite (rusqlite, bundled): WAL mode, one transaction per batch.
+    Sqlite,
+    /// redb: one write transaction per batch.
+    Redb,
+    /// fjall: its transactional keyspace, one write transaction per batch.
+    Fjall,
+}
+
+impl EngineName {
+    /// The name the flag takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineName::All => "all",
+            EngineName::Mvledger => "mvledger",
+            EngineName::Sqlite => "sqlite",
+            EngineName::Redb => "redb",
+            EngineName::Fjall => "fjall",
+        }
+    }
+}
+
+impl BenchArgs {
+    /// The engines of `--engine`, `all` spelled out, each once, in the
+    /// order given; mvledger alone when the flag is absent. `Err` says why
+    /// the flags cannot run: a peer engine in a build without the
+    /// `compare` feature, or a peer with `--pending` above 0 (the peers do
+    /// single-phase transfers only).
+    pub fn engines(&self) -> Result<Vec<EngineName>, String> {
+        let mut engines = Vec::new();
+        for &engine in &self.engine {
+            let expanded: &[EngineName] = match engine {
+                EngineName::All => &[
+                    EngineName::Mvledger,
+                    EngineName::Sqlite,
+                    EngineName::Redb,
+                    EngineName::Fjall,
+                ],
+                one => &[one],
+            };
+            for &e in expanded {
+                if !engines.contains(&e) {
+                    engines.push(e);
+                }
+            }
+        }
+        if engines.is_empty() {
+            engines.push(EngineName::Mvledger);
+        }
+        let peer = engines.iter().find(|&&e| e != EngineName::Mvledger);
+        if let Some(peer) = peer {
+            if !cfg!(feature = "compare") {
+                return Err(format!(
+                    "--engine {}: this mvledger was built without the `compare` feature; \
+                     build it with `cargo build --release --features compare` \
+                     (or run `cargo run --release --features compare -- bench --engine ...`)",
+                    peer.name()
+                ));
+            }
+            if self.pending > 0.0 {
+                return Err(format!(
+                    "--engine {} needs --pending 0: the peer engines run single-phase \
+                     transfers only (two-phase transfers are mvledger's alone)",
+                    peer.name()
+                ));
+            }
+        }
+        Ok(engines)
+    }
 }
 
 /// How transfers pick their accounts.
@@ -251,11 +337,30 @@ fn parse_share(text: &str) -> Result<f64, String> {
     }
 }
 
+/// `mvledger bench`: mvledger alone, or (feature `compare`) the engines of
+/// `--engine` side by side. Flags that cannot run exit with code 2, as
+/// clap's own usage errors do.
+fn bench(args: &BenchArgs) -> Result<(), cli::bench::Failure> {
+    let engines = match args.engines() {
+        Ok(engines) => engines,
+        Err(message) => Cli::command()
+            .error(ErrorKind::InvalidValue, message)
+            .exit(),
+    };
+    #[cfg(feature = "compare")]
+    if engines != [EngineName::Mvledger] {
+        return cli::compare::run(args, &engines);
+    }
+    // Without `compare`, `engines()` lets only mvledger through.
+    debug_assert_eq!(engines, [EngineName::Mvledger]);
+    cli::bench::run(args)
+}
+
 fn main() -> ExitCode {
     // Bad arguments: clap prints the message and exits with code 2.
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Bench(args) => cli::bench::run(&args).map(|()| true),
+        Command::Bench(args) => bench(&args).map(|()| true),
         Command::Inspect(args) => cli::inspect::run(&args.dir, args.json),
         Command::Account(AccountCommand::Create(args)) => cli::account::create_account(&args),
         Command::Transfer(args) => cli::account::transfer(&args),

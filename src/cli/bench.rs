@@ -195,7 +195,7 @@ pub fn run_transfers(
 
 /// A progress bar on stderr with the live rate, or a hidden one when the
 /// output is JSON or stderr is no terminal.
-fn progress_bar(json: bool, events: u64) -> ProgressBar {
+pub fn progress_bar(json: bool, events: u64) -> ProgressBar {
     if json || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }

@@ -245,7 +245,7 @@ pub fn print_header(args: &BenchArgs, dir: &Path) {
 }
 
 /// The value at quantile `q` of sorted `values` (0 when empty).
-fn percentile(values: &[u64], q: f64) -> u64 {
+pub fn percentile(values: &[u64], q: f64) -> u64 {
     if values.is_empty() {
         return 0;
     }

@@ -1,0 +1,84 @@
+//! mvledger's entry in the comparison: the bench's own run (`bench.rs`:
+//! `Ledger::create_transfers` per batch, group commit, the log synced with
+//! `fdatasync` as `--sync` says), then its reopen and verification
+//! (`verify.rs`), and the digest of its final balances.
+//!
+//! Setup for `--sync always`: a call returns once its redo record is
+//! durable; concurrent calls share one `fdatasync` (group commit).
+
+use std::path::Path;
+use std::time::Instant;
+
+use mvledger::{Ledger, LedgerOptions, Options};
+
+use super::{Outcome, Syncs, digest, tally};
+use crate::BenchArgs;
+use crate::EngineName;
+use crate::cli::bench::{self, Failure, fail};
+use crate::cli::report::group;
+use crate::cli::{verify, workload};
+
+/// Runs the workload on mvledger in `dir`.
+pub fn run(args: &BenchArgs, dir: &Path) -> Result<Outcome, Failure> {
+    let options = LedgerOptions {
+        engine: Options {
+            sync: args.sync.mode(),
+            ..Options::default()
+        },
+        ..LedgerOptions::default()
+    };
+    let setup = format!(
+        "Ledger::create_transfers per batch; redo log, group commit, sync {}",
+        args.sync.name()
+    );
+    if !args.json {
+        say!("  setup: {setup}");
+    }
+    let ledger = Ledger::open(dir, options).map_err(fail(format!("opening {}", dir.display())))?;
+    // Quiet (as with --json): the line below says it, indented.
+    let started = Instant::now();
+    let quiet = BenchArgs {
+        json: true,
+        ..args.clone()
+    };
+    bench::create_accounts(&ledger, &quiet)?;
+    if !args.json {
+        say!(
+            "  created {} accounts in {:.2} s",
+            group(args.accounts),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    ledger.engine().sync().map_err(fail("syncing the log"))?;
+    let mut plans = workload::plans(args);
+    let before = ledger.stats();
+    let run = bench::run_transfers(&ledger, args, &mut plans)?;
+    let after = ledger.stats();
+    ledger.engine().sync().map_err(fail("syncing the log"))?;
+    let accounts = ledger
+        .snapshot()
+        .accounts()
+        .map_err(fail("reading the accounts"))?;
+    drop(ledger);
+    let verification = verify::verify(dir, args, &plans)?;
+    let (accepted, rejected) = tally(&plans);
+    let problems = if verification.ok() {
+        Vec::new()
+    } else {
+        vec![format!(
+            "verification after reopen: {}",
+            verification.summary()
+        )]
+    };
+    Ok(Outcome {
+        engine: EngineName::Mvledger,
+        setup,
+        elapsed: run.elapsed,
+        latencies_ns: run.latencies_ns,
+        accepted,
+        rejected,
+        syncs: Syncs::Exact(after.syncs.saturating_sub(before.syncs)),
+        digest: digest(&accounts),
+        problems,
+    })
+}
