@@ -16,7 +16,7 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
-use super::key::{Key, KeyHasher, mix};
+use super::key::{Key, KeyHasher};
 use super::shard::{Shard, parts_of};
 use crate::sync::{AtomicU64, Ordering, RwLock};
 use std::hash::Hasher;
@@ -87,11 +87,15 @@ pub(crate) struct Index {
     reclaimed: AtomicU64,
 }
 
-/// The shard of `key`: the top bits of its mixed hash.
+/// The shard of `key`: bits 40..46 of the hash its shard's map uses.
+/// Not the top bits: the map keeps those (7 of them) as the tag it
+/// compares before it compares keys, and a shard whose keys share tag bits
+/// compares keys, each a cache miss, several times as often. Not the low
+/// bits either: they pick the map's bucket.
 pub(crate) fn shard_of(key: &[u8]) -> usize {
     let mut h = KeyHasher::default();
     h.write(key);
-    (mix(h.finish()) >> (64 - SHARDS.trailing_zeros())) as usize
+    ((h.finish() >> 40) as usize) & (SHARDS - 1)
 }
 
 /// Whether the bounds can hold no key: `BTreeSet::range` panics on some
