@@ -562,22 +562,14 @@ impl Node {
                 })?;
         let mut owing = self.owing.lock();
         for &(_, m, step) in &plan {
-            match step {
-                Step::Reserve(_) => {
-                    let prepared = sends.iter().any(|(_, s)| {
-                        *s == Message::Vote {
-                            id: m.id(),
-                            refused: None,
-                        }
-                    });
-                    if prepared {
-                        owing.in_doubt.insert(m.id());
-                    }
-                }
-                Step::Settle { .. } => {
-                    owing.in_doubt.remove(&m.id());
-                }
-                _ => {}
+            if let Step::Settle { .. } = step {
+                owing.in_doubt.remove(&m.id());
+            }
+        }
+        // The legs this commit prepared: each sent a yes vote.
+        for (_, s) in &sends {
+            if let Message::Vote { id, refused: None } = *s {
+                owing.in_doubt.insert(id);
             }
         }
         for o in &finished {
