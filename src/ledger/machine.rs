@@ -18,6 +18,7 @@
 //! added the same amount to a debit side and to a credit side.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
@@ -28,6 +29,11 @@ use super::codes::{CreateAccountResult as AR, CreateTransferResult as TR};
 use super::types::{Account, AccountFlags, Transfer, TransferFlags};
 use crate::Batch;
 use crate::error::Result;
+use crate::mvcc::KeyHasher;
+
+/// A map by id: ids are not chosen by an attacker of this process's
+/// hash seed, and SipHash costs more than the rest of a lookup.
+type IdMap<V> = HashMap<u128, V, BuildHasherDefault<KeyHasher>>;
 
 /// The most events one call may carry.
 pub const MAX_BATCH_EVENTS: usize = 1 << 16;
@@ -60,16 +66,16 @@ enum Slot {
 pub(crate) struct Machine<'b, 'i> {
     batch: &'b mut Batch<'i>,
     /// Accounts read or changed in this batch (`None`: known not to exist).
-    accounts: HashMap<u128, Option<Account>>,
+    accounts: IdMap<Option<Account>>,
     dirty: Vec<u128>,
-    transfers: HashMap<u128, Transfer>,
+    transfers: IdMap<Transfer>,
     transfer_order: Vec<u128>,
-    settled: HashMap<u128, Settled>,
+    settled: IdMap<Settled>,
     /// (account, timestamp, transfer id, balances if HISTORY).
     history: Vec<(u128, u64, u128, Option<Account>)>,
     expiry_added: Vec<(u64, u128)>,
     expiry_removed: Vec<(u64, u128)>,
-    failed: HashMap<u128, TR>,
+    failed: IdMap<TR>,
     undo: Vec<Undo>,
     /// A lower bound of every expiry time (see `expire`).
     expiry_hint: &'b AtomicU64,
@@ -100,15 +106,15 @@ impl<'b, 'i> Machine<'b, 'i> {
         batch.reserve(events * 5);
         Machine {
             batch,
-            accounts: HashMap::with_capacity(events * 2),
+            accounts: IdMap::with_capacity_and_hasher(events * 2, Default::default()),
             dirty: Vec::with_capacity(events * 2),
-            transfers: HashMap::with_capacity(events),
+            transfers: IdMap::with_capacity_and_hasher(events, Default::default()),
             transfer_order: Vec::with_capacity(events),
-            settled: HashMap::new(),
+            settled: IdMap::default(),
             history: Vec::new(),
             expiry_added: Vec::new(),
             expiry_removed: Vec::new(),
-            failed: HashMap::new(),
+            failed: IdMap::default(),
             undo: Vec::new(),
             expiry_hint,
         }

@@ -14,6 +14,8 @@ mod engine;
 mod gc;
 mod index;
 mod key;
+/// The hasher of the index's maps, also fast for the ledger's `u128` ids.
+pub(crate) use key::KeyHasher;
 mod options;
 mod readers;
 mod scan;
