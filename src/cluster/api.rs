@@ -31,6 +31,7 @@ use super::node::{Effects, Node, Outcome, Sabotage, Started};
 use super::route;
 use super::state::TransferState;
 use super::transport::{ChannelTransport, Inbox, Transport, envelopes};
+use crate::SyncMode;
 use crate::error::{Error, Result};
 use crate::ledger::{
     Account, AccountFlags, CreateAccountResult, CreateTransferResult, Ledger, LedgerOptions,
@@ -71,11 +72,16 @@ impl Default for ClusterOptions {
     }
 }
 
+/// A cross-shard transfer a call waits for: (input index, (coordinator,
+/// id), whether it existed before the call).
+type Wait = (usize, (ShardId, u128), bool);
+
 /// Callers waiting for cross-shard transfers to become final.
 #[derive(Debug, Default)]
 struct Waiters {
-    /// id -> (callers waiting, the outcome once known).
-    slots: HashMap<u128, (usize, Option<Outcome>)>,
+    /// (coordinator, id) -> (callers waiting, the outcome once known):
+    /// ids are unique per coordinator only.
+    slots: HashMap<(ShardId, u128), (usize, Option<Outcome>)>,
     /// Why a shard thread stopped, if one did.
     failure: Option<String>,
 }
@@ -99,7 +105,7 @@ impl Shared {
         }
         let mut w = self.waiters.lock();
         for o in fx.finished {
-            if let Some(slot) = w.slots.get_mut(&o.id) {
+            if let Some(slot) = w.slots.get_mut(&(o.shard, o.id)) {
                 slot.1 = Some(o);
             }
         }
@@ -132,6 +138,11 @@ impl Cluster {
                 "a cluster has 1 to 256 shards, not {}",
                 options.shards
             )));
+        }
+        if options.ledger.engine.sync != SyncMode::Always {
+            return Err(Error::invalid(
+                "a cluster needs SyncMode::Always: a shard must not send a message before the commit that causes it is durable",
+            ));
         }
         check_shard_count(dir, options.shards)?;
         let mut nodes = Vec::with_capacity(options.shards as usize);
@@ -237,11 +248,11 @@ impl Cluster {
     pub fn create_transfers(&self, transfers: &[Transfer]) -> Result<Vec<CreateTransferResult>> {
         let routes = route::transfers(transfers, self.shared.options.placement, self.shards())?;
         let mut results = vec![CreateTransferResult::Ok; transfers.len()];
-        let cross_ids: Vec<u128> = routes
+        let cross_ids: Vec<(ShardId, u128)> = routes
             .cross
             .iter()
-            .flatten()
-            .map(|(_, t, _)| t.id)
+            .enumerate()
+            .flat_map(|(shard, part)| part.iter().map(move |(_, t, _)| (shard as ShardId, t.id)))
             .collect();
         self.register(&cross_ids);
         let run = self.run_routes(&routes, &mut results);
@@ -252,13 +263,14 @@ impl Cluster {
     }
 
     /// Runs each shard's part from its own thread; returns the cross-shard
-    /// transfers to wait for: (input index, id, whether it existed before).
+    /// transfers to wait for: (input index, coordinator and id, whether it
+    /// existed before).
     fn run_routes(
         &self,
         routes: &route::Routes,
         results: &mut [CreateTransferResult],
-    ) -> Result<Vec<(usize, u128, bool)>> {
-        type Part = Result<(Vec<(usize, CreateTransferResult)>, Vec<(usize, u128, bool)>)>;
+    ) -> Result<Vec<Wait>> {
+        type Part = Result<(Vec<(usize, CreateTransferResult)>, Vec<Wait>)>;
         let parts: Vec<Part> = std::thread::scope(|s| {
             let mut handles = Vec::new();
             for (i, node) in self.shared.nodes.iter().enumerate() {
@@ -284,8 +296,8 @@ impl Cluster {
                         for ((i, t, _), s) in cross.iter().zip(started) {
                             match s {
                                 Started::Refused(r) => done.push((*i, r)),
-                                Started::InFlight => waits.push((*i, t.id, false)),
-                                Started::Existing => waits.push((*i, t.id, true)),
+                                Started::InFlight => waits.push((*i, (node.shard, t.id), false)),
+                                Started::Existing => waits.push((*i, (node.shard, t.id), true)),
                             }
                         }
                     }
@@ -307,14 +319,16 @@ impl Cluster {
         }
         // A transfer that existed may be final already: look it up now
         // that its waiter is registered (a later finish will notify).
-        for &(_, id, existed) in &waits {
+        for &(_, (shard, id), existed) in &waits {
+            let node = &self.shared.nodes[shard as usize];
             if existed
-                && let Some(agg) = self.coordinator_aggregate(id)?
+                && let Some(agg) = node.aggregate(&node.ledger.snapshot(), id)?
                 && agg.state.is_final()
             {
                 let mut w = self.shared.waiters.lock();
-                if let Some(slot) = w.slots.get_mut(&id) {
+                if let Some(slot) = w.slots.get_mut(&(shard, id)) {
                     slot.1 = Some(Outcome {
+                        shard,
                         id,
                         committed: agg.state == TransferState::Committed,
                         refusal: agg.refusal,
@@ -325,14 +339,14 @@ impl Cluster {
         Ok(waits)
     }
 
-    fn register(&self, ids: &[u128]) {
+    fn register(&self, ids: &[(ShardId, u128)]) {
         let mut w = self.shared.waiters.lock();
         for &id in ids {
             w.slots.entry(id).or_insert((0, None)).0 += 1;
         }
     }
 
-    fn unregister(&self, ids: &[u128]) {
+    fn unregister(&self, ids: &[(ShardId, u128)]) {
         let mut w = self.shared.waiters.lock();
         for id in ids {
             if let Some(slot) = w.slots.get_mut(id) {
@@ -344,19 +358,15 @@ impl Cluster {
         }
     }
 
-    fn wait(
-        &self,
-        waits: &[(usize, u128, bool)],
-        results: &mut [CreateTransferResult],
-    ) -> Result<()> {
+    fn wait(&self, waits: &[Wait], results: &mut [CreateTransferResult]) -> Result<()> {
         let mut w = self.shared.waiters.lock();
-        for &(i, id, existed) in waits {
+        for &(i, key, existed) in waits {
             let outcome = loop {
+                if let Some(o) = w.slots.get(&key).and_then(|s| s.1) {
+                    break o;
+                }
                 if w.failure.is_some() {
                     return Err(Error::Poisoned);
-                }
-                if let Some(o) = w.slots.get(&id).and_then(|s| s.1) {
-                    break o;
                 }
                 self.shared.finished.wait(&mut w);
             };
@@ -371,6 +381,8 @@ impl Cluster {
         Ok(())
     }
 
+    /// The first shard's record of a cross-shard transfer `id` (ids are
+    /// unique per coordinator: with one id on several, the lowest shard's).
     fn coordinator_aggregate(&self, id: u128) -> Result<Option<super::state::Aggregate>> {
         for node in &self.shared.nodes {
             if let Some(agg) = node.aggregate(&node.ledger.snapshot(), id)? {
@@ -381,17 +393,27 @@ impl Cluster {
     }
 
     /// Where cross-shard transfer `id` is (`None`: no shard coordinates a
-    /// transfer with that id; same-shard transfers have no state here).
+    /// transfer with that id; same-shard transfers have no state here). If
+    /// transfers on several coordinators share the id, the lowest
+    /// shard's.
     pub fn transfer_state(&self, id: u128) -> Result<Option<TransferState>> {
         Ok(self.coordinator_aggregate(id)?.map(|a| a.state))
     }
 
     /// The accounts with these ids that exist, each read at its own
-    /// shard's snapshot, in input order.
+    /// shard's snapshot, in input order (settlement accounts included).
     pub fn lookup_accounts(&self, ids: &[u128]) -> Result<Vec<Account>> {
         let mut out = Vec::with_capacity(ids.len());
         for &id in ids {
-            let shard = &self.shared.nodes[self.shard_of(id) as usize];
+            let on = if super::ids::is_reserved(id) {
+                // A settlement account names its shard.
+                (id & u128::from(u32::MAX)) as ShardId
+            } else {
+                self.shard_of(id)
+            };
+            let Some(shard) = self.shared.nodes.get(on as usize) else {
+                continue;
+            };
             out.extend(shard.ledger.lookup_accounts(&[id])?);
         }
         Ok(out)
@@ -460,6 +482,17 @@ fn check_shard_count(dir: &Path, shards: u32) -> Result<()> {
 /// A shard's thread: handles everything that has arrived as one batch,
 /// and re-sends what stayed unanswered over a resend interval.
 fn shard_thread(shared: &Shared, shard: ShardId, rx: &Receiver<Inbox>) {
+    /// Fails the cluster if the thread unwinds: its callers must not wait
+    /// forever for a thread that is gone.
+    struct OnPanic<'a>(&'a Shared, ShardId);
+    impl Drop for OnPanic<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.fail(self.1, &Error::Poisoned);
+            }
+        }
+    }
+    let _guard = OnPanic(shared, shard);
     let node = &shared.nodes[shard as usize];
     let interval = shared.options.resend_interval;
     // A restart resumes every unfinished transfer: send the outbox now.

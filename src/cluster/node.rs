@@ -69,6 +69,8 @@ pub enum Sabotage {
 /// How a cross-shard transfer ended, for whoever waits for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Outcome {
+    /// The coordinator: ids are unique per coordinator.
+    pub(crate) shard: ShardId,
     pub(crate) id: u128,
     pub(crate) committed: bool,
     pub(crate) refusal: Option<CreateTransferResult>,
@@ -225,10 +227,29 @@ fn key_id(k: &[u8]) -> Option<u128> {
     Some(u128::from_be_bytes(k.get(1..17)?.try_into().ok()?))
 }
 
+/// A participant's key: `l | coordinator | id`. Ids are unique per
+/// coordinator only, so two coordinators' transfers with one id are two
+/// legs here (and the ledger refuses the second: its id is taken).
+fn leg_key(coordinator: ShardId, id: u128) -> [u8; 21] {
+    let mut k = [0u8; 21];
+    k[0] = PARTICIPANT;
+    k[1..5].copy_from_slice(&coordinator.to_be_bytes());
+    k[5..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn leg_key_parts(k: &[u8]) -> Option<(ShardId, u128)> {
+    let coordinator = u32::from_be_bytes(k.get(1..5)?.try_into().ok()?);
+    let id = u128::from_be_bytes(k.get(5..21)?.try_into().ok()?);
+    Some((coordinator, id))
+}
+
 /// The pending leg of `u` on `shard`: the debit side reserves from the
 /// account into the settlement account, the credit side from the
 /// settlement account into the account. No timeout: a leg is only ever
-/// settled by the decision.
+/// settled by the decision (`initiate` refuses a transfer with one). The
+/// debit leg keeps the user's `pending_id`, so that the ledger refuses a
+/// nonzero one as it would on one shard.
 pub(crate) fn leg_of(u: &Transfer, shard: ShardId, debit_side: bool) -> Transfer {
     let settlement = ids::settlement_account(u.ledger, shard);
     let (debit_account_id, credit_account_id) = if debit_side {
@@ -239,7 +260,7 @@ pub(crate) fn leg_of(u: &Transfer, shard: ShardId, debit_side: bool) -> Transfer
     Transfer {
         debit_account_id,
         credit_account_id,
-        pending_id: 0,
+        pending_id: if debit_side { u.pending_id } else { 0 },
         timeout: 0,
         flags: TransferFlags::PENDING,
         ..*u
@@ -279,7 +300,7 @@ struct Owing {
     /// Transfers this shard coordinates that are not final.
     coordinating: BTreeSet<u128>,
     /// Legs prepared here whose decision has not come.
-    in_doubt: BTreeSet<u128>,
+    in_doubt: BTreeSet<(ShardId, u128)>,
 }
 
 impl Node {
@@ -308,10 +329,10 @@ impl Node {
             }
         }
         for (k, v) in snap.extra_scan_prefix(&[PARTICIPANT])? {
-            let id = key_id(&k).ok_or_else(|| node.damaged("bad leg key"))?;
+            let key = leg_key_parts(&k).ok_or_else(|| node.damaged("bad leg key"))?;
             let rec = LegRecord::decode(&v).ok_or_else(|| node.damaged("bad leg"))?;
             if rec.leg == Leg::Prepared {
-                owing.in_doubt.insert(id);
+                owing.in_doubt.insert(key);
             }
         }
         *node.owing.lock() = owing;
@@ -361,8 +382,13 @@ impl Node {
             .ok_or_else(|| self.damaged(format!("transfer {id} has no record")))
     }
 
-    fn leg(&self, snap: &LedgerSnapshot, id: u128) -> Result<Option<LegRecord>> {
-        self.decode_leg(snap.extra_get(&id_key(PARTICIPANT, id))?)
+    fn leg(
+        &self,
+        snap: &LedgerSnapshot,
+        coordinator: ShardId,
+        id: u128,
+    ) -> Result<Option<LegRecord>> {
+        self.decode_leg(snap.extra_get(&leg_key(coordinator, id))?)
     }
 
     /// How many transfers this shard coordinates that are not final.
@@ -445,7 +471,7 @@ impl Node {
 
     fn put_leg(&self, extra: &mut Extra<'_, '_>, id: u128, mut rec: LegRecord) -> Result<()> {
         rec.owed = self.keep(rec.owed);
-        extra.put(&id_key(PARTICIPANT, id), &rec.encode())
+        extra.put(&leg_key(rec.coordinator, id), &rec.encode())
     }
 
     /// Starts cross-shard transfers this shard coordinates: `(transfer,
@@ -457,15 +483,29 @@ impl Node {
         &self,
         items: &[(Transfer, ShardId)],
     ) -> Result<(Vec<Started>, Effects)> {
-        self.ensure_settlement(items.iter().map(|(u, _)| u.ledger))?;
+        // A plain transfer may not carry a timeout; its legs cannot either
+        // (one that expired on its own would break the protocol).
+        let (timed, items): (Vec<_>, Vec<_>) = items
+            .iter()
+            .enumerate()
+            .partition(|(_, (u, _))| u.timeout != 0);
+        let mut started =
+            vec![
+                Started::Refused(CreateTransferResult::TimeoutReservedForPendingTransfer);
+                timed.len() + items.len()
+            ];
+        if items.is_empty() {
+            return Ok((started, Effects::default()));
+        }
+        self.ensure_settlement(items.iter().map(|(_, (u, _))| u.ledger))?;
         let legs: Vec<Transfer> = items
             .iter()
-            .map(|(u, _)| leg_of(u, self.shard, true))
+            .map(|(_, (u, _))| leg_of(u, self.shard, true))
             .collect();
         let mut effects = Effects::default();
-        let (_, started) = self.ledger.submit_transfers_with(&legs, |results, extra| {
+        let (_, outcome) = self.ledger.submit_transfers_with(&legs, |results, extra| {
             let mut started = Vec::with_capacity(items.len());
-            for (&(u, credit_shard), &r) in items.iter().zip(results) {
+            for (&(_, &(u, credit_shard)), &r) in items.iter().zip(results) {
                 started.push(match r {
                     CreateTransferResult::Ok => {
                         let first = Event::TransferInitiated {
@@ -497,10 +537,11 @@ impl Node {
             Ok(started)
         })?;
         let mut owing = self.owing.lock();
-        for (s, (u, _)) in started.iter().zip(items) {
-            if *s == Started::InFlight {
+        for (s, &(i, (u, _))) in outcome.into_iter().zip(&items) {
+            if s == Started::InFlight {
                 owing.coordinating.insert(u.id);
             }
+            started[i] = s;
         }
         Ok((started, effects))
     }
@@ -561,15 +602,15 @@ impl Node {
                     Ok(out)
                 })?;
         let mut owing = self.owing.lock();
-        for &(_, m, step) in &plan {
+        for &(from, m, step) in &plan {
             if let Step::Settle { .. } = step {
-                owing.in_doubt.remove(&m.id());
+                owing.in_doubt.remove(&(from, m.id()));
             }
         }
         // The legs this commit prepared: each sent a yes vote.
-        for (_, s) in &sends {
-            if let Message::Vote { id, refused: None } = *s {
-                owing.in_doubt.insert(id);
+        for &(to, s) in &sends {
+            if let Message::Vote { id, refused: None } = s {
+                owing.in_doubt.insert((to, id));
             }
         }
         for o in &finished {
@@ -594,7 +635,7 @@ impl Node {
                 let leg = if self.sabotage == Some(Sabotage::NoIdempotency) {
                     None
                 } else {
-                    self.leg(snap, transfer.id)?.map(|r| r.leg)
+                    self.leg(snap, from, transfer.id)?.map(|r| r.leg)
                 };
                 match leg {
                     None => Step::Reserve(leg_of(&transfer, self.shard, false)),
@@ -636,7 +677,7 @@ impl Node {
                     }
                 }
             }
-            Message::Decision { id, commit } => match self.leg(snap, id)?.map(|r| r.leg) {
+            Message::Decision { id, commit } => match self.leg(snap, from, id)?.map(|r| r.leg) {
                 Some(Leg::Prepared) => Step::Settle {
                     commit,
                     settle: settle_of(id, commit),
@@ -696,7 +737,14 @@ impl Node {
         match step {
             Step::Nothing => {}
             Step::Reserve(_) => {
-                let r = result.unwrap_or(CreateTransferResult::Ok);
+                let r = match result.unwrap_or(CreateTransferResult::Ok) {
+                    // The id is another coordinator's transfer's here, and
+                    // its debit account is on that other shard.
+                    CreateTransferResult::Exists => {
+                        CreateTransferResult::ExistsWithDifferentDebitAccountId
+                    }
+                    r => r,
+                };
                 let (leg, reply) = if r == CreateTransferResult::Ok {
                     (Leg::Prepared, vote(id, None))
                 } else {
@@ -744,6 +792,7 @@ impl Node {
                 };
                 if agg.state.is_final() {
                     finished.push(Outcome {
+                        shard: me,
                         id,
                         committed: agg.state == TransferState::Committed,
                         refusal: agg.refusal,
@@ -771,6 +820,7 @@ impl Node {
                 };
                 let agg = self.advance(extra, rec, id, &[e], None)?;
                 finished.push(Outcome {
+                    shard: me,
                     id,
                     committed: commit,
                     refusal: agg.refusal,
@@ -791,7 +841,7 @@ impl Node {
     /// Everything the records owe, to send again: how a lost message, or
     /// one a crash kept from being sent, gets through.
     pub(crate) fn resend(&self) -> Result<Effects> {
-        let (coordinating, in_doubt): (Vec<u128>, Vec<u128>) = {
+        let (coordinating, in_doubt): (Vec<u128>, Vec<(ShardId, u128)>) = {
             let o = self.owing.lock();
             (
                 o.coordinating.iter().copied().collect(),
@@ -807,8 +857,8 @@ impl Node {
             }
         }
         let mut dropped = Vec::new();
-        for id in in_doubt {
-            let Some(rec) = self.leg(&snap, id)? else {
+        for (coordinator, id) in in_doubt {
+            let Some(rec) = self.leg(&snap, coordinator, id)? else {
                 continue;
             };
             if self.sabotage == Some(Sabotage::ParticipantDropsLeg) && rec.leg == Leg::Prepared {
@@ -837,8 +887,8 @@ impl Node {
                 Ok(())
             })?;
             let mut owing = self.owing.lock();
-            for (_, id) in dropped {
-                owing.in_doubt.remove(&id);
+            for key in dropped {
+                owing.in_doubt.remove(&key);
             }
         }
         Ok(fx)

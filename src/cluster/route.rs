@@ -1,16 +1,28 @@
 //! Splits a call's accounts and transfers by shard, and refuses what the
 //! cluster cannot do, before anything is written.
 //!
-//! Rules: ids in the reserved range (`ids::is_reserved`) are refused for
+//! Rules: a call holds at most `MAX_BATCH_EVENTS` items, as a ledger call
+//! does; ids in the reserved range (`ids::is_reserved`) are refused for
 //! accounts, transfers and account references; a transfer between shards
-//! must be a plain one (no flags: pending, post, void, balancing, closing
-//! and linked transfers stay within one shard); a linked chain must lie on
-//! one shard. Each is an `Error::InvalidArgument` for the whole call,
-//! naming the item.
+//! must be a plain one (no flags: pending, post, void, balancing and
+//! linked transfers stay within one shard); a linked chain must lie on one
+//! shard; closing transfers are refused altogether, since an account
+//! closed while a cross-shard leg waits for its decision could not take
+//! the decision (a posted leg must always be postable). Each is an
+//! `Error::InvalidArgument` for the whole call, naming the item.
 
 use super::ids::{Placement, ShardId, is_reserved};
 use crate::error::{Error, Result};
-use crate::ledger::{Account, AccountFlags, Transfer, TransferFlags};
+use crate::ledger::{Account, AccountFlags, MAX_BATCH_EVENTS, Transfer, TransferFlags};
+
+fn check_len(len: usize) -> Result<()> {
+    if len > MAX_BATCH_EVENTS {
+        return Err(Error::invalid(format!(
+            "a batch of {len} events is over the limit of {MAX_BATCH_EVENTS}"
+        )));
+    }
+    Ok(())
+}
 
 /// A call's transfers by shard.
 #[derive(Debug, Default)]
@@ -58,6 +70,7 @@ pub(crate) fn accounts(
     placement: Placement,
     shards: u32,
 ) -> Result<Vec<Vec<(usize, Account)>>> {
+    check_len(accounts.len())?;
     for (i, a) in accounts.iter().enumerate() {
         if is_reserved(a.id) {
             return Err(Error::invalid(format!(
@@ -85,6 +98,7 @@ pub(crate) fn transfers(
     placement: Placement,
     shards: u32,
 ) -> Result<Routes> {
+    check_len(transfers.len())?;
     let shard_of = |t: &Transfer| {
         let (d, c) = (
             placement.shard(t.debit_account_id, shards),
@@ -108,6 +122,13 @@ pub(crate) fn transfers(
         let settles = t.flags.intersects(
             TransferFlags::POST_PENDING_TRANSFER | TransferFlags::VOID_PENDING_TRANSFER,
         );
+        if t.flags
+            .intersects(TransferFlags::CLOSING_DEBIT | TransferFlags::CLOSING_CREDIT)
+        {
+            return Err(Error::invalid(format!(
+                "transfer {i} closes an account; a cluster does not close accounts (a cross-shard leg waiting for its decision must stay postable)"
+            )));
+        }
         let (d, c) = shard_of(t);
         if d != c && !t.flags.is_empty() {
             return Err(Error::invalid(format!(
@@ -183,5 +204,9 @@ mod tests {
             .is_ok()
         );
         assert!(transfers(&[t(1, 1, 2, TransferFlags::LINKED), t(2, 1, 5, none)], m, 4).is_err());
+        let closing = TransferFlags::PENDING | TransferFlags::CLOSING_CREDIT;
+        assert!(transfers(&[t(1, 4, 8, closing)], m, 4).is_err());
+        let many = vec![t(1, 4, 8, none); MAX_BATCH_EVENTS + 1];
+        assert!(transfers(&many, m, 4).is_err());
     }
 }

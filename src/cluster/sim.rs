@@ -619,21 +619,36 @@ impl Sim {
             let what = format!("transfer {} is {:?}", t.id, agg.state);
             return Ok(Err(("final-state", what)));
         }
-        let has = |node: &Node, id: u128| -> Result<bool, String> {
-            Ok(!node
+        if agg.transfer != *t {
+            let what = format!("transfer {} has the record of {:?}", t.id, agg.transfer);
+            return Ok(Err(("final-state", what)));
+        }
+        let find = |node: &Node, id: u128| -> Result<Option<Transfer>, String> {
+            Ok(node
                 .ledger
                 .lookup_transfers(&[id])
                 .map_err(|e| self.fail("read", e))?
-                .is_empty())
+                .first()
+                .copied())
         };
         let committed = agg.state == TransferState::Committed;
         let mut sides = Vec::with_capacity(2);
-        for (shard, node) in [(a, node_a), (b, node_b)] {
+        for (shard, node, debit_side) in [(a, node_a, true), (b, node_b, false)] {
+            // This transfer's leg, not another coordinator's with its id.
+            let settlement = settlement_account(t.ledger, shard as ShardId);
+            let (dr, cr) = if debit_side {
+                (t.debit_account_id, settlement)
+            } else {
+                (settlement, t.credit_account_id)
+            };
+            let leg = find(node, t.id)?.is_some_and(|l| {
+                (l.debit_account_id, l.credit_account_id, l.amount) == (dr, cr, t.amount)
+            });
             sides.push((
                 shard,
-                has(node, t.id)?,
-                has(node, settle_id(t.id, true))?,
-                has(node, settle_id(t.id, false))?,
+                leg,
+                leg && find(node, settle_id(t.id, true))?.is_some(),
+                leg && find(node, settle_id(t.id, false))?.is_some(),
             ));
         }
         for (shard, leg, posted, voided) in sides {
@@ -726,24 +741,38 @@ pub fn run(config: &SimConfig) -> Result<SimReport, String> {
             }
         })
         .collect();
-    let transfers: Vec<Transfer> = (0..config.transfers)
-        .map(|k| {
-            let dr = accounts[rng.below(accounts.len() as u64) as usize];
-            let mut cr = accounts[rng.below(accounts.len() as u64) as usize];
-            if cr.id == dr.id {
-                cr = accounts[(cr.id as usize) % accounts.len()];
-            }
-            Transfer {
-                id: 1000 + u128::from(k),
-                debit_account_id: dr.id,
-                credit_account_id: cr.id,
-                amount: 1 + u128::from(rng.below(100)),
-                ledger: dr.ledger,
-                code: 1,
-                ..Transfer::default()
-            }
-        })
-        .collect();
+    let mut transfers: Vec<Transfer> = Vec::with_capacity(config.transfers as usize);
+    for k in 0..config.transfers {
+        let dr = accounts[rng.below(accounts.len() as u64) as usize];
+        let mut cr = accounts[rng.below(accounts.len() as u64) as usize];
+        if cr.id == dr.id {
+            cr = accounts[(cr.id as usize) % accounts.len()];
+        }
+        // One in ten reuses an earlier id with other fields: refused on
+        // the same coordinator, a transfer of its own on another (ids are
+        // unique per coordinator), refused by a credit shard that holds
+        // the other's leg.
+        let id = if k > 0 && rng.below(10) == 0 {
+            transfers[rng.below(u64::from(k)) as usize].id
+        } else {
+            1000 + u128::from(k)
+        };
+        let amount = 101 + u128::from(rng.below(100)) * 2 + u128::from(k % 2);
+        transfers.push(Transfer {
+            id,
+            debit_account_id: dr.id,
+            credit_account_id: cr.id,
+            // Distinct per reuse: 1..=100 for new ids, above for reuses.
+            amount: if id == 1000 + u128::from(k) {
+                1 + u128::from(rng.below(100))
+            } else {
+                amount + u128::from(k) * 1000
+            },
+            ledger: dr.ledger,
+            code: 1,
+            ..Transfer::default()
+        });
+    }
     let mut sim = Sim {
         config: SimConfig {
             shards,

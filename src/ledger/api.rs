@@ -87,6 +87,18 @@ impl Replay for LedgerReplay {
     }
 }
 
+/// Runs `f`, a batch's work in the sequencer; if it fails, the batch is
+/// dropped, and so must be what it did to the expiry hint (raised past
+/// transfers that are still pending, they would never expire).
+fn restoring_hint<R>(hint: &AtomicU64, f: impl FnOnce() -> Result<R>) -> Result<R> {
+    let before = hint.load(std::sync::atomic::Ordering::Acquire);
+    let out = f();
+    if out.is_err() {
+        hint.store(before, std::sync::atomic::Ordering::Release);
+    }
+    out
+}
+
 fn last_of(first_ts: u64, events: usize) -> u64 {
     first_ts + (events.max(1) as u64) - 1
 }
@@ -226,22 +238,24 @@ impl Ledger {
         check_batch(transfers.len())?;
         let now = self.clock.now_ns();
         let (commit_ts, (timestamp, results, r)) = self.engine.apply(|batch| {
-            let first_ts = first_timestamp(batch, now);
-            let mut body = codec::encode_body(
-                OP_TRANSFERS_EXTRA,
-                first_ts,
-                transfers,
-                codec::encode_transfer,
-            );
-            let results = execute_transfers(batch, first_ts, transfers, &self.expiry_hint)?;
-            let mut extra = Extra {
-                batch,
-                trailer: body,
-            };
-            let r = f(&results, &mut extra)?;
-            body = extra.trailer;
-            batch.log_as(body);
-            Ok((first_ts, results, r))
+            restoring_hint(&self.expiry_hint, || {
+                let first_ts = first_timestamp(batch, now);
+                let mut body = codec::encode_body(
+                    OP_TRANSFERS_EXTRA,
+                    first_ts,
+                    transfers,
+                    codec::encode_transfer,
+                );
+                let results = execute_transfers(batch, first_ts, transfers, &self.expiry_hint)?;
+                let mut extra = Extra {
+                    batch,
+                    trailer: body,
+                };
+                let r = f(&results, &mut extra)?;
+                body = extra.trailer;
+                batch.log_as(body);
+                Ok((first_ts, results, r))
+            })
         })?;
         Ok((
             Reply {
@@ -271,11 +285,13 @@ impl Ledger {
         }
         let now = self.clock.now_ns();
         let (commit_ts, (timestamp, results)) = self.engine.apply(|batch| {
-            let first_ts = first_timestamp(batch, now);
-            let body = codec::encode_body(op, first_ts, events, encode);
-            let results = execute(batch, first_ts, events, &self.expiry_hint)?;
-            batch.log_as(body);
-            Ok((first_ts, results))
+            restoring_hint(&self.expiry_hint, || {
+                let first_ts = first_timestamp(batch, now);
+                let body = codec::encode_body(op, first_ts, events, encode);
+                let results = execute(batch, first_ts, events, &self.expiry_hint)?;
+                batch.log_as(body);
+                Ok((first_ts, results))
+            })
         })?;
         Ok(Reply {
             commit_ts,
@@ -350,7 +366,7 @@ impl Ledger {
 /// The keys a layer above keeps beside the ledger, inside one
 /// `Ledger::submit_transfers_with` call. Keys live in their own namespace
 /// (no ledger record can be reached through them), start with a byte
-/// below 0x80 and are at most 255 bytes (`InvalidArgument` otherwise);
+/// below 0x80 and are 1 to 255 bytes long (`InvalidArgument` otherwise);
 /// reads see the latest state, this call's own writes included.
 pub struct Extra<'a, 'b> {
     batch: &'a mut Batch<'b>,
@@ -369,6 +385,9 @@ impl std::fmt::Debug for Extra<'_, '_> {
 /// extra keys (by first byte) keeps its own key order in the index and a
 /// scan of one does not sort the others.
 fn extra_key(key: &[u8]) -> Result<Vec<u8>> {
+    if key.is_empty() {
+        return Err(Error::invalid("an extra key must not be empty"));
+    }
     if key.len() > 255 {
         return Err(Error::invalid(format!(
             "an extra key of {} bytes is over 255",
@@ -390,7 +409,8 @@ fn extra_key(key: &[u8]) -> Result<Vec<u8>> {
 /// A range of stored keys.
 type KeyBounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
-/// The stored key range of the extra keys starting with `prefix`.
+/// The stored key range of the extra keys starting with `prefix` (every
+/// extra key for an empty prefix).
 fn extra_range(prefix: &[u8]) -> Result<KeyBounds> {
     if prefix.is_empty() {
         return Ok((Bound::Included(vec![EXTRA]), Bound::Unbounded));
