@@ -1,7 +1,8 @@
 //! The deterministic cluster simulator: one thread, a seeded random number
 //! generator, virtual time, a network that loses, duplicates, reorders and
 //! delays envelopes, and shards that crash (and lose whatever they had not
-//! synced, on the power-loss file system `SimFs`) and restart at any step,
+//! synced, on the power-loss file system `SimFs`, with each of its ways of
+//! tearing unsynced writes by seed) and restart at any step,
 //! also in the middle of a commit. A run submits random accounts and
 //! transfers (within and between shards, some of them bound to be refused
 //! by balance limits or ledgers), heals the faults, lets the cluster
@@ -39,6 +40,7 @@ use crate::ledger::{
     Account, AccountFlags, CreateTransferResult, LedgerOptions, ManualClock, Transfer,
 };
 use crate::wal::SimFs;
+use crate::wal::sim::Torn;
 use crate::{Options, SyncMode};
 
 /// What one simulated run does.
@@ -315,32 +317,50 @@ impl Sim {
         Ok(())
     }
 
+    /// Delivers a due envelope (a random one when `pick_random`, which
+    /// reorders), together with up to three more due for the same shard,
+    /// as the shard threads handle what has queued up in one commit.
     fn deliver(&mut self, pick_random: bool) -> Result<bool, String> {
-        let next = {
+        let (to, envs) = {
             let mut s = self.net.state.lock();
             let now = s.now_us;
             let due: Vec<usize> = (0..s.queue.len())
                 .filter(|&k| s.queue[k].0 <= now)
                 .collect();
             if due.is_empty() {
-                None
-            } else {
-                let k = if pick_random {
-                    due[s.rng.below(due.len() as u64) as usize]
-                } else {
-                    due[0]
-                };
-                Some(s.queue.remove(k))
+                return Ok(false);
             }
-        };
-        let Some((_, to, env)) = next else {
-            return Ok(false);
+            let first = if pick_random {
+                due[s.rng.below(due.len() as u64) as usize]
+            } else {
+                due[0]
+            };
+            let to = s.queue[first].1;
+            let more = if pick_random {
+                s.rng.below(4) as usize
+            } else {
+                0
+            };
+            let mut picked: Vec<usize> = std::iter::once(first)
+                .chain(
+                    due.iter()
+                        .copied()
+                        .filter(|&k| k != first && s.queue[k].1 == to)
+                        .take(more),
+                )
+                .collect();
+            let envs: Vec<Envelope> = picked.iter().map(|&k| s.queue[k].2.clone()).collect();
+            picked.sort_unstable();
+            for k in picked.into_iter().rev() {
+                s.queue.remove(k);
+            }
+            (to, envs)
         };
         let i = to as usize;
         let Some(node) = self.shards.get(i).and_then(|s| s.node.as_ref()) else {
             return Ok(true); // a down shard loses what arrives
         };
-        match node.handle(&[env]) {
+        match node.handle(&envs) {
             Ok(fx) => self.dispatch(i, fx),
             Err(e) => self.on_error(i, e)?,
         }
@@ -782,7 +802,16 @@ pub fn run(config: &SimConfig) -> Result<SimReport, String> {
         net,
         shards: (0..shards)
             .map(|i| SimShard {
-                fs: SimFs::new(config.seed ^ u64::from(i)),
+                // What a crash keeps of the unsynced part varies by seed.
+                fs: SimFs::new(config.seed ^ u64::from(i)).with_torn(
+                    [
+                        Torn::Nothing,
+                        Torn::Prefix,
+                        Torn::Zeros,
+                        Torn::Garbage,
+                        Torn::Reordered,
+                    ][(config.seed % 5) as usize],
+                ),
                 node: None,
                 restart_at_us: 0,
             })
