@@ -76,6 +76,16 @@ fn a_cross_shard_transfer_moves_money_on_both_shards() {
     );
     // The same-shard one has no cross-shard state.
     assert_eq!(c.transfer_state(101).unwrap(), None);
+    // Both read back as the user made them (legs stay on their shards).
+    let found = c.lookup_transfers(&[100, 101, 999]).unwrap();
+    assert_eq!(found.len(), 2);
+    let f = found[0];
+    assert_eq!(
+        (f.id, f.debit_account_id, f.credit_account_id, f.amount),
+        (100, 1, 2, 30)
+    );
+    assert!(f.flags.is_empty() && f.timestamp > 0);
+    assert_eq!((found[1].id, found[1].credit_account_id), (101, 5));
     // Settlement accounts net to zero across the shards.
     let s1 = c
         .shard(1)
@@ -105,6 +115,10 @@ fn a_refused_credit_leg_aborts_both_legs() {
     let rs = c.create_transfers(&[transfer(9, 1, 2, 10)]).unwrap();
     assert_eq!(rs, vec![CreateTransferResult::ExceedsDebits]);
     assert_eq!(c.transfer_state(9).unwrap(), Some(TransferState::Aborted));
+    assert!(
+        c.lookup_transfers(&[9]).unwrap().is_empty(),
+        "aborted: not found"
+    );
     assert_eq!(balances(&c, 1), (0, 0, 0, 0), "the debit leg was voided");
     assert_eq!(balances(&c, 2), (0, 0, 0, 0));
     // The same again gets the same refusal, and changes nothing.

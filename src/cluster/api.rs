@@ -400,6 +400,41 @@ impl Cluster {
         Ok(self.coordinator_aggregate(id)?.map(|a| a.state))
     }
 
+    /// The transfers with these ids as the user created them, in input
+    /// order: a cross-shard transfer once it committed (its timestamp the
+    /// debit leg's), a same-shard one as its shard stores it. Each shard is
+    /// read at its own snapshot; with one id on several shards, the lowest
+    /// shard's. The legs themselves are on `shard(i)`.
+    pub fn lookup_transfers(&self, ids: &[u128]) -> Result<Vec<Transfer>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            for node in &self.shared.nodes {
+                let snap = node.ledger.snapshot();
+                if let Some(agg) = node.aggregate(&snap, id)? {
+                    if agg.state == TransferState::Committed
+                        && let Some(leg) = snap.lookup_transfers(&[id])?.first()
+                    {
+                        out.push(Transfer {
+                            timestamp: leg.timestamp,
+                            ..agg.transfer
+                        });
+                        break;
+                    }
+                    continue;
+                }
+                let own = snap.lookup_transfers(&[id])?.into_iter().find(|t| {
+                    !super::ids::is_reserved(t.debit_account_id)
+                        && !super::ids::is_reserved(t.credit_account_id)
+                });
+                if let Some(t) = own {
+                    out.push(t);
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The accounts with these ids that exist, each read at its own
     /// shard's snapshot, in input order (settlement accounts included).
     pub fn lookup_accounts(&self, ids: &[u128]) -> Result<Vec<Account>> {
