@@ -8,7 +8,9 @@
 //! - `recovery`: opening a directory made from the bytes gives `Ok` or an
 //!   error, and an opened engine scans, commits and reopens with it;
 //! - `kv_ops`: KV operations agree with a `BTreeMap` model;
-//! - `ledger`: ledger batches agree with the reference model.
+//! - `ledger`: ledger batches agree with the reference model;
+//! - `cluster`: cluster messages and events decode safely, and a simulated
+//!   cluster made from the bytes passes every check.
 //!
 //! Each corpus must hold at least one input. The hand-made seeds
 //! (`seed-*`) are written by `write_seeds` when `MVLEDGER_WRITE_FUZZ_SEEDS`
@@ -75,6 +77,11 @@ fn kv_ops_corpus() {
 #[test]
 fn ledger_corpus() {
     replay("ledger", harness::ledger);
+}
+
+#[test]
+fn cluster_corpus() {
+    replay("cluster", harness::cluster);
 }
 
 // ----- regressions found by the fuzzer ----------------------------------------

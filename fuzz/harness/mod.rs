@@ -16,8 +16,13 @@
 //! - `ledger`: batches of accounts and transfers agree with the serial
 //!   reference model of `tests/model`, result by result, and in the final
 //!   accounts and transfers, across checkpoints and reopenings.
+//! - `cluster`: the cluster's message and event decoders never panic and
+//!   re-encode what they accept; and a simulated cluster whose sizes,
+//!   fault rates and seed come from the bytes passes every check of
+//!   `mvledger::cluster::sim`.
 //!
-//! Everything runs on `MemFs` with `SyncMode::Never`: no disk, no syncs.
+//! Everything runs on `MemFs` with `SyncMode::Never` (the cluster on its
+//! simulator's `SimFs`, `SyncMode::Always`): no disk.
 
 #![allow(dead_code)] // each fuzz target uses one of the functions
 
@@ -770,4 +775,41 @@ fn compare_ledger(l: &Ledger, model: &model::Model, when: &str) {
         model.lookup_transfers(&transfer_ids),
         "{when}: lookup_transfers (ledger left, model right)"
     );
+}
+
+/// Fuzz target `cluster`: the first byte picks the decoders (odd) or a
+/// simulated run (even).
+pub fn cluster(data: &[u8]) {
+    use mvledger::cluster::sim::{SimConfig, run};
+    use mvledger::cluster::{Event, Message};
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode & 1 == 1 {
+        if let Some(m) = Message::decode(rest) {
+            assert_eq!(m.encode(), rest, "a message re-encodes to its bytes");
+        }
+        if let Some(e) = Event::decode(rest) {
+            assert_eq!(e.encode(), rest, "an event re-encodes to its bytes");
+        }
+        return;
+    }
+    let byte = |i: usize| u32::from(rest.get(i).copied().unwrap_or(0));
+    let mut seed = [0u8; 8];
+    for (i, b) in rest.iter().skip(6).take(8).enumerate() {
+        seed[i] = *b;
+    }
+    let config = SimConfig {
+        seed: u64::from_le_bytes(seed),
+        shards: 2 + byte(0) % 3,
+        accounts: 2 + byte(1) % 12,
+        transfers: 1 + byte(2) % 40,
+        loss_pct: byte(3) % 50,
+        duplicate_pct: byte(4) % 50,
+        crash_pct: byte(5) % 10,
+        sabotage: None,
+    };
+    if let Err(e) = run(&config) {
+        panic!("{config:?}: {e}");
+    }
 }

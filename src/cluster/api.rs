@@ -18,7 +18,6 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -125,7 +124,6 @@ impl Shared {
 pub struct Cluster {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
-    stopped: AtomicBool,
 }
 
 impl Cluster {
@@ -165,22 +163,20 @@ impl Cluster {
             finished: Condvar::new(),
             options,
         });
-        let threads = receivers
-            .into_iter()
-            .enumerate()
-            .map(|(i, rx)| {
-                let shared = Arc::clone(&shared);
-                std::thread::Builder::new()
-                    .name(format!("mvledger-shard-{i}"))
-                    .spawn(move || shard_thread(&shared, i as ShardId, &rx))
-                    .map_err(Error::Io)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Cluster {
+        let mut cluster = Cluster {
             shared,
-            threads,
-            stopped: AtomicBool::new(false),
-        })
+            threads: Vec::new(),
+        };
+        for (i, rx) in receivers.into_iter().enumerate() {
+            let shared = Arc::clone(&cluster.shared);
+            let thread = std::thread::Builder::new()
+                .name(format!("mvledger-shard-{i}"))
+                .spawn(move || shard_thread(&shared, i as ShardId, &rx))
+                // Dropping `cluster` stops the threads already started.
+                .map_err(Error::Io)?;
+            cluster.threads.push(thread);
+        }
+        Ok(cluster)
     }
 
     /// How many shards.
@@ -480,11 +476,9 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if !self.stopped.swap(true, Ordering::SeqCst) {
-            self.shared.transport.stop();
-            for t in self.threads.drain(..) {
-                let _ = t.join();
-            }
+        self.shared.transport.stop();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
     }
 }

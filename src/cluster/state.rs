@@ -17,7 +17,11 @@ use crate::ledger::{
     CreateTransferResult, RECORD_BYTES, Transfer, decode_transfer, encode_transfer,
 };
 
-/// Where a cross-shard transfer is.
+/// Where a cross-shard transfer is. A coordinator commits several events
+/// at once where nothing waits between them, so `Initiated` (always
+/// followed by the debit leg's `LegPrepared` in the same commit) and
+/// `Prepared` (followed by `CommitDecided`) are passed through but never
+/// read back from storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TransferState {
     /// Recorded by the coordinator; no leg prepared yet.
