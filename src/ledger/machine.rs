@@ -254,10 +254,11 @@ impl<'b, 'i> Machine<'b, 'i> {
         let mut rec = [0u8; RECORD_BYTES];
         dirty.sort_unstable();
         dirty.dedup();
+        // Each key below is written once and never read back: `put_once`.
         for id in dirty {
             if let Some(Some(a)) = accounts.get(&id) {
                 codec::encode_account(a, &mut rec);
-                batch.put(codec::id_key(ACCOUNT, id), rec)?;
+                batch.put_once(&codec::id_key(ACCOUNT, id), Bytes::copy_from_slice(&rec))?;
             }
         }
         // Transfers and history entries are never rewritten: they share one
@@ -284,7 +285,7 @@ impl<'b, 'i> Machine<'b, 'i> {
         }
         let slab = Bytes::from(slab);
         for (key, len, range) in placed {
-            batch.put_bytes(&key[..len], slab.slice(range))?;
+            batch.put_once(&key[..len], slab.slice(range))?;
         }
         for (id, how) in settled {
             batch.put(codec::id_key(SETTLED, id), [how as u8])?;

@@ -14,8 +14,49 @@ use super::key::{Key, KeyHasher};
 use super::scan::{Scan, as_ref_bounds};
 use crate::error::Result;
 
-/// The writes of a batch: key -> new value (`None` deletes).
-pub(crate) type BatchWrites = HashMap<Key, Option<Bytes>, BuildHasherDefault<KeyHasher>>;
+/// A batch's writes that may be read back or rewritten: key -> new value
+/// (`None` deletes).
+type WriteMap = HashMap<Key, Option<Bytes>, BuildHasherDefault<KeyHasher>>;
+
+/// The writes of a batch: the map, and the bulk list of keys written once
+/// and never read back (`Batch::put_once`), which skips the map's hashing
+/// and probing for the bulk of a ledger batch. No key is in both.
+#[derive(Debug, Default)]
+pub(crate) struct BatchWrites {
+    map: WriteMap,
+    once: Vec<(Key, Bytes)>,
+}
+
+impl BatchWrites {
+    pub(crate) fn len(&self) -> usize {
+        self.map.len() + self.once.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.map.is_empty() && self.once.is_empty()
+    }
+
+    /// Every write, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Key, Option<&Bytes>)> + Clone {
+        self.map
+            .iter()
+            .map(|(k, v)| (k, v.as_ref()))
+            .chain(self.once.iter().map(|(k, v)| (k, Some(v))))
+    }
+}
+
+impl IntoIterator for BatchWrites {
+    type Item = (Key, Option<Bytes>);
+    type IntoIter = std::iter::Chain<
+        std::collections::hash_map::IntoIter<Key, Option<Bytes>>,
+        std::iter::Map<std::vec::IntoIter<(Key, Bytes)>, fn((Key, Bytes)) -> (Key, Option<Bytes>)>,
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        let some: fn((Key, Bytes)) -> (Key, Option<Bytes>) = |(k, v)| (k, Some(v));
+        self.map.into_iter().chain(self.once.into_iter().map(some))
+    }
+}
 
 /// A batch of writes computed inside the sequencer (`Engine::apply`), or by
 /// the `Replay` hook during recovery.
@@ -36,6 +77,13 @@ impl<'a> Batch<'a> {
     }
 
     pub(crate) fn into_parts(self) -> (BatchWrites, Option<Vec<u8>>) {
+        debug_assert!(
+            self.writes
+                .once
+                .iter()
+                .all(|(k, _)| !self.writes.map.contains_key(k)),
+            "a key written with put_once was written again"
+        );
         (self.writes, self.body)
     }
 
@@ -43,7 +91,7 @@ impl<'a> Batch<'a> {
     /// installed version (committed, possibly not yet durable).
     pub fn get(&self, key: impl AsRef<[u8]>) -> Option<Bytes> {
         let key = key.as_ref();
-        match self.writes.get(&Key::new(key)) {
+        match self.writes.map.get(&Key::new(key)) {
             Some(own) => own.clone(),
             None => self.index.latest(key),
         }
@@ -53,7 +101,7 @@ impl<'a> Batch<'a> {
     /// copying it or touching its reference count.
     pub fn get_with<R>(&self, key: impl AsRef<[u8]>, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
         let key = key.as_ref();
-        match self.writes.get(&Key::new(key)) {
+        match self.writes.map.get(&Key::new(key)) {
             Some(own) => f(own.as_deref()),
             None => self.index.latest_with(key, f),
         }
@@ -64,6 +112,7 @@ impl<'a> Batch<'a> {
         let (key, value) = (key.as_ref(), value.as_ref());
         check_sizes(key, Some(value))?;
         self.writes
+            .map
             .insert(Key::new(key), Some(Bytes::copy_from_slice(value)));
         Ok(())
     }
@@ -72,7 +121,21 @@ impl<'a> Batch<'a> {
     pub fn put_bytes(&mut self, key: impl AsRef<[u8]>, value: Bytes) -> Result<()> {
         let key = key.as_ref();
         check_sizes(key, Some(&value))?;
-        self.writes.insert(Key::new(key), Some(value));
+        self.writes.map.insert(Key::new(key), Some(value));
+        Ok(())
+    }
+
+    /// Sets `key` to `value`, for a key this batch writes only this once
+    /// and never reads back (`get` does not see it): the ledger's records
+    /// at the end of a batch. Cheaper than `put_bytes`: no map.
+    pub(crate) fn put_once(&mut self, key: &[u8], value: Bytes) -> Result<()> {
+        check_sizes(key, Some(&value))?;
+        let key = Key::new(key);
+        debug_assert!(
+            !self.writes.map.contains_key(&key),
+            "put_once on a written key"
+        );
+        self.writes.once.push((key, value));
         Ok(())
     }
 
@@ -80,13 +143,13 @@ impl<'a> Batch<'a> {
     pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<()> {
         let key = key.as_ref();
         check_sizes(key, None)?;
-        self.writes.insert(Key::new(key), None);
+        self.writes.map.insert(Key::new(key), None);
         Ok(())
     }
 
     /// Makes room for `additional` more writes.
     pub fn reserve(&mut self, additional: usize) {
-        self.writes.reserve(additional);
+        self.writes.once.reserve(additional);
     }
 
     /// How many keys this batch writes.
@@ -108,6 +171,7 @@ impl<'a> Batch<'a> {
     ) -> Vec<(Bytes, Bytes)> {
         let mut own: Vec<(Bytes, Option<Bytes>)> = self
             .writes
+            .map
             .iter()
             .filter(|(k, _)| RangeBounds::<[u8]>::contains(&as_ref_bounds(&bounds), k.as_bytes()))
             .map(|(k, v)| (Bytes::copy_from_slice(k.as_bytes()), v.clone()))

@@ -120,7 +120,7 @@ impl Writes for BatchWrites {
         self.len()
     }
     fn each(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone {
-        self.iter().map(|(k, v)| (k.as_bytes(), v.as_deref()))
+        self.iter().map(|(k, v)| (k.as_bytes(), v.map(|v| &v[..])))
     }
     fn install(self, mut f: impl FnMut(&[u8], Option<Bytes>)) {
         for (k, v) in self {
