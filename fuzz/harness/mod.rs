@@ -11,8 +11,8 @@
 //!   from the bytes returns `Ok` or a typed error, and an engine that opened
 //!   can be read, written, and reopened with its new commit;
 //! - `kv_ops`: a sequence of KV operations agrees with a `BTreeMap` model
-//!   (snapshot reads, first-committer-wins) across checkpoints, GC and
-//!   reopenings;
+//!   (snapshot reads, first-committer-wins, and under `Serializable`, read
+//!   validation) across checkpoints, GC and reopenings;
 //! - `ledger`: batches of accounts and transfers agree with the serial
 //!   reference model of `tests/model`, result by result, and in the final
 //!   accounts and transfers, across checkpoints and reopenings.
@@ -38,8 +38,8 @@ use mvledger::wal::record::{
 };
 use mvledger::wal::{FileSystem, MemFs, segment};
 use mvledger::{
-    Account, AccountFlags, Clock, Engine, Error, Ledger, LedgerOptions, ManualClock, Options,
-    SyncMode, Transfer, TransferFlags,
+    Account, AccountFlags, Clock, Engine, Error, Isolation, Ledger, LedgerOptions, ManualClock,
+    Options, SyncMode, Transfer, TransferFlags,
 };
 
 /// The directory every engine of the harness lives in (on `MemFs`).
@@ -343,6 +343,8 @@ struct KvModel {
     /// (commit ts, state after it), ascending; starts with (0, empty).
     history: Vec<(u64, State)>,
     last_write: BTreeMap<Vec<u8>, u64>,
+    /// `Isolation::Serializable`: reads are validated at commit too.
+    serializable: bool,
 }
 
 impl KvModel {
@@ -364,6 +366,10 @@ impl KvModel {
 struct ModelTxn {
     txn: mvledger::Transaction,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Keys read from the snapshot (not from own writes), and whether the
+    /// whole key space was scanned: what `Serializable` validates.
+    reads: std::collections::BTreeSet<Vec<u8>>,
+    scanned: bool,
 }
 
 impl ModelTxn {
@@ -404,10 +410,22 @@ fn scan_all<K: AsRef<[u8]>, V: AsRef<[u8]>>(
 /// conflicts, tombstones and versions to pile up.
 pub fn kv_ops(data: &[u8]) {
     let fs = MemFs::new();
-    let mut engine = Some(Engine::open(DIR, options(&fs)).expect("open"));
+    // The first byte's top bit picks the isolation level (the byte is
+    // still read as the first operation).
+    let serializable = data.first().is_some_and(|b| b & 0x80 != 0);
+    let kv_options = |fs: &MemFs| Options {
+        isolation: if serializable {
+            Isolation::Serializable
+        } else {
+            Isolation::Snapshot
+        },
+        ..options(fs)
+    };
+    let mut engine = Some(Engine::open(DIR, kv_options(&fs)).expect("open"));
     let mut model = KvModel {
         history: vec![(0, BTreeMap::new())],
         last_write: BTreeMap::new(),
+        serializable,
     };
     let mut slots: Vec<Option<ModelTxn>> = (0..KV_SLOTS).map(|_| None).collect();
     let mut snaps: Vec<mvledger::Snapshot> = Vec::new();
@@ -428,13 +446,18 @@ pub fn kv_ops(data: &[u8]) {
                 slots[slot] = Some(ModelTxn {
                     txn,
                     writes: BTreeMap::new(),
+                    reads: std::collections::BTreeSet::new(),
+                    scanned: false,
                 });
             }
             1 => {
                 let key = kv_key(input.u8());
-                if let Some(t) = &slots[slot] {
+                if let Some(t) = &mut slots[slot] {
                     let got = t.txn.get(&key).expect("get").map(|v| v.to_vec());
                     assert_eq!(got, t.view(&model).get(&key).cloned(), "get {key:?}");
+                    if !t.writes.contains_key(&key) {
+                        t.reads.insert(key);
+                    }
                 }
             }
             2 => {
@@ -470,9 +493,10 @@ pub fn kv_ops(data: &[u8]) {
                 assert_eq!(got, model.at(snap.ts()).get(&key).cloned(), "snapshot get");
             }
             7 => {
-                if let Some(t) = &slots[slot] {
+                if let Some(t) = &mut slots[slot] {
                     let got = scan_all(t.txn.scan(..).expect("scan"));
                     assert_eq!(got, t.view(&model), "transaction scan");
+                    t.scanned = true;
                 }
             }
             8 => eng.checkpoint().expect("checkpoint"),
@@ -482,7 +506,7 @@ pub fn kv_ops(data: &[u8]) {
                 }
                 snaps.clear();
                 drop(engine.take());
-                let eng = Engine::open(DIR, options(&fs)).expect("reopen");
+                let eng = Engine::open(DIR, kv_options(&fs)).expect("reopen");
                 let got = scan_all(eng.snapshot().scan(..).expect("scan"));
                 assert_eq!(&got, model.latest(), "state after reopen");
                 engine = Some(eng);
@@ -515,10 +539,13 @@ pub fn kv_ops(data: &[u8]) {
 /// commit after its start fails with `Conflict` (first committer wins).
 fn commit(model: &mut KvModel, t: ModelTxn) {
     let start = t.txn.start_ts();
-    let conflict = t
-        .writes
-        .keys()
-        .any(|k| model.last_write.get(k).is_some_and(|&ts| ts > start));
+    let changed = |k: &Vec<u8>| model.last_write.get(k).is_some_and(|&ts| ts > start);
+    // First committer wins on writes; `Serializable` also refuses a commit
+    // whose reads (keys, or the whole space when it scanned) changed.
+    let conflict = t.writes.keys().any(changed)
+        || (model.serializable
+            && (t.reads.iter().any(changed)
+                || (t.scanned && model.last_write.values().any(|&ts| ts > start))));
     let result = t.txn.commit();
     if t.writes.is_empty() {
         assert_eq!(
