@@ -4,15 +4,18 @@
 //! Most work is point work (reads by key, installs, GC prunes), and a hash
 //! map does it in one or two cache misses where an ordered tree takes one
 //! per level. Order is only needed by scans, so it is kept apart and paid
-//! for when a scan needs it: a new key is pushed to the pending list of its
-//! part (keys are split into 256 parts by their first byte), and a scan
-//! first merges the pending keys of the parts it covers into their ordered
-//! sets. A workload that never scans a part (the ledger's accounts and
-//! transfers) never pays to order it.
+//! for when a scan needs it. Keys are split into 256 parts by their first
+//! byte. A part no scan has covered keeps no order at all (nor a copy of
+//! its keys): the first scan that covers it sorts its keys out of the map.
+//! From then on, a new key of the part is pushed to its pending list, and
+//! a scan first merges the pending keys of the parts it covers into their
+//! ordered sets. A workload that never scans a part (the ledger's accounts
+//! and transfers) never pays to order it, in time or in memory.
 //!
-//! Invariants: every key in `map` is in its part's `set` or `pending`; a key
-//! in `set` or `pending` but not in `map` (removed since) is stale and is
-//! skipped by scans and dropped at the next merge.
+//! Invariants: a part is `None` (never ordered) or every key of it in `map`
+//! is in its `set` or `pending`; a key in `set` or `pending` but not in
+//! `map` (removed since) is stale and is skipped by scans and dropped at
+//! the next merge.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasherDefault;
@@ -71,8 +74,9 @@ impl<V> Shard<V> {
 
     /// Adds a key that is not in the shard.
     pub(crate) fn insert_new(&mut self, key: Key, value: V) {
-        let part = self.parts[part_of(&key)].get_or_insert_with(Box::default);
-        part.pending.push(key.clone());
+        if let Some(part) = &mut self.parts[part_of(&key)] {
+            part.pending.push(key.clone());
+        }
         let before = self.map.insert(key, value);
         debug_assert!(before.is_none(), "insert_new of a present key");
     }
@@ -104,21 +108,38 @@ impl<V> Shard<V> {
         }
     }
 
-    /// Whether a scan of these parts must merge first.
+    /// Whether a scan of these parts must merge first (a part never
+    /// ordered, or one with pending keys).
     pub(crate) fn has_pending(&self, parts: &RangeInclusive<u8>) -> bool {
         self.parts[usize::from(*parts.start())..=usize::from(*parts.end())]
             .iter()
-            .flatten()
-            .any(|p| !p.pending.is_empty())
+            .any(|p| p.as_ref().is_none_or(|p| !p.pending.is_empty()))
     }
 
-    /// Puts the pending keys of these parts in order.
+    /// Puts the keys of these parts in order: sorts the keys of a part
+    /// never ordered out of the map (one pass over it for all such parts),
+    /// and merges the pending keys of the others.
     pub(crate) fn merge(&mut self, parts: &RangeInclusive<u8>) {
+        let range = usize::from(*parts.start())..=usize::from(*parts.end());
+        let unordered: Vec<usize> = range.clone().filter(|&p| self.parts[p].is_none()).collect();
+        if !unordered.is_empty() {
+            let mut built: Vec<Vec<Key>> = vec![Vec::new(); 256];
+            for key in self.map.keys() {
+                let p = part_of(key);
+                if self.parts[p].is_none() && range.contains(&p) {
+                    built[p].push(key.clone());
+                }
+            }
+            for p in unordered {
+                let keys = std::mem::take(&mut built[p]);
+                self.parts[p] = Some(Box::new(Part {
+                    set: keys.into_iter().collect(),
+                    pending: Vec::new(),
+                }));
+            }
+        }
         let map = &self.map;
-        for part in self.parts[usize::from(*parts.start())..=usize::from(*parts.end())]
-            .iter_mut()
-            .flatten()
-        {
+        for part in self.parts[range].iter_mut().flatten() {
             if part.pending.is_empty() {
                 continue;
             }
@@ -156,6 +177,36 @@ mod tests {
             .range(&b)
             .map(|(k, _)| k.as_bytes().to_vec())
             .collect()
+    }
+
+    #[test]
+    fn a_part_is_ordered_only_once_scanned_and_then_kept_in_order() {
+        let mut s: Shard<u32> = Shard::default();
+        for i in (0..50u8).rev() {
+            s.insert_new(Key::new(&[b't', i]), 0);
+        }
+        // Never scanned: no order, no copy of the keys.
+        assert!(s.parts[usize::from(b't')].is_none());
+        let t = (
+            Bound::Included(Key::new(b"t")),
+            Bound::Excluded(Key::new(b"u")),
+        );
+        assert!(s.has_pending(&parts_of(&t)));
+        s.merge(&parts_of(&t));
+        assert!(!s.has_pending(&parts_of(&t)));
+        let got = keys(&s, b"t", b"u");
+        assert_eq!(got.len(), 50);
+        assert!(got.windows(2).all(|w| w[0] < w[1]));
+        // Other parts stay unordered.
+        assert!(s.parts[usize::from(b'a')].is_none());
+        // Once ordered, new keys are pending until the next merge.
+        s.insert_new(Key::new(&[b't', 200]), 0);
+        s.remove(&Key::new(&[b't', 3]));
+        assert!(s.has_pending(&parts_of(&t)));
+        s.merge(&parts_of(&t));
+        let got = keys(&s, b"t", b"u");
+        assert_eq!(got.len(), 50);
+        assert_eq!(got.last(), Some(&vec![b't', 200]));
     }
 
     #[test]
