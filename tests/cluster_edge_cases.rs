@@ -6,6 +6,8 @@
 //! call, and a refused call that applies nothing. A `GateFs` stops one
 //! shard at an exact step to force each interleaving.
 
+mod common;
+
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,25 +32,10 @@ fn options(shards: u32) -> ClusterOptions {
 }
 
 fn account(id: u128) -> Account {
-    Account {
-        id,
-        ledger: 1,
-        code: 1,
-        ..Account::default()
-    }
+    common::account(id, AccountFlags::empty())
 }
 
-fn transfer(id: u128, dr: u128, cr: u128, amount: u128) -> Transfer {
-    Transfer {
-        id,
-        debit_account_id: dr,
-        credit_account_id: cr,
-        amount,
-        ledger: 1,
-        code: 7,
-        ..Transfer::default()
-    }
-}
+use common::transfer;
 
 /// Per ledger 1, the settlement accounts of all shards: (sum of credits
 /// minus debits posted, sum of pending amounts).

@@ -2,7 +2,11 @@
 //! on both shards or abort on both, balance limits hold on each side,
 //! duplicates are idempotent, and a reopen finds every final state.
 
+mod common;
+
 use std::sync::Arc;
+
+use common::{account, transfer};
 
 use mvledger::cluster::{Cluster, ClusterOptions, Placement, TransferState, settlement_account};
 use mvledger::{
@@ -15,28 +19,6 @@ fn options(shards: u32) -> ClusterOptions {
         shards,
         placement: Placement::Modulo,
         ..ClusterOptions::default()
-    }
-}
-
-fn account(id: u128, flags: AccountFlags) -> Account {
-    Account {
-        id,
-        ledger: 1,
-        code: 1,
-        flags,
-        ..Account::default()
-    }
-}
-
-fn transfer(id: u128, dr: u128, cr: u128, amount: u128) -> Transfer {
-    Transfer {
-        id,
-        debit_account_id: dr,
-        credit_account_id: cr,
-        amount,
-        ledger: 1,
-        code: 7,
-        ..Transfer::default()
     }
 }
 

@@ -40,6 +40,7 @@ use crate::ledger::{
     Account, AccountFlags, CreateTransferResult, LedgerOptions, ManualClock, Transfer,
 };
 use crate::wal::SimFs;
+use crate::wal::sim::Rng;
 use crate::wal::sim::Torn;
 use crate::{Options, SyncMode};
 
@@ -100,28 +101,6 @@ pub struct SimReport {
     pub crashes: u64,
     /// Envelopes sent, lost, duplicated.
     pub envelopes: (u64, u64, u64),
-}
-
-/// A small deterministic generator (splitmix64).
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn pct(&mut self, p: u32) -> bool {
-        self.below(100) < u64::from(p)
-    }
 }
 
 /// The simulated network: envelopes wait in one queue with a delivery

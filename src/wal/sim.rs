@@ -144,12 +144,13 @@ struct Inode {
     synced: usize,
 }
 
-/// splitmix64: small, seedable, good enough to pick crash leftovers.
-#[derive(Debug)]
-struct Rng(u64);
+/// splitmix64: small, seedable, good enough to pick crash leftovers (and
+/// the cluster simulator's every choice).
+#[derive(Debug, Clone)]
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -160,6 +161,16 @@ impl Rng {
     /// Uniform in `0..=n`.
     fn upto(&mut self, n: usize) -> usize {
         (self.next() % (n as u64 + 1)) as usize
+    }
+
+    /// Uniform in `0..n` (0 for `n` = 0).
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// True with `p` percent chance.
+    pub(crate) fn pct(&mut self, p: u32) -> bool {
+        self.below(100) < u64::from(p)
     }
 }
 
