@@ -36,6 +36,10 @@
 //! (`Cluster`), and a deterministic simulator (`sim.rs`) that loses,
 //! duplicates, reorders and delays messages and crashes shards on a
 //! power-loss file system.
+//!
+//! What a cluster refuses (`route.rs`): cross-shard transfers with flags,
+//! linked chains across shards, closing transfers, reserved ids, sync
+//! modes other than `Always`.
 
 mod api;
 mod ids;

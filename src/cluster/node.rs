@@ -7,9 +7,10 @@
 //! - `e | id`, as the coordinator of a cross-shard transfer (it holds the
 //!   debit account): the transfer's events, whose fold is its state, and
 //!   its outbox: the message it owes the other shard, if any.
-//! - `l | id`, as the participant (it holds the credit account): its leg
-//!   (prepared, refused with the reason, posted or voided) and its outbox:
-//!   the vote it owes while in doubt.
+//! - `l | coordinator | id`, as the participant (it holds the credit
+//!   account): its leg (prepared, refused with the reason, posted or
+//!   voided) and its outbox: the vote it owes while in doubt. Keyed by the
+//!   coordinator too, since ids are unique per coordinator only.
 //!
 //! Each handler reads such a record, appends to it and writes it back
 //! whole: the state change and the message it causes are one write of one
@@ -26,9 +27,10 @@
 //! Concurrency: `initiate` may run from many threads; `handle` and
 //! `resend` from one thread per shard at a time (the driver's), which is
 //! what lets them read a transfer's state from a snapshot before the
-//! commit: only that thread changes it after initiation. The commit
-//! itself re-reads the state at the latest version and fails loudly if it
-//! moved.
+//! commit: only that thread changes it after initiation. A coordinator's
+//! step re-reads the record at the latest version inside the commit, and
+//! its fold refuses an illegal step; a participant's step writes its leg
+//! record whole.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
