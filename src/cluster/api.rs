@@ -267,44 +267,57 @@ impl Cluster {
         results: &mut [CreateTransferResult],
     ) -> Result<Vec<Wait>> {
         type Part = Result<(Vec<(usize, CreateTransferResult)>, Vec<Wait>)>;
-        let parts: Vec<Part> = std::thread::scope(|s| {
-            let mut handles = Vec::new();
-            for (i, node) in self.shared.nodes.iter().enumerate() {
-                let local = &routes.local[i];
-                let cross = &routes.cross[i];
-                if local.is_empty() && cross.is_empty() {
-                    continue;
-                }
-                let shared = &self.shared;
-                handles.push(s.spawn(move || -> Part {
-                    let mut done = Vec::new();
-                    let mut waits = Vec::new();
-                    if !local.is_empty() {
-                        let batch: Vec<Transfer> = local.iter().map(|(_, t)| *t).collect();
-                        let rs = node.ledger.create_transfers(&batch)?;
-                        done.extend(local.iter().map(|(i, _)| *i).zip(rs));
-                    }
-                    if !cross.is_empty() {
-                        let items: Vec<(Transfer, ShardId)> =
-                            cross.iter().map(|(_, t, c)| (*t, *c)).collect();
-                        let (started, fx) = node.initiate(&items)?;
-                        shared.dispatch(node.shard, fx);
-                        for ((i, t, _), s) in cross.iter().zip(started) {
-                            match s {
-                                Started::Refused(r) => done.push((*i, r)),
-                                Started::InFlight => waits.push((*i, (node.shard, t.id), false)),
-                                Started::Existing => waits.push((*i, (node.shard, t.id), true)),
-                            }
-                        }
-                    }
-                    Ok((done, waits))
-                }));
+        let shared = &self.shared;
+        let run = |node: &Node,
+                   local: &[(usize, Transfer)],
+                   cross: &[(usize, Transfer, ShardId)]|
+         -> Part {
+            let mut done = Vec::new();
+            let mut waits = Vec::new();
+            if !local.is_empty() {
+                let batch: Vec<Transfer> = local.iter().map(|(_, t)| *t).collect();
+                let rs = node.ledger.create_transfers(&batch)?;
+                done.extend(local.iter().map(|(i, _)| *i).zip(rs));
             }
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or(Err(Error::Poisoned)))
+            if !cross.is_empty() {
+                let items: Vec<(Transfer, ShardId)> =
+                    cross.iter().map(|(_, t, c)| (*t, *c)).collect();
+                let (started, fx) = node.initiate(&items)?;
+                shared.dispatch(node.shard, fx);
+                for ((i, t, _), s) in cross.iter().zip(started) {
+                    match s {
+                        Started::Refused(r) => done.push((*i, r)),
+                        Started::InFlight => waits.push((*i, (node.shard, t.id), false)),
+                        Started::Existing => waits.push((*i, (node.shard, t.id), true)),
+                    }
+                }
+            }
+            Ok((done, waits))
+        };
+        let busy: Vec<usize> = (0..shared.nodes.len())
+            .filter(|&i| !routes.local[i].is_empty() || !routes.cross[i].is_empty())
+            .collect();
+        let parts: Vec<Part> = if busy.len() <= 1 {
+            // One shard's work (the common case for small calls): no
+            // thread to start.
+            busy.iter()
+                .map(|&i| run(&shared.nodes[i], &routes.local[i], &routes.cross[i]))
                 .collect()
-        });
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = busy
+                    .iter()
+                    .map(|&i| {
+                        let run = &run;
+                        s.spawn(move || run(&shared.nodes[i], &routes.local[i], &routes.cross[i]))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or(Err(Error::Poisoned)))
+                    .collect()
+            })
+        };
         let mut waits = Vec::new();
         for part in parts {
             let (done, w) = part?;
