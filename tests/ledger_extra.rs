@@ -1,0 +1,114 @@
+//! `Ledger::submit_transfers_with`: a layer's own keys commit in the same
+//! redo record as the ledger batch, all or nothing, and come back on
+//! reopen (replayed from the record), in a namespace that cannot reach a
+//! ledger record.
+
+mod common;
+
+use mvledger::{CreateTransferResult, Error, Ledger, LedgerOptions, Transfer};
+
+use common::{account, transfer};
+
+fn open(dir: &std::path::Path) -> Ledger {
+    Ledger::open(dir, LedgerOptions::default()).unwrap()
+}
+
+#[test]
+fn extra_writes_commit_with_the_batch_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let l = open(dir.path());
+        l.create_accounts(&[
+            account(1, Default::default()),
+            account(2, Default::default()),
+        ])
+        .unwrap();
+        let (reply, seen) = l
+            .submit_transfers_with(&[transfer(10, 1, 2, 5)], |results, extra| {
+                assert_eq!(results, [CreateTransferResult::Ok]);
+                extra.put(b"e-one", b"first")?;
+                extra.put(b"e-two", b"second")?;
+                extra.delete(b"e-two")?;
+                extra.put(b"f", b"other family")?;
+                // Reads see this call's own writes.
+                Ok((extra.get(b"e-one")?, extra.scan_prefix(b"e", 10)?))
+            })
+            .unwrap();
+        assert_eq!(reply.results, [CreateTransferResult::Ok]);
+        assert_eq!(seen.0.as_deref(), Some(&b"first"[..]));
+        assert_eq!(seen.1.len(), 1);
+        assert_eq!(
+            &seen.1[0].0[..],
+            b"e-one",
+            "keys come back without the namespace"
+        );
+        // An empty call still commits what `f` writes.
+        l.submit_transfers_with(&[], |_, extra| extra.put(b"e-three", b"3"))
+            .unwrap();
+    }
+    let l = open(dir.path());
+    let snap = l.snapshot();
+    assert_eq!(
+        snap.extra_get(b"e-one").unwrap().as_deref(),
+        Some(&b"first"[..])
+    );
+    assert_eq!(snap.extra_get(b"e-two").unwrap(), None);
+    let e: Vec<Vec<u8>> = snap
+        .extra_scan_prefix(b"e")
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k.to_vec())
+        .collect();
+    assert_eq!(e, vec![b"e-one".to_vec(), b"e-three".to_vec()]);
+    assert_eq!(
+        snap.extra_scan_prefix(b"").unwrap().len(),
+        3,
+        "e-one, e-three, f"
+    );
+    assert_eq!(l.lookup_transfers(&[10]).unwrap().len(), 1);
+}
+
+#[test]
+fn a_failing_f_writes_nothing_of_the_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(dir.path());
+    l.create_accounts(&[
+        account(1, Default::default()),
+        account(2, Default::default()),
+    ])
+    .unwrap();
+    let r = l.submit_transfers_with(&[transfer(10, 1, 2, 5)], |_, extra| {
+        extra.put(b"k", b"v")?;
+        Err::<(), _>(Error::Conflict)
+    });
+    assert!(matches!(r, Err(Error::Conflict)));
+    assert!(l.lookup_transfers(&[10]).unwrap().is_empty());
+    assert_eq!(l.lookup_accounts(&[1]).unwrap()[0].debits_posted, 0);
+    assert_eq!(l.snapshot().extra_get(b"k").unwrap(), None);
+    // The same transfer goes through afterwards: its id was not spent.
+    let rs = l.create_transfers(&[transfer(10, 1, 2, 5)]).unwrap();
+    assert_eq!(rs, [CreateTransferResult::Ok]);
+}
+
+#[test]
+fn extra_keys_are_checked_and_cannot_reach_ledger_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(dir.path());
+    l.create_accounts(&[account(1, Default::default())])
+        .unwrap();
+    for bad in [&b""[..], &[0x80, 1][..], &[b'x'; 256][..]] {
+        let r = l.submit_transfers_with(&[], |_, extra| extra.put(bad, b"v"));
+        assert!(
+            matches!(r, Err(Error::InvalidArgument(_))),
+            "{bad:?}: {r:?}"
+        );
+    }
+    // An extra key spelled like an account's key is not the account.
+    let mut account_key = vec![b'a'];
+    account_key.extend_from_slice(&1u128.to_be_bytes());
+    l.submit_transfers_with(&[], |_, extra| extra.delete(&account_key))
+        .unwrap();
+    drop(l);
+    let l = open(dir.path());
+    assert_eq!(l.lookup_accounts(&[1]).unwrap().len(), 1);
+}
