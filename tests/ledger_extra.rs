@@ -5,7 +5,7 @@
 
 mod common;
 
-use mvledger::{CreateTransferResult, Error, Ledger, LedgerOptions, Transfer};
+use mvledger::{CreateTransferResult, Error, Ledger, LedgerOptions};
 
 use common::{account, transfer};
 
