@@ -30,7 +30,6 @@ use super::node::{Effects, Node, Outcome, Sabotage, Started};
 use super::route;
 use super::state::TransferState;
 use super::transport::{ChannelTransport, Inbox, Transport, envelopes};
-use crate::SyncMode;
 use crate::error::{Error, Result};
 use crate::ledger::{
     Account, AccountFlags, CreateAccountResult, CreateTransferResult, Ledger, LedgerOptions,
@@ -136,11 +135,6 @@ impl Cluster {
                 "a cluster has 1 to 256 shards, not {}",
                 options.shards
             )));
-        }
-        if options.ledger.engine.sync != SyncMode::Always {
-            return Err(Error::invalid(
-                "a cluster needs SyncMode::Always: a shard must not send a message before the commit that causes it is durable",
-            ));
         }
         check_shard_count(dir, options.shards)?;
         let mut nodes = Vec::with_capacity(options.shards as usize);

@@ -38,8 +38,10 @@
 //! power-loss file system.
 //!
 //! What a cluster refuses (`route.rs`): cross-shard transfers with flags,
-//! linked chains across shards, closing transfers, reserved ids, sync
-//! modes other than `Always`.
+//! linked chains across shards, closing transfers, reserved ids. Under
+//! `SyncMode::Interval` or `Never` a shard syncs its log before anything
+//! leaves it, so no other shard learns of a state a crash could take back;
+//! under `Always` every commit is durable already.
 
 mod api;
 mod ids;

@@ -41,6 +41,7 @@ use parking_lot::Mutex;
 use super::ids::{self, ShardId};
 use super::message::{Envelope, Message};
 use super::state::{Aggregate, Event, TransferState};
+use crate::SyncMode;
 use crate::error::{Error, Result};
 use crate::ledger::{
     Account, CreateTransferResult, Extra, Ledger, LedgerOptions, LedgerSnapshot, MAX_BATCH_EVENTS,
@@ -294,6 +295,10 @@ pub(crate) struct Node {
     owing: Mutex<Owing>,
     /// Ledgers whose settlement account exists here.
     settlement: Mutex<BTreeSet<u32>>,
+    /// The ledger does not sync each commit (`SyncMode::Interval` or
+    /// `Never`): sync before anything leaves, so that no other shard ever
+    /// learns of a state a crash here could take back.
+    sync_before_send: bool,
 }
 
 /// The records that owe a message.
@@ -314,6 +319,7 @@ impl Node {
         options: LedgerOptions,
         sabotage: Option<Sabotage>,
     ) -> Result<Node> {
+        let sync_before_send = options.engine.sync != SyncMode::Always;
         let ledger = Ledger::open(dir, options)?;
         let node = Node {
             shard,
@@ -322,6 +328,7 @@ impl Node {
             sabotage,
             owing: Mutex::new(Owing::default()),
             settlement: Mutex::new(BTreeSet::new()),
+            sync_before_send,
         };
         let snap = node.ledger.snapshot();
         let mut owing = Owing::default();
@@ -545,6 +552,7 @@ impl Node {
             }
             started[i] = s;
         }
+        self.durable_before_send(&effects)?;
         Ok((started, effects))
     }
 
@@ -564,7 +572,17 @@ impl Node {
         for chunk in msgs.chunks(MAX_BATCH_EVENTS / 2) {
             self.handle_chunk(chunk, &mut effects)?;
         }
+        self.durable_before_send(&effects)?;
         Ok(effects)
+    }
+
+    /// Under a sync mode that does not sync each commit, syncs the log
+    /// before `fx` leaves: what is sent (or reported final) is durable.
+    fn durable_before_send(&self, fx: &Effects) -> Result<()> {
+        if self.sync_before_send && !(fx.send.is_empty() && fx.finished.is_empty()) {
+            self.ledger.engine().sync()?;
+        }
+        Ok(())
     }
 
     fn handle_chunk(&self, msgs: &[(ShardId, Message)], fx: &mut Effects) -> Result<()> {
@@ -893,6 +911,7 @@ impl Node {
                 owing.in_doubt.remove(&key);
             }
         }
+        self.durable_before_send(&fx)?;
         Ok(fx)
     }
 }
