@@ -94,8 +94,16 @@ fn clients() -> u32 {
 }
 
 /// Runs one phase: credit accounts on shard `s + offset`; returns
-/// transfers/s.
+/// transfers/s, and prints the log bytes and syncs per transfer over all
+/// shards.
 fn phase(cluster: &Arc<Cluster>, batches: usize, offset: u32, first_id: u128) -> f64 {
+    let totals = || {
+        (0..SHARDS)
+            .filter_map(|s| cluster.shard(s))
+            .map(|l| l.stats())
+            .fold((0u64, 0u64), |(b, y), st| (b + st.log_bytes, y + st.syncs))
+    };
+    let before = totals();
     let start = Instant::now();
     let threads: Vec<_> = (0..clients())
         .map(|client| {
@@ -153,5 +161,18 @@ fn phase(cluster: &Arc<Cluster>, batches: usize, offset: u32, first_id: u128) ->
         .into_iter()
         .map(|t| t.join().expect("client thread"))
         .sum();
-    transfers as f64 / start.elapsed().as_secs_f64()
+    let rate = transfers as f64 / start.elapsed().as_secs_f64();
+    let after = totals();
+    let n = transfers.max(1) as f64;
+    println!(
+        "  {}: {:.0} log bytes and {:.4} syncs per transfer (all shards)",
+        if offset == 0 {
+            "same-shard"
+        } else {
+            "cross-shard"
+        },
+        (after.0 - before.0) as f64 / n,
+        (after.1 - before.1) as f64 / n
+    );
+    rate
 }
