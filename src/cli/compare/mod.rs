@@ -177,6 +177,33 @@ pub fn apply(transfer: &Transfer, debit: &mut Balances, credit: &mut Balances) {
     credit.credits_posted = credit.credits_posted.saturating_add(transfer.amount);
 }
 
+/// An accepted transfer as a peer stores it: stamped, with both accounts'
+/// new balances.
+pub type Accepted = (Transfer, Balances, Balances);
+
+/// Steps 2 to 4 for one transfer whose id is new, the same on every peer:
+/// reads both accounts through `read`, checks, and applies; returns the
+/// result and, if accepted, what the peer must write (stamped `timestamp`).
+pub fn settle(
+    transfer: &Transfer,
+    timestamp: u64,
+    mut read: impl FnMut(u128) -> Result<Option<Balances>, Failure>,
+) -> Result<(CreateTransferResult, Option<Accepted>), Failure> {
+    let debit = read(transfer.debit_account_id)?;
+    let credit = read(transfer.credit_account_id)?;
+    let result = check(transfer, debit.as_ref(), credit.as_ref());
+    let (CreateTransferResult::Ok, Some(mut debit), Some(mut credit)) = (result, debit, credit)
+    else {
+        return Ok((result, None));
+    };
+    apply(transfer, &mut debit, &mut credit);
+    let stamped = Transfer {
+        timestamp,
+        ..*transfer
+    };
+    Ok((result, Some((stamped, debit, credit))))
+}
+
 /// The timestamp a peer stores with the first transfer of a batch (the
 /// others get the next nanoseconds): the wall clock, as the ledger's.
 pub fn batch_timestamp() -> u64 {

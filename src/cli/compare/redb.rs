@@ -28,7 +28,7 @@ use mvledger::ledger::{RECORD_BYTES, encode_transfer};
 use mvledger::{Account, CreateTransferResult, Transfer};
 use parking_lot::Mutex;
 
-use super::{Balances, Peer, apply, batch_timestamp, check, peer_fail};
+use super::{Balances, Peer, batch_timestamp, peer_fail, settle};
 use crate::cli::bench::Failure;
 use crate::{SYNC_INTERVAL, SyncFlag};
 
@@ -166,19 +166,10 @@ impl Peer for Redb {
                         }
                     }))
                 };
-                let mut debit = read(t.debit_account_id)?;
-                let mut credit = read(t.credit_account_id)?;
-                let result = check(t, debit.as_ref(), credit.as_ref());
+                let (result, accepted) = settle(t, timestamp.saturating_add(i as u64), read)?;
                 results.push(result);
-                let (CreateTransferResult::Ok, Some(debit), Some(credit)) =
-                    (result, debit.as_mut(), credit.as_mut())
-                else {
+                let Some((stamped, debit, credit)) = accepted else {
                     continue;
-                };
-                apply(t, debit, credit);
-                let stamped = Transfer {
-                    timestamp: timestamp.saturating_add(i as u64),
-                    ..*t
                 };
                 encode_transfer(&stamped, &mut record);
                 stored

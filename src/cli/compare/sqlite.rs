@@ -27,7 +27,7 @@ use mvledger::{Account, CreateTransferResult, Transfer};
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{Balances, Peer, apply, batch_timestamp, check, peer_fail};
+use super::{Balances, Peer, batch_timestamp, peer_fail, settle};
 use crate::SyncFlag;
 use crate::cli::bench::Failure;
 
@@ -188,16 +188,12 @@ impl Peer for Sqlite {
                     results.push(CreateTransferResult::Exists);
                     continue;
                 }
-                let mut debit = read(t.debit_account_id)?;
-                let mut credit = read(t.credit_account_id)?;
-                let result = check(t, debit.as_ref(), credit.as_ref());
+                let stamp = u64::try_from(u128::from(timestamp) + i as u128).unwrap_or(u64::MAX);
+                let (result, accepted) = settle(t, stamp, &mut read)?;
                 results.push(result);
-                let (CreateTransferResult::Ok, Some(debit), Some(credit)) =
-                    (result, debit.as_mut(), credit.as_mut())
-                else {
+                let Some((stamped, debit, credit)) = accepted else {
                     continue;
                 };
-                apply(t, debit, credit);
                 insert
                     .execute(params![
                         id,
@@ -207,7 +203,7 @@ impl Peer for Sqlite {
                         t.ledger,
                         t.code,
                         t.flags.bits(),
-                        int(u128::from(timestamp) + i as u128)?,
+                        int(u128::from(stamped.timestamp))?,
                     ])
                     .map_err(peer_fail(format!("sqlite: inserting transfer {}", t.id)))?;
                 for (account_id, b) in [(t.debit_account_id, debit), (t.credit_account_id, credit)]
