@@ -21,6 +21,8 @@ mod harness;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
 use mvledger::wal::record::decode_frame;
 use mvledger::wal::{FileSystem, MemFs};
@@ -34,8 +36,13 @@ fn corpus_dir(target: &str) -> PathBuf {
         .join(target)
 }
 
+/// How long one corpus input may take (debug build, shared machine; the
+/// slowest takes well under a second): past it, the replay reports a hang.
+const INPUT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Runs every input of `target`'s corpus through `run`; a panic names the
-/// file.
+/// file, and so does an input still running after `INPUT_TIMEOUT` (a hang:
+/// the replay fails instead of waiting forever).
 fn replay(target: &str, run: fn(&[u8])) {
     let dir = corpus_dir(target);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -48,9 +55,26 @@ fn replay(target: &str, run: fn(&[u8])) {
     let mut failed = Vec::new();
     for file in files {
         let data = std::fs::read(&file).expect("read corpus file");
-        if std::panic::catch_unwind(|| run(&data)).is_err() {
-            eprintln!("corpus input that failed: {}", file.display());
-            failed.push(file);
+        let (done, finished) = mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            let ok = std::panic::catch_unwind(|| run(&data)).is_ok();
+            let _ = done.send(ok);
+        });
+        match finished.recv_timeout(INPUT_TIMEOUT) {
+            Ok(true) => {
+                let _ = worker.join();
+            }
+            Ok(false) | Err(RecvTimeoutError::Disconnected) => {
+                eprintln!("corpus input that failed: {}", file.display());
+                failed.push(file);
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                // The worker is left running; the test fails now.
+                panic!(
+                    "{target}: corpus input {} still running after {INPUT_TIMEOUT:?}: a hang",
+                    file.display()
+                );
+            }
         }
     }
     assert!(
