@@ -443,12 +443,7 @@ impl Cluster {
     pub fn lookup_accounts(&self, ids: &[u128]) -> Result<Vec<Account>> {
         let mut out = Vec::with_capacity(ids.len());
         for &id in ids {
-            let on = if super::ids::is_reserved(id) {
-                // A settlement account names its shard.
-                (id & u128::from(u32::MAX)) as ShardId
-            } else {
-                self.shard_of(id)
-            };
+            let on = super::ids::settlement_shard(id).unwrap_or_else(|| self.shard_of(id));
             let Some(shard) = self.shared.nodes.get(on as usize) else {
                 continue;
             };

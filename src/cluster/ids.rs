@@ -26,6 +26,11 @@ pub fn settlement_account(ledger: u32, shard: ShardId) -> u128 {
     RESERVED_TOP | (u128::from(ledger) << 32) | u128::from(shard)
 }
 
+/// The shard a settlement account belongs to (`None`: not one).
+pub fn settlement_shard(id: u128) -> Option<ShardId> {
+    is_reserved(id).then_some((id & u128::from(u32::MAX)) as ShardId)
+}
+
 /// The id of the transfer that posts (`commit`) or voids the leg `id`.
 pub fn settle_id(id: u128, commit: bool) -> u128 {
     let tag = if commit { 0x706f_7374 } else { 0x766f_6964 };
@@ -82,6 +87,8 @@ mod tests {
             assert_ne!(settle_id(id + 1, true), p);
         }
         assert!(is_reserved(settlement_account(7, 3)));
+        assert_eq!(settlement_shard(settlement_account(7, 3)), Some(3));
+        assert_eq!(settlement_shard(3), None);
         assert_ne!(settlement_account(7, 3), settlement_account(7, 2));
         assert_ne!(settlement_account(7, 3), settlement_account(8, 3));
         assert!(!is_reserved(1));

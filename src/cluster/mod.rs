@@ -53,7 +53,7 @@ mod state;
 mod transport;
 
 pub use api::{Cluster, ClusterOptions};
-pub use ids::{Placement, ShardId, is_reserved, settle_id, settlement_account};
+pub use ids::{Placement, ShardId, is_reserved, settle_id, settlement_account, settlement_shard};
 pub use message::{Envelope, Message};
 #[doc(hidden)]
 pub use node::Sabotage;

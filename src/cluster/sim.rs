@@ -32,7 +32,7 @@ use parking_lot::Mutex;
 
 use super::ids::{Placement, ShardId, settle_id, settlement_account};
 use super::message::Envelope;
-use super::node::{Effects, Node, Sabotage, Started};
+use super::node::{Effects, Node, Sabotage, Started, leg_of};
 use super::route;
 use super::state::TransferState;
 use super::transport::{Transport, envelopes};
@@ -634,14 +634,10 @@ impl Sim {
         let mut sides = Vec::with_capacity(2);
         for (shard, node, debit_side) in [(a, node_a, true), (b, node_b, false)] {
             // This transfer's leg, not another coordinator's with its id.
-            let settlement = settlement_account(t.ledger, shard as ShardId);
-            let (dr, cr) = if debit_side {
-                (t.debit_account_id, settlement)
-            } else {
-                (settlement, t.credit_account_id)
-            };
+            let mine = leg_of(t, shard as ShardId, debit_side);
             let leg = find(node, t.id)?.is_some_and(|l| {
-                (l.debit_account_id, l.credit_account_id, l.amount) == (dr, cr, t.amount)
+                (l.debit_account_id, l.credit_account_id, l.amount)
+                    == (mine.debit_account_id, mine.credit_account_id, mine.amount)
             });
             sides.push((
                 shard,
