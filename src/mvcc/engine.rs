@@ -27,6 +27,7 @@ use super::batch::{Batch, BatchWrites};
 use super::checkpoint;
 use super::gc::Collector;
 use super::index::Index;
+use super::key::Key;
 use super::options::Options;
 use super::readers::Readers;
 use super::snapshot::Snapshot;
@@ -98,7 +99,8 @@ pub(crate) fn check_sizes(key: &[u8], value: Option<&[u8]>) -> Result<()> {
 pub(crate) trait Writes {
     fn count(&self) -> usize;
     fn each(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone;
-    fn install(self, f: impl FnMut(&[u8], Option<Bytes>));
+    /// The writes as index keys, values moved out.
+    fn into_keyed(self) -> impl Iterator<Item = (Key, Option<Bytes>)>;
 }
 
 impl Writes for WriteSet {
@@ -108,10 +110,8 @@ impl Writes for WriteSet {
     fn each(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone {
         self.iter().map(|(k, v)| (&k[..], v.as_deref()))
     }
-    fn install(self, mut f: impl FnMut(&[u8], Option<Bytes>)) {
-        for (k, v) in self {
-            f(&k, v);
-        }
+    fn into_keyed(self) -> impl Iterator<Item = (Key, Option<Bytes>)> {
+        self.into_iter().map(|(k, v)| (Key::new(&k), v))
     }
 }
 
@@ -122,10 +122,8 @@ impl Writes for BatchWrites {
     fn each(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone {
         self.iter().map(|(k, v)| (k.as_bytes(), v.map(|v| &v[..])))
     }
-    fn install(self, mut f: impl FnMut(&[u8], Option<Bytes>)) {
-        for (k, v) in self {
-            f(k.as_bytes(), v);
-        }
+    fn into_keyed(self) -> impl Iterator<Item = (Key, Option<Bytes>)> {
+        self.into_iter()
     }
 }
 
@@ -467,11 +465,11 @@ impl Inner {
             Logged::Logical(body) => record::encode_logical(&mut record, ts, body),
         }
         let watermark = self.gc.watermark_hint();
-        writes.install(|key, value| {
-            if self.index.install(key, ts, value, watermark) {
-                self.gc.enqueue(ts, key);
-            }
-        });
+        let count = writes.count();
+        let visit = self
+            .index
+            .install_all(writes.into_keyed(), count, ts, watermark);
+        self.gc.enqueue_all(ts, visit);
         let buffered = self.log.append(ts, |buf| buf.extend_from_slice(&record));
         if record.capacity() <= 1 << 20 {
             seq.scratch = record;

@@ -38,10 +38,15 @@ pub(crate) struct Collector {
 }
 
 impl Collector {
-    /// Queues `key`, whose newest version is at `ts`. Called in the
-    /// sequencer, so the queue stays in ts order.
-    pub(crate) fn enqueue(&self, ts: u64, key: &[u8]) {
-        self.queue.lock().push_back((ts, Key::new(key)));
+    /// Queues `keys`, whose newest versions are at `ts` (one commit's).
+    /// Called in the sequencer, so the queue stays in ts order.
+    pub(crate) fn enqueue_all(&self, ts: u64, keys: Vec<Key>) {
+        if keys.is_empty() {
+            return;
+        }
+        self.queue
+            .lock()
+            .extend(keys.into_iter().map(|key| (ts, key)));
     }
 
     /// Prunes up to `max(work, MIN_BUDGET)` queued keys whose ts the

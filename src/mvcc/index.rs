@@ -24,6 +24,13 @@ use std::hash::Hasher;
 /// The number of shards: a power of two.
 pub(crate) const SHARDS: usize = 64;
 
+/// Commits with at least this many writes are installed grouped by shard.
+const GROUP_MIN: usize = 256;
+/// Commits with at least this many writes are installed by two threads.
+const PARALLEL_MIN: usize = 4096;
+/// The most writes installed under one hold of a shard's lock.
+const CHUNK: usize = 64;
+
 /// One version of a key. `value: None` is a tombstone (a delete).
 #[derive(Debug, Clone)]
 pub(crate) struct Version {
@@ -136,6 +143,34 @@ pub(crate) fn bounds_are_empty(bounds: (Bound<&[u8]>, Bound<&[u8]>)) -> bool {
     }
 }
 
+/// `Index::install`'s work, under the shard's lock: makes `version` the
+/// newest of `key`, pruning for `watermark` on the way. Returns whether
+/// the key is new and how many versions were dropped, and pushes the key
+/// to `visit` when the collector must visit it.
+fn install_locked(
+    shard: &mut Shard<Chain>,
+    key: Key,
+    version: Version,
+    watermark: u64,
+    visit: &mut Vec<Key>,
+) -> (bool, u64) {
+    if let Some(chain) = shard.get_mut(&key) {
+        debug_assert!(chain.newest.ts < version.ts, "install out of ts order");
+        let queued = !chain.older().is_empty();
+        let dropped = chain.prune(watermark) as u64;
+        chain.push(version);
+        if !queued {
+            visit.push(key);
+        }
+        return (false, dropped);
+    }
+    if version.value.is_none() {
+        visit.push(key.clone());
+    }
+    shard.insert_new(key, Chain::new(version));
+    (true, 0)
+}
+
 fn to_key_bound(b: Bound<&[u8]>) -> Bound<Key> {
     match b {
         Bound::Included(k) => Bound::Included(Key::new(k)),
@@ -211,6 +246,7 @@ impl Index {
     /// collector visiting it each time. A key with more than one version is
     /// always in the collector's queue, so one that had older versions
     /// before this install is not queued again.
+    #[cfg(test)]
     pub(crate) fn install(
         &self,
         key: &[u8],
@@ -218,23 +254,99 @@ impl Index {
         value: Option<Bytes>,
         watermark: u64,
     ) -> bool {
-        let k = Key::new(key);
-        let mut shard = self.shard(key).write();
-        self.versions.fetch_add(1, Ordering::Relaxed);
-        let version = Version { ts, value };
-        if let Some(chain) = shard.get_mut(&k) {
-            debug_assert!(chain.newest.ts < ts, "install out of ts order");
-            let queued = !chain.older().is_empty();
-            let dropped = chain.prune(watermark);
-            chain.push(version);
-            drop(shard);
-            self.reclaim(dropped as u64, 0);
-            return !queued;
+        let write = std::iter::once((Key::new(key), value));
+        !self.install_all(write, 1, ts, watermark).is_empty()
+    }
+
+    /// Installs a commit's writes at `ts`, as `install` does one by one,
+    /// and returns the keys the collector must visit. The writes are
+    /// grouped by shard so that each lock hold (of at most `CHUNK` writes,
+    /// to keep readers' waits short) and each counter update covers many
+    /// of them. A big commit's shards are split between this thread and a
+    /// helper (`PARALLEL_MIN`): the shards are disjoint, and the caller
+    /// publishes nothing before both halves are done. Small commits take
+    /// the plain path: bucketing costs more than it saves on a few writes.
+    pub(crate) fn install_all(
+        &self,
+        writes: impl Iterator<Item = (Key, Option<Bytes>)>,
+        count: usize,
+        ts: u64,
+        watermark: u64,
+    ) -> Vec<Key> {
+        let mut visit = Vec::new();
+        if count < GROUP_MIN {
+            for (key, value) in writes {
+                self.install_shard(
+                    shard_of(key.as_bytes()),
+                    vec![(key, value)],
+                    ts,
+                    watermark,
+                    &mut visit,
+                );
+            }
+            return visit;
         }
-        let tombstone = version.value.is_none();
-        shard.insert_new(k, Chain::new(version));
-        self.keys.fetch_add(1, Ordering::Relaxed);
-        tombstone
+        let per_shard = count / SHARDS + count / (4 * SHARDS) + 4;
+        let mut buckets: Vec<Vec<(Key, Option<Bytes>)>> =
+            (0..SHARDS).map(|_| Vec::with_capacity(per_shard)).collect();
+        for (key, value) in writes {
+            buckets[shard_of(key.as_bytes())].push((key, value));
+        }
+        if count < PARALLEL_MIN || cfg!(loom) {
+            for (shard, bucket) in buckets.into_iter().enumerate() {
+                self.install_shard(shard, bucket, ts, watermark, &mut visit);
+            }
+            return visit;
+        }
+        // Split the shards where half the writes are on each side.
+        let mut split = 0;
+        let mut below = 0;
+        while split < SHARDS && 2 * (below + buckets[split].len()) <= count {
+            below += buckets[split].len();
+            split += 1;
+        }
+        let high = buckets.split_off(split);
+        let mut visit_high = Vec::new();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for (i, bucket) in high.into_iter().enumerate() {
+                    self.install_shard(split + i, bucket, ts, watermark, &mut visit_high);
+                }
+            });
+            for (shard, bucket) in buckets.into_iter().enumerate() {
+                self.install_shard(shard, bucket, ts, watermark, &mut visit);
+            }
+        });
+        visit.append(&mut visit_high);
+        visit
+    }
+
+    /// `install` for writes that all fall in `shard`, `CHUNK` per lock hold.
+    fn install_shard(
+        &self,
+        shard: usize,
+        mut writes: Vec<(Key, Option<Bytes>)>,
+        ts: u64,
+        watermark: u64,
+        visit: &mut Vec<Key>,
+    ) {
+        let lock = &self.shards[shard];
+        let mut drain = writes.drain(..).peekable();
+        while drain.peek().is_some() {
+            let (mut added, mut keys, mut dropped) = (0u64, 0u64, 0u64);
+            let mut shard = lock.write();
+            for (key, value) in drain.by_ref().take(CHUNK) {
+                added += 1;
+                let (new, gone) =
+                    install_locked(&mut shard, key, Version { ts, value }, watermark, visit);
+                keys += u64::from(new);
+                dropped += gone;
+            }
+            drop(shard);
+            self.versions.fetch_add(added, Ordering::Relaxed);
+            self.keys.fetch_add(keys, Ordering::Relaxed);
+            self.reclaim(dropped, 0);
+        }
     }
 
     /// Recovery's install: no reader exists yet, so the new version simply
