@@ -348,6 +348,10 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => prop::collection::vec(account(), 1..6).prop_map(Op::Accounts),
         14 => prop::collection::vec(transfer(), 1..12).prop_map(Op::Transfers),
+        // Big batches: the ledger looks a batch of 64 or more up in bulk
+        // before running it (`Machine::prefetch`), and must still see the
+        // changes its own events make (ids and accounts reused within it).
+        1 => prop::collection::vec(transfer(), 64..100).prop_map(Op::Transfers),
         1 => any::<Index>().prop_map(Op::RetryAccounts),
         2 => any::<Index>().prop_map(Op::Retry),
         3 => (any::<Index>(), 0..CHANGES).prop_map(|(i, c)| Op::RetryChanged(i, c)),

@@ -126,6 +126,7 @@ fn execute_transfers(
 ) -> Result<Vec<CreateTransferResult>> {
     let mut m = Machine::with_capacity(batch, transfers.len(), expiry_hint);
     m.expire(first_ts);
+    m.prefetch(transfers);
     let results = m.create_transfers(first_ts, transfers);
     m.finish(last_of(first_ts, transfers.len()))?;
     Ok(results)

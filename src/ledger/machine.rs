@@ -41,6 +41,9 @@ pub const MAX_BATCH_EVENTS: usize = 1 << 16;
 /// next batch (a post or void of them is refused as expired meanwhile).
 const MAX_EXPIRIES_PER_BATCH: usize = 8190;
 const NS_PER_S: u64 = 1_000_000_000;
+/// Batches smaller than this look their state up event by event: bulk
+/// lookups pay for themselves only over many keys.
+const PREFETCH_MIN: usize = 64;
 
 /// One change, remembered so that a failed linked chain can be undone.
 #[derive(Debug)]
@@ -56,6 +59,7 @@ enum Undo {
 }
 
 /// What a transfer id holds.
+#[derive(Clone, Copy)]
 enum Slot {
     Transfer(Transfer),
     Failed,
@@ -76,6 +80,9 @@ pub(crate) struct Machine<'b, 'i> {
     expiry_added: Vec<(u64, u128)>,
     expiry_removed: Vec<(u64, u128)>,
     failed: IdMap<TR>,
+    /// What transfer ids held when the batch began, for the ids `prefetch`
+    /// looked up.
+    stored: IdMap<Slot>,
     undo: Vec<Undo>,
     /// A lower bound of every expiry time (see `expire`).
     expiry_hint: &'b AtomicU64,
@@ -93,6 +100,17 @@ pub(crate) fn last_timestamp(batch: &Batch<'_>) -> u64 {
         .get(META_TS)
         .and_then(|v| v.as_ref().try_into().ok().map(u64::from_le_bytes))
         .unwrap_or(0)
+}
+
+/// What a stored transfer id holds, from its stored value.
+fn stored_slot(value: Option<&[u8]>) -> Slot {
+    match value {
+        Some(v) if v.len() == RECORD_BYTES => {
+            codec::decode_transfer(v).map_or(Slot::Empty, Slot::Transfer)
+        }
+        Some(_) => Slot::Failed,
+        None => Slot::Empty,
+    }
 }
 
 impl<'b, 'i> Machine<'b, 'i> {
@@ -115,6 +133,7 @@ impl<'b, 'i> Machine<'b, 'i> {
             expiry_added: Vec::new(),
             expiry_removed: Vec::new(),
             failed: IdMap::default(),
+            stored: IdMap::default(),
             undo: Vec::new(),
             expiry_hint,
         }
@@ -159,14 +178,52 @@ impl<'b, 'i> Machine<'b, 'i> {
         if self.failed.contains_key(&id) {
             return Slot::Failed;
         }
+        if let Some(slot) = self.stored.get(&id) {
+            return *slot;
+        }
         self.batch
-            .get_with(codec::id_key(TRANSFER, id), |v| match v {
-                Some(v) if v.len() == RECORD_BYTES => {
-                    codec::decode_transfer(v).map_or(Slot::Empty, Slot::Transfer)
-                }
-                Some(_) => Slot::Failed,
-                None => Slot::Empty,
+            .get_with(codec::id_key(TRANSFER, id), stored_slot)
+    }
+
+    /// Looks up, in bulk, what the events will read from the state the
+    /// batch began with: the accounts the transfers name, and what their
+    /// ids and pending ids hold (`Batch::get_many`: faster than the same
+    /// lookups one event at a time). It only fills the caches the reads
+    /// consult first, and only for ids the batch has not changed: the
+    /// events see exactly what they would see without it.
+    pub(crate) fn prefetch(&mut self, transfers: &[Transfer]) {
+        if transfers.len() < PREFETCH_MIN {
+            return;
+        }
+        let mut ids: Vec<u128> = transfers
+            .iter()
+            .flat_map(|t| [t.debit_account_id, t.credit_account_id])
+            .filter(|id| !self.accounts.contains_key(id))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let keys: Vec<[u8; 17]> = ids.iter().map(|&id| codec::id_key(ACCOUNT, id)).collect();
+        self.accounts.reserve(ids.len());
+        for (i, found) in self
+            .batch
+            .get_many(&keys, |v| v.and_then(codec::decode_account))
+        {
+            self.accounts.insert(ids[i as usize], found);
+        }
+        let mut ids: Vec<u128> = transfers
+            .iter()
+            .flat_map(|t| [t.id, t.pending_id])
+            .filter(|id| {
+                *id != 0 && !self.transfers.contains_key(id) && !self.failed.contains_key(id)
             })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let keys: Vec<[u8; 17]> = ids.iter().map(|&id| codec::id_key(TRANSFER, id)).collect();
+        self.stored.reserve(ids.len());
+        for (i, slot) in self.batch.get_many(&keys, stored_slot) {
+            self.stored.insert(ids[i as usize], slot);
+        }
     }
 
     // ---- changes (each remembered in the undo log) ----

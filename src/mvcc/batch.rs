@@ -107,6 +107,28 @@ impl<'a> Batch<'a> {
         }
     }
 
+    /// Calls `decode` with the newest value of each of `keys` (as
+    /// `get_with`) and returns `(i, decoded value of keys[i])` for every
+    /// `i`, in no particular order: many lookups at once, faster than one
+    /// by one (`Index::latest_many`).
+    pub(crate) fn get_many<K, T>(
+        &self,
+        keys: &[K],
+        decode: impl Fn(Option<&[u8]>) -> T + Sync,
+    ) -> Vec<(u32, T)>
+    where
+        K: AsRef<[u8]> + Sync,
+        T: Send,
+    {
+        if self.writes.map.is_empty() {
+            return self.index.latest_many(keys, decode);
+        }
+        (0u32..)
+            .zip(keys)
+            .map(|(i, key)| (i, self.get_with(key, &decode)))
+            .collect()
+    }
+
     /// Sets `key` to `value` in this batch.
     pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
         let (key, value) = (key.as_ref(), value.as_ref());

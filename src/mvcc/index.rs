@@ -143,6 +143,21 @@ pub(crate) fn bounds_are_empty(bounds: (Bound<&[u8]>, Bound<&[u8]>)) -> bool {
     }
 }
 
+/// The first shard of the upper half, given each shard's share of `total`
+/// items: about half of them fall below it.
+fn half_way(shares: impl Iterator<Item = usize>, total: usize) -> usize {
+    let mut below = 0;
+    let mut split = 0;
+    for share in shares {
+        if 2 * (below + share) > total {
+            break;
+        }
+        below += share;
+        split += 1;
+    }
+    split
+}
+
 /// `Index::install`'s work, under the shard's lock: makes `version` the
 /// newest of `key`, pruning for `watermark` on the way. Returns whether
 /// the key is new and how many versions were dropped, and pushes the key
@@ -235,6 +250,55 @@ impl Index {
         shard.get(&k)?.newest.value.clone()
     }
 
+    /// Looks up the newest value of each of `keys` (visible or not, as
+    /// `latest_with`) and returns `(i, decode(value of keys[i]))` for every
+    /// `i`, in no particular order. In bulk: the lookups are grouped by
+    /// shard (a read lock per `CHUNK` of them), and a loop of independent
+    /// lookups lets the processor wait for several cache misses at once
+    /// where lookups spread through other work wait for each in turn; many
+    /// keys are split between this thread and a helper, as `install_all`.
+    pub(crate) fn latest_many<K, T>(
+        &self,
+        keys: &[K],
+        decode: impl Fn(Option<&[u8]>) -> T + Sync,
+    ) -> Vec<(u32, T)>
+    where
+        K: AsRef<[u8]> + Sync,
+        T: Send,
+    {
+        let mut by_shard: Vec<Vec<u32>> = vec![Vec::new(); SHARDS];
+        for (i, key) in (0u32..).zip(keys) {
+            by_shard[shard_of(key.as_ref())].push(i);
+        }
+        let run = |shards: std::ops::Range<usize>| {
+            let mut out = Vec::new();
+            for s in shards {
+                for chunk in by_shard[s].chunks(CHUNK) {
+                    let shard = self.shards[s].read();
+                    for &i in chunk {
+                        let k = Key::new(keys[i as usize].as_ref());
+                        let value = shard.get(&k).and_then(|c| c.newest.value.as_deref());
+                        out.push((i, decode(value)));
+                    }
+                }
+            }
+            out
+        };
+        if keys.len() < PARALLEL_MIN || cfg!(loom) {
+            return run(0..SHARDS);
+        }
+        let split = half_way(by_shard.iter().map(Vec::len), keys.len());
+        std::thread::scope(|scope| {
+            let high = scope.spawn(|| run(split..SHARDS));
+            let mut out = run(0..split);
+            match high.join() {
+                Ok(mut high) => out.append(&mut high),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+            out
+        })
+    }
+
     /// Installs a version of `key` at `ts`, newer than all it has. Returns
     /// true when the collector must visit the key: it now has two versions,
     /// or it is new and its only version is a tombstone (a delete of a key
@@ -298,13 +362,7 @@ impl Index {
             }
             return visit;
         }
-        // Split the shards where half the writes are on each side.
-        let mut split = 0;
-        let mut below = 0;
-        while split < SHARDS && 2 * (below + buckets[split].len()) <= count {
-            below += buckets[split].len();
-            split += 1;
-        }
+        let split = half_way(buckets.iter().map(Vec::len), count);
         let high = buckets.split_off(split);
         let mut visit_high = Vec::new();
         std::thread::scope(|scope| {
