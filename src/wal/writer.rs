@@ -25,7 +25,7 @@
 //! acknowledged again. A sync is never retried.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::SyncMode;
 use super::fs::{DirLock, FileSystem, WritableFile};
@@ -37,6 +37,9 @@ use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
 /// (`Never`, `Interval`) writes the buffer out itself: the bound on the
 /// buffer, and the back-pressure on writers that outrun the disk.
 pub(crate) const FLUSH_BYTES: usize = 1 << 20;
+
+/// The longest a group-commit leader waits for more committers (`gather`).
+const MAX_GATHER: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Default)]
 struct Pending {
@@ -96,6 +99,10 @@ pub(crate) struct Log {
     durable: AtomicU64,
     log_bytes: AtomicU64,
     syncs: AtomicU64,
+    /// How many commits the last synced group held, and how long its
+    /// `fdatasync` took (ns): what `gather` goes by.
+    last_group: AtomicU64,
+    last_sync_ns: AtomicU64,
     /// Dropped last, after `Drop::drop` flushed.
     _lock: Box<dyn DirLock>,
 }
@@ -180,6 +187,8 @@ impl Log {
             visible,
             poisoned: AtomicBool::new(false),
             durable: AtomicU64::new(last_ts),
+            last_group: AtomicU64::new(0),
+            last_sync_ns: AtomicU64::new(0),
             log_bytes: AtomicU64::new(log_bytes),
             syncs: AtomicU64::new(0),
             _lock: lock,
@@ -274,8 +283,43 @@ impl Log {
             }
             state.leading = true;
             drop(state);
+            self.gather();
             let led = self.lead(true);
             state = self.finish_lead(led, true)?;
+        }
+    }
+
+    /// Step 1 and a half, under `Always`: when the last group held more
+    /// than one commit, more committers are likely on their way (those the
+    /// last sync just released, back with their next commit). The leader
+    /// waits for them while they keep arriving, for at most as long as the
+    /// last sync took. Without this the committers split into two groups
+    /// that take turns, each syncing half of them: 16 threads committing
+    /// one transfer at a time got 8 commits per sync, and 14 with it (and
+    /// 8% more commits/s, `mvledger bench --batch 1 --threads 16`). A lone
+    /// committer never waits: its last group held one commit.
+    fn gather(&self) {
+        if cfg!(loom)
+            || self.mode != SyncMode::Always
+            || self.last_group.load(Ordering::Relaxed) < 2
+        {
+            return;
+        }
+        let budget =
+            Duration::from_nanos(self.last_sync_ns.load(Ordering::Relaxed)).min(MAX_GATHER);
+        let step = budget / 8;
+        let start = Instant::now();
+        let mut seen = self.pending.lock().last_ts;
+        while start.elapsed() < budget {
+            let pause = Instant::now();
+            while pause.elapsed() < step {
+                std::thread::yield_now();
+            }
+            let now = self.pending.lock().last_ts;
+            if now == seen {
+                break;
+            }
+            seen = now;
         }
     }
 
@@ -357,7 +401,12 @@ impl Log {
                 .fetch_add(buf.len() as u64, Ordering::Relaxed);
         }
         if sync && active.unsynced {
+            let began = Instant::now();
             active.file.sync_data()?;
+            let took = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.last_sync_ns.store(took, Ordering::Relaxed);
+            let group = last_ts.saturating_sub(self.durable.load(Ordering::Relaxed));
+            self.last_group.store(group, Ordering::Relaxed);
             active.unsynced = false;
             self.syncs.fetch_add(1, Ordering::Relaxed);
         }
