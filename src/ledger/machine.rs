@@ -58,6 +58,17 @@ enum Undo {
     ExpiryRemoved,
 }
 
+/// A history entry to write: the account's entry for a transfer, with the
+/// account's balances after it when the account has `HISTORY` (an index
+/// into `Machine::balances`).
+#[derive(Debug, Clone, Copy)]
+struct HistoryEntry {
+    account: u128,
+    transfer_id: u128,
+    ts: u64,
+    balances: Option<usize>,
+}
+
 /// What a transfer id holds.
 #[derive(Clone, Copy)]
 enum Slot {
@@ -76,7 +87,9 @@ pub(crate) struct Machine<'b, 'i> {
     transfer_order: Vec<u128>,
     settled: IdMap<Settled>,
     /// (account, timestamp, transfer id, balances if HISTORY).
-    history: Vec<(u128, u64, u128, Option<Account>)>,
+    history: Vec<HistoryEntry>,
+    /// The balances of the history entries of accounts with `HISTORY`.
+    balances: Vec<Account>,
     expiry_added: Vec<(u64, u128)>,
     expiry_removed: Vec<(u64, u128)>,
     failed: IdMap<TR>,
@@ -129,7 +142,8 @@ impl<'b, 'i> Machine<'b, 'i> {
             transfers: IdMap::with_capacity_and_hasher(events, Default::default()),
             transfer_order: Vec::with_capacity(events),
             settled: IdMap::default(),
-            history: Vec::new(),
+            history: Vec::with_capacity(events * 2),
+            balances: Vec::new(),
             expiry_added: Vec::new(),
             expiry_removed: Vec::new(),
             failed: IdMap::default(),
@@ -246,11 +260,16 @@ impl<'b, 'i> Machine<'b, 'i> {
     }
 
     fn record_history(&mut self, account: &Account, ts: u64, transfer_id: u128) {
-        let balances = account
-            .flags
-            .contains(AccountFlags::HISTORY)
-            .then_some(*account);
-        self.history.push((account.id, ts, transfer_id, balances));
+        let balances = account.flags.contains(AccountFlags::HISTORY).then(|| {
+            self.balances.push(*account);
+            self.balances.len() - 1
+        });
+        self.history.push(HistoryEntry {
+            account: account.id,
+            transfer_id,
+            ts,
+            balances,
+        });
         self.undo.push(Undo::History);
     }
 
@@ -281,7 +300,11 @@ impl<'b, 'i> Machine<'b, 'i> {
                     self.settled.remove(&id);
                 }
                 Undo::History => {
-                    self.history.pop();
+                    if let Some(entry) = self.history.pop()
+                        && entry.balances.is_some()
+                    {
+                        self.balances.pop();
+                    }
                 }
                 Undo::ExpiryAdded => {
                     self.expiry_added.pop();
@@ -303,6 +326,7 @@ impl<'b, 'i> Machine<'b, 'i> {
             transfer_order,
             settled,
             history,
+            balances,
             expiry_added,
             expiry_removed,
             failed,
@@ -335,10 +359,15 @@ impl<'b, 'i> Machine<'b, 'i> {
                 placed.push((key, 17, at..slab.len()));
             }
         }
-        for (account, ts, transfer_id, balances) in &history {
+        for entry in &history {
             let at = slab.len();
-            codec::encode_history_into(&mut slab, *transfer_id, balances.as_ref());
-            placed.push((codec::history_key(*account, *ts), 25, at..slab.len()));
+            let balances = entry.balances.and_then(|i| balances.get(i));
+            codec::encode_history_into(&mut slab, entry.transfer_id, balances);
+            placed.push((
+                codec::history_key(entry.account, entry.ts),
+                25,
+                at..slab.len(),
+            ));
         }
         let slab = Bytes::from(slab);
         for (key, len, range) in placed {
@@ -399,6 +428,11 @@ impl<'b, 'i> Machine<'b, 'i> {
                 if !linked(j) {
                     break;
                 }
+            }
+            if !broken {
+                // The chain stands: nothing will undo its changes. (Keeps
+                // the undo log as short as a chain, in the cache.)
+                self.undo.truncate(mark);
             }
             if broken {
                 self.rollback(mark);
