@@ -336,10 +336,20 @@ impl<'b, 'i> Machine<'b, 'i> {
         dirty.sort_unstable();
         dirty.dedup();
         // Each key below is written once and never read back: `put_once`.
+        // Account values are rewritten all the time: each is built in the
+        // buffer of a version the index pruned, when there is one.
+        let mut spare = batch.spare_buffers(dirty.len(), RECORD_BYTES);
         for id in dirty {
             if let Some(Some(a)) = accounts.get(&id) {
                 codec::encode_account(a, &mut rec);
-                batch.put_once(&codec::id_key(ACCOUNT, id), Bytes::copy_from_slice(&rec))?;
+                let value = match spare.pop() {
+                    Some(mut buf) => {
+                        buf.copy_from_slice(&rec);
+                        Bytes::from(buf)
+                    }
+                    None => Bytes::copy_from_slice(&rec),
+                };
+                batch.put_once(&codec::id_key(ACCOUNT, id), value)?;
             }
         }
         // Transfers and history entries are never rewritten: they share one

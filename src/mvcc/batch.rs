@@ -129,6 +129,14 @@ impl<'a> Batch<'a> {
             .collect()
     }
 
+    /// Up to `n` empty-looking buffers of exactly `len` bytes to build new
+    /// values in (`Index::take_spare`): their content is stale, overwrite
+    /// it whole. A value built in one and passed to `put_once` as
+    /// `Bytes::from(buf)` costs no allocation.
+    pub(crate) fn spare_buffers(&self, n: usize, len: usize) -> Vec<Vec<u8>> {
+        self.index.take_spare(n, len)
+    }
+
     /// Sets `key` to `value` in this batch.
     pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
         let (key, value) = (key.as_ref(), value.as_ref());

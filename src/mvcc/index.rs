@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use super::key::{Key, KeyHasher};
 use super::shard::{Shard, parts_of};
-use crate::sync::{AtomicU64, Ordering, RwLock};
+use crate::sync::{AtomicU64, Mutex, Ordering, RwLock};
 use std::hash::Hasher;
 
 /// The number of shards: a power of two.
@@ -28,6 +28,10 @@ pub(crate) const SHARDS: usize = 64;
 const GROUP_MIN: usize = 256;
 /// Commits with at least this many writes are installed by two threads.
 const PARALLEL_MIN: usize = 4096;
+/// The longest value whose buffer is kept for reuse, and the most buffers
+/// kept (a few MiB at most).
+const SPARE_BYTES: usize = 256;
+const SPARE_MAX: usize = 1 << 14;
 /// The most writes installed under one hold of a shard's lock.
 const CHUNK: usize = 64;
 
@@ -82,10 +86,10 @@ impl Chain {
         self.older.get_or_insert_with(Box::default).push(old);
     }
 
-    /// Drops the versions no reader at or above `watermark` can see: keeps
-    /// every version above it and the newest one at or below it. Returns
-    /// how many it dropped.
-    fn prune(&mut self, watermark: u64) -> usize {
+    /// Drops the versions no reader at or above `watermark` can see (hands
+    /// each to `gone`): keeps every version above it and the newest one at
+    /// or below it. Returns how many it dropped.
+    fn prune(&mut self, watermark: u64, gone: impl FnMut(Version)) -> usize {
         let Some(older) = self.older.as_mut() else {
             return 0;
         };
@@ -93,12 +97,12 @@ impl Chain {
             let dropped = older.len();
             // Keep the allocation: a key updated once is likely updated
             // again, and freeing and reallocating it each time costs more.
-            older.clear();
+            older.drain(..).for_each(gone);
             return dropped;
         }
         match older.iter().rposition(|v| v.ts <= watermark) {
             Some(keep) if keep > 0 => {
-                older.drain(..keep);
+                older.drain(..keep).for_each(gone);
                 keep
             }
             _ => 0,
@@ -119,6 +123,8 @@ pub(crate) struct Index {
     keys: AtomicU64,
     versions: AtomicU64,
     reclaimed: AtomicU64,
+    /// Buffers of pruned versions, for `take_spare`.
+    spare: Mutex<Vec<Vec<u8>>>,
 }
 
 /// The shard of `key`: bits 40..46 of the hash its shard's map uses.
@@ -158,6 +164,23 @@ fn half_way(shares: impl Iterator<Item = usize>, total: usize) -> usize {
     split
 }
 
+/// Keeps the buffer of a pruned version for reuse (`Index::take_spare`)
+/// when nothing else holds it and it is small; drops it otherwise.
+fn recycle(version: Version, spare: &mut Vec<Vec<u8>>) {
+    let Some(value) = version.value else { return };
+    if value.len() > SPARE_BYTES {
+        return;
+    }
+    if let Ok(buf) = value.try_into_mut() {
+        let buf = Vec::from(buf);
+        // Only a buffer exactly as long as its allocation becomes a
+        // `Bytes` again without a reallocation.
+        if buf.capacity() == buf.len() {
+            spare.push(buf);
+        }
+    }
+}
+
 /// `Index::install`'s work, under the shard's lock: makes `version` the
 /// newest of `key`, pruning for `watermark` on the way. Returns whether
 /// the key is new and how many versions were dropped, and pushes the key
@@ -168,11 +191,12 @@ fn install_locked(
     version: Version,
     watermark: u64,
     visit: &mut Vec<Key>,
+    spare: &mut Vec<Vec<u8>>,
 ) -> (bool, u64) {
     if let Some(chain) = shard.get_mut(&key) {
         debug_assert!(chain.newest.ts < version.ts, "install out of ts order");
         let queued = !chain.older().is_empty();
-        let dropped = chain.prune(watermark) as u64;
+        let dropped = chain.prune(watermark, |v| recycle(v, spare)) as u64;
         chain.push(version);
         if !queued {
             visit.push(key);
@@ -214,6 +238,7 @@ impl Index {
             keys: AtomicU64::new(0),
             versions: AtomicU64::new(0),
             reclaimed: AtomicU64::new(0),
+            spare: Mutex::new(Vec::new()),
         }
     }
 
@@ -389,14 +414,16 @@ impl Index {
         visit: &mut Vec<Key>,
     ) {
         let lock = &self.shards[shard];
+        let mut spare = Vec::new();
         let mut drain = writes.drain(..).peekable();
         while drain.peek().is_some() {
             let (mut added, mut keys, mut dropped) = (0u64, 0u64, 0u64);
             let mut shard = lock.write();
             for (key, value) in drain.by_ref().take(CHUNK) {
                 added += 1;
+                let version = Version { ts, value };
                 let (new, gone) =
-                    install_locked(&mut shard, key, Version { ts, value }, watermark, visit);
+                    install_locked(&mut shard, key, version, watermark, visit, &mut spare);
                 keys += u64::from(new);
                 dropped += gone;
             }
@@ -405,6 +432,25 @@ impl Index {
             self.keys.fetch_add(keys, Ordering::Relaxed);
             self.reclaim(dropped, 0);
         }
+        if !spare.is_empty() {
+            let mut kept = self.spare.lock();
+            let room = SPARE_MAX.saturating_sub(kept.len());
+            kept.extend(spare.into_iter().take(room));
+        }
+    }
+
+    /// Up to `n` buffers of exactly `len` bytes that pruned versions left
+    /// (see `recycle`), to build new values in without an allocation: a
+    /// rewritten key's new value takes the place of the one pruned as it
+    /// is installed, where a fresh allocation and a free each cost a walk
+    /// through the allocator's lists.
+    pub(crate) fn take_spare(&self, n: usize, len: usize) -> Vec<Vec<u8>> {
+        let mut kept = self.spare.lock();
+        let from = kept.len().saturating_sub(n);
+        let mut taken = kept.split_off(from);
+        drop(kept);
+        taken.retain(|b| b.len() == len);
+        taken
     }
 
     /// Recovery's install: no reader exists yet, so the new version simply
@@ -441,7 +487,7 @@ impl Index {
     pub(crate) fn prune(&self, key: &Key, watermark: u64) -> Option<u64> {
         let mut shard = self.shard(key.as_bytes()).write();
         let chain = shard.get_mut(key)?;
-        let dropped = chain.prune(watermark);
+        let dropped = chain.prune(watermark, drop);
         let newest = chain.newest.ts;
         let more = chain.len() > 1;
         let dead = chain.is_dead(watermark);
@@ -471,7 +517,7 @@ impl Index {
             let mut dropped = 0u64;
             let before = shard.len();
             shard.retain(|_, chain| {
-                dropped += chain.prune(watermark) as u64;
+                dropped += chain.prune(watermark, drop) as u64;
                 !chain.is_dead(watermark)
             });
             let dead = (before - shard.len()) as u64;
@@ -599,6 +645,28 @@ mod tests {
 
     fn b(s: &str) -> Option<Bytes> {
         Some(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    /// A pruned value's buffer is reused only when nothing else holds it:
+    /// a reader's copy of the value keeps it from being recycled, and
+    /// still reads what it read.
+    #[test]
+    fn only_unshared_pruned_buffers_are_recycled() {
+        let index = Index::new();
+        index.install(b"k", 1, b("one"), 0);
+        let held = index.get(b"k", 1);
+        index.install(b"k", 2, b("two"), 0);
+        index.install(b"k", 3, b("six"), 3);
+        assert!(index.take_spare(8, 3).is_empty(), "a held buffer was recycled");
+        assert_eq!(held, b("one"));
+        index.install(b"k", 4, b("ten"), 4);
+        // "two" was pruned at 4, unshared: its buffer is kept, once.
+        assert_eq!(index.take_spare(8, 3), vec![b"two".to_vec()]);
+        assert!(index.take_spare(8, 3).is_empty());
+        // Wrong length: not handed out.
+        index.install(b"k", 5, b("eleven"), 5);
+        assert!(index.take_spare(8, 4).is_empty());
+        assert_eq!(index.get(b"k", 5), b("eleven"));
     }
 
     #[test]
