@@ -347,3 +347,79 @@ fn concurrent_transfers_keep_every_view_balanced_never() {
 fn concurrent_transfers_keep_every_view_balanced_always() {
     check_concurrent_transfers(SyncMode::Always, 100);
 }
+
+/// A commit of thousands of writes is installed by two threads (the index
+/// splits a big commit's shards between the committer and a helper), and
+/// must still become visible at once: readers taking snapshots while such
+/// commits follow one another see every key at the same generation, by
+/// `get` in any order and by `scan`. Commits alternate between `apply`
+/// and transactions (two install paths).
+#[test]
+fn a_commit_installed_by_two_threads_is_seen_whole() {
+    const KEYS: usize = 6_000;
+    const COMMITS: u64 = 40;
+    let key = |i: usize| format!("gen/{i:05}").into_bytes();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open(dir.path(), SyncMode::Never);
+    let write = |g: u64| {
+        if g % 2 == 0 {
+            engine
+                .apply(|batch| {
+                    for i in 0..KEYS {
+                        batch.put(key(i), g.to_le_bytes())?;
+                    }
+                    Ok(())
+                })
+                .expect("apply");
+        } else {
+            let mut t = engine.begin();
+            for i in 0..KEYS {
+                t.put(key(i), g.to_le_bytes()).expect("put");
+            }
+            t.commit().expect("commit");
+        }
+    };
+    write(0);
+    let done = AtomicBool::new(false);
+    let views = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for reader in 0..2 {
+            let (engine, done, views) = (&engine, &done, &views);
+            s.spawn(move || {
+                let mut round = 0usize;
+                while !done.load(Ordering::Acquire) {
+                    round += 1;
+                    let snap = engine.snapshot();
+                    // A different order of keys each round.
+                    let step = [1, 7, 13, 4_999][(round + reader) % 4];
+                    let gens: Vec<u64> = (0..KEYS)
+                        .map(|i| num(snap.get(key(i * step % KEYS)).expect("get")))
+                        .collect();
+                    assert!(
+                        gens.iter().all(|g| *g == gens[0]),
+                        "a snapshot saw generations {:?} at once",
+                        gens.iter().collect::<std::collections::BTreeSet<_>>()
+                    );
+                    let scanned: Vec<u64> = snap
+                        .scan_prefix(b"gen/")
+                        .expect("scan")
+                        .map(|(_, v)| num(Some(v)))
+                        .collect();
+                    assert_eq!(scanned.len(), KEYS);
+                    assert!(
+                        scanned.iter().all(|g| *g == gens[0]),
+                        "scan saw two generations"
+                    );
+                    views.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        for g in 1..=COMMITS {
+            write(g);
+        }
+        done.store(true, Ordering::Release);
+    });
+    assert!(views.load(Ordering::Relaxed) > 0, "no reader ran");
+    let last = engine.snapshot();
+    assert_eq!(num(last.get(key(KEYS - 1)).expect("get")), COMMITS);
+}

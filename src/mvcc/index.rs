@@ -657,7 +657,10 @@ mod tests {
         let held = index.get(b"k", 1);
         index.install(b"k", 2, b("two"), 0);
         index.install(b"k", 3, b("six"), 3);
-        assert!(index.take_spare(8, 3).is_empty(), "a held buffer was recycled");
+        assert!(
+            index.take_spare(8, 3).is_empty(),
+            "a held buffer was recycled"
+        );
         assert_eq!(held, b("one"));
         index.install(b"k", 4, b("ten"), 4);
         // "two" was pruned at 4, unshared: its buffer is kept, once.
