@@ -362,7 +362,7 @@ fn a_commit_installed_by_two_threads_is_seen_whole() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = open(dir.path(), SyncMode::Never);
     let write = |g: u64| {
-        if g % 2 == 0 {
+        if g.is_multiple_of(2) {
             engine
                 .apply(|batch| {
                     for i in 0..KEYS {
