@@ -692,7 +692,8 @@ fn transfer(input: &mut Input<'_>) -> Transfer {
 /// Runs the bytes as ledger calls on a `Ledger` and on `tests/model`:
 ///
 /// ```text
-/// op (mod 8): 0, 1 accounts batch | 2, 3, 4 transfers batch
+/// op (mod 8): 0, 1 accounts batch | 2, 3, 4 transfers batch (1 to 6,
+///   or 64 to 104 when the size byte is 250 or more)
 ///   | 5 advance the clock | 6 expire_pending | 7 checkpoint or reopen
 /// ```
 ///
@@ -724,7 +725,14 @@ pub fn ledger(data: &[u8]) {
                 );
             }
             2..=4 => {
-                let n = usize::from(input.u8() % 6) + 1;
+                // Now and then a batch of 64 or more: the ledger looks such
+                // a batch's accounts and ids up in bulk before it runs it.
+                let b = input.u8();
+                let n = if b >= 250 {
+                    64 + usize::from(b - 250) * 8
+                } else {
+                    usize::from(b % 6) + 1
+                };
                 let batch: Vec<Transfer> = (0..n).map(|_| transfer(&mut input)).collect();
                 let expect_ts = model.next_timestamp(clock.now_ns());
                 let before = model.accounts();
