@@ -71,6 +71,17 @@ mod imp {
         pub(crate) fn notify_all(&self) {
             self.0.notify_all();
         }
+        /// Waits until notified or `deadline`; true when it timed out.
+        pub(crate) fn wait_until<T>(
+            &self,
+            guard: &mut MutexGuard<'_, T>,
+            deadline: std::time::Instant,
+        ) -> bool {
+            self.0.wait_until(guard, deadline).timed_out()
+        }
+        pub(crate) fn notify_one(&self) {
+            self.0.notify_one();
+        }
     }
 }
 
@@ -138,6 +149,18 @@ mod imp {
         }
         pub(crate) fn notify_all(&self) {
             self.0.notify_all();
+        }
+        /// Loom has no clock: reports a timeout at once (no model waits
+        /// with a deadline: `Log::gather` is off under loom).
+        pub(crate) fn wait_until<T>(
+            &self,
+            _guard: &mut MutexGuard<'_, T>,
+            _deadline: std::time::Instant,
+        ) -> bool {
+            true
+        }
+        pub(crate) fn notify_one(&self) {
+            self.0.notify_one();
         }
     }
 
