@@ -11,6 +11,14 @@
 //! garbage collector (prunes). A version at ts T is invisible to readers
 //! until the engine's visible ts reaches T; the index itself does not know
 //! what is visible, readers pass their ts.
+//!
+//! Big batches go through the index in bulk (`install_all`, and
+//! `latest_many` for the ledger's lookups before a batch runs): grouped by
+//! shard, a lock hold per `CHUNK` keys, and split between the caller and a
+//! helper thread past `PARALLEL_MIN` keys (shards are disjoint, so the two
+//! never touch the same lock; the caller publishes nothing until both are
+//! done). The buffers of small values pruned at install are kept for new
+//! values of the same length (`take_spare`), when nothing else holds them.
 
 use std::ops::Bound;
 
