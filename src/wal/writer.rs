@@ -12,6 +12,9 @@
 //!
 //! The leader's steps:
 //! 1. take the leadership (`SyncState::leading`), or wait for the leader;
+//!    under `Always`, when the last group held several commits, wait (at
+//!    most as long as the last sync took) for as many to be buffered
+//!    (`Log::gather`);
 //! 2. swap the pending buffer out (records up to `last_ts`);
 //! 3. rotate to a new segment if the active one is full: sync it, create
 //!    the next, write its header, sync the file and the directory;
