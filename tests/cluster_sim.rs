@@ -7,6 +7,7 @@
 //! `MVLEDGER_SIM_SEEDS=N` runs N seeds (default 3,000);
 //! `MVLEDGER_SIM_SEED=S` replays seed S alone.
 
+use mvledger::SyncMode;
 use mvledger::cluster::Sabotage;
 use mvledger::cluster::sim::{SimConfig, SimReport, run};
 
@@ -108,4 +109,17 @@ fn a_participant_without_idempotency_leaves_a_reservation() {
 #[test]
 fn accounts_created_without_their_limits_break_limits() {
     first_failure(Sabotage::DropLimitFlags, "limits", |_| {});
+}
+
+#[test]
+fn messages_sent_before_their_commit_is_durable_break_atomicity_under_never() {
+    // Under `SyncMode::Never` a shard syncs before it sends: without that,
+    // a crash takes back a transfer record, a prepared leg or a decision
+    // another shard has already acted on (over 2,000 seeds: 25 break
+    // final-state, 10 settlement-nets-zero, 3 both-sides).
+    let never = |c: &mut SimConfig| {
+        c.sync = SyncMode::Never;
+        c.crash_pct = c.crash_pct.max(3);
+    };
+    first_failure(Sabotage::NoSyncBeforeSend, "final-state", never);
 }

@@ -22,7 +22,8 @@
 //!   `mvledger::cluster::sim`.
 //!
 //! Everything runs on `MemFs` with `SyncMode::Never` (the cluster on its
-//! simulator's `SimFs`, `SyncMode::Always`): no disk.
+//! simulator's `SimFs`, `SyncMode::Always` or `Never` by the top bit of the
+//! first size byte): no disk.
 
 #![allow(dead_code)] // each fuzz target uses one of the functions
 
@@ -842,6 +843,11 @@ pub fn cluster(data: &[u8]) {
         loss_pct: byte(3) % 50,
         duplicate_pct: byte(4) % 50,
         crash_pct: byte(5) % 10,
+        sync: if byte(0) & 0x80 != 0 {
+            SyncMode::Never
+        } else {
+            SyncMode::Always
+        },
         sabotage: None,
     };
     if let Err(e) = run(&config) {

@@ -67,6 +67,9 @@ pub enum Sabotage {
     NoIdempotency,
     /// The cluster creates accounts without their limit flags.
     DropLimitFlags,
+    /// Under `SyncMode::Never` or `Interval`, a shard sends messages
+    /// without first syncing the commit that owes them.
+    NoSyncBeforeSend,
 }
 
 /// How a cross-shard transfer ended, for whoever waits for it.
@@ -319,7 +322,8 @@ impl Node {
         options: LedgerOptions,
         sabotage: Option<Sabotage>,
     ) -> Result<Node> {
-        let sync_before_send = options.engine.sync != SyncMode::Always;
+        let sync_before_send =
+            options.engine.sync != SyncMode::Always && sabotage != Some(Sabotage::NoSyncBeforeSend);
         let ledger = Ledger::open(dir, options)?;
         let node = Node {
             shard,
