@@ -86,7 +86,7 @@ pub(crate) struct Machine<'b, 'i> {
     transfers: IdMap<Transfer>,
     transfer_order: Vec<u128>,
     settled: IdMap<Settled>,
-    /// (account, timestamp, transfer id, balances if HISTORY).
+    /// The history entries to write, in event order.
     history: Vec<HistoryEntry>,
     /// The balances of the history entries of accounts with `HISTORY`.
     balances: Vec<Account>,
@@ -443,8 +443,7 @@ impl<'b, 'i> Machine<'b, 'i> {
                 // The chain stands: nothing will undo its changes. (Keeps
                 // the undo log as short as a chain, in the cache.)
                 self.undo.truncate(mark);
-            }
-            if broken {
+            } else {
                 self.rollback(mark);
                 for r in &mut results[i..=end] {
                     if *r == ok {

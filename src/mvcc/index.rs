@@ -26,7 +26,7 @@ use bytes::Bytes;
 
 use super::key::{Key, KeyHasher};
 use super::shard::{Shard, parts_of};
-use crate::sync::{AtomicU64, Mutex, Ordering, RwLock};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
 use std::hash::Hasher;
 
 /// The number of shards: a power of two.
@@ -131,8 +131,11 @@ pub(crate) struct Index {
     keys: AtomicU64,
     versions: AtomicU64,
     reclaimed: AtomicU64,
-    /// Buffers of pruned versions, for `take_spare`.
+    /// Buffers of pruned versions, for `take_spare`; kept only once
+    /// someone has asked for them (`spare_wanted`): an engine whose user
+    /// never does pays nothing for them.
     spare: Mutex<Vec<Vec<u8>>>,
+    spare_wanted: AtomicBool,
 }
 
 /// The shard of `key`: bits 40..46 of the hash its shard's map uses.
@@ -189,8 +192,9 @@ fn recycle(version: Version, spare: &mut Vec<Vec<u8>>) {
     }
 }
 
-/// `Index::install`'s work, under the shard's lock: makes `version` the
-/// newest of `key`, pruning for `watermark` on the way. Returns whether
+/// `Index::install_all`'s work for one write, under the shard's lock:
+/// makes `version` the newest of `key`, pruning for `watermark` on the way
+/// (and keeping pruned buffers in `spare`, when given). Returns whether
 /// the key is new and how many versions were dropped, and pushes the key
 /// to `visit` when the collector must visit it.
 fn install_locked(
@@ -199,12 +203,16 @@ fn install_locked(
     version: Version,
     watermark: u64,
     visit: &mut Vec<Key>,
-    spare: &mut Vec<Vec<u8>>,
+    mut spare: Option<&mut Vec<Vec<u8>>>,
 ) -> (bool, u64) {
     if let Some(chain) = shard.get_mut(&key) {
         debug_assert!(chain.newest.ts < version.ts, "install out of ts order");
         let queued = !chain.older().is_empty();
-        let dropped = chain.prune(watermark, |v| recycle(v, spare)) as u64;
+        let dropped = chain.prune(watermark, |v| {
+            if let Some(spare) = spare.as_deref_mut() {
+                recycle(v, spare);
+            }
+        }) as u64;
         chain.push(version);
         if !queued {
             visit.push(key);
@@ -247,6 +255,7 @@ impl Index {
             versions: AtomicU64::new(0),
             reclaimed: AtomicU64::new(0),
             spare: Mutex::new(Vec::new()),
+            spare_wanted: AtomicBool::new(false),
         }
     }
 
@@ -332,17 +341,8 @@ impl Index {
         })
     }
 
-    /// Installs a version of `key` at `ts`, newer than all it has. Returns
-    /// true when the collector must visit the key: it now has two versions,
-    /// or it is new and its only version is a tombstone (a delete of a key
-    /// that never existed must not stay in memory forever).
-    ///
-    /// `watermark` is a lower bound of the GC watermark: versions no reader
-    /// at or above it can see are dropped here, while the key is at hand,
-    /// so a key updated over and over keeps two versions without the
-    /// collector visiting it each time. A key with more than one version is
-    /// always in the collector's queue, so one that had older versions
-    /// before this install is not queued again.
+    /// One write through `install_all`: true when the collector must visit
+    /// the key. (Tests only: the engine installs whole commits.)
     #[cfg(test)]
     pub(crate) fn install(
         &self,
@@ -355,14 +355,26 @@ impl Index {
         !self.install_all(write, 1, ts, watermark).is_empty()
     }
 
-    /// Installs a commit's writes at `ts`, as `install` does one by one,
-    /// and returns the keys the collector must visit. The writes are
-    /// grouped by shard so that each lock hold (of at most `CHUNK` writes,
-    /// to keep readers' waits short) and each counter update covers many
-    /// of them. A big commit's shards are split between this thread and a
-    /// helper (`PARALLEL_MIN`): the shards are disjoint, and the caller
-    /// publishes nothing before both halves are done. Small commits take
-    /// the plain path: bucketing costs more than it saves on a few writes.
+    /// Installs a commit's writes at `ts`, each a version newer than all
+    /// its key has, and returns the keys the collector must visit: those
+    /// that now have two versions, and new keys whose only version is a
+    /// tombstone (a delete of a key that never existed must not stay in
+    /// memory forever).
+    ///
+    /// `watermark` is a lower bound of the GC watermark: versions no reader
+    /// at or above it can see are dropped here, while the key is at hand,
+    /// so a key updated over and over keeps two versions without the
+    /// collector visiting it each time. A key with more than one version is
+    /// always in the collector's queue, so one that had older versions
+    /// before this install is not queued again.
+    ///
+    /// A big commit's writes are grouped by shard, so that each lock hold
+    /// (of at most `CHUNK` writes, to keep readers' waits short) and each
+    /// counter update covers many of them, and its shards are split
+    /// between this thread and a helper (`PARALLEL_MIN`): the shards are
+    /// disjoint, and the caller publishes nothing before both halves are
+    /// done. Small commits take the plain path, a lock hold per write:
+    /// bucketing costs more than it saves on a few writes.
     pub(crate) fn install_all(
         &self,
         writes: impl Iterator<Item = (Key, Option<Bytes>)>,
@@ -373,13 +385,8 @@ impl Index {
         let mut visit = Vec::new();
         if count < GROUP_MIN {
             for (key, value) in writes {
-                self.install_shard(
-                    shard_of(key.as_bytes()),
-                    vec![(key, value)],
-                    ts,
-                    watermark,
-                    &mut visit,
-                );
+                let shard = shard_of(key.as_bytes());
+                self.install_shard(shard, [(key, value)], ts, watermark, &mut visit);
             }
             return visit;
         }
@@ -412,26 +419,34 @@ impl Index {
         visit
     }
 
-    /// `install` for writes that all fall in `shard`, `CHUNK` per lock hold.
+    /// `install_all` for writes that all fall in `shard`, `CHUNK` per lock
+    /// hold.
     fn install_shard(
         &self,
         shard: usize,
-        mut writes: Vec<(Key, Option<Bytes>)>,
+        writes: impl IntoIterator<Item = (Key, Option<Bytes>)>,
         ts: u64,
         watermark: u64,
         visit: &mut Vec<Key>,
     ) {
         let lock = &self.shards[shard];
+        let recycling = self.spare_wanted.load(Ordering::Relaxed);
         let mut spare = Vec::new();
-        let mut drain = writes.drain(..).peekable();
+        let mut drain = writes.into_iter().peekable();
         while drain.peek().is_some() {
             let (mut added, mut keys, mut dropped) = (0u64, 0u64, 0u64);
             let mut shard = lock.write();
             for (key, value) in drain.by_ref().take(CHUNK) {
                 added += 1;
                 let version = Version { ts, value };
-                let (new, gone) =
-                    install_locked(&mut shard, key, version, watermark, visit, &mut spare);
+                let (new, gone) = install_locked(
+                    &mut shard,
+                    key,
+                    version,
+                    watermark,
+                    visit,
+                    recycling.then_some(&mut spare),
+                );
                 keys += u64::from(new);
                 dropped += gone;
             }
@@ -453,6 +468,7 @@ impl Index {
     /// is installed, where a fresh allocation and a free each cost a walk
     /// through the allocator's lists.
     pub(crate) fn take_spare(&self, n: usize, len: usize) -> Vec<Vec<u8>> {
+        self.spare_wanted.store(true, Ordering::Relaxed);
         let mut kept = self.spare.lock();
         let from = kept.len().saturating_sub(n);
         let mut taken = kept.split_off(from);
@@ -660,7 +676,15 @@ mod tests {
     /// still reads what it read.
     #[test]
     fn only_unshared_pruned_buffers_are_recycled() {
+        // Nobody asked for spare buffers yet: none are kept.
         let index = Index::new();
+        index.install(b"q", 1, b("one"), 0);
+        index.install(b"q", 2, b("two"), 0);
+        index.install(b"q", 3, b("six"), 3);
+        assert!(index.spare.lock().is_empty(), "kept buffers nobody wants");
+
+        let index = Index::new();
+        index.take_spare(0, 3);
         index.install(b"k", 1, b("one"), 0);
         let held = index.get(b"k", 1);
         index.install(b"k", 2, b("two"), 0);
