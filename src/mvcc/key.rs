@@ -43,6 +43,14 @@ pub(crate) fn mix(mut h: u64) -> u64 {
     h ^ (h >> 33)
 }
 
+/// The hash of a key's bytes, as `KeyHasher` gives it for a `Key`: the
+/// index computes it once per key and uses it for the shard and the map.
+pub(crate) fn hash_of(bytes: &[u8]) -> u64 {
+    let mut h = KeyHasher::default();
+    h.write(bytes);
+    h.finish()
+}
+
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
         mix(self.0)
@@ -151,9 +159,16 @@ mod tests {
     use super::*;
 
     fn hash(bytes: &[u8]) -> u64 {
-        let mut h = KeyHasher::default();
-        h.write(bytes);
-        h.finish()
+        hash_of(bytes)
+    }
+
+    #[test]
+    fn hash_of_is_the_hash_maps_see() {
+        use std::hash::BuildHasher;
+        let build = std::hash::BuildHasherDefault::<KeyHasher>::default();
+        for k in [&b""[..], b"a", b"t0123456789abcdef", &[7u8; 40]] {
+            assert_eq!(hash_of(k), build.hash_one(Key::new(k)));
+        }
     }
 
     /// The ledger's keys (`tag | id` big-endian) must not share hashes:

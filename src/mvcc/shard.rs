@@ -25,11 +25,13 @@
 //! `pending` but not in the map (removed since) is stale and is skipped by
 //! scans and dropped at the next merge. `len` is the sum of the maps' sizes.
 
-use std::collections::{BTreeSet, HashMap};
-use std::hash::BuildHasherDefault;
+use std::collections::BTreeSet;
 use std::ops::{Bound, RangeInclusive};
 
-use super::key::{Key, KeyHasher};
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
+
+use super::key::{Key, hash_of};
 
 /// The keys of one part, in order (see the invariants).
 #[derive(Debug, Default)]
@@ -38,11 +40,23 @@ struct Order {
     pending: Vec<Key>,
 }
 
-/// The keys of one first byte.
+/// The keys of one first byte: entries found by the key's `hash_of`,
+/// which the caller computes once and passes to every call.
 #[derive(Debug)]
 struct Part<V> {
-    map: HashMap<Key, V, BuildHasherDefault<KeyHasher>>,
+    map: HashTable<(Key, V)>,
     order: Option<Order>,
+}
+
+/// What a resize needs: the hash of an entry's key.
+fn rehash<V>(entry: &(Key, V)) -> u64 {
+    hash_of(entry.0.as_bytes())
+}
+
+impl<V> Part<V> {
+    fn get(&self, hash: u64, key: &Key) -> Option<&(Key, V)> {
+        self.map.find(hash, |(k, _)| k == key)
+    }
 }
 
 /// A shard: versions by key, and the keys in order.
@@ -87,35 +101,73 @@ impl<V> Shard<V> {
         self.parts[part_of(key)].as_deref()
     }
 
-    pub(crate) fn get(&self, key: &Key) -> Option<&V> {
-        self.part(key)?.map.get(key)
+    fn part_mut(&mut self, key: &Key) -> &mut Part<V> {
+        self.parts[part_of(key)].get_or_insert_with(|| {
+            Box::new(Part {
+                map: HashTable::new(),
+                order: None,
+            })
+        })
     }
 
-    pub(crate) fn get_mut(&mut self, key: &Key) -> Option<&mut V> {
-        self.parts[part_of(key)].as_deref_mut()?.map.get_mut(key)
+    /// The value of `key`, whose `hash_of` is `hash`.
+    pub(crate) fn get(&self, hash: u64, key: &Key) -> Option<&V> {
+        self.part(key)?.get(hash, key).map(|(_, v)| v)
+    }
+
+    pub(crate) fn get_mut(&mut self, hash: u64, key: &Key) -> Option<&mut V> {
+        let part = self.parts[part_of(key)].as_deref_mut()?;
+        part.map.find_mut(hash, |(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// One probe for `key` (whose `hash_of` is `hash`): when present,
+    /// `present(key, data, value)`; when absent, `absent(&key, data)`
+    /// gives the value to add (and the answer).
+    pub(crate) fn upsert<T, R>(
+        &mut self,
+        hash: u64,
+        key: Key,
+        data: T,
+        present: impl FnOnce(Key, T, &mut V) -> R,
+        absent: impl FnOnce(&Key, T) -> (V, R),
+    ) -> R {
+        let part = self.part_mut(&key);
+        match part.map.entry(hash, |(k, _)| *k == key, rehash) {
+            Entry::Occupied(mut slot) => present(key, data, &mut slot.get_mut().1),
+            Entry::Vacant(slot) => {
+                let (value, answer) = absent(&key, data);
+                if let Some(order) = &mut part.order {
+                    order.pending.push(key.clone());
+                }
+                slot.insert((key, value));
+                self.len += 1;
+                answer
+            }
+        }
     }
 
     /// Adds a key that is not in the shard.
-    pub(crate) fn insert_new(&mut self, key: Key, value: V) {
-        let part = self.parts[part_of(&key)].get_or_insert_with(|| {
-            Box::new(Part {
-                map: HashMap::default(),
-                order: None,
-            })
-        });
+    pub(crate) fn insert_new(&mut self, hash: u64, key: Key, value: V) {
+        let part = self.part_mut(&key);
+        debug_assert!(
+            part.get(hash, &key).is_none(),
+            "insert_new of a present key"
+        );
         if let Some(order) = &mut part.order {
             order.pending.push(key.clone());
         }
-        let before = part.map.insert(key, value);
-        debug_assert!(before.is_none(), "insert_new of a present key");
+        part.map.insert_unique(hash, (key, value), rehash);
         self.len += 1;
     }
 
     /// Removes a key (from the order too, unless it is still pending: then
     /// the next merge drops it).
-    pub(crate) fn remove(&mut self, key: &Key) -> Option<V> {
+    pub(crate) fn remove(&mut self, hash: u64, key: &Key) -> Option<V> {
         let part = self.parts[part_of(key)].as_deref_mut()?;
-        let value = part.map.remove(key)?;
+        let Ok(slot) = part.map.find_entry(hash, |(k, _)| k == key) else {
+            return None;
+        };
+        let ((_, value), _) = slot.remove();
         if let Some(order) = &mut part.order {
             order.set.remove(key);
         }
@@ -128,8 +180,8 @@ impl<V> Shard<V> {
         for part in self.parts.iter_mut().flatten() {
             let before = part.map.len();
             match &mut part.order {
-                None => part.map.retain(|k, v| keep(k, v)),
-                Some(order) => part.map.retain(|k, v| {
+                None => part.map.retain(|(k, v)| keep(k, v)),
+                Some(order) => part.map.retain(|(k, v)| {
                     let kept = keep(k, v);
                     if !kept {
                         order.set.remove(k);
@@ -159,7 +211,7 @@ impl<V> Shard<V> {
             match order {
                 None => {
                     *order = Some(Order {
-                        set: map.keys().cloned().collect(),
+                        set: map.iter().map(|(k, _)| k.clone()).collect(),
                         pending: Vec::new(),
                     });
                 }
@@ -167,9 +219,11 @@ impl<V> Shard<V> {
                     let mut pending = std::mem::take(&mut order.pending);
                     pending.sort_unstable();
                     pending.dedup();
-                    order
-                        .set
-                        .extend(pending.into_iter().filter(|k| map.contains_key(k)));
+                    order.set.extend(
+                        pending
+                            .into_iter()
+                            .filter(|k| map.find(hash_of(k.as_bytes()), |(m, _)| m == k).is_some()),
+                    );
                 }
                 Some(_) => {}
             }
@@ -190,7 +244,8 @@ impl<V> Shard<V> {
             .flat_map(move |part| {
                 let set = part.order.as_ref().map(|o| &o.set).into_iter();
                 set.flat_map(move |set| set.range((bounds.0.clone(), bounds.1.clone())))
-                    .filter_map(move |k| part.map.get_key_value(k))
+                    .filter_map(move |k| part.get(hash_of(k.as_bytes()), k))
+                    .map(|(k, v)| (k, v))
             })
     }
 }
@@ -198,6 +253,10 @@ impl<V> Shard<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn h(key: &[u8]) -> u64 {
+        hash_of(key)
+    }
 
     fn keys<V>(shard: &Shard<V>, lo: &[u8], hi: &[u8]) -> Vec<Vec<u8>> {
         let b = (Bound::Included(Key::new(lo)), Bound::Excluded(Key::new(hi)));
@@ -211,7 +270,7 @@ mod tests {
     fn a_part_is_ordered_only_once_scanned_and_then_kept_in_order() {
         let mut s: Shard<u32> = Shard::default();
         for i in (0..50u8).rev() {
-            s.insert_new(Key::new(&[b't', i]), 0);
+            s.insert_new(h(&[b't', i]), Key::new(&[b't', i]), 0);
         }
         // Never scanned: no order, no copy of the keys.
         let part =
@@ -231,8 +290,8 @@ mod tests {
         // A part with no keys has no map either.
         assert_eq!(part(&s, b'a'), None);
         // Once ordered, new keys are pending until the next merge.
-        s.insert_new(Key::new(&[b't', 200]), 0);
-        s.remove(&Key::new(&[b't', 3]));
+        s.insert_new(h(&[b't', 200]), Key::new(&[b't', 200]), 0);
+        s.remove(h(&[b't', 3]), &Key::new(&[b't', 3]));
         assert!(s.has_pending(&parts_of(&t)));
         s.merge(&parts_of(&t));
         let got = keys(&s, b"t", b"u");
@@ -241,10 +300,41 @@ mod tests {
     }
 
     #[test]
+    fn upsert_updates_a_present_key_and_adds_an_absent_one_once() {
+        let mut s: Shard<u32> = Shard::default();
+        let t = (
+            Bound::Included(Key::new(b"k")),
+            Bound::Excluded(Key::new(b"l")),
+        );
+        s.merge(&parts_of(&t));
+        for round in 0..3u32 {
+            for i in 0..100u8 {
+                let key = [b'k', i];
+                let added = s.upsert(
+                    h(&key),
+                    Key::new(&key),
+                    round,
+                    |_, round, v| {
+                        *v += round;
+                        false
+                    },
+                    |_, round| (round, true),
+                );
+                assert_eq!(added, round == 0, "key {i} round {round}");
+            }
+        }
+        assert_eq!(s.len(), 100);
+        assert_eq!(s.get(h(b"k\x07"), &Key::new(b"k\x07")), Some(&3));
+        // A key added to an ordered part is pending, then in order.
+        s.merge(&parts_of(&t));
+        assert_eq!(keys(&s, b"k", b"l").len(), 100);
+    }
+
+    #[test]
     fn range_sees_merged_keys_in_order_and_skips_removed_ones() {
         let mut s: Shard<u32> = Shard::default();
         for k in [&b"b2"[..], b"a1", b"b1", b"\x00", b"", b"c"] {
-            s.insert_new(Key::new(k), 0);
+            s.insert_new(h(k), Key::new(k), 0);
         }
         let all = (Bound::Unbounded, Bound::Unbounded);
         assert!(s.has_pending(&parts_of(&all)));
@@ -262,9 +352,9 @@ mod tests {
             ]
         );
         assert_eq!(keys(&s, b"a", b"b2"), vec![b"a1".to_vec(), b"b1".to_vec()]);
-        s.remove(&Key::new(b"b1"));
-        s.insert_new(Key::new(b"b0"), 1);
-        s.remove(&Key::new(b"b0"));
+        s.remove(h(b"b1"), &Key::new(b"b1"));
+        s.insert_new(h(b"b0"), Key::new(b"b0"), 1);
+        s.remove(h(b"b0"), &Key::new(b"b0"));
         s.merge(&parts_of(&all));
         assert_eq!(keys(&s, b"b", b"c"), vec![b"b2".to_vec()]);
         s.retain(|k, _| k.as_bytes() != b"c");
