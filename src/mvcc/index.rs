@@ -45,6 +45,48 @@ const CHUNK: usize = 64;
 /// A write with its key's `hash_of`.
 type Hashed = ((u64, Key), Option<Bytes>);
 
+/// Writes to install, which show those still to come.
+trait Ahead: Iterator<Item = Hashed> {
+    fn ahead(&self) -> &[Hashed];
+}
+
+impl Ahead for std::vec::IntoIter<Hashed> {
+    fn ahead(&self) -> &[Hashed] {
+        self.as_slice()
+    }
+}
+
+impl<const N: usize> Ahead for std::array::IntoIter<Hashed, N> {
+    fn ahead(&self) -> &[Hashed] {
+        self.as_slice()
+    }
+}
+
+/// Reads what installing `writes` will touch: each key's entry, its list
+/// of older versions and the value of the oldest (which the install
+/// prunes), in a loop of independent lookups, so that the processor waits
+/// for their cache misses side by side, where the install, which writes as
+/// it goes, would wait for each in turn.
+fn warm(shard: &Shard<Chain>, writes: &[Hashed]) {
+    let mut chains: [Option<&Chain>; CHUNK] = [None; CHUNK];
+    for (slot, ((hash, key), _)) in chains.iter_mut().zip(writes) {
+        *slot = shard.get(*hash, key);
+    }
+    let mut oldest: [Option<&Version>; CHUNK] = [None; CHUNK];
+    for (slot, chain) in oldest.iter_mut().zip(&chains) {
+        *slot = chain.and_then(|c| c.older().first());
+    }
+    let mut seen = 0u8;
+    for version in oldest.iter().flatten() {
+        seen ^= version
+            .value
+            .as_deref()
+            .and_then(|v| v.first())
+            .map_or(1, |b| *b);
+    }
+    std::hint::black_box(seen);
+}
+
 /// One version of a key. `value: None` is a tombstone (a delete).
 #[derive(Debug, Clone)]
 pub(crate) struct Version {
@@ -332,9 +374,19 @@ impl Index {
             for s in shards {
                 for chunk in by_shard[s].chunks(CHUNK) {
                     let shard = self.shards[s].read();
-                    for &(i, hash) in chunk {
+                    // Pass by pass, as `warm`: find every entry, touch
+                    // every value, then decode.
+                    let mut values: [Option<&[u8]>; CHUNK] = [None; CHUNK];
+                    for (slot, &(i, hash)) in values.iter_mut().zip(chunk) {
                         let k = Key::new(keys[i as usize].as_ref());
-                        let value = shard.get(hash, &k).and_then(|c| c.newest.value.as_deref());
+                        *slot = shard.get(hash, &k).and_then(|c| c.newest.value.as_deref());
+                    }
+                    let mut seen = 0u8;
+                    for value in values.iter().flatten() {
+                        seen ^= value.first().copied().unwrap_or(0);
+                    }
+                    std::hint::black_box(seen);
+                    for (&(i, _), value) in chunk.iter().zip(values) {
                         out.push((i, decode(value)));
                     }
                 }
@@ -401,8 +453,8 @@ impl Index {
         if count < GROUP_MIN {
             for (key, value) in writes {
                 let hash = hash_of(key.as_bytes());
-                let write = ((hash, key), value);
-                self.install_shard(shard_of_hash(hash), [write], ts, watermark, &mut visit);
+                let write = [((hash, key), value)].into_iter();
+                self.install_shard(shard_of_hash(hash), write, ts, watermark, &mut visit);
             }
             return visit;
         }
@@ -420,7 +472,7 @@ impl Index {
         }
         if count < PARALLEL_MIN || cfg!(loom) {
             for (shard, bucket) in buckets.into_iter().enumerate() {
-                self.install_shard(shard, bucket, ts, watermark, &mut visit);
+                self.install_shard(shard, bucket.into_iter(), ts, watermark, &mut visit);
             }
             return visit;
         }
@@ -430,11 +482,17 @@ impl Index {
         std::thread::scope(|scope| {
             scope.spawn(|| {
                 for (i, bucket) in high.into_iter().enumerate() {
-                    self.install_shard(split + i, bucket, ts, watermark, &mut visit_high);
+                    self.install_shard(
+                        split + i,
+                        bucket.into_iter(),
+                        ts,
+                        watermark,
+                        &mut visit_high,
+                    );
                 }
             });
             for (shard, bucket) in buckets.into_iter().enumerate() {
-                self.install_shard(shard, bucket, ts, watermark, &mut visit);
+                self.install_shard(shard, bucket.into_iter(), ts, watermark, &mut visit);
             }
         });
         visit.append(&mut visit_high);
@@ -446,7 +504,7 @@ impl Index {
     fn install_shard(
         &self,
         shard: usize,
-        writes: impl IntoIterator<Item = Hashed>,
+        writes: impl Ahead,
         ts: u64,
         watermark: u64,
         visit: &mut Vec<Key>,
@@ -454,10 +512,12 @@ impl Index {
         let lock = &self.shards[shard];
         let recycling = self.spare_wanted.load(Ordering::Relaxed);
         let mut spare = Vec::new();
-        let mut drain = writes.into_iter().peekable();
-        while drain.peek().is_some() {
+        let mut drain = writes;
+        while !drain.ahead().is_empty() {
             let (mut added, mut keys, mut dropped) = (0u64, 0u64, 0u64);
             let mut shard = lock.write();
+            let ahead = drain.ahead();
+            warm(&shard, &ahead[..ahead.len().min(CHUNK)]);
             for (key, value) in drain.by_ref().take(CHUNK) {
                 added += 1;
                 let version = Version { ts, value };
