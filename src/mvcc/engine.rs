@@ -465,10 +465,7 @@ impl Inner {
             Logged::Logical(body) => record::encode_logical(&mut record, ts, body),
         }
         let watermark = self.gc.watermark_hint();
-        let count = writes.count();
-        let visit = self
-            .index
-            .install_all(writes.into_keyed(), count, ts, watermark);
+        let visit = self.index.install_all(writes, ts, watermark);
         self.gc.enqueue_all(ts, visit);
         let buffered = self.log.append(ts, |buf| buf.extend_from_slice(&record));
         if record.capacity() <= 1 << 20 {

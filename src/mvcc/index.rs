@@ -24,6 +24,7 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
+use super::engine::Writes;
 use super::key::{Key, hash_of};
 use super::shard::{Shard, parts_of};
 use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
@@ -418,8 +419,8 @@ impl Index {
         value: Option<Bytes>,
         watermark: u64,
     ) -> bool {
-        let write = std::iter::once((Key::new(key), value));
-        !self.install_all(write, 1, ts, watermark).is_empty()
+        let write = super::txn::WriteSet::from([(key.into(), value)]);
+        !self.install_all(write, ts, watermark).is_empty()
     }
 
     /// Installs a commit's writes at `ts`, each a version newer than all
@@ -442,32 +443,26 @@ impl Index {
     /// disjoint, and the caller publishes nothing before both halves are
     /// done. Small commits take the plain path, a lock hold per write:
     /// bucketing costs more than it saves on a few writes.
-    pub(crate) fn install_all(
-        &self,
-        writes: impl Iterator<Item = (Key, Option<Bytes>)>,
-        count: usize,
-        ts: u64,
-        watermark: u64,
-    ) -> Vec<Key> {
+    pub(crate) fn install_all(&self, writes: impl Writes, ts: u64, watermark: u64) -> Vec<Key> {
         let mut visit = Vec::new();
+        let count = writes.count();
         if count < GROUP_MIN {
-            for (key, value) in writes {
+            for (key, value) in writes.into_keyed() {
                 let hash = hash_of(key.as_bytes());
                 let write = [((hash, key), value)].into_iter();
                 self.install_shard(shard_of_hash(hash), write, ts, watermark, &mut visit);
             }
             return visit;
         }
-        // A pass per step (gather, hash, count, bucket): one loop doing
-        // all of them took 87 ns a write, these 36.
-        let writes: Vec<(Key, Option<Bytes>)> = writes.collect();
-        let hashes: Vec<u64> = writes.iter().map(|(k, _)| hash_of(k.as_bytes())).collect();
+        // A pass per step (hash, count, bucket): one loop doing all of
+        // them took 87 ns a write, these 36.
+        let hashes: Vec<u64> = writes.each().map(|(k, _)| hash_of(k)).collect();
         let mut counts = [0usize; SHARDS];
         for &hash in &hashes {
             counts[shard_of_hash(hash)] += 1;
         }
         let mut buckets: Vec<Vec<Hashed>> = counts.iter().map(|&n| Vec::with_capacity(n)).collect();
-        for ((key, value), hash) in writes.into_iter().zip(hashes) {
+        for ((key, value), hash) in writes.into_keyed().zip(hashes) {
             buckets[shard_of_hash(hash)].push(((hash, key), value));
         }
         if count < PARALLEL_MIN || cfg!(loom) {
