@@ -355,9 +355,13 @@ impl<'b, 'i> Machine<'b, 'i> {
         // Transfers and history entries are never rewritten: they share one
         // allocation per batch (a slab), sliced per record, instead of one
         // allocation each. Accounts, rewritten all the time, do not.
-        let mut slab = Vec::with_capacity(
-            transfer_order.len() * RECORD_BYTES + history.len() * codec::HISTORY_VALUE_MAX,
-        );
+        // Sized exactly: the slab lives as long as any of its records, so
+        // room left over would be kept for good.
+        let history_bytes: usize = history
+            .iter()
+            .map(|h| codec::history_value_len(h.balances.is_some()))
+            .sum();
+        let mut slab = Vec::with_capacity(transfer_order.len() * RECORD_BYTES + history_bytes);
         let mut placed = Vec::with_capacity(transfer_order.len() + history.len());
         for id in &transfer_order {
             if let Some(t) = transfers.get(id) {
