@@ -200,6 +200,7 @@ impl Engine {
         })?;
         let index = Index::new();
         let loaded = checkpoint::recover(fs.as_ref(), &dir, &index)?;
+        let mut visit = Vec::new();
         let replayed =
             reader::replay(
                 fs.as_ref(),
@@ -226,9 +227,11 @@ impl Engine {
                             .replay(&mut batch, &frame.payload[8..])
                             .map_err(|e| format!("replaying a logical record failed: {e}"))?;
                         let (writes, _) = batch.into_parts();
-                        for (key, value) in writes {
-                            index.install_replay(key.as_bytes(), ts, value);
-                        }
+                        // In bulk, as live (a ledger batch is thousands of
+                        // writes). An install keeps the version it replaces
+                        // until the next one; those with an older version,
+                        // and new tombstones, are pruned once all is read.
+                        visit.extend(index.install_all(writes, ts, ts));
                         Ok(())
                     }
                 },
@@ -257,6 +260,9 @@ impl Engine {
             }
         };
         let last_ts = replayed.last_ts.max(loaded.ts);
+        for key in visit {
+            index.prune(&key, last_ts);
+        }
         if last_ts >= u64::MAX / 2 {
             // Only a forged file gets here: checksums passed, yet no engine
             // could have taken this many timestamps.

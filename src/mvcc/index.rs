@@ -575,9 +575,10 @@ impl Index {
                 }
             }
             None => {
-                if shard.remove(hash, &k).is_some() {
+                if let Some(chain) = shard.remove(hash, &k) {
                     self.keys.fetch_sub(1, Ordering::Relaxed);
-                    self.versions.fetch_sub(1, Ordering::Relaxed);
+                    self.versions
+                        .fetch_sub(chain.len() as u64, Ordering::Relaxed);
                 }
             }
         }
