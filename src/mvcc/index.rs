@@ -43,6 +43,10 @@ const SPARE_MAX: usize = 1 << 14;
 /// The most writes installed under one hold of a shard's lock.
 const CHUNK: usize = 64;
 
+/// The fewest writes a `warm` pass is worth: a lone write has no other
+/// miss to overlap, and would probe twice.
+const WARM_MIN: usize = 4;
+
 /// A write with its key's `hash_of`.
 type Hashed = ((u64, Key), Option<Bytes>);
 
@@ -512,7 +516,9 @@ impl Index {
             let (mut added, mut keys, mut dropped) = (0u64, 0u64, 0u64);
             let mut shard = lock.write();
             let ahead = drain.ahead();
-            warm(&shard, &ahead[..ahead.len().min(CHUNK)]);
+            if ahead.len() >= WARM_MIN {
+                warm(&shard, &ahead[..ahead.len().min(CHUNK)]);
+            }
             for (key, value) in drain.by_ref().take(CHUNK) {
                 added += 1;
                 let version = Version { ts, value };
