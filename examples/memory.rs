@@ -82,6 +82,13 @@ fn main() -> mvledger::Result<()> {
             Ok(())
         })?;
         j = end;
+        // The overhead swings with the hash tables' load, between just
+        // after they double (half empty) and just before (7/8 full):
+        // show it along the way, not only at the end.
+        if j % (KEYS / 8) == 0 && j < KEYS {
+            engine.sync()?;
+            report("  while loading", base, j);
+        }
     }
     engine.sync()?;
     engine.gc();
