@@ -2,8 +2,9 @@
 //!
 //! The keys are spread over `SHARDS` shards by a hash of the key, each
 //! behind its own reader-writer lock, so a point read takes one shard's read
-//! lock for a moment and no lock is global. A shard (`shard.rs`) finds keys
-//! by hash and keeps their order lazily, for scans. Scans merge the shards
+//! lock for a moment and no lock is global. A key is hashed once (`hash_of`)
+//! for both: the hash picks the shard, and the shard (`shard.rs`) finds the
+//! key by the same hash, and keeps key order lazily, for scans. Scans merge the shards
 //! in key order (`scan.rs`), copying a bounded chunk per lock hold so that
 //! no lock is held across user code and writers are never blocked for long.
 //!
@@ -17,8 +18,11 @@
 //! shard, a lock hold per `CHUNK` keys, and split between the caller and a
 //! helper thread past `PARALLEL_MIN` keys (shards are disjoint, so the two
 //! never touch the same lock; the caller publishes nothing until both are
-//! done). The buffers of small values pruned at install are kept for new
-//! values of the same length (`take_spare`), when nothing else holds them.
+//! done). Within a chunk, the entries (and what an install will prune) are
+//! read in passes of independent loads first (`warm`), so that their cache
+//! misses overlap. The buffers of small values pruned at install are kept
+//! for new values of the same length (`take_spare`), when nothing else
+//! holds them.
 
 use std::ops::Bound;
 
