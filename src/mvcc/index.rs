@@ -462,15 +462,18 @@ impl Index {
             }
             return visit;
         }
-        // A pass per step (hash, count, bucket): one loop doing all of
-        // them took 87 ns a write, these 36.
-        let hashes: Vec<u64> = writes.each().map(|(k, _)| hash_of(k)).collect();
+        // A pass per step (gather, hash, count, bucket): one loop doing
+        // all of them took 87 ns a write, these 36. The hashes are paired
+        // with the very vector they were taken from: `each` and
+        // `into_keyed` of a hash map need not list in the same order.
+        let writes: Vec<(Key, Option<Bytes>)> = writes.into_keyed().collect();
+        let hashes: Vec<u64> = writes.iter().map(|(k, _)| hash_of(k.as_bytes())).collect();
         let mut counts = [0usize; SHARDS];
         for &hash in &hashes {
             counts[shard_of_hash(hash)] += 1;
         }
         let mut buckets: Vec<Vec<Hashed>> = counts.iter().map(|&n| Vec::with_capacity(n)).collect();
-        for ((key, value), hash) in writes.into_keyed().zip(hashes) {
+        for ((key, value), hash) in writes.into_iter().zip(hashes) {
             buckets[shard_of_hash(hash)].push(((hash, key), value));
         }
         if count < PARALLEL_MIN || cfg!(loom) {

@@ -55,6 +55,7 @@ fn rehash<V>(entry: &(Key, V)) -> u64 {
 
 impl<V> Part<V> {
     fn get(&self, hash: u64, key: &Key) -> Option<&(Key, V)> {
+        debug_assert_eq!(hash, hash_of(key.as_bytes()), "a hash of another key");
         self.map.find(hash, |(k, _)| k == key)
     }
 }
@@ -116,6 +117,7 @@ impl<V> Shard<V> {
     }
 
     pub(crate) fn get_mut(&mut self, hash: u64, key: &Key) -> Option<&mut V> {
+        debug_assert_eq!(hash, hash_of(key.as_bytes()), "a hash of another key");
         let part = self.parts[part_of(key)].as_deref_mut()?;
         part.map.find_mut(hash, |(k, _)| k == key).map(|(_, v)| v)
     }
@@ -131,6 +133,7 @@ impl<V> Shard<V> {
         present: impl FnOnce(Key, T, &mut V) -> R,
         absent: impl FnOnce(&Key, T) -> (V, R),
     ) -> R {
+        debug_assert_eq!(hash, hash_of(key.as_bytes()), "a hash of another key");
         let part = self.part_mut(&key);
         match part.map.entry(hash, |(k, _)| *k == key, rehash) {
             Entry::Occupied(mut slot) => present(key, data, &mut slot.get_mut().1),
@@ -163,6 +166,7 @@ impl<V> Shard<V> {
     /// Removes a key (from the order too, unless it is still pending: then
     /// the next merge drops it).
     pub(crate) fn remove(&mut self, hash: u64, key: &Key) -> Option<V> {
+        debug_assert_eq!(hash, hash_of(key.as_bytes()), "a hash of another key");
         let part = self.parts[part_of(key)].as_deref_mut()?;
         let Ok(slot) = part.map.find_entry(hash, |(k, _)| k == key) else {
             return None;
@@ -306,7 +310,11 @@ mod tests {
             Bound::Included(Key::new(b"k")),
             Bound::Excluded(Key::new(b"l")),
         );
+        // The part is ordered before the upserts, so that what they add
+        // goes to its pending keys.
+        s.insert_new(h(b"k"), Key::new(b"k"), 0);
         s.merge(&parts_of(&t));
+        assert!(!s.has_pending(&parts_of(&t)));
         for round in 0..3u32 {
             for i in 0..100u8 {
                 let key = [b'k', i];
@@ -323,11 +331,14 @@ mod tests {
                 assert_eq!(added, round == 0, "key {i} round {round}");
             }
         }
-        assert_eq!(s.len(), 100);
+        assert_eq!(s.len(), 101);
         assert_eq!(s.get(h(b"k\x07"), &Key::new(b"k\x07")), Some(&3));
-        // A key added to an ordered part is pending, then in order.
+        // The keys it added are pending, then in order.
+        assert!(s.has_pending(&parts_of(&t)));
         s.merge(&parts_of(&t));
-        assert_eq!(keys(&s, b"k", b"l").len(), 100);
+        let got = keys(&s, b"k", b"l");
+        assert_eq!(got.len(), 101);
+        assert!(got.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
