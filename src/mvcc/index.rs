@@ -313,7 +313,10 @@ pub(crate) struct Chunk {
 impl Index {
     pub(crate) fn new() -> Self {
         Index {
-            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+            // Each shard's tables double at their own fill (`grow_early`).
+            shards: (0..SHARDS)
+                .map(|i| RwLock::new(Shard::staggered((i * 256 / SHARDS) as u8)))
+                .collect(),
             keys: AtomicU64::new(0),
             versions: AtomicU64::new(0),
             reclaimed: AtomicU64::new(0),
