@@ -313,10 +313,7 @@ pub(crate) struct Chunk {
 impl Index {
     pub(crate) fn new() -> Self {
         Index {
-            // Each shard's tables double at their own fill (`grow_early`).
-            shards: (0..SHARDS)
-                .map(|i| RwLock::new(Shard::staggered((i * 256 / SHARDS) as u8)))
-                .collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             keys: AtomicU64::new(0),
             versions: AtomicU64::new(0),
             reclaimed: AtomicU64::new(0),

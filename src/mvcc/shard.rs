@@ -65,34 +65,6 @@ impl<V> Part<V> {
 pub(crate) struct Shard<V> {
     parts: Vec<Option<Box<Part<V>>>>,
     len: usize,
-    /// In 1/256ths, how far past 3/4 full (towards the table's own 7/8)
-    /// this shard's big tables are let fill before they double: each
-    /// shard its own (`Shard::staggered`).
-    stagger: usize,
-}
-
-/// Tables of fewer entries than this double when the table says.
-const STAGGER_MIN: usize = 1 << 13;
-
-/// Doubles `part`'s table now if it is big and as full as `stagger` lets
-/// it be. Keys spread evenly over the shards fill their tables at the same
-/// pace, and a table doubles by copying every entry at once: left to the
-/// tables, every shard's table of a family doubled within the same batch
-/// or two, the slowest batches. Each shard doubling at its own fill,
-/// between 3/4 and 7/8 full, spreads them out. Tables under
-/// `STAGGER_MIN` entries double as they will: copying them is cheap, and
-/// growing them early would cost memory (a ledger's accounts) for
-/// nothing.
-fn grow_early<V>(part: &mut Part<V>, stagger: usize) {
-    let (len, capacity) = (part.map.len(), part.map.capacity());
-    if capacity < STAGGER_MIN {
-        return;
-    }
-    // Capacity is 7/8 of the buckets: grow at (3/4 + stagger/256 * 1/8).
-    let grow_at = capacity * (192 + stagger / 8) / 224;
-    if len >= grow_at {
-        part.map.reserve(capacity + 1 - len, rehash);
-    }
 }
 
 /// The parts (first bytes) that keys within `bounds` can start with.
@@ -114,18 +86,9 @@ fn indexes(parts: &RangeInclusive<u8>) -> RangeInclusive<usize> {
 
 impl<V> Default for Shard<V> {
     fn default() -> Self {
-        Shard::staggered(255)
-    }
-}
-
-impl<V> Shard<V> {
-    /// A shard whose big tables double once `stagger` (0 to 255) of the
-    /// way from 3/4 full to 7/8 full (see `grow_early`).
-    pub(crate) fn staggered(stagger: u8) -> Self {
         Shard {
             parts: (0..256).map(|_| None).collect(),
             len: 0,
-            stagger: usize::from(stagger),
         }
     }
 }
@@ -171,9 +134,7 @@ impl<V> Shard<V> {
         absent: impl FnOnce(&Key, T) -> (V, R),
     ) -> R {
         debug_assert_eq!(hash, hash_of(key.as_bytes()), "a hash of another key");
-        let stagger = self.stagger;
         let part = self.part_mut(&key);
-        grow_early(part, stagger);
         match part.map.entry(hash, |(k, _)| *k == key, rehash) {
             Entry::Occupied(mut slot) => present(key, data, &mut slot.get_mut().1),
             Entry::Vacant(slot) => {
@@ -190,7 +151,6 @@ impl<V> Shard<V> {
 
     /// Adds a key that is not in the shard.
     pub(crate) fn insert_new(&mut self, hash: u64, key: Key, value: V) {
-        let stagger = self.stagger;
         let part = self.part_mut(&key);
         debug_assert!(
             part.get(hash, &key).is_none(),
@@ -199,7 +159,6 @@ impl<V> Shard<V> {
         if let Some(order) = &mut part.order {
             order.pending.push(key.clone());
         }
-        grow_early(part, stagger);
         part.map.insert_unique(hash, (key, value), rehash);
         self.len += 1;
     }
@@ -342,46 +301,6 @@ mod tests {
         let got = keys(&s, b"t", b"u");
         assert_eq!(got.len(), 50);
         assert_eq!(got.last(), Some(&vec![b't', 200]));
-    }
-
-    /// The length at which the big table of a shard with this stagger
-    /// first doubles, and its capacity before.
-    fn first_big_doubling(stagger: u8) -> (usize, usize) {
-        let mut s: Shard<u32> = Shard::staggered(stagger);
-        let mut before = 0;
-        for i in 0..(4 * STAGGER_MIN) as u32 {
-            let key = [b't', (i >> 16) as u8, (i >> 8) as u8, i as u8];
-            if i % 2 == 0 {
-                s.insert_new(h(&key), Key::new(&key), 0);
-            } else {
-                s.upsert(h(&key), Key::new(&key), (), |_, (), _| (), |_, ()| (0, ()));
-            }
-            let part = s.parts[usize::from(b't')].as_ref().expect("part");
-            let now = part.map.capacity();
-            if before >= STAGGER_MIN && now > before {
-                return (s.len(), before);
-            }
-            before = now;
-        }
-        panic!("no doubling of a big table");
-    }
-
-    #[test]
-    fn big_tables_double_at_each_shards_own_fill() {
-        let (early, cap) = first_big_doubling(0);
-        let (late, cap_late) = first_big_doubling(255);
-        assert_eq!(cap, cap_late);
-        // Left to itself the table doubles when full (len == capacity).
-        assert!(late <= cap + 1, "{late} past the table's own {cap}");
-        assert!(
-            late * 100 >= cap * 99,
-            "stagger 255 doubled at {late} of {cap}"
-        );
-        // At 3/4 of the buckets = 6/7 of the capacity.
-        assert!(
-            early.abs_diff(cap * 6 / 7) <= 1,
-            "stagger 0 doubled at {early} of {cap}"
-        );
     }
 
     #[test]
