@@ -65,15 +65,23 @@ fn expected(n: usize) -> State {
 /// the last record starts in the last segment.
 fn log_of(n: usize, options: &Options) -> (tempfile::TempDir, u64) {
     let dir = tempfile::tempdir().unwrap();
-    let mut last_start = 0;
+    let commit = |engine: &Engine, i: usize| {
+        let mut txn = engine.begin();
+        txn.put(key(i), value(i)).unwrap();
+        txn.commit().unwrap();
+    };
+    // The last record's start is the log's end before it, taken with the
+    // engine closed: an open engine may have laid zeros past its records.
     {
         let engine = Engine::open(dir.path(), options.clone()).unwrap();
-        for i in 0..n {
-            last_start = std::fs::metadata(last_segment(dir.path())).unwrap().len();
-            let mut txn = engine.begin();
-            txn.put(key(i), value(i)).unwrap();
-            txn.commit().unwrap();
+        for i in 0..n - 1 {
+            commit(&engine, i);
         }
+    }
+    let mut last_start = std::fs::metadata(last_segment(dir.path())).unwrap().len();
+    {
+        let engine = Engine::open(dir.path(), options.clone()).unwrap();
+        commit(&engine, n - 1);
     }
     // A record that rotated into a fresh segment starts after its header.
     let segment = last_segment(dir.path());

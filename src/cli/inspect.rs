@@ -277,6 +277,18 @@ fn walk_frames(
             }
             Err(e) => {
                 let rest = bytes.len() - offset;
+                if is_last && bytes[offset..].iter().all(|&b| b == 0) {
+                    found.warnings.push(Finding::new(
+                        path,
+                        offset,
+                        format!(
+                            "{rest} zero bytes after the last record (laid down ahead of \
+                             the log by an engine still open, or one that crashed); \
+                             will be cut on next open"
+                        ),
+                    ));
+                    return Some(prev);
+                }
                 if is_last && !valid_record_after(bytes, offset, prev) {
                     found.warnings.push(Finding::new(
                         path,

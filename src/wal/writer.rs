@@ -41,6 +41,14 @@ use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
 /// buffer, and the back-pressure on writers that outrun the disk.
 pub(crate) const FLUSH_BYTES: usize = 1 << 20;
 
+/// Under `Always`, a small group is written over zeros laid down this far
+/// ahead (`WritableFile::zero_to`): its `fdatasync` then has no file size
+/// to write. A group of more than a quarter of this is appended as is:
+/// its sync is dominated by its data, and zeros would double it. The
+/// zeros past the last record are cut when a segment is sealed or the log
+/// closed; after a crash, recovery cuts them as a torn tail.
+const ZERO_AHEAD: u64 = 1 << 20;
+
 /// The longest a group-commit leader waits for more committers (`gather`).
 const MAX_GATHER: Duration = Duration::from_millis(1);
 
@@ -70,6 +78,8 @@ struct Active {
     file: Box<dyn WritableFile>,
     first_ts: u64,
     len: u64,
+    /// How long the file is: past `len`, zeros (`ZERO_AHEAD`).
+    zeroed: u64,
     unsynced: bool,
     /// The older segments still on disk, ascending: (first ts, bytes).
     sealed: Vec<(u64, u64)>,
@@ -161,6 +171,7 @@ impl Log {
                 file,
                 first_ts,
                 len,
+                zeroed: len,
                 unsynced: false,
                 sealed: segments,
             }
@@ -170,6 +181,7 @@ impl Log {
                 file,
                 first_ts: last_ts + 1,
                 len: segment::HEADER_BYTES as u64,
+                zeroed: segment::HEADER_BYTES as u64,
                 unsynced: false,
                 sealed: segments,
             }
@@ -401,7 +413,18 @@ impl Log {
             if full && active.len > segment::HEADER_BYTES as u64 {
                 self.rotate_locked(&mut active, first_in_buf)?;
             }
+            let end = active.len + buf.len() as u64;
+            if self.mode == SyncMode::Always
+                && buf.len() as u64 <= ZERO_AHEAD / 4
+                && end > active.zeroed
+            {
+                let upto = (end + ZERO_AHEAD).min(self.segment_bytes.max(end));
+                if active.file.zero_to(upto)? {
+                    active.zeroed = upto;
+                }
+            }
             active.file.append(&buf)?;
+            active.zeroed = active.zeroed.max(end);
             active.len += buf.len() as u64;
             active.unsynced = true;
             self.log_bytes
@@ -433,14 +456,29 @@ impl Log {
             active.unsynced = false;
             self.syncs.fetch_add(1, Ordering::Relaxed);
         }
+        // A sealed segment ends at its last record: recovery takes zeros
+        // at the end of any segment but the last for damage.
+        self.cut_zeros(active)?;
         let file = Self::create_segment(self.fs.as_ref(), &self.dir, first_ts)?;
         let old = std::mem::replace(&mut active.file, file);
         drop(old);
         active.sealed.push((active.first_ts, active.len));
         active.first_ts = first_ts;
         active.len = segment::HEADER_BYTES as u64;
+        active.zeroed = active.len;
         self.log_bytes
             .fetch_add(segment::HEADER_BYTES as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Cuts the active segment's zeros past its last record, durably
+    /// (before a later segment may exist).
+    fn cut_zeros(&self, active: &mut Active) -> Result<()> {
+        if active.zeroed > active.len {
+            self.fs
+                .truncate(&segment::path(&self.dir, active.first_ts), active.len)?;
+            active.zeroed = active.len;
+        }
         Ok(())
     }
 
@@ -532,9 +570,11 @@ fn first_ts_of(buf: &[u8]) -> u64 {
 
 impl Drop for Log {
     fn drop(&mut self) {
-        // A clean close makes everything durable, whatever the sync mode.
-        if !self.is_poisoned() {
-            let _ = self.flush(true);
+        // A clean close makes everything durable, whatever the sync mode,
+        // and leaves no zeros after the last record.
+        if !self.is_poisoned() && self.flush(true).is_ok() {
+            let mut active = self.active.lock();
+            let _ = self.cut_zeros(&mut active);
         }
     }
 }

@@ -1,0 +1,148 @@
+//! The log under `SyncMode::Always` writes small groups over zeros laid
+//! down ahead of it, so that their `fdatasync` has no file size to write
+//! (`wal::writer`, `ZERO_AHEAD`). Whatever the zeros, every acknowledged
+//! commit must come back (issue 2: recovery), and only those:
+//!
+//! - while the engine is open, the active segment ends in zeros;
+//! - a clean close cuts them, so the files end at their last record;
+//! - a crash image (the files copied while the engine runs) reopens with
+//!   every acknowledged commit, cuts the zeros, and goes on appending
+//!   right after the last record;
+//! - segments sealed by rotation end at their last record: zeros at the
+//!   end of any segment but the last would be damage.
+
+use std::path::{Path, PathBuf};
+
+use mvledger::{Engine, Options, SyncMode};
+
+fn options(segment_bytes: u64) -> Options {
+    Options {
+        sync: SyncMode::Always,
+        segment_bytes,
+        ..Options::default()
+    }
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// The files of `from` as they are now: what a crash would leave (the
+/// page cache survives a process crash).
+fn crash_image(from: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, to.path().join(path.file_name().unwrap())).unwrap();
+    }
+    to
+}
+
+fn commit(engine: &Engine, i: u32) {
+    let mut txn = engine.begin();
+    txn.put(format!("key{i:05}"), format!("value {i}")).unwrap();
+    txn.commit().unwrap();
+}
+
+fn assert_has(engine: &Engine, upto: u32) {
+    let snap = engine.snapshot();
+    for i in 0..upto {
+        assert_eq!(
+            snap.get(format!("key{i:05}")).unwrap().as_deref(),
+            Some(format!("value {i}").as_bytes()),
+            "commit {i} of {upto} lost"
+        );
+    }
+    assert_eq!(snap.scan(..).unwrap().count(), upto as usize, "extra keys");
+}
+
+/// The length of `bytes` without its trailing zeros.
+fn records_end(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+}
+
+#[test]
+fn an_open_log_ends_in_zeros_and_a_clean_close_cuts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), options(64 << 20)).unwrap();
+    for i in 0..20 {
+        commit(&engine, i);
+    }
+    let active = segments(dir.path()).pop().unwrap();
+    let bytes = std::fs::read(&active).unwrap();
+    let end = records_end(&bytes);
+    assert!(
+        bytes.len() > end + 4096,
+        "no zeros laid ahead: {} bytes, records end at {end}",
+        bytes.len()
+    );
+    drop(engine);
+    let bytes = std::fs::read(&active).unwrap();
+    assert_eq!(
+        bytes.len(),
+        end,
+        "a clean close left zeros after the records"
+    );
+    let engine = Engine::open(dir.path(), options(64 << 20)).unwrap();
+    assert_has(&engine, 20);
+}
+
+#[test]
+fn a_crash_image_with_zeros_after_the_last_record_recovers_and_appends_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), options(64 << 20)).unwrap();
+    for i in 0..30 {
+        commit(&engine, i);
+    }
+    let image = crash_image(dir.path());
+    drop(engine);
+    let active = segments(image.path()).pop().unwrap();
+    let bytes = std::fs::read(&active).unwrap();
+    assert!(bytes.len() > records_end(&bytes), "the image has no zeros");
+
+    let engine = Engine::open(image.path(), options(64 << 20)).unwrap();
+    assert_has(&engine, 30);
+    // Going on: new records must follow the old ones, not the zeros, or
+    // the next open finds zeros between records (damage).
+    for i in 30..40 {
+        commit(&engine, i);
+    }
+    let again = crash_image(image.path());
+    drop(engine);
+    let engine = Engine::open(again.path(), options(64 << 20)).unwrap();
+    assert_has(&engine, 40);
+    drop(engine);
+    let engine = Engine::open(image.path(), options(64 << 20)).unwrap();
+    assert_has(&engine, 40);
+}
+
+#[test]
+fn segments_sealed_by_rotation_end_at_their_last_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), options(4096)).unwrap();
+    for i in 0..300 {
+        commit(&engine, i);
+    }
+    let image = crash_image(dir.path());
+    let all = segments(image.path());
+    assert!(all.len() > 3, "no rotation: {} segments", all.len());
+    for sealed in &all[..all.len() - 1] {
+        let bytes = std::fs::read(sealed).unwrap();
+        assert_eq!(
+            records_end(&bytes),
+            bytes.len(),
+            "{} ends in zeros",
+            sealed.display()
+        );
+    }
+    let reopened = Engine::open(image.path(), options(4096)).unwrap();
+    assert_has(&reopened, 300);
+    drop(reopened);
+    assert_has(&engine, 300);
+}
