@@ -11,8 +11,11 @@
 //! - segments sealed by rotation end at their last record: zeros at the
 //!   end of any segment but the last would be damage.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::path::Path;
+
+use common::segments;
 use mvledger::{Engine, Options, SyncMode};
 
 fn options(segment_bytes: u64) -> Options {
@@ -21,16 +24,6 @@ fn options(segment_bytes: u64) -> Options {
         segment_bytes,
         ..Options::default()
     }
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-        .collect();
-    out.sort();
-    out
 }
 
 /// The files of `from` as they are now: what a crash would leave (the

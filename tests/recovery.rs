@@ -5,9 +5,12 @@
 //! any byte is replayed whole or not at all; and a directory is open in at
 //! most one engine at a time.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::segments;
 use mvledger::{Engine, Error, Options};
 
 type State = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -41,17 +44,6 @@ fn commit(engine: &Engine, writes: &Writes) -> u64 {
         }
     }
     txn.commit().unwrap()
-}
-
-/// The log segments in `dir`, in name (= timestamp) order.
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .collect();
-    found.sort();
-    found
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -6,10 +6,13 @@
 //! them. A segment whose header was never written whole is dropped the
 //! same way.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use common::segments;
 use mvledger::{Engine, Options};
 
 type State = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -23,16 +26,6 @@ fn dump(engine: &Engine) -> State {
         .unwrap()
         .map(|(k, v)| (k.to_vec(), v.to_vec()))
         .collect()
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .collect();
-    found.sort();
-    found
 }
 
 fn last_segment(dir: &Path) -> PathBuf {

@@ -12,7 +12,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mvledger::{
@@ -177,4 +177,15 @@ pub fn assert_same(got: &Model, want: &Model, what: &str) {
         got.len(),
         want.len()
     );
+}
+
+/// The log segments in `dir`, in name (= timestamp) order.
+pub fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    found.sort();
+    found
 }
