@@ -18,7 +18,8 @@
 //! 2. swap the pending buffer out (records up to `last_ts`);
 //! 3. rotate to a new segment if the active one is full: sync it, create
 //!    the next, write its header, sync the file and the directory;
-//! 4. write the buffer;
+//! 4. write the buffer (under `Always`, a small one over zeros laid ahead
+//!    of the log, so that the sync has no file size to write: `ZERO_AHEAD`);
 //! 5. `fdatasync` (under `Always`, or when a sync was asked for);
 //! 6. publish `durable_ts` (and, under `Always`, the visible timestamp),
 //!    give up the leadership and wake the waiters.
