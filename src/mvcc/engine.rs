@@ -23,11 +23,10 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::batch::{Batch, BatchWrites};
+use super::batch::Batch;
 use super::checkpoint;
 use super::gc::Collector;
-use super::index::Index;
-use super::key::Key;
+use super::index::{Index, Writes};
 use super::options::Options;
 use super::readers::Readers;
 use super::snapshot::Snapshot;
@@ -91,40 +90,6 @@ pub(crate) fn check_sizes(key: &[u8], value: Option<&[u8]>) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// A set of writes to install and log: key and new value (`None` deletes).
-/// Installing takes the values by move: a clone of a freshly made `Bytes`
-/// would allocate a shared header for every write.
-pub(crate) trait Writes {
-    fn count(&self) -> usize;
-    fn each(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone;
-    /// The writes as index keys, values moved out.
-    fn into_keyed(self) -> impl Iterator<Item = (Key, Option<Bytes>)>;
-}
-
-impl Writes for WriteSet {
-    fn count(&self) -> usize {
-        self.len()
-    }
-    fn each(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone {
-        self.iter().map(|(k, v)| (&k[..], v.as_deref()))
-    }
-    fn into_keyed(self) -> impl Iterator<Item = (Key, Option<Bytes>)> {
-        self.into_iter().map(|(k, v)| (Key::new(&k), v))
-    }
-}
-
-impl Writes for BatchWrites {
-    fn count(&self) -> usize {
-        self.len()
-    }
-    fn each(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone {
-        self.iter().map(|(k, v)| (k.as_bytes(), v.map(|v| &v[..])))
-    }
-    fn into_keyed(self) -> impl Iterator<Item = (Key, Option<Bytes>)> {
-        self.into_iter()
-    }
 }
 
 /// How a commit is logged.

@@ -28,7 +28,6 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
-use super::engine::Writes;
 use super::key::{Key, hash_of};
 use super::shard::{Shard, parts_of};
 use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
@@ -46,6 +45,40 @@ const SPARE_BYTES: usize = 256;
 const SPARE_MAX: usize = 1 << 14;
 /// The most writes installed under one hold of a shard's lock.
 const CHUNK: usize = 64;
+
+/// A set of writes to install and log: key and new value (`None` deletes).
+/// Installing takes the values by move: a clone of a freshly made `Bytes`
+/// would allocate a shared header for every write.
+pub(crate) trait Writes {
+    fn count(&self) -> usize;
+    fn each(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone;
+    /// The writes as index keys, values moved out.
+    fn into_keyed(self) -> impl Iterator<Item = (Key, Option<Bytes>)>;
+}
+
+impl Writes for super::txn::WriteSet {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn each(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone {
+        self.iter().map(|(k, v)| (&k[..], v.as_deref()))
+    }
+    fn into_keyed(self) -> impl Iterator<Item = (Key, Option<Bytes>)> {
+        self.into_iter().map(|(k, v)| (Key::new(&k), v))
+    }
+}
+
+impl Writes for super::batch::BatchWrites {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn each(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone {
+        self.iter().map(|(k, v)| (k.as_bytes(), v.map(|v| &v[..])))
+    }
+    fn into_keyed(self) -> impl Iterator<Item = (Key, Option<Bytes>)> {
+        self.into_iter()
+    }
+}
 
 /// The fewest writes a `warm` pass is worth: a lone write has no other
 /// miss to overlap, and would probe twice.
