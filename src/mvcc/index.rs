@@ -611,13 +611,19 @@ impl Index {
                     ts,
                     value: Some(value),
                 };
-                match shard.get_mut(hash, &k) {
-                    Some(chain) => chain.newest = version,
-                    None => {
-                        shard.insert_new(hash, k, Chain::new(version));
-                        self.keys.fetch_add(1, Ordering::Relaxed);
-                        self.versions.fetch_add(1, Ordering::Relaxed);
-                    }
+                let added = shard.upsert(
+                    hash,
+                    k,
+                    version,
+                    |_, version, chain| {
+                        chain.newest = version;
+                        false
+                    },
+                    |_, version| (Chain::new(version), true),
+                );
+                if added {
+                    self.keys.fetch_add(1, Ordering::Relaxed);
+                    self.versions.fetch_add(1, Ordering::Relaxed);
                 }
             }
             None => {
