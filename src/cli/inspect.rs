@@ -510,4 +510,29 @@ mod tests {
         assert_eq!(found.damages.len(), 1, "{:?}", found.damages);
         assert!(found.warnings.is_empty());
     }
+
+    /// README: zeros after the last record of the last segment (what an
+    /// engine under `SyncMode::Always` leaves while open, or after a
+    /// crash) are a warning, not damage; anywhere else they are damage.
+    #[test]
+    fn zeros_after_the_last_record_are_a_warning_only_in_the_last_segment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        segment(dir.path(), 1, &[1, 2]);
+        let path = dir.path().join(format!("{:020}.wal", 1));
+        let mut bytes = std::fs::read(&path).expect("read");
+        let end = bytes.len();
+        bytes.resize(end + 4096, 0);
+        std::fs::write(&path, &bytes).expect("write");
+        let found = inspect(dir.path()).expect("inspect");
+        assert!(found.damages.is_empty(), "{:?}", found.damages);
+        assert_eq!(found.warnings.len(), 1, "{:?}", found.warnings);
+        assert_eq!(found.warnings[0].offset, end as u64);
+        assert!(found.warnings[0].reason.contains("4096 zero bytes"));
+        assert_eq!(found.segments[0].last_record_ts, Some(2));
+
+        segment(dir.path(), 3, &[3]);
+        let found = inspect(dir.path()).expect("inspect");
+        assert_eq!(found.damages.len(), 1, "{:?}", found.damages);
+        assert!(found.warnings.is_empty(), "{:?}", found.warnings);
+    }
 }

@@ -175,6 +175,10 @@ impl Engine {
                 |frame| match frame.kind {
                     KIND_COMMIT => {
                         let (ts, writes) = record::decode_commit(frame.payload)?;
+                        // Write by write, each replacing the key's state: a
+                        // record (checksum intact) may name a key twice,
+                        // which `install_all` would take as two versions
+                        // at one ts.
                         for (key, value) in writes {
                             index.install_replay(key, ts, value.map(Bytes::copy_from_slice));
                         }
