@@ -26,6 +26,7 @@ use bytes::Bytes;
 
 use super::codec::{self, ACCOUNT, EXPIRY, META_TS, RECORD_BYTES, SETTLED, Settled, TRANSFER};
 use super::codes::{CreateAccountResult as AR, CreateTransferResult as TR};
+use super::slab::IdSlab;
 use super::types::{Account, AccountFlags, Transfer, TransferFlags};
 use crate::Batch;
 use crate::error::Result;
@@ -69,8 +70,16 @@ struct HistoryEntry {
     balances: Option<usize>,
 }
 
+/// An account as the batch sees it (`account: None`: known not to
+/// exist), and whether the batch changed it.
+#[derive(Debug, Clone, Copy)]
+struct Cached {
+    account: Option<Account>,
+    dirty: bool,
+}
+
 /// What a transfer id holds.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 enum Slot {
     Transfer(Transfer),
     Failed,
@@ -80,11 +89,10 @@ enum Slot {
 /// The batch's view of the ledger and its pending changes.
 pub(crate) struct Machine<'b, 'i> {
     batch: &'b mut Batch<'i>,
-    /// Accounts read or changed in this batch (`None`: known not to exist).
-    accounts: IdMap<Option<Account>>,
-    dirty: Vec<u128>,
-    transfers: IdMap<Transfer>,
-    transfer_order: Vec<u128>,
+    /// Accounts read or changed in this batch.
+    accounts: IdSlab<Cached>,
+    /// The transfers this batch created, in event order.
+    transfers: IdSlab<Transfer>,
     settled: IdMap<Settled>,
     /// The history entries to write, in event order.
     history: Vec<HistoryEntry>,
@@ -95,7 +103,7 @@ pub(crate) struct Machine<'b, 'i> {
     failed: IdMap<TR>,
     /// What transfer ids held when the batch began, for the ids `prefetch`
     /// looked up.
-    stored: IdMap<Slot>,
+    stored: IdSlab<Slot>,
     undo: Vec<Undo>,
     /// A lower bound of every expiry time (see `expire`).
     expiry_hint: &'b AtomicU64,
@@ -137,17 +145,15 @@ impl<'b, 'i> Machine<'b, 'i> {
         batch.reserve(events * 5);
         Machine {
             batch,
-            accounts: IdMap::with_capacity_and_hasher(events * 2, Default::default()),
-            dirty: Vec::with_capacity(events * 2),
-            transfers: IdMap::with_capacity_and_hasher(events, Default::default()),
-            transfer_order: Vec::with_capacity(events),
+            accounts: IdSlab::with_capacity(events * 2),
+            transfers: IdSlab::with_capacity(events),
             settled: IdMap::default(),
             history: Vec::with_capacity(events * 2),
             balances: Vec::new(),
             expiry_added: Vec::new(),
             expiry_removed: Vec::new(),
             failed: IdMap::default(),
-            stored: IdMap::default(),
+            stored: IdSlab::default(),
             undo: Vec::new(),
             expiry_hint,
         }
@@ -156,13 +162,19 @@ impl<'b, 'i> Machine<'b, 'i> {
     // ---- reads ----
 
     fn account(&mut self, id: u128) -> Option<Account> {
-        if let Some(a) = self.accounts.get(&id) {
-            return *a;
+        if let Some(c) = self.accounts.get(id) {
+            return c.account;
         }
         let found = self.batch.get_with(codec::id_key(ACCOUNT, id), |v| {
             v.and_then(codec::decode_account)
         });
-        self.accounts.insert(id, found);
+        self.accounts.insert(
+            id,
+            Cached {
+                account: found,
+                dirty: false,
+            },
+        );
         found
     }
 
@@ -186,13 +198,13 @@ impl<'b, 'i> Machine<'b, 'i> {
     /// transient failure (one byte: its code), or nothing. One lookup
     /// answers both "exists" and "already failed".
     fn transfer_slot(&self, id: u128) -> Slot {
-        if let Some(t) = self.transfers.get(&id) {
+        if let Some(t) = self.transfers.get(id) {
             return Slot::Transfer(*t);
         }
         if self.failed.contains_key(&id) {
             return Slot::Failed;
         }
-        if let Some(slot) = self.stored.get(&id) {
+        if let Some(slot) = self.stored.get(id) {
             return *slot;
         }
         self.batch
@@ -212,7 +224,7 @@ impl<'b, 'i> Machine<'b, 'i> {
         let mut ids: Vec<u128> = transfers
             .iter()
             .flat_map(|t| [t.debit_account_id, t.credit_account_id])
-            .filter(|id| !self.accounts.contains_key(id))
+            .filter(|&id| !self.accounts.contains(id))
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -222,14 +234,16 @@ impl<'b, 'i> Machine<'b, 'i> {
             .batch
             .get_many(&keys, |v| v.and_then(codec::decode_account))
         {
-            self.accounts.insert(ids[i as usize], found);
+            let cached = Cached {
+                account: found,
+                dirty: false,
+            };
+            self.accounts.insert(ids[i as usize], cached);
         }
         let mut ids: Vec<u128> = transfers
             .iter()
             .flat_map(|t| [t.id, t.pending_id])
-            .filter(|id| {
-                *id != 0 && !self.transfers.contains_key(id) && !self.failed.contains_key(id)
-            })
+            .filter(|id| *id != 0 && !self.transfers.contains(*id) && !self.failed.contains_key(id))
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -243,14 +257,18 @@ impl<'b, 'i> Machine<'b, 'i> {
     // ---- changes (each remembered in the undo log) ----
 
     fn set_account(&mut self, a: Account) {
-        let before = self.accounts.insert(a.id, Some(a)).flatten();
-        self.undo.push(Undo::Account(a.id, before));
-        self.dirty.push(a.id);
+        let cached = Cached {
+            account: Some(a),
+            dirty: true,
+        };
+        let (_, before) = self.accounts.insert(a.id, cached);
+        self.undo
+            .push(Undo::Account(a.id, before.and_then(|c| c.account)));
     }
 
     fn add_transfer(&mut self, t: Transfer) {
-        self.transfers.insert(t.id, t);
-        self.transfer_order.push(t.id);
+        let (_, before) = self.transfers.insert(t.id, t);
+        debug_assert!(before.is_none(), "a transfer id added twice");
         self.undo.push(Undo::Transfer(t.id));
     }
 
@@ -290,11 +308,14 @@ impl<'b, 'i> Machine<'b, 'i> {
             let Some(undo) = self.undo.pop() else { break };
             match undo {
                 Undo::Account(id, before) => {
-                    self.accounts.insert(id, before);
+                    // It stays dirty: written back unchanged at worst.
+                    if let Some(at) = self.accounts.position(id) {
+                        self.accounts.at_mut(at).account = before;
+                    }
                 }
                 Undo::Transfer(id) => {
-                    self.transfers.remove(&id);
-                    self.transfer_order.pop();
+                    let popped = self.transfers.pop(id);
+                    debug_assert!(popped.is_some(), "undo of a transfer not added last");
                 }
                 Undo::Settled(id) => {
                     self.settled.remove(&id);
@@ -321,9 +342,7 @@ impl<'b, 'i> Machine<'b, 'i> {
         let Machine {
             batch,
             accounts,
-            mut dirty,
             transfers,
-            transfer_order,
             settled,
             history,
             balances,
@@ -333,24 +352,25 @@ impl<'b, 'i> Machine<'b, 'i> {
             ..
         } = self;
         let mut rec = [0u8; RECORD_BYTES];
-        dirty.sort_unstable();
-        dirty.dedup();
         // Each key below is written once and never read back: `put_once`.
         // Account values are rewritten all the time: each is built in the
         // buffer of a version the index pruned, when there is one.
-        let mut spare = batch.spare_buffers(dirty.len(), RECORD_BYTES);
-        for id in dirty {
-            if let Some(Some(a)) = accounts.get(&id) {
-                codec::encode_account(a, &mut rec);
-                let value = match spare.pop() {
-                    Some(mut buf) => {
-                        buf.copy_from_slice(&rec);
-                        Bytes::from(buf)
-                    }
-                    None => Bytes::copy_from_slice(&rec),
-                };
-                batch.put_once(&codec::id_key(ACCOUNT, id), value)?;
-            }
+        let changed = || {
+            accounts
+                .iter()
+                .filter_map(|(id, c)| c.dirty.then_some((id, c.account.as_ref()?)))
+        };
+        let mut spare = batch.spare_buffers(changed().count(), RECORD_BYTES);
+        for (id, a) in changed() {
+            codec::encode_account(a, &mut rec);
+            let value = match spare.pop() {
+                Some(mut buf) => {
+                    buf.copy_from_slice(&rec);
+                    Bytes::from(buf)
+                }
+                None => Bytes::copy_from_slice(&rec),
+            };
+            batch.put_once(&codec::id_key(ACCOUNT, id), value)?;
         }
         // Transfers and history entries are never rewritten: they share one
         // allocation per batch (a slab), sliced per record, instead of one
@@ -361,17 +381,15 @@ impl<'b, 'i> Machine<'b, 'i> {
             .iter()
             .map(|h| codec::history_value_len(h.balances.is_some()))
             .sum();
-        let mut slab = Vec::with_capacity(transfer_order.len() * RECORD_BYTES + history_bytes);
-        let mut placed = Vec::with_capacity(transfer_order.len() + history.len());
-        for id in &transfer_order {
-            if let Some(t) = transfers.get(id) {
-                codec::encode_transfer(t, &mut rec);
-                let at = slab.len();
-                slab.extend_from_slice(&rec);
-                let mut key = [0u8; 25];
-                key[..17].copy_from_slice(&codec::id_key(TRANSFER, *id));
-                placed.push((key, 17, at..slab.len()));
-            }
+        let mut slab = Vec::with_capacity(transfers.len() * RECORD_BYTES + history_bytes);
+        let mut placed = Vec::with_capacity(transfers.len() + history.len());
+        for (id, t) in transfers.iter() {
+            codec::encode_transfer(t, &mut rec);
+            let at = slab.len();
+            slab.extend_from_slice(&rec);
+            let mut key = [0u8; 25];
+            key[..17].copy_from_slice(&codec::id_key(TRANSFER, id));
+            placed.push((key, 17, at..slab.len()));
         }
         for entry in &history {
             let at = slab.len();

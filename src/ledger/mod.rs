@@ -17,6 +17,7 @@ mod clock;
 mod codec;
 mod codes;
 mod machine;
+mod slab;
 mod types;
 
 pub use api::{Extra, Ledger, LedgerOptions, LedgerSnapshot, Reply};

@@ -1,0 +1,179 @@
+//! `IdSlab`: a batch's cache of records by id, for the state machine.
+//!
+//! The records sit in one vector, in the order they were added, and a hash
+//! table of their positions (4 bytes a slot) finds them by id. Against a
+//! hash map holding the records themselves (an account is 160 bytes with
+//! its id) the table is small enough to stay in the processor's cache, an
+//! insert writes the record once at the end of the vector instead of into
+//! a random slot of a big table, and a walk over every record (the writes
+//! at the end of a batch) reads the vector in order.
+//!
+//! Invariants: `index` holds exactly the positions `0..items.len()`, each
+//! under the hash of its item's id; no two items have the same id.
+
+use std::hash::Hasher;
+
+use hashbrown::HashTable;
+
+use crate::mvcc::KeyHasher;
+
+/// Records of type `T` by `u128` id, in insertion order.
+#[derive(Debug)]
+pub(crate) struct IdSlab<T> {
+    items: Vec<(u128, T)>,
+    index: HashTable<u32>,
+}
+
+fn hash(id: u128) -> u64 {
+    let mut h = KeyHasher::default();
+    h.write(&id.to_le_bytes());
+    h.finish()
+}
+
+impl<T> Default for IdSlab<T> {
+    fn default() -> Self {
+        IdSlab::with_capacity(0)
+    }
+}
+
+impl<T> IdSlab<T> {
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        IdSlab {
+            items: Vec::with_capacity(n),
+            index: HashTable::with_capacity(n),
+        }
+    }
+
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.items.reserve(n);
+        let items = &self.items;
+        self.index.reserve(n, |&at| hash(items[at as usize].0));
+    }
+
+    /// The position of `id`'s record.
+    pub(crate) fn position(&self, id: u128) -> Option<usize> {
+        let items = &self.items;
+        self.index
+            .find(hash(id), |&at| items[at as usize].0 == id)
+            .map(|&at| at as usize)
+    }
+
+    pub(crate) fn get(&self, id: u128) -> Option<&T> {
+        self.position(id).map(|at| &self.items[at].1)
+    }
+
+    pub(crate) fn contains(&self, id: u128) -> bool {
+        self.position(id).is_some()
+    }
+
+    /// The record at `at` (a position `position` or `insert` gave).
+    pub(crate) fn at_mut(&mut self, at: usize) -> &mut T {
+        &mut self.items[at].1
+    }
+
+    /// Sets `id`'s record: in place when present (returning its position
+    /// and the record it had), else added at the end.
+    pub(crate) fn insert(&mut self, id: u128, value: T) -> (usize, Option<T>) {
+        if let Some(at) = self.position(id) {
+            let old = std::mem::replace(&mut self.items[at].1, value);
+            return (at, Some(old));
+        }
+        let at = self.items.len();
+        let Ok(position) = u32::try_from(at) else {
+            // A batch holds at most `MAX_BATCH_EVENTS` events, a few
+            // records each: far below 2^32.
+            panic!("an IdSlab of 2^32 records");
+        };
+        self.items.push((id, value));
+        let items = &self.items;
+        self.index
+            .insert_unique(hash(id), position, |&p| hash(items[p as usize].0));
+        (at, None)
+    }
+
+    /// Removes the record added last, if its id is `id` (undoing the
+    /// latest `insert` of a new id).
+    pub(crate) fn pop(&mut self, id: u128) -> Option<T> {
+        let last = self.items.len().checked_sub(1)?;
+        if self.items[last].0 != id {
+            return None;
+        }
+        let Ok(slot) = self.index.find_entry(hash(id), |&at| at as usize == last) else {
+            unreachable!("an item missing from the index");
+        };
+        slot.remove();
+        self.items.pop().map(|(_, v)| v)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Every record with its id, in insertion order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u128, &T)> {
+        self.items.iter().map(|(id, v)| (*id, v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u128, u32),
+        PopLast,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            // Few distinct ids, so that inserts often replace.
+            (0u128..40, any::<u32>()).prop_map(|(id, v)| Op::Insert(id << 64 | id, v)),
+            Just(Op::PopLast),
+        ]
+    }
+
+    proptest! {
+        /// The slab answers as a map from id to value, and lists the ids in
+        /// the order they were first added.
+        #[test]
+        fn behaves_as_an_ordered_map(ops in proptest::collection::vec(op(), 0..300)) {
+            let mut slab = IdSlab::<u32>::with_capacity(4);
+            let mut model: HashMap<u128, u32> = HashMap::new();
+            let mut order: Vec<u128> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Insert(id, v) => {
+                        let (at, old) = slab.insert(id, v);
+                        prop_assert_eq!(old, model.insert(id, v));
+                        if old.is_none() {
+                            order.push(id);
+                        }
+                        prop_assert_eq!(Some(at), order.iter().position(|&x| x == id));
+                    }
+                    Op::PopLast => {
+                        let Some(&last) = order.last() else {
+                            prop_assert_eq!(slab.pop(7), None);
+                            continue;
+                        };
+                        // Only the last id pops.
+                        if order.len() > 1 {
+                            prop_assert_eq!(slab.pop(order[0]), None);
+                        }
+                        prop_assert_eq!(slab.pop(last), model.remove(&last));
+                        order.pop();
+                    }
+                }
+                prop_assert_eq!(slab.len(), order.len());
+                for (id, v) in &model {
+                    prop_assert_eq!(slab.get(*id), Some(v));
+                }
+                prop_assert!(!slab.contains(u128::MAX));
+                let listed: Vec<u128> = slab.iter().map(|(id, _)| id).collect();
+                prop_assert_eq!(&listed, &order);
+            }
+        }
+    }
+}
