@@ -13,7 +13,9 @@
 //!    1, code 1, no flags) in batches of 8,190, a sync and a full GC:
 //!    bytes per account (everything the ledger then holds, over the
 //!    accounts: records, index entries, the meta key, the engine's fixed
-//!    cost);
+//!    cost), and the marginal cost: the growth over the second 50,000
+//!    accounts, which leaves out what the ledger holds whatever its size
+//!    (the log's buffers, about 5 MB after batches of 8,190 accounts);
 //! 2. after `TRANSFERS` = 1,000,000 transfers (uniform accounts from a
 //!    fixed-seed xorshift stream, as `benches/ledger.rs`; all succeed) in
 //!    batches of 8,190, a sync and `engine().gc()`: the growth since step 1
@@ -88,26 +90,46 @@ fn main() -> mvledger::Result<()> {
     let fixed = allocated() - base;
     println!("an empty ledger: {fixed} bytes (counted in the per-account figure)");
 
-    let ids: Vec<u128> = (1..=u128::from(ACCOUNTS)).collect();
-    for chunk in ids.chunks(BATCH) {
-        let accounts: Vec<Account> = chunk
-            .iter()
-            .map(|&id| Account {
-                id,
-                ledger: LEDGER,
-                code: CODE,
-                ..Account::default()
-            })
-            .collect();
-        let results = ledger.create_accounts(&accounts)?;
-        assert!(results.iter().all(|r| *r == CreateAccountResult::Ok));
+    // In two halves: the second half's growth is what an account costs
+    // (the marginal figure), apart from what the ledger holds whatever
+    // its size (the log's buffers, sized by the largest batch so far).
+    let half = ACCOUNTS / 2;
+    let mut at_half = 0;
+    for (from, to) in [(1, half), (half + 1, ACCOUNTS)] {
+        let ids: Vec<u128> = (u128::from(from)..=u128::from(to)).collect();
+        for chunk in ids.chunks(BATCH) {
+            let accounts: Vec<Account> = chunk
+                .iter()
+                .map(|&id| Account {
+                    id,
+                    ledger: LEDGER,
+                    code: CODE,
+                    ..Account::default()
+                })
+                .collect();
+            let results = ledger.create_accounts(&accounts)?;
+            assert!(results.iter().all(|r| *r == CreateAccountResult::Ok));
+        }
+        drop(ids);
+        ledger.engine().sync()?;
+        ledger.engine().gc();
+        if to == half {
+            at_half = allocated();
+        }
     }
-    drop(ids);
-    ledger.engine().sync()?;
-    ledger.engine().gc();
     let stats = ledger.stats();
     let after_accounts = allocated();
     report("per account", after_accounts - base, ACCOUNTS, &stats);
+    let marginal = report(
+        "per account, marginal (the second half's growth)",
+        after_accounts - at_half,
+        ACCOUNTS - half,
+        &stats,
+    );
+    println!(
+        "  so the ledger's fixed cost is about {:.1} MB (total minus {ACCOUNTS} marginal accounts)",
+        (after_accounts - base) as f64 / 1e6 - marginal * ACCOUNTS as f64 / 1e6
+    );
 
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut next_id = 1u128;
