@@ -221,36 +221,45 @@ impl<'b, 'i> Machine<'b, 'i> {
         if transfers.len() < PREFETCH_MIN {
             return;
         }
-        let mut ids: Vec<u128> = transfers
+        // Each id not cached yet gets a placeholder, in order of first
+        // appearance (the slab dedups), then its found state.
+        let first = self.accounts.len();
+        let mut keys: Vec<[u8; 17]> = Vec::with_capacity(transfers.len() * 2);
+        self.accounts.reserve(transfers.len() * 2);
+        for id in transfers
             .iter()
             .flat_map(|t| [t.debit_account_id, t.credit_account_id])
-            .filter(|&id| !self.accounts.contains(id))
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let keys: Vec<[u8; 17]> = ids.iter().map(|&id| codec::id_key(ACCOUNT, id)).collect();
-        self.accounts.reserve(ids.len());
+        {
+            if !self.accounts.contains(id) {
+                let unknown = Cached {
+                    account: None,
+                    dirty: false,
+                };
+                self.accounts.push_new(id, unknown);
+                keys.push(codec::id_key(ACCOUNT, id));
+            }
+        }
         for (i, found) in self
             .batch
             .get_many(&keys, |v| v.and_then(codec::decode_account))
         {
-            let cached = Cached {
-                account: found,
-                dirty: false,
-            };
-            self.accounts.insert(ids[i as usize], cached);
+            self.accounts.at_mut(first + i as usize).account = found;
         }
-        let mut ids: Vec<u128> = transfers
-            .iter()
-            .flat_map(|t| [t.id, t.pending_id])
-            .filter(|id| *id != 0 && !self.transfers.contains(*id) && !self.failed.contains_key(id))
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let keys: Vec<[u8; 17]> = ids.iter().map(|&id| codec::id_key(TRANSFER, id)).collect();
-        self.stored.reserve(ids.len());
+        let first = self.stored.len();
+        keys.clear();
+        self.stored.reserve(transfers.len() * 2);
+        for id in transfers.iter().flat_map(|t| [t.id, t.pending_id]) {
+            let known = id == 0
+                || self.transfers.contains(id)
+                || self.failed.contains_key(&id)
+                || self.stored.contains(id);
+            if !known {
+                self.stored.push_new(id, Slot::Empty);
+                keys.push(codec::id_key(TRANSFER, id));
+            }
+        }
         for (i, slot) in self.batch.get_many(&keys, stored_slot) {
-            self.stored.insert(ids[i as usize], slot);
+            *self.stored.at_mut(first + i as usize) = slot;
         }
     }
 

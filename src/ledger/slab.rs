@@ -78,6 +78,13 @@ impl<T> IdSlab<T> {
             let old = std::mem::replace(&mut self.items[at].1, value);
             return (at, Some(old));
         }
+        (self.push_new(id, value), None)
+    }
+
+    /// Adds the record of an id known to be absent (one probe fewer than
+    /// `insert`); returns its position.
+    pub(crate) fn push_new(&mut self, id: u128, value: T) -> usize {
+        debug_assert!(!self.contains(id), "push_new of a present id");
         let at = self.items.len();
         let Ok(position) = u32::try_from(at) else {
             // A batch holds at most `MAX_BATCH_EVENTS` events, a few
@@ -88,7 +95,7 @@ impl<T> IdSlab<T> {
         let items = &self.items;
         self.index
             .insert_unique(hash(id), position, |&p| hash(items[p as usize].0));
-        (at, None)
+        at
     }
 
     /// Removes the record added last, if its id is `id` (undoing the
