@@ -50,8 +50,8 @@ const PREFETCH_MIN: usize = 64;
 #[derive(Debug)]
 enum Undo {
     /// The account's cached state before the change (`None`: it did not
-    /// exist).
-    Account(u128, Option<Account>),
+    /// exist), by its position in `Machine::accounts`.
+    Account(usize, Option<Account>),
     Transfer(u128),
     Settled(u128),
     History,
@@ -162,20 +162,23 @@ impl<'b, 'i> Machine<'b, 'i> {
     // ---- reads ----
 
     fn account(&mut self, id: u128) -> Option<Account> {
-        if let Some(c) = self.accounts.get(id) {
-            return c.account;
+        self.account_slot(id).1
+    }
+
+    /// The account's position in the cache (looked up and cached if it
+    /// is not there yet), and the account.
+    fn account_slot(&mut self, id: u128) -> (usize, Option<Account>) {
+        if let Some(at) = self.accounts.position(id) {
+            return (at, self.accounts.at_mut(at).account);
         }
         let found = self.batch.get_with(codec::id_key(ACCOUNT, id), |v| {
             v.and_then(codec::decode_account)
         });
-        self.accounts.insert(
-            id,
-            Cached {
-                account: found,
-                dirty: false,
-            },
-        );
-        found
+        let cached = Cached {
+            account: found,
+            dirty: false,
+        };
+        (self.accounts.push_new(id, cached), found)
     }
 
     fn transfer(&self, id: u128) -> Option<Transfer> {
@@ -266,18 +269,23 @@ impl<'b, 'i> Machine<'b, 'i> {
     // ---- changes (each remembered in the undo log) ----
 
     fn set_account(&mut self, a: Account) {
-        let cached = Cached {
-            account: Some(a),
-            dirty: true,
-        };
-        let (_, before) = self.accounts.insert(a.id, cached);
-        self.undo
-            .push(Undo::Account(a.id, before.and_then(|c| c.account)));
+        let (at, _) = self.account_slot(a.id);
+        self.set_account_at(at, a);
     }
 
+    /// `set_account` for the account at position `at` of the cache.
+    fn set_account_at(&mut self, at: usize, a: Account) {
+        let cached = self.accounts.at_mut(at);
+        debug_assert_eq!(cached.account.map_or(a.id, |c| c.id), a.id);
+        let before = cached.account.replace(a);
+        cached.dirty = true;
+        self.undo.push(Undo::Account(at, before));
+    }
+
+    /// Adds a transfer whose id holds nothing yet (`transfer_slot` said
+    /// `Empty`).
     fn add_transfer(&mut self, t: Transfer) {
-        let (_, before) = self.transfers.insert(t.id, t);
-        debug_assert!(before.is_none(), "a transfer id added twice");
+        self.transfers.push_new(t.id, t);
         self.undo.push(Undo::Transfer(t.id));
     }
 
@@ -316,11 +324,9 @@ impl<'b, 'i> Machine<'b, 'i> {
         while self.undo.len() > mark {
             let Some(undo) = self.undo.pop() else { break };
             match undo {
-                Undo::Account(id, before) => {
+                Undo::Account(at, before) => {
                     // It stays dirty: written back unchanged at worst.
-                    if let Some(at) = self.accounts.position(id) {
-                        self.accounts.at_mut(at).account = before;
-                    }
+                    self.accounts.at_mut(at).account = before;
                 }
                 Undo::Transfer(id) => {
                     let popped = self.transfers.pop(id);
@@ -683,10 +689,10 @@ impl<'b, 'i> Machine<'b, 'i> {
             TR::Ok => {}
             r => return r,
         }
-        let Some(mut dr) = self.account(t.debit_account_id) else {
+        let (dr_at, Some(mut dr)) = self.account_slot(t.debit_account_id) else {
             return TR::DebitAccountNotFound;
         };
-        let Some(mut cr) = self.account(t.credit_account_id) else {
+        let (cr_at, Some(mut cr)) = self.account_slot(t.credit_account_id) else {
             return TR::CreditAccountNotFound;
         };
         if dr.ledger != cr.ledger {
@@ -770,8 +776,8 @@ impl<'b, 'i> Machine<'b, 'i> {
         }
         debug_assert!(!dr.debits_exceed_credits(0), "debit limit broken");
         debug_assert!(!cr.credits_exceed_debits(0), "credit limit broken");
-        self.set_account(dr);
-        self.set_account(cr);
+        self.set_account_at(dr_at, dr);
+        self.set_account_at(cr_at, cr);
         self.add_transfer(Transfer {
             amount,
             timestamp: ts,

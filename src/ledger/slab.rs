@@ -66,23 +66,13 @@ impl<T> IdSlab<T> {
         self.position(id).is_some()
     }
 
-    /// The record at `at` (a position `position` or `insert` gave).
+    /// The record at `at` (a position `position` or `push_new` gave).
     pub(crate) fn at_mut(&mut self, at: usize) -> &mut T {
         &mut self.items[at].1
     }
 
-    /// Sets `id`'s record: in place when present (returning its position
-    /// and the record it had), else added at the end.
-    pub(crate) fn insert(&mut self, id: u128, value: T) -> (usize, Option<T>) {
-        if let Some(at) = self.position(id) {
-            let old = std::mem::replace(&mut self.items[at].1, value);
-            return (at, Some(old));
-        }
-        (self.push_new(id, value), None)
-    }
-
-    /// Adds the record of an id known to be absent (one probe fewer than
-    /// `insert`); returns its position.
+    /// Adds the record of an id known to be absent (the caller looked);
+    /// returns its position, which it keeps.
     pub(crate) fn push_new(&mut self, id: u128, value: T) -> usize {
         debug_assert!(!self.contains(id), "push_new of a present id");
         let at = self.items.len();
@@ -99,7 +89,7 @@ impl<T> IdSlab<T> {
     }
 
     /// Removes the record added last, if its id is `id` (undoing the
-    /// latest `insert` of a new id).
+    /// latest `push_new`).
     pub(crate) fn pop(&mut self, id: u128) -> Option<T> {
         let last = self.items.len().checked_sub(1)?;
         if self.items[last].0 != id {
@@ -143,8 +133,8 @@ mod tests {
     }
 
     proptest! {
-        /// The slab answers as a map from id to value, and lists the ids in
-        /// the order they were first added.
+        /// The slab answers as a map from id to value, keeps each id at the
+        /// position it was first added at, and lists the ids in that order.
         #[test]
         fn behaves_as_an_ordered_map(ops in proptest::collection::vec(op(), 0..300)) {
             let mut slab = IdSlab::<u32>::with_capacity(4);
@@ -153,11 +143,18 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Insert(id, v) => {
-                        let (at, old) = slab.insert(id, v);
-                        prop_assert_eq!(old, model.insert(id, v));
-                        if old.is_none() {
-                            order.push(id);
-                        }
+                        // Set in place when present, else added at the end.
+                        let at = match slab.position(id) {
+                            Some(at) => {
+                                *slab.at_mut(at) = v;
+                                at
+                            }
+                            None => {
+                                order.push(id);
+                                slab.push_new(id, v)
+                            }
+                        };
+                        model.insert(id, v);
                         prop_assert_eq!(Some(at), order.iter().position(|&x| x == id));
                     }
                     Op::PopLast => {
