@@ -242,12 +242,12 @@ impl<'b, 'i> Machine<'b, 'i> {
                 keys.push(codec::id_key(ACCOUNT, id));
             }
         }
-        for (i, found) in self
-            .batch
-            .get_many(&keys, |v| v.and_then(codec::decode_account))
-        {
-            self.accounts.at_mut(first + i as usize).account = found;
-        }
+        let accounts = &mut self.accounts;
+        self.batch.get_many(
+            &keys,
+            |v| v.and_then(codec::decode_account),
+            |i, found| accounts.at_mut(first + i as usize).account = found,
+        );
         let first = self.stored.len();
         keys.clear();
         self.stored.reserve(transfers.len() * 2);
@@ -261,9 +261,10 @@ impl<'b, 'i> Machine<'b, 'i> {
                 keys.push(codec::id_key(TRANSFER, id));
             }
         }
-        for (i, slot) in self.batch.get_many(&keys, stored_slot) {
-            *self.stored.at_mut(first + i as usize) = slot;
-        }
+        let stored = &mut self.stored;
+        self.batch.get_many(&keys, stored_slot, |i, slot| {
+            *stored.at_mut(first + i as usize) = slot;
+        });
     }
 
     // ---- changes (each remembered in the undo log) ----

@@ -108,25 +108,24 @@ impl<'a> Batch<'a> {
     }
 
     /// Calls `decode` with the newest value of each of `keys` (as
-    /// `get_with`) and returns `(i, decoded value of keys[i])` for every
-    /// `i`, in no particular order: many lookups at once, faster than one
-    /// by one (`Index::latest_many`).
+    /// `get_with`) and `place(i, decoded value of keys[i])` for every `i`,
+    /// in no particular order: many lookups at once, faster than one by
+    /// one (`Index::latest_many`).
     pub(crate) fn get_many<K, T>(
         &self,
         keys: &[K],
         decode: impl Fn(Option<&[u8]>) -> T + Sync,
-    ) -> Vec<(u32, T)>
-    where
+        mut place: impl FnMut(u32, T),
+    ) where
         K: AsRef<[u8]> + Sync,
         T: Send,
     {
         if self.writes.map.is_empty() {
-            return self.index.latest_many(keys, decode);
+            return self.index.latest_many(keys, decode, place);
         }
-        (0u32..)
-            .zip(keys)
-            .map(|(i, key)| (i, self.get_with(key, &decode)))
-            .collect()
+        for (i, key) in (0u32..).zip(keys) {
+            place(i, self.get_with(key, &decode));
+        }
     }
 
     /// Up to `n` empty-looking buffers of exactly `len` bytes to build new

@@ -391,8 +391,8 @@ impl Index {
     }
 
     /// Looks up the newest value of each of `keys` (visible or not, as
-    /// `latest_with`) and returns `(i, decode(value of keys[i]))` for every
-    /// `i`, in no particular order. In bulk: the lookups are grouped by
+    /// `latest_with`) and calls `place(i, decode(value of keys[i]))` for
+    /// every `i`, in no particular order, on the calling thread. In bulk: the lookups are grouped by
     /// shard (a read lock per `CHUNK` of them), and a loop of independent
     /// lookups lets the processor wait for several cache misses at once
     /// where lookups spread through other work wait for each in turn; many
@@ -401,8 +401,8 @@ impl Index {
         &self,
         keys: &[K],
         decode: impl Fn(Option<&[u8]>) -> T + Sync,
-    ) -> Vec<(u32, T)>
-    where
+        mut place: impl FnMut(u32, T),
+    ) where
         K: AsRef<[u8]> + Sync,
         T: Send,
     {
@@ -411,8 +411,12 @@ impl Index {
             let hash = hash_of(key.as_ref());
             by_shard[shard_of_hash(hash)].push((i, hash));
         }
+        // Each half's answers go to a vector sized for them up front: grown
+        // by doubling, or appended to the other half's, they were copied
+        // again and again (records of up to 160 bytes, by the thousand).
         let run = |shards: std::ops::Range<usize>| {
-            let mut out = Vec::new();
+            let count = by_shard[shards.clone()].iter().map(Vec::len).sum();
+            let mut out = Vec::with_capacity(count);
             for s in shards {
                 for chunk in by_shard[s].chunks(CHUNK) {
                     let shard = self.shards[s].read();
@@ -436,18 +440,23 @@ impl Index {
             out
         };
         if keys.len() < PARALLEL_MIN || cfg!(loom) {
-            return run(0..SHARDS);
+            for (i, found) in run(0..SHARDS) {
+                place(i, found);
+            }
+            return;
         }
         let split = half_way(by_shard.iter().map(Vec::len), keys.len());
-        std::thread::scope(|scope| {
+        let (low, high) = std::thread::scope(|scope| {
             let high = scope.spawn(|| run(split..SHARDS));
-            let mut out = run(0..split);
+            let low = run(0..split);
             match high.join() {
-                Ok(mut high) => out.append(&mut high),
+                Ok(high) => (low, high),
                 Err(panic) => std::panic::resume_unwind(panic),
             }
-            out
-        })
+        });
+        for (i, found) in low.into_iter().chain(high) {
+            place(i, found);
+        }
     }
 
     /// One write through `install_all`: true when the collector must visit
