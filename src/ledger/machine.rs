@@ -42,7 +42,8 @@ pub const MAX_BATCH_EVENTS: usize = 1 << 16;
 /// next batch (a post or void of them is refused as expired meanwhile).
 const MAX_EXPIRIES_PER_BATCH: usize = 8190;
 const NS_PER_S: u64 = 1_000_000_000;
-/// Batches smaller than this look their state up event by event: bulk
+/// Batches smaller than this look their state up event by event (after
+/// one pass that brings it into the cache, `Batch::warm_many`): bulk
 /// lookups pay for themselves only over many keys.
 const PREFETCH_MIN: usize = 64;
 
@@ -222,6 +223,17 @@ impl<'b, 'i> Machine<'b, 'i> {
     /// events see exactly what they would see without it.
     pub(crate) fn prefetch(&mut self, transfers: &[Transfer]) {
         if transfers.len() < PREFETCH_MIN {
+            let keys: Vec<[u8; 17]> = transfers
+                .iter()
+                .flat_map(|t| {
+                    [
+                        codec::id_key(ACCOUNT, t.debit_account_id),
+                        codec::id_key(ACCOUNT, t.credit_account_id),
+                        codec::id_key(TRANSFER, t.id),
+                    ]
+                })
+                .collect();
+            self.batch.warm_many(&keys);
             return;
         }
         // Each id not cached yet gets a placeholder, in order of first

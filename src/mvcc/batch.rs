@@ -128,6 +128,13 @@ impl<'a> Batch<'a> {
         }
     }
 
+    /// Brings the newest versions of `keys` into the processor's cache, in
+    /// one pass whose cache misses overlap, for lookups one by one that
+    /// follow (`Index::latest_few`). Changes nothing.
+    pub(crate) fn warm_many<K: AsRef<[u8]>>(&self, keys: &[K]) {
+        self.index.latest_few(keys, |_| (), |_, ()| ());
+    }
+
     /// Up to `n` empty-looking buffers of exactly `len` bytes to build new
     /// values in (`Index::take_spare`): their content is stale, overwrite
     /// it whole. A value built in one and passed to `put_once` as
