@@ -192,3 +192,48 @@ fn every_committer_returns_only_after_a_sync_covered_its_record() {
     let engine = Engine::open(DIR, options(&image)).unwrap();
     assert_eq!(dump(&engine), all_writes(THREADS, PER_THREAD));
 }
+
+/// A big commit under `Always` (at least the engine's `OVERLAP_MIN`, 4,096
+/// writes) writes and syncs its record on a helper thread while it
+/// installs. When it returns, it is durable and wholly visible, and it
+/// took one sync, not two.
+#[test]
+fn a_big_commit_syncs_once_beside_its_install_and_returns_durable_and_visible() {
+    const WRITES: usize = 6_000;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    let mut txn = engine.begin();
+    txn.put(b"small", b"1").unwrap();
+    txn.commit().unwrap();
+    let syncs = engine.stats().syncs;
+    let mut txn = engine.begin();
+    for i in 0..WRITES {
+        txn.put(format!("big-{i:05}"), format!("{i}")).unwrap();
+    }
+    let ts = txn.commit().unwrap();
+    let stats = engine.stats();
+    assert_eq!(
+        stats.syncs,
+        syncs + 1,
+        "the big commit took more than one sync"
+    );
+    assert!(
+        stats.durable_ts >= ts,
+        "returned at {ts}, durable {}",
+        stats.durable_ts
+    );
+    assert!(
+        stats.visible_ts >= ts,
+        "returned at {ts}, visible {}",
+        stats.visible_ts
+    );
+    let snap = engine.snapshot();
+    assert_eq!(snap.scan_prefix(b"big-").unwrap().count(), WRITES);
+    drop(snap);
+    drop(engine);
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(
+        engine.snapshot().scan_prefix(b"big-").unwrap().count(),
+        WRITES
+    );
+}

@@ -425,3 +425,41 @@ fn a_failed_group_sync_acknowledges_no_committer_of_the_group() {
         }
     }
 }
+
+/// A big commit under `Always` writes and syncs its record on a helper
+/// thread while it installs (the engine's `OVERLAP_MIN`, 4,096 writes).
+/// A failed sync there is still the commit's own error: `Io`, not
+/// `Poisoned`; nothing of the commit becomes visible, and it is gone after
+/// a power cut while the commits acknowledged before it are all there.
+#[test]
+fn a_failed_sync_beside_a_big_commits_install_is_the_commits_error() {
+    const WRITES: usize = 5_000;
+    let sim = machine();
+    let faulty = FaultyFs::new(Arc::new(sim.clone()));
+    let engine = Engine::open(DIR, options(&faulty)).unwrap();
+    for i in 0..3 {
+        commit(&engine, i).unwrap();
+    }
+    let before = dump(&engine);
+    faulty.fail_nth(Op::Sync, 1);
+    let mut txn = engine.begin();
+    for i in 0..WRITES {
+        txn.put(format!("big-{i:05}"), b"x").unwrap();
+    }
+    match txn.commit() {
+        Err(Error::Io(_)) => {}
+        other => panic!("the big commit whose sync failed got {other:?}, not Io"),
+    }
+    assert_eq!(faulty.injected(), 1);
+    // Poisoned: no call reads, so the visible state is checked through the
+    // power-cut image and a reopen instead.
+    expect_poisoned("get after the failure", engine.snapshot().get(b"big-00000"));
+    let image = sim.crash_image();
+    drop(engine);
+    let reopened = Engine::open(DIR, options(&image)).unwrap();
+    assert_eq!(
+        dump(&reopened),
+        before,
+        "the power-cut image is not the acknowledged state"
+    );
+}

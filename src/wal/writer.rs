@@ -21,8 +21,16 @@
 //! 4. write the buffer (under `Always`, a small one over zeros laid ahead
 //!    of the log, so that the sync has no file size to write: `ZERO_AHEAD`);
 //! 5. `fdatasync` (under `Always`, or when a sync was asked for);
-//! 6. publish `durable_ts` (and, under `Always`, the visible timestamp),
-//!    give up the leadership and wake the waiters.
+//! 6. publish `durable_ts` (and, under `Always`, the visible timestamp:
+//!    see below), give up the leadership and wake the waiters.
+//!
+//! The sequencer appends a commit's record before it installs the commit
+//! (so a big commit's write and sync can run while it installs), so a
+//! record may be durable before its versions are in the index. Under
+//! `Always` the visible timestamp is therefore the lower of the durable
+//! ts and the installed ts (`Log::installed`), published by whichever of
+//! the two moves last: both move under the `SyncState` lock, so the later
+//! one sees the other's.
 //!
 //! A failure in 3 to 5 poisons the log: the error goes to the leader's
 //! caller, `Error::Poisoned` to everyone else, and nothing is ever
@@ -71,6 +79,9 @@ struct SyncState {
     written_ts: u64,
     /// Every record up to this ts is synced.
     durable_ts: u64,
+    /// Every commit up to this ts is installed in the index (under
+    /// `Always`: `Log::installed`).
+    installed_ts: u64,
     last_sync: Instant,
 }
 
@@ -201,6 +212,7 @@ impl Log {
                 leading: false,
                 written_ts: last_ts,
                 durable_ts: last_ts,
+                installed_ts: last_ts,
                 last_sync: Instant::now(),
             }),
             wake: Condvar::new(),
@@ -269,6 +281,19 @@ impl Log {
             self.gathered.notify_one();
         }
         pending.buf.len()
+    }
+
+    /// Notes that every commit up to `ts` is installed (the sequencer calls
+    /// it after each install, in ts order); under `Always`, publishes the
+    /// visible ts as far as the durable ts allows.
+    pub(crate) fn installed(&self, ts: u64) {
+        if self.mode == SyncMode::Always {
+            let mut state = self.state.lock();
+            debug_assert!(ts > state.installed_ts, "installs out of ts order");
+            state.installed_ts = ts;
+            let visible = ts.min(state.durable_ts);
+            self.visible.fetch_max(visible, Ordering::Release);
+        }
     }
 
     /// What a commit at `ts` does after leaving the sequencer, by sync mode:
@@ -384,9 +409,8 @@ impl Log {
                     state.last_sync = Instant::now();
                     self.durable.store(upto, Ordering::Release);
                     if self.mode == SyncMode::Always {
-                        // Everything up to `upto` is installed (the sequencer
-                        // installs before it appends) and now durable.
-                        self.visible.store(upto, Ordering::Release);
+                        let visible = upto.min(state.installed_ts);
+                        self.visible.fetch_max(visible, Ordering::Release);
                     }
                 }
                 self.wake.notify_all();
