@@ -79,10 +79,7 @@ impl Collector {
                 }
             }
         }
-        let again: Vec<(u64, Key)> = due
-            .into_iter()
-            .filter_map(|key| index.prune(&key, wm).map(|newest| (newest, key)))
-            .collect();
+        let again = index.prune_all(due, wm);
         if !again.is_empty() {
             self.queue.lock().extend(again);
         }

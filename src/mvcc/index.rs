@@ -812,6 +812,101 @@ impl Index {
         more.then_some(newest)
     }
 
+    /// `prune` for many keys at once (the collector's due keys): past
+    /// `GROUP_MIN` of them, grouped by
+    /// shard, `CHUNK` per lock hold, each chunk's entries and older
+    /// versions read in a pass of independent loads first (as `warm`), and
+    /// split with a helper thread past `PARALLEL_MIN` keys (as
+    /// `install_all`). Returns the keys that still hold versions above
+    /// `watermark`, with their newest ts.
+    pub(crate) fn prune_all(&self, keys: Vec<Key>, watermark: u64) -> Vec<(u64, Key)> {
+        if keys.len() < GROUP_MIN {
+            // A few keys: grouping costs more than it saves.
+            return keys
+                .into_iter()
+                .filter_map(|key| self.prune(&key, watermark).map(|newest| (newest, key)))
+                .collect();
+        }
+        let mut counts = [0usize; SHARDS];
+        let hashed: Vec<(u64, Key)> = keys
+            .into_iter()
+            .map(|key| (hash_of(key.as_bytes()), key))
+            .collect();
+        for (hash, _) in &hashed {
+            counts[shard_of_hash(*hash)] += 1;
+        }
+        let mut buckets: Vec<Vec<(u64, Key)>> =
+            counts.iter().map(|&n| Vec::with_capacity(n)).collect();
+        let total = hashed.len();
+        for (hash, key) in hashed {
+            buckets[shard_of_hash(hash)].push((hash, key));
+        }
+        let run = |first: usize, buckets: Vec<Vec<(u64, Key)>>| {
+            let mut again = Vec::new();
+            for (i, bucket) in buckets.into_iter().enumerate() {
+                self.prune_shard(first + i, &bucket, watermark, &mut again);
+            }
+            again
+        };
+        if total < PARALLEL_MIN || cfg!(loom) {
+            return run(0, buckets);
+        }
+        let split = half_way(buckets.iter().map(Vec::len), total);
+        let high = buckets.split_off(split);
+        std::thread::scope(|scope| {
+            let helper = scope.spawn(|| run(split, high));
+            let mut again = run(0, buckets);
+            match helper.join() {
+                Ok(mut more) => again.append(&mut more),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+            again
+        })
+    }
+
+    /// `prune_all`'s work in one shard.
+    fn prune_shard(
+        &self,
+        shard: usize,
+        keys: &[(u64, Key)],
+        watermark: u64,
+        again: &mut Vec<(u64, Key)>,
+    ) {
+        for chunk in keys.chunks(CHUNK) {
+            let mut guard = self.shards[shard].write();
+            if chunk.len() >= WARM_MIN {
+                let mut seen = 0u64;
+                let chains: Vec<Option<&Chain>> = chunk
+                    .iter()
+                    .map(|(hash, key)| guard.get(*hash, key))
+                    .collect();
+                for chain in chains.iter().flatten() {
+                    seen ^= chain.older().first().map_or(0, |v| v.ts);
+                }
+                std::hint::black_box(seen);
+            }
+            let (mut versions, mut dead_keys) = (0u64, 0u64);
+            for (hash, key) in chunk {
+                let Some(chain) = guard.get_mut(*hash, key) else {
+                    continue;
+                };
+                versions += chain.prune(watermark, drop) as u64;
+                let newest = chain.newest.ts;
+                let more = chain.len() > 1;
+                if chain.is_dead(watermark) {
+                    guard.remove(*hash, key);
+                    versions += 1;
+                    dead_keys += 1;
+                }
+                if more {
+                    again.push((newest, key.clone()));
+                }
+            }
+            drop(guard);
+            self.reclaim(versions, dead_keys);
+        }
+    }
+
     fn reclaim(&self, versions: u64, keys: u64) {
         if versions > 0 {
             self.versions.fetch_sub(versions, Ordering::Relaxed);
@@ -1020,6 +1115,61 @@ mod tests {
         assert_eq!(index.prune(&Key::new(b"k"), 9), None);
         assert_eq!(index.versions(), 1);
         assert_eq!(index.reclaimed(), 4);
+    }
+
+    /// `prune_all` (grouped by shard, in chunks, on two threads past
+    /// `PARALLEL_MIN` keys) leaves the same index and returns the same keys
+    /// as `prune` key by key: versions kept, tombstones removed, counters.
+    #[test]
+    fn prune_all_does_what_prune_does_key_by_key() {
+        for n in [GROUP_MIN - 1, 3 * CHUNK * SHARDS, PARALLEL_MIN + 500] {
+            let (bulk, single) = (Index::new(), Index::new());
+            let key = |i: usize| format!("key-{i:06}").into_bytes();
+            for index in [&bulk, &single] {
+                for i in 0..n {
+                    // Versions at ts 1..=k, the last a tombstone for a
+                    // third of the keys.
+                    let k = 1 + (i % 3) as u64;
+                    for ts in 1..=k {
+                        let value = if ts == k && i % 3 == 2 {
+                            None
+                        } else {
+                            b(&format!("{i}@{ts}"))
+                        };
+                        index.install(&key(i), ts, value, 0);
+                    }
+                }
+            }
+            let keys: Vec<Key> = (0..n).map(|i| Key::new(&key(i))).collect();
+            let wm = 2;
+            let mut again = bulk.prune_all(keys.clone(), wm);
+            let mut expected: Vec<(u64, Key)> = keys
+                .into_iter()
+                .filter_map(|k| single.prune(&k, wm).map(|ts| (ts, k)))
+                .collect();
+            again.sort_by(|a, b| a.1.cmp(&b.1));
+            expected.sort_by(|a, b| a.1.cmp(&b.1));
+            assert_eq!(again.len(), expected.len());
+            assert!(
+                again
+                    .iter()
+                    .zip(&expected)
+                    .all(|(a, e)| a.0 == e.0 && a.1 == e.1)
+            );
+            assert_eq!(bulk.keys(), single.keys());
+            assert_eq!(bulk.versions(), single.versions());
+            assert_eq!(bulk.reclaimed(), single.reclaimed());
+            assert!(bulk.reclaimed() > 0);
+            for i in 0..n {
+                for ts in 0..=4 {
+                    assert_eq!(
+                        bulk.get(&key(i), ts),
+                        single.get(&key(i), ts),
+                        "key {i} at {ts}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
