@@ -216,8 +216,8 @@ impl<'b, 'i> Machine<'b, 'i> {
     }
 
     /// Looks up, in bulk, what the events will read from the state the
-    /// batch began with: the accounts the transfers name, and what their
-    /// ids and pending ids hold (`Batch::get_many`: faster than the same
+    /// batch began with: what the transfers' ids and pending ids hold, and
+    /// the accounts the transfers and their pending transfers name (`Batch::get_many`: faster than the same
     /// lookups one event at a time). It only fills the caches the reads
     /// consult first, and only for ids the batch has not changed: the
     /// events see exactly what they would see without it.
@@ -237,31 +237,10 @@ impl<'b, 'i> Machine<'b, 'i> {
             return;
         }
         // Each id not cached yet gets a placeholder, in order of first
-        // appearance (the slab dedups), then its found state.
-        let first = self.accounts.len();
-        let mut keys: Vec<[u8; 17]> = Vec::with_capacity(transfers.len() * 2);
-        self.accounts.reserve(transfers.len() * 2);
-        for id in transfers
-            .iter()
-            .flat_map(|t| [t.debit_account_id, t.credit_account_id])
-        {
-            if !self.accounts.contains(id) {
-                let unknown = Cached {
-                    account: None,
-                    dirty: false,
-                };
-                self.accounts.push_new(id, unknown);
-                keys.push(codec::id_key(ACCOUNT, id));
-            }
-        }
-        let accounts = &mut self.accounts;
-        self.batch.get_many(
-            &keys,
-            |v| v.and_then(codec::decode_account),
-            |i, found| accounts.at_mut(first + i as usize).account = found,
-        );
+        // appearance (the slab dedups), then its found state. Transfer ids
+        // first: a post or void reads the accounts of its pending transfer.
         let first = self.stored.len();
-        keys.clear();
+        let mut keys: Vec<[u8; 17]> = Vec::with_capacity(transfers.len() * 2);
         self.stored.reserve(transfers.len() * 2);
         for id in transfers.iter().flat_map(|t| [t.id, t.pending_id]) {
             let known = id == 0
@@ -277,6 +256,39 @@ impl<'b, 'i> Machine<'b, 'i> {
         self.batch.get_many(&keys, stored_slot, |i, slot| {
             *stored.at_mut(first + i as usize) = slot;
         });
+        let pending_accounts = |t: &Transfer| match self.stored.get(t.pending_id) {
+            Some(Slot::Transfer(p)) if t.pending_id != 0 => {
+                [p.debit_account_id, p.credit_account_id]
+            }
+            _ => [0, 0],
+        };
+        let named: Vec<u128> = transfers
+            .iter()
+            .flat_map(|t| {
+                let [pd, pc] = pending_accounts(t);
+                [t.debit_account_id, t.credit_account_id, pd, pc]
+            })
+            .filter(|&id| id != 0)
+            .collect();
+        let first = self.accounts.len();
+        keys.clear();
+        self.accounts.reserve(named.len());
+        for id in named {
+            if !self.accounts.contains(id) {
+                let unknown = Cached {
+                    account: None,
+                    dirty: false,
+                };
+                self.accounts.push_new(id, unknown);
+                keys.push(codec::id_key(ACCOUNT, id));
+            }
+        }
+        let accounts = &mut self.accounts;
+        self.batch.get_many(
+            &keys,
+            |v| v.and_then(codec::decode_account),
+            |i, found| accounts.at_mut(first + i as usize).account = found,
+        );
     }
 
     // ---- changes (each remembered in the undo log) ----
