@@ -361,3 +361,32 @@ fn a_second_open_of_an_open_directory_fails_and_the_first_keeps_working() {
         Some(&b"2"[..])
     );
 }
+
+/// An open that finds the directory locked tries again for a moment
+/// before it refuses: an engine dropped just before may still hold the
+/// lock (a process that spawns another shares the lock file with the
+/// child until its exec). Here the first engine is dropped while the
+/// second open waits: the second open succeeds and sees the first's data.
+#[test]
+fn an_open_waits_a_moment_for_a_lock_being_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Engine::open(dir.path(), Options::default()).unwrap();
+    let mut txn = first.begin();
+    txn.put(b"one", b"1").unwrap();
+    txn.commit().unwrap();
+    let path = dir.path().to_path_buf();
+    let (started, ready) = std::sync::mpsc::channel();
+    let second = std::thread::spawn(move || {
+        started.send(()).unwrap();
+        Engine::open(&path, Options::default())
+    });
+    ready.recv().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    drop(first);
+    let second = second
+        .join()
+        .unwrap()
+        .expect("the open waited for the lock");
+    let value = second.snapshot().get(b"one").unwrap();
+    assert_eq!(value.as_deref(), Some(&b"1"[..]));
+}

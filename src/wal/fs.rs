@@ -194,13 +194,27 @@ impl FileSystem for StdFs {
             .create(true)
             .truncate(false)
             .open(path)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Box::new(StdLock(file))),
-            Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "the directory is locked by another open engine",
-            )),
-            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        // An engine dropped a moment ago may still hold the lock: a process
+        // that spawns another shares the lock file's open description with
+        // the child from its fork until its exec closes it. So a busy lock
+        // is tried again for a short while (about 0.25 s) before the open
+        // is refused.
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Box::new(StdLock(file))),
+                Err(std::fs::TryLockError::WouldBlock) if pause.as_millis() < 256 => {
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        "the directory is locked by another open engine",
+                    ));
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
         }
     }
 }
