@@ -685,9 +685,20 @@ impl Index {
             dropped += gone;
         }
         drop(guards);
+        self.count_installed(added, keys, dropped);
+        self.keep_spare(spare);
+    }
+
+    /// Counts what installs did: versions added, keys added, versions
+    /// pruned.
+    fn count_installed(&self, added: u64, keys: u64, dropped: u64) {
         self.versions.fetch_add(added, Ordering::Relaxed);
         self.keys.fetch_add(keys, Ordering::Relaxed);
         self.reclaim(dropped, 0);
+    }
+
+    /// Keeps buffers that installs recycled, up to `SPARE_MAX` in all.
+    fn keep_spare(&self, spare: Vec<Vec<u8>>) {
         if !spare.is_empty() {
             let mut kept = self.spare.lock();
             let room = SPARE_MAX.saturating_sub(kept.len());
@@ -731,15 +742,9 @@ impl Index {
                 dropped += gone;
             }
             drop(shard);
-            self.versions.fetch_add(added, Ordering::Relaxed);
-            self.keys.fetch_add(keys, Ordering::Relaxed);
-            self.reclaim(dropped, 0);
+            self.count_installed(added, keys, dropped);
         }
-        if !spare.is_empty() {
-            let mut kept = self.spare.lock();
-            let room = SPARE_MAX.saturating_sub(kept.len());
-            kept.extend(spare.into_iter().take(room));
-        }
+        self.keep_spare(spare);
     }
 
     /// Up to `n` buffers of exactly `len` bytes that pruned versions left
