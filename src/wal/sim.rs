@@ -6,7 +6,11 @@
 //! - A file is an inode: the bytes written to it, and `synced`, how many of
 //!   them `sync_data` made durable. Writes only append; `truncate` syncs
 //!   (as the trait says). So the durable contents of a file are always the
-//!   first `synced` bytes of what was written.
+//!   first `synced` bytes of what was written, and then, if the file was
+//!   laid out with zeros ahead (`WritableFile::zero_to`) and synced since,
+//!   zeros up to that length: appends land over those zeros, and a crash
+//!   before their sync leaves zeros where they were not yet durable. Reads
+//!   see the written bytes, then the zeros laid ahead.
 //! - A directory keeps its entries as they are now (`live`), as they were
 //!   at its last `sync_dir` (`durable`), and the changes made since, in
 //!   order (`pending`). Creating a file or a subdirectory, renaming and
@@ -142,6 +146,20 @@ struct Inode {
     data: Vec<u8>,
     /// `data[..synced]` is durable.
     synced: usize,
+    /// The file's length with the zeros laid ahead of `data` (at least
+    /// `data.len()`), now and as of the last sync.
+    zeros_to: usize,
+    synced_zeros_to: usize,
+}
+
+impl Inode {
+    /// The file as a read sees it: the written bytes, then the zeros laid
+    /// ahead.
+    fn contents(&self) -> Vec<u8> {
+        let mut all = self.data.clone();
+        all.resize(self.zeros_to.max(self.data.len()), 0);
+        all
+    }
 }
 
 /// splitmix64: small, seedable, good enough to pick crash leftovers (and
@@ -374,8 +392,15 @@ impl Store {
                 }
             }
         }
+        // Zeros laid ahead and synced are on the disk: they show where
+        // unsynced appends over them did not survive.
+        if inode.synced_zeros_to > data.len() {
+            data.resize(inode.synced_zeros_to, 0);
+        }
         Inode {
             synced: data.len(),
+            zeros_to: data.len(),
+            synced_zeros_to: data.len(),
             data,
         }
     }
@@ -540,8 +565,20 @@ impl WritableFile for SimFile {
             && let Some(inode) = store.inodes.get_mut(&self.inode)
         {
             inode.data.extend_from_slice(buf);
+            inode.zeros_to = inode.zeros_to.max(inode.data.len());
         }
         entered
+    }
+
+    fn zero_to(&mut self, len: u64) -> io::Result<bool> {
+        let len = usize::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
+        let mut store = lock(&self.store);
+        store.enter()?;
+        if let Some(inode) = store.inodes.get_mut(&self.inode) {
+            inode.zeros_to = inode.zeros_to.max(len);
+        }
+        Ok(true)
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
@@ -549,6 +586,7 @@ impl WritableFile for SimFile {
         store.enter()?;
         if let Some(inode) = store.inodes.get_mut(&self.inode) {
             inode.synced = inode.data.len();
+            inode.synced_zeros_to = inode.zeros_to;
         }
         Ok(())
     }
@@ -634,20 +672,22 @@ impl FileSystem for SimFs {
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         let mut store = self.store();
         store.enter()?;
-        Ok(store.inode_mut(path)?.data.clone())
+        Ok(store.inode_mut(path)?.contents())
     }
 
     fn read_prefix(&self, path: &Path, len: usize) -> io::Result<Vec<u8>> {
         let mut store = self.store();
         store.enter()?;
-        let data = &store.inode_mut(path)?.data;
-        Ok(data[..len.min(data.len())].to_vec())
+        let mut data = store.inode_mut(path)?.contents();
+        data.truncate(len);
+        Ok(data)
     }
 
     fn size(&self, path: &Path) -> io::Result<u64> {
         let mut store = self.store();
         store.enter()?;
-        Ok(store.inode_mut(path)?.data.len() as u64)
+        let inode = store.inode_mut(path)?;
+        Ok(inode.zeros_to.max(inode.data.len()) as u64)
     }
 
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
@@ -658,8 +698,11 @@ impl FileSystem for SimFs {
         let inode = store.inode_mut(path)?;
         // Like `set_len` and then `sync_all`: cuts or extends with zeros,
         // durably.
+        inode.data = inode.contents();
         inode.data.resize(len, 0);
         inode.synced = len;
+        inode.zeros_to = len;
+        inode.synced_zeros_to = len;
         Ok(())
     }
 
@@ -773,6 +816,37 @@ mod tests {
         assert_eq!(after.synced_len(&path("a")), Some(6));
         // Nothing new was synced: a second crash keeps the same.
         assert_eq!(after.crash().read(&path("a")).unwrap(), b"hello ");
+    }
+
+    /// Zeros laid ahead (`zero_to`) read as part of the file; appends land
+    /// over them; a crash keeps the synced bytes, then zeros up to the
+    /// length the last sync covered, where unsynced appends were; and
+    /// `truncate` cuts them.
+    #[test]
+    fn zeros_laid_ahead_show_where_unsynced_appends_were() {
+        let fs = fs_with_dir(1);
+        let mut file = fs.create(&path("a")).unwrap();
+        fs.sync_dir(Path::new(DIR)).unwrap();
+        file.append(b"head").unwrap();
+        assert!(file.zero_to(10).unwrap());
+        assert_eq!(fs.read(&path("a")).unwrap(), b"head\0\0\0\0\0\0");
+        assert_eq!(fs.size(&path("a")).unwrap(), 10);
+        file.sync_data().unwrap();
+        file.append(b"tail").unwrap();
+        assert_eq!(fs.read(&path("a")).unwrap(), b"headtail\0\0");
+        assert_eq!(fs.read_prefix(&path("a"), 6).unwrap(), b"headta");
+        // The zeros were synced, "tail" was not.
+        let after = fs.crash_image();
+        assert_eq!(after.read(&path("a")).unwrap(), b"head\0\0\0\0\0\0");
+        file.sync_data().unwrap();
+        assert_eq!(fs.crash_image().read(&path("a")).unwrap(), b"headtail\0\0");
+        // Zeros laid but never synced are not on the disk.
+        assert!(file.zero_to(16).unwrap());
+        assert_eq!(fs.size(&path("a")).unwrap(), 16);
+        assert_eq!(fs.crash_image().size(&path("a")).unwrap(), 10);
+        fs.truncate(&path("a"), 8).unwrap();
+        assert_eq!(fs.read(&path("a")).unwrap(), b"headtail");
+        assert_eq!(fs.crash().read(&path("a")).unwrap(), b"headtail");
     }
 
     #[test]
