@@ -229,6 +229,33 @@ fn id_key(tag: u8, id: u128) -> [u8; 17] {
     k
 }
 
+/// A coordinator's or a participant's record key, without an allocation.
+struct RecordKey {
+    bytes: [u8; 21],
+    len: usize,
+}
+
+impl RecordKey {
+    fn coordinator(id: u128) -> RecordKey {
+        let mut bytes = [0u8; 21];
+        bytes[..17].copy_from_slice(&id_key(COORDINATOR, id));
+        RecordKey { bytes, len: 17 }
+    }
+
+    fn leg(coordinator: ShardId, id: u128) -> RecordKey {
+        RecordKey {
+            bytes: leg_key(coordinator, id),
+            len: 21,
+        }
+    }
+}
+
+impl AsRef<[u8]> for RecordKey {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 fn key_id(k: &[u8]) -> Option<u128> {
     Some(u128::from_be_bytes(k.get(1..17)?.try_into().ok()?))
 }
@@ -595,6 +622,17 @@ impl Node {
             _ => None,
         });
         self.ensure_settlement(prepares)?;
+        // The records the plan and the commit read, message by message:
+        // brought into the cache first, in one pass whose misses overlap.
+        let records: Vec<RecordKey> = msgs
+            .iter()
+            .map(|&(from, m)| match m {
+                Message::Prepare { transfer } => RecordKey::leg(from, transfer.id),
+                Message::Decision { id, .. } => RecordKey::leg(from, id),
+                Message::Vote { id, .. } | Message::Done { id, .. } => RecordKey::coordinator(id),
+            })
+            .collect();
+        self.ledger.engine().warm(&records);
         let snap = self.ledger.snapshot();
         // Plan: what each message needs from the ledger, decided from the
         // snapshot (only this thread changes these records).

@@ -313,6 +313,13 @@ impl Engine {
         self.inner.apply(f)
     }
 
+    /// Brings the newest versions of `keys` into the processor's cache, in
+    /// passes whose cache misses overlap (a hint for a caller about to
+    /// read them one by one; it changes nothing and returns nothing).
+    pub(crate) fn warm<K: AsRef<[u8]> + Sync>(&self, keys: &[K]) {
+        self.inner.index.latest_many(keys, |_| (), |_, ()| ());
+    }
+
     /// Writes everything buffered in the log and syncs it.
     pub fn sync(&self) -> Result<()> {
         self.inner.log.check()?;
