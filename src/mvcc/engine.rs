@@ -9,8 +9,9 @@
 //! 4. append the redo record to the log buffer (a big commit under
 //!    `Always` also starts its write and sync on a helper thread);
 //! 5. install the new versions under `commit_ts` (invisible: the visible ts
-//!    is below it), and tell the log (`Log::installed`); leave the
-//!    sequencer;
+//!    is below it); leave the sequencer, and tell the log
+//!    (`Log::installed`: every commit up to `commit_ts` is installed, since
+//!    they install in ts order inside the sequencer);
 //! 6. let GC prune a few keys;
 //! 7. wait for the group commit to make the record durable. Under
 //!    `Always` the visible ts is the lower of the durable and the
@@ -432,6 +433,9 @@ impl Inner {
         let count = writes.len();
         let (ts, buffered, synced) = self.install_and_log(&mut seq, writes, Logged::Physical);
         drop(seq);
+        // Outside the sequencer: it takes the log's lock, which waiting
+        // committers hold now and then.
+        self.log.installed(ts);
         release();
         // 6. GC rides on the commit; 7. wait per sync mode.
         self.after_commit(ts, count, buffered, synced)
@@ -481,7 +485,6 @@ impl Inner {
             };
         self.gc.enqueue_all(ts, visit);
         seq.last_ts = ts;
-        self.log.installed(ts);
         if self.options.sync != SyncMode::Always {
             // Nothing waits for the disk: visible once installed.
             self.visible.store(ts, Ordering::Release);
@@ -529,6 +532,7 @@ impl Inner {
         let count = writes.len();
         let (ts, buffered, synced) = self.install_and_log(&mut seq, writes, logged);
         drop(seq);
+        self.log.installed(ts);
         self.after_commit(ts, count, buffered, synced)?;
         Ok((ts, out))
     }

@@ -283,14 +283,15 @@ impl Log {
         pending.buf.len()
     }
 
-    /// Notes that every commit up to `ts` is installed (the sequencer calls
-    /// it after each install, in ts order); under `Always`, publishes the
+    /// Notes that every commit up to `ts` is installed (each commit calls
+    /// it after its install, once out of the sequencer, so calls may come
+    /// out of ts order: the highest counts); under `Always`, publishes the
     /// visible ts as far as the durable ts allows.
     pub(crate) fn installed(&self, ts: u64) {
         if self.mode == SyncMode::Always {
             let mut state = self.state.lock();
-            debug_assert!(ts > state.installed_ts, "installs out of ts order");
-            state.installed_ts = ts;
+            state.installed_ts = state.installed_ts.max(ts);
+            let ts = state.installed_ts;
             let visible = ts.min(state.durable_ts);
             self.visible.fetch_max(visible, Ordering::Release);
         }
