@@ -451,9 +451,9 @@ impl Inner {
         logged: Logged<'_>,
     ) -> (u64, usize, Option<Result<()>>) {
         let ts = seq.last_ts + 1;
-        // The record is encoded before the install moves the values, and
-        // appended after it: whatever the group committer can take from
-        // the log buffer is installed.
+        // The record is encoded and appended before the install, which
+        // moves the values. A group leader may then sync it before it is
+        // installed: the visible ts waits for both (`Log::installed`).
         let mut record = std::mem::take(&mut seq.scratch);
         record.clear();
         match logged {

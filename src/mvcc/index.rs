@@ -8,11 +8,11 @@
 //! in key order (`scan.rs`), copying a bounded chunk per lock hold so that
 //! no lock is held across user code and writers are never blocked for long.
 //!
-//! Lock order: only the sequencer (and recovery, alone) ever holds several
-//! shard locks at once, for a small commit or a few lookups
-//! (`install_small`, `latest_few`), and takes them in shard order; every
-//! other holder takes one at a time and waits for no other lock meanwhile,
-//! so no cycle of waits can form.
+//! Lock order: a thread that holds several shard locks at once (a small
+//! commit's install, `install_small`, and a few lookups, `latest_few`, which
+//! the sequencer runs and so does `Engine::warm` for its callers) takes
+//! them in shard order; every other holder takes one at a time and waits
+//! for no other lock meanwhile. So no cycle of waits can form.
 //!
 //! Writers are the sequencer (installs, in ts order), recovery, and the
 //! garbage collector (prunes). A version at ts T is invisible to readers
