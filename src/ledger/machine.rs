@@ -217,10 +217,12 @@ impl<'b, 'i> Machine<'b, 'i> {
 
     /// Looks up, in bulk, what the events will read from the state the
     /// batch began with: what the transfers' ids and pending ids hold, and
-    /// the accounts the transfers and their pending transfers name (`Batch::get_many`: faster than the same
-    /// lookups one event at a time). It only fills the caches the reads
-    /// consult first, and only for ids the batch has not changed: the
-    /// events see exactly what they would see without it.
+    /// the accounts the transfers and their pending transfers name
+    /// (`Batch::get_many`: faster than the same lookups one event at a
+    /// time). It only fills the caches the reads consult first, and only
+    /// for ids the batch has not changed: the events see exactly what they
+    /// would see without it. A small batch only brings those records into
+    /// the processor's cache (`Batch::warm_many`).
     pub(crate) fn prefetch(&mut self, transfers: &[Transfer]) {
         if transfers.len() < PREFETCH_MIN {
             let keys: Vec<[u8; 17]> = transfers
