@@ -60,6 +60,10 @@ const ZERO_AHEAD: u64 = 1 << 20;
 
 /// The longest a group-commit leader waits for more committers (`gather`).
 const MAX_GATHER: Duration = Duration::from_millis(1);
+/// How many syncs' time a follower yields before it sleeps (`yield_until`):
+/// with 16 threads calling with one transfer each, one sync's time gained
+/// 4%, three 22%, ten no more.
+const YIELD_SYNCS: u32 = 3;
 
 #[derive(Debug, Default)]
 struct Pending {
@@ -323,12 +327,22 @@ impl Log {
     /// when no one else is.
     pub(crate) fn sync_to(&self, ts: u64) -> Result<()> {
         let mut state = self.state.lock();
+        let mut yielded = false;
         loop {
             self.check()?;
             if state.durable_ts >= ts {
                 return Ok(());
             }
             if state.leading {
+                if !yielded && !cfg!(loom) && self.mode == SyncMode::Always {
+                    // First yield for about a sync's time (`yield_until`),
+                    // then sleep on the condvar if it was not enough.
+                    yielded = true;
+                    drop(state);
+                    self.yield_until(ts);
+                    state = self.state.lock();
+                    continue;
+                }
                 state = self.wake.wait(state);
                 continue;
             }
@@ -337,6 +351,28 @@ impl Log {
             self.gather();
             let led = self.lead(true);
             state = self.finish_lead(led, true)?;
+        }
+    }
+
+    /// A follower's wait, under `Always`, before it sleeps: it yields the
+    /// processor and checks the durable ts, for at most `YIELD_SYNCS`
+    /// times as long as the last sync took (its record may be in the next
+    /// group, not the one syncing now) and at most `MAX_GATHER`, as
+    /// RocksDB's write thread spins, then yields, then blocks. Followers
+    /// asleep on the condvar are woken one after another (each takes the
+    /// lock in turn and hands it on, a context switch each): a group of 14
+    /// came back to commit again only some 100 us after its sync, while
+    /// the disk stood idle. Yielding, each sees the durable ts move by
+    /// itself.
+    fn yield_until(&self, ts: u64) {
+        let last = Duration::from_nanos(self.last_sync_ns.load(Ordering::Relaxed));
+        let budget = (last * YIELD_SYNCS).min(MAX_GATHER);
+        let deadline = Instant::now() + budget;
+        while self.durable.load(Ordering::Acquire) < ts
+            && !self.is_poisoned()
+            && Instant::now() < deadline
+        {
+            std::thread::yield_now();
         }
     }
 
