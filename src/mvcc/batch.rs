@@ -130,9 +130,9 @@ impl<'a> Batch<'a> {
 
     /// Brings the newest versions of `keys` into the processor's cache, in
     /// one pass whose cache misses overlap, for lookups one by one that
-    /// follow (`Index::latest_few`). Changes nothing.
-    pub(crate) fn warm_many<K: AsRef<[u8]>>(&self, keys: &[K]) {
-        self.index.latest_few(keys, |_| (), |_, ()| ());
+    /// follow (`Index::warm_keys`). Changes nothing.
+    pub(crate) fn warm_many<K: AsRef<[u8]> + Sync>(&self, keys: &[K]) {
+        self.index.warm_keys(keys);
     }
 
     /// Up to `n` empty-looking buffers of exactly `len` bytes to build new

@@ -318,7 +318,7 @@ impl Engine {
     /// passes whose cache misses overlap (a hint for a caller about to
     /// read them one by one; it changes nothing and returns nothing).
     pub(crate) fn warm<K: AsRef<[u8]> + Sync>(&self, keys: &[K]) {
-        self.inner.index.latest_many(keys, |_| (), |_, ()| ());
+        self.inner.index.warm_keys(keys);
     }
 
     /// Writes everything buffered in the log and syncs it.

@@ -120,15 +120,79 @@ fn warm(shard: &Shard<Chain>, writes: &[Hashed]) {
     for (slot, ((hash, key), _)) in chains.iter_mut().zip(writes) {
         *slot = shard.get(*hash, key);
     }
-    let mut oldest: [Option<&Version>; CHUNK] = [None; CHUNK];
-    for (slot, chain) in oldest.iter_mut().zip(&chains) {
-        *slot = chain.and_then(|c| c.older().first());
+    warm_older(&chains[..writes.len().min(CHUNK)]);
+}
+
+/// `warm`'s passes after the first: the found chains' lists of older
+/// versions, then the value of the oldest (which an install prunes).
+fn warm_older(chains: &[Option<&Chain>]) {
+    for chains in chains.chunks(CHUNK) {
+        let mut oldest: [Option<&Version>; CHUNK] = [None; CHUNK];
+        for (slot, chain) in oldest.iter_mut().zip(chains) {
+            *slot = chain.and_then(|c| c.older().first());
+        }
+        let mut seen = 0u8;
+        for version in oldest.iter().flatten() {
+            seen ^= version.value.as_deref().map_or(1, touch);
+        }
+        std::hint::black_box(seen);
     }
-    let mut seen = 0u8;
-    for version in oldest.iter().flatten() {
-        seen ^= version.value.as_deref().map_or(1, touch);
+}
+
+/// Groups items already sorted by shard: the distinct shards, in order,
+/// and for each item the position of its shard among them (which lock
+/// guard it is under, when a guard is taken per distinct shard).
+fn shard_groups(sorted: impl Iterator<Item = usize>) -> (Vec<usize>, Vec<usize>) {
+    let (mut distinct, mut at) = (Vec::new(), Vec::new());
+    for shard in sorted {
+        if distinct.last() != Some(&shard) {
+            distinct.push(shard);
+        }
+        at.push(distinct.len() - 1);
     }
-    std::hint::black_box(seen);
+    (distinct, at)
+}
+
+/// Counts items by shard (`hashes[i]` is item `i`'s `hash_of`), then
+/// moves each into its shard's bucket, each bucket sized exactly.
+/// Separate passes: one loop doing all of it was slower (see
+/// `install_all`).
+fn bucket_by_shard<T>(items: impl Iterator<Item = T>, hashes: &[u64]) -> Vec<Vec<T>> {
+    let mut counts = [0usize; SHARDS];
+    for &hash in hashes {
+        counts[shard_of_hash(hash)] += 1;
+    }
+    let mut buckets: Vec<Vec<T>> = counts.iter().map(|&n| Vec::with_capacity(n)).collect();
+    for (item, &hash) in items.zip(hashes) {
+        buckets[shard_of_hash(hash)].push(item);
+    }
+    buckets
+}
+
+/// Runs `run(first shard, buckets from it)` over per-shard buckets of
+/// `total` items: on this thread alone under `PARALLEL_MIN` items, else
+/// split with a helper thread where about half the items fall below (the
+/// shards are disjoint, so the two never touch the same lock). The
+/// results are appended in shard order.
+fn by_halves<T: Send, R: Send>(
+    mut buckets: Vec<Vec<T>>,
+    total: usize,
+    run: impl Fn(usize, Vec<Vec<T>>) -> Vec<R> + Sync,
+) -> Vec<R> {
+    if total < PARALLEL_MIN || cfg!(loom) {
+        return run(0, buckets);
+    }
+    let split = half_way(buckets.iter().map(Vec::len), total);
+    let high = buckets.split_off(split);
+    std::thread::scope(|scope| {
+        let helper = scope.spawn(|| run(split, high));
+        let mut out = run(0, buckets);
+        match helper.join() {
+            Ok(mut more) => out.append(&mut more),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        out
+    })
 }
 
 /// Reads a byte of each cache line of the first `SPARE_BYTES` of a value
@@ -293,6 +357,42 @@ fn recycle(version: Version, spare: &mut Vec<Vec<u8>>) {
     }
 }
 
+/// What pruning one key did.
+struct Pruned {
+    /// Versions dropped (the key's last one too, when it was removed).
+    versions: u64,
+    /// The key was removed: its only version was a tombstone below the
+    /// watermark.
+    dead: bool,
+    /// The key still holds versions above the watermark: its newest ts,
+    /// to visit it again.
+    again: Option<u64>,
+}
+
+/// `Index::prune`'s work for one key, under its shard's write lock:
+/// keeps every version above `watermark` and the newest at or below it,
+/// and removes the key if that one is a tombstone and the only version.
+fn prune_locked(shard: &mut Shard<Chain>, hash: u64, key: &Key, watermark: u64) -> Pruned {
+    let Some(chain) = shard.get_mut(hash, key) else {
+        return Pruned {
+            versions: 0,
+            dead: false,
+            again: None,
+        };
+    };
+    let dropped = chain.prune(watermark, drop) as u64;
+    let again = (chain.len() > 1).then_some(chain.newest.ts);
+    let dead = chain.is_dead(watermark);
+    if dead {
+        shard.remove(hash, key);
+    }
+    Pruned {
+        versions: dropped + u64::from(dead),
+        dead,
+        again,
+    }
+}
+
 /// `Index::install_all`'s work for one write, under the shard's lock:
 /// makes `version` the newest of `key`, pruning for `watermark` on the way
 /// (and keeping pruned buffers in `spare`, when given). Returns whether
@@ -403,11 +503,13 @@ impl Index {
 
     /// Looks up the newest value of each of `keys` (visible or not, as
     /// `latest_with`) and calls `place(i, decode(value of keys[i]))` for
-    /// every `i`, in no particular order, on the calling thread. In bulk: the lookups are grouped by
-    /// shard (a read lock per `CHUNK` of them), and a loop of independent
-    /// lookups lets the processor wait for several cache misses at once
-    /// where lookups spread through other work wait for each in turn; many
-    /// keys are split between this thread and a helper, as `install_all`.
+    /// every `i`, in no particular order, on the calling thread. In bulk:
+    /// the lookups are grouped by shard (a read lock per `CHUNK` of them),
+    /// and a loop of independent lookups lets the processor wait for
+    /// several cache misses at once where lookups spread through other
+    /// work wait for each in turn; many keys are split between this thread
+    /// and a helper, as `install_all`. Fewer than `GROUP_MIN` keys go to
+    /// `latest_few`.
     pub(crate) fn latest_many<K, T>(
         &self,
         keys: &[K],
@@ -473,10 +575,17 @@ impl Index {
         }
     }
 
+    /// Brings the newest versions of `keys` into the processor's cache, in
+    /// passes whose misses overlap (`latest_many` with nothing to decode):
+    /// a hint for a caller about to read them one by one.
+    pub(crate) fn warm_keys<K: AsRef<[u8]> + Sync>(&self, keys: &[K]) {
+        self.latest_many(keys, |_| (), |_, ()| ());
+    }
+
     /// `latest_many` for a few keys: every shard they fall in is read
     /// locked at once, in shard order (as `install_small`), and the entries
     /// and values are read in passes of independent loads, then decoded.
-    pub(crate) fn latest_few<K: AsRef<[u8]>, T>(
+    fn latest_few<K: AsRef<[u8]>, T>(
         &self,
         keys: &[K],
         decode: impl Fn(Option<&[u8]>) -> T,
@@ -491,21 +600,12 @@ impl Index {
             })
             .collect();
         found.sort_unstable_by_key(|f| f.0);
-        let mut guards = Vec::with_capacity(found.len());
-        let mut locked = Vec::with_capacity(found.len());
-        for &(shard, ..) in &found {
-            if locked.last() != Some(&shard) {
-                locked.push(shard);
-                guards.push(self.shards[shard].read());
-            }
-        }
-        let mut g = 0;
+        let (locked, at) = shard_groups(found.iter().map(|f| f.0));
+        let guards: Vec<_> = locked.iter().map(|&s| self.shards[s].read()).collect();
         let values: Vec<Option<&[u8]>> = found
             .iter()
-            .map(|(shard, _, hash, key)| {
-                while locked[g] != *shard {
-                    g += 1;
-                }
+            .zip(&at)
+            .map(|((_, _, hash, key), &g)| {
                 guards[g]
                     .get(*hash, key)
                     .and_then(|c| c.newest.value.as_deref())
@@ -553,8 +653,9 @@ impl Index {
     /// counter update covers many of them, and its shards are split
     /// between this thread and a helper (`PARALLEL_MIN`): the shards are
     /// disjoint, and the caller publishes nothing before both halves are
-    /// done. Small commits take the plain path, a lock hold per write:
-    /// bucketing costs more than it saves on a few writes.
+    /// done. Small commits skip the bucketing, which costs more than it
+    /// saves on a few writes (`install_small`), and a single write goes
+    /// straight to its shard.
     pub(crate) fn install_all(&self, writes: impl Writes, ts: u64, watermark: u64) -> Vec<Key> {
         let mut visit = Vec::new();
         let count = writes.count();
@@ -576,47 +677,25 @@ impl Index {
         // `into_keyed` of a hash map need not list in the same order.
         let writes: Vec<(Key, Option<Bytes>)> = writes.into_keyed().collect();
         let hashes: Vec<u64> = writes.iter().map(|(k, _)| hash_of(k.as_bytes())).collect();
-        let mut counts = [0usize; SHARDS];
-        for &hash in &hashes {
-            counts[shard_of_hash(hash)] += 1;
-        }
-        let mut buckets: Vec<Vec<Hashed>> = counts.iter().map(|&n| Vec::with_capacity(n)).collect();
-        for ((key, value), hash) in writes.into_iter().zip(hashes) {
-            buckets[shard_of_hash(hash)].push(((hash, key), value));
-        }
-        if count < PARALLEL_MIN || cfg!(loom) {
-            for (shard, bucket) in buckets.into_iter().enumerate() {
-                self.install_shard(shard, bucket.into_iter(), ts, watermark, &mut visit);
+        let hashed = writes
+            .into_iter()
+            .zip(&hashes)
+            .map(|((key, value), &hash)| ((hash, key), value));
+        let buckets = bucket_by_shard(hashed, &hashes);
+        visit = by_halves(buckets, count, |first, buckets| {
+            let mut visit = Vec::new();
+            for (i, bucket) in buckets.into_iter().enumerate() {
+                self.install_shard(first + i, bucket.into_iter(), ts, watermark, &mut visit);
             }
-            return visit;
-        }
-        let split = half_way(buckets.iter().map(Vec::len), count);
-        let high = buckets.split_off(split);
-        let mut visit_high = Vec::new();
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                for (i, bucket) in high.into_iter().enumerate() {
-                    self.install_shard(
-                        split + i,
-                        bucket.into_iter(),
-                        ts,
-                        watermark,
-                        &mut visit_high,
-                    );
-                }
-            });
-            for (shard, bucket) in buckets.into_iter().enumerate() {
-                self.install_shard(shard, bucket.into_iter(), ts, watermark, &mut visit);
-            }
+            visit
         });
-        visit.append(&mut visit_high);
         visit
     }
 
     /// `install_all` for a small commit (fewer than `GROUP_MIN` writes):
-    /// every shard it writes is locked at once, in shard order (nothing
-    /// else holds two shard locks, so no two threads can wait on each
-    /// other), and the entries are read in passes of independent loads
+    /// every shard it writes is locked at once, in shard order (the lock
+    /// order of the module doc: no two threads can wait on each other),
+    /// and the entries are read in passes of independent loads
     /// (as `warm`) before the installs. A lock taken and released per
     /// write is a full barrier each time, so each write's cache misses
     /// waited for the last's.
@@ -634,38 +713,15 @@ impl Index {
             })
             .collect();
         writes.sort_unstable_by_key(|(shard, _)| *shard);
-        let mut guards = Vec::with_capacity(writes.len());
-        let mut locked = Vec::with_capacity(writes.len());
-        for &(shard, _) in &writes {
-            if locked.last() != Some(&shard) {
-                locked.push(shard);
-                guards.push(self.shards[shard].write());
-            }
-        }
-        // Which guard each write's shard is under.
-        let mut at = Vec::with_capacity(writes.len());
-        let mut g = 0;
-        for &(shard, _) in &writes {
-            while locked[g] != shard {
-                g += 1;
-            }
-            at.push(g);
-        }
+        let (locked, at) = shard_groups(writes.iter().map(|(shard, _)| *shard));
+        let mut guards: Vec<_> = locked.iter().map(|&s| self.shards[s].write()).collect();
         {
             let chains: Vec<Option<&Chain>> = writes
                 .iter()
                 .zip(&at)
                 .map(|((_, ((hash, key), _)), &g)| guards[g].get(*hash, key))
                 .collect();
-            let oldest: Vec<Option<&Version>> = chains
-                .iter()
-                .map(|c| c.and_then(|c| c.older().first()))
-                .collect();
-            let mut seen = 0u8;
-            for version in oldest.iter().flatten() {
-                seen ^= version.value.as_deref().map_or(1, touch);
-            }
-            std::hint::black_box(seen);
+            warm_older(&chains);
         }
         let recycling = self.spare_wanted.load(Ordering::Relaxed);
         let mut spare = Vec::new();
@@ -803,26 +859,17 @@ impl Index {
     pub(crate) fn prune(&self, key: &Key, watermark: u64) -> Option<u64> {
         let hash = hash_of(key.as_bytes());
         let mut shard = self.shards[shard_of_hash(hash)].write();
-        let chain = shard.get_mut(hash, key)?;
-        let dropped = chain.prune(watermark, drop);
-        let newest = chain.newest.ts;
-        let more = chain.len() > 1;
-        let dead = chain.is_dead(watermark);
-        if dead {
-            shard.remove(hash, key);
-        }
+        let pruned = prune_locked(&mut shard, hash, key, watermark);
         drop(shard);
-        let gone = dropped as u64 + u64::from(dead);
-        self.reclaim(gone, u64::from(dead));
-        more.then_some(newest)
+        self.reclaim(pruned.versions, u64::from(pruned.dead));
+        pruned.again
     }
 
     /// `prune` for many keys at once (the collector's due keys): past
-    /// `GROUP_MIN` of them, grouped by
-    /// shard, `CHUNK` per lock hold, each chunk's entries and older
-    /// versions read in a pass of independent loads first (as `warm`), and
-    /// split with a helper thread past `PARALLEL_MIN` keys (as
-    /// `install_all`). Returns the keys that still hold versions above
+    /// `GROUP_MIN` of them, grouped by shard, `CHUNK` per lock hold, each
+    /// chunk's entries and older versions read in a pass of independent
+    /// loads first (as `warm`), and split with a helper thread past
+    /// `PARALLEL_MIN` keys (`by_halves`, as `install_all`). Returns the keys that still hold versions above
     /// `watermark`, with their newest ts.
     pub(crate) fn prune_all(&self, keys: Vec<Key>, watermark: u64) -> Vec<(u64, Key)> {
         if keys.len() < GROUP_MIN {
@@ -832,38 +879,13 @@ impl Index {
                 .filter_map(|key| self.prune(&key, watermark).map(|newest| (newest, key)))
                 .collect();
         }
-        let mut counts = [0usize; SHARDS];
-        let hashed: Vec<(u64, Key)> = keys
-            .into_iter()
-            .map(|key| (hash_of(key.as_bytes()), key))
-            .collect();
-        for (hash, _) in &hashed {
-            counts[shard_of_hash(*hash)] += 1;
-        }
-        let mut buckets: Vec<Vec<(u64, Key)>> =
-            counts.iter().map(|&n| Vec::with_capacity(n)).collect();
-        let total = hashed.len();
-        for (hash, key) in hashed {
-            buckets[shard_of_hash(hash)].push((hash, key));
-        }
-        let run = |first: usize, buckets: Vec<Vec<(u64, Key)>>| {
+        let hashes: Vec<u64> = keys.iter().map(|k| hash_of(k.as_bytes())).collect();
+        let total = keys.len();
+        let buckets = bucket_by_shard(keys.into_iter().zip(hashes.iter().copied()), &hashes);
+        by_halves(buckets, total, |first, buckets| {
             let mut again = Vec::new();
             for (i, bucket) in buckets.into_iter().enumerate() {
                 self.prune_shard(first + i, &bucket, watermark, &mut again);
-            }
-            again
-        };
-        if total < PARALLEL_MIN || cfg!(loom) {
-            return run(0, buckets);
-        }
-        let split = half_way(buckets.iter().map(Vec::len), total);
-        let high = buckets.split_off(split);
-        std::thread::scope(|scope| {
-            let helper = scope.spawn(|| run(split, high));
-            let mut again = run(0, buckets);
-            match helper.join() {
-                Ok(mut more) => again.append(&mut more),
-                Err(panic) => std::panic::resume_unwind(panic),
             }
             again
         })
@@ -873,7 +895,7 @@ impl Index {
     fn prune_shard(
         &self,
         shard: usize,
-        keys: &[(u64, Key)],
+        keys: &[(Key, u64)],
         watermark: u64,
         again: &mut Vec<(u64, Key)>,
     ) {
@@ -883,7 +905,7 @@ impl Index {
                 let mut seen = 0u64;
                 let chains: Vec<Option<&Chain>> = chunk
                     .iter()
-                    .map(|(hash, key)| guard.get(*hash, key))
+                    .map(|(key, hash)| guard.get(*hash, key))
                     .collect();
                 for chain in chains.iter().flatten() {
                     seen ^= chain.older().first().map_or(0, |v| v.ts);
@@ -891,19 +913,11 @@ impl Index {
                 std::hint::black_box(seen);
             }
             let (mut versions, mut dead_keys) = (0u64, 0u64);
-            for (hash, key) in chunk {
-                let Some(chain) = guard.get_mut(*hash, key) else {
-                    continue;
-                };
-                versions += chain.prune(watermark, drop) as u64;
-                let newest = chain.newest.ts;
-                let more = chain.len() > 1;
-                if chain.is_dead(watermark) {
-                    guard.remove(*hash, key);
-                    versions += 1;
-                    dead_keys += 1;
-                }
-                if more {
+            for (key, hash) in chunk {
+                let pruned = prune_locked(&mut guard, *hash, key, watermark);
+                versions += pruned.versions;
+                dead_keys += u64::from(pruned.dead);
+                if let Some(newest) = pruned.again {
                     again.push((newest, key.clone()));
                 }
             }
