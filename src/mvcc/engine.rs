@@ -240,9 +240,7 @@ impl Engine {
             }
         };
         let last_ts = replayed.last_ts.max(loaded.ts);
-        for key in visit {
-            index.prune(&key, last_ts);
-        }
+        index.prune_all(visit, last_ts);
         if last_ts >= u64::MAX / 2 {
             // Only a forged file gets here: checksums passed, yet no engine
             // could have taken this many timestamps.
@@ -433,9 +431,6 @@ impl Inner {
         let count = writes.len();
         let (ts, buffered, synced) = self.install_and_log(&mut seq, writes, Logged::Physical);
         drop(seq);
-        // Outside the sequencer: it takes the log's lock, which waiting
-        // committers hold now and then.
-        self.log.installed(ts);
         release();
         // 6. GC rides on the commit; 7. wait per sync mode.
         self.after_commit(ts, count, buffered, synced)
@@ -492,8 +487,9 @@ impl Inner {
         (ts, buffered, synced)
     }
 
-    /// `synced`: the outcome of the sync a big commit ran beside its
-    /// install, if it did (its error, if any, is the commit's).
+    /// Steps 5 (its end), 6 and 7, out of the sequencer. `synced`: the
+    /// outcome of the sync a big commit ran beside its install, if it did
+    /// (its error, if any, is the commit's).
     fn after_commit(
         &self,
         ts: u64,
@@ -501,6 +497,9 @@ impl Inner {
         buffered: usize,
         synced: Option<Result<()>>,
     ) -> Result<u64> {
+        // Out of the sequencer: it takes the log's lock, which waiting
+        // committers hold now and then.
+        self.log.installed(ts);
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.gc.step(&self.index, writes, || self.watermark());
         synced.transpose()?;
@@ -532,7 +531,6 @@ impl Inner {
         let count = writes.len();
         let (ts, buffered, synced) = self.install_and_log(&mut seq, writes, logged);
         drop(seq);
-        self.log.installed(ts);
         self.after_commit(ts, count, buffered, synced)?;
         Ok((ts, out))
     }
