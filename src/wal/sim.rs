@@ -678,8 +678,9 @@ impl FileSystem for SimFs {
     fn read_prefix(&self, path: &Path, len: usize) -> io::Result<Vec<u8>> {
         let mut store = self.store();
         store.enter()?;
-        let mut data = store.inode_mut(path)?.contents();
-        data.truncate(len);
+        let inode = store.inode_mut(path)?;
+        let mut data = inode.data[..len.min(inode.data.len())].to_vec();
+        data.resize(len.min(inode.zeros_to.max(inode.data.len())), 0);
         Ok(data)
     }
 
