@@ -18,7 +18,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{SplitMix64, T0, account, open_clocked, transfer};
+use common::{SplitMix64, T0, account, open_clocked, post, transfer, void};
 use mvledger::{
     AccountFlags, CreateAccountResult, CreateTransferResult, Ledger, ManualClock, Transfer,
     TransferFlags,
@@ -67,16 +67,12 @@ fn transfers(seed: u64) -> Vec<Transfer> {
                 }
             }
             13 | 14 if !pendings.is_empty() => {
-                let flags = if rng.below(2) == 0 {
-                    TransferFlags::POST_PENDING_TRANSFER
+                let posted = rng.below(2) == 0;
+                let pending_id = rng.pick(&pendings);
+                if posted {
+                    post(id, pending_id, 0)
                 } else {
-                    TransferFlags::VOID_PENDING_TRANSFER
-                };
-                Transfer {
-                    id,
-                    pending_id: rng.pick(&pendings),
-                    flags,
-                    ..Default::default()
+                    void(id, pending_id)
                 }
             }
             15 | 16 if !out.is_empty() => rng.pick(&out),

@@ -16,7 +16,7 @@ mod common;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{NS, SplitMix64, T0, account, open_clocked, transfer};
+use common::{NS, SplitMix64, T0, account, open_clocked, post, transfer, void};
 use mvledger::{AccountFlags, Ledger, ManualClock, Transfer, TransferFlags};
 
 const ACCOUNTS: u128 = 2_000;
@@ -42,16 +42,12 @@ fn batch(rng: &mut SplitMix64, round: u128, pendings: &mut Vec<u128>) -> Vec<Tra
                     }
                 }
                 2 if !pendings.is_empty() => {
-                    let flags = if rng.below(2) == 0 {
-                        TransferFlags::POST_PENDING_TRANSFER
+                    let posted = rng.below(2) == 0;
+                    let pending_id = rng.pick(pendings);
+                    if posted {
+                        post(id, pending_id, 0)
                     } else {
-                        TransferFlags::VOID_PENDING_TRANSFER
-                    };
-                    Transfer {
-                        id,
-                        pending_id: rng.pick(pendings),
-                        flags,
-                        ..Default::default()
+                        void(id, pending_id)
                     }
                 }
                 _ => transfer(id, dr, cr, 1 + u128::from(rng.below(9))),
