@@ -182,6 +182,17 @@ fn reads_scans_checkpoint(c: &mut Criterion) {
             snap.get(key(i)).expect("get")
         });
     });
+    // The same read, the value borrowed (`Snapshot::get_with`) instead of
+    // copied out: the time of the lookup alone.
+    group.bench_function("point_read_borrowed_1m_keys", |b| {
+        let data: &Loaded = data.get_or_init(loaded);
+        let snap = data.engine.snapshot();
+        let mut rng = Rng::new();
+        b.iter(|| {
+            let i = rng.below(KEYS);
+            snap.get_with(key(i), |v| v.map(<[u8]>::len)).expect("get")
+        });
+    });
     group.finish();
 
     let mut group = c.benchmark_group("scan");

@@ -493,17 +493,15 @@ impl LedgerSnapshot {
     }
 
     fn account(&self, id: u128) -> Result<Option<Account>> {
-        Ok(self
-            .snap
-            .get(codec::id_key(ACCOUNT, id))?
-            .and_then(|v| codec::decode_account(&v)))
+        self.snap.get_with(codec::id_key(ACCOUNT, id), |v| {
+            v.and_then(codec::decode_account)
+        })
     }
 
     fn transfer(&self, id: u128) -> Result<Option<Transfer>> {
-        Ok(self
-            .snap
-            .get(codec::id_key(TRANSFER, id))?
-            .and_then(|v| codec::decode_transfer(&v)))
+        self.snap.get_with(codec::id_key(TRANSFER, id), |v| {
+            v.and_then(codec::decode_transfer)
+        })
     }
 
     /// The accounts with these ids that exist, in input order.

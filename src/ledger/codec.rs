@@ -305,12 +305,6 @@ pub(crate) fn decode_extra(mut trailer: &[u8]) -> Option<Vec<ExtraWrite<'_>>> {
     Some(out)
 }
 
-/// The size of a history value: the transfer id, and the four balances
-/// after it when they are kept.
-pub(crate) fn history_value_len(with_balances: bool) -> usize {
-    if with_balances { 80 } else { 16 }
-}
-
 /// Appends a history value to `out`: the transfer id, then the balances
 /// for `HISTORY` accounts.
 pub(crate) fn encode_history_into(

@@ -22,8 +22,6 @@ use std::hash::BuildHasherDefault;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
-use bytes::Bytes;
-
 use super::codec::{self, ACCOUNT, EXPIRY, META_TS, RECORD_BYTES, SETTLED, Settled, TRANSFER};
 use super::codes::{CreateAccountResult as AR, CreateTransferResult as TR};
 use super::slab::IdSlab;
@@ -402,50 +400,22 @@ impl<'b, 'i> Machine<'b, 'i> {
                 .iter()
                 .filter_map(|(id, c)| c.dirty.then_some((id, c.account.as_ref()?)))
         };
-        let mut spare = batch.spare_buffers(changed().count(), RECORD_BYTES);
+        let mut spare = batch.spare_buffers(changed().count(), 17, RECORD_BYTES);
         for (id, a) in changed() {
             codec::encode_account(a, &mut rec);
-            let value = match spare.pop() {
-                Some(mut buf) => {
-                    buf.copy_from_slice(&rec);
-                    Bytes::from(buf)
-                }
-                None => Bytes::copy_from_slice(&rec),
-            };
-            batch.put_once(&codec::id_key(ACCOUNT, id), value)?;
+            batch.put_once(&codec::id_key(ACCOUNT, id), &rec, spare.pop())?;
         }
-        // Transfers and history entries are never rewritten: they share one
-        // allocation per batch (a slab), sliced per record, instead of one
-        // allocation each. Accounts, rewritten all the time, do not.
-        // Sized exactly: the slab lives as long as any of its records, so
-        // room left over would be kept for good.
-        let history_bytes: usize = history
-            .iter()
-            .map(|h| codec::history_value_len(h.balances.is_some()))
-            .sum();
-        let mut slab = Vec::with_capacity(transfers.len() * RECORD_BYTES + history_bytes);
-        let mut placed = Vec::with_capacity(transfers.len() + history.len());
+        // Transfers and history entries are never rewritten.
+        let mut entry = Vec::new();
         for (id, t) in transfers.iter() {
             codec::encode_transfer(t, &mut rec);
-            let at = slab.len();
-            slab.extend_from_slice(&rec);
-            let mut key = [0u8; 25];
-            key[..17].copy_from_slice(&codec::id_key(TRANSFER, id));
-            placed.push((key, 17, at..slab.len()));
+            batch.put_once(&codec::id_key(TRANSFER, id), &rec, None)?;
         }
-        for entry in &history {
-            let at = slab.len();
-            let balances = entry.balances.and_then(|i| balances.get(i));
-            codec::encode_history_into(&mut slab, entry.transfer_id, balances);
-            placed.push((
-                codec::history_key(entry.account, entry.ts),
-                25,
-                at..slab.len(),
-            ));
-        }
-        let slab = Bytes::from(slab);
-        for (key, len, range) in placed {
-            batch.put_once(&key[..len], slab.slice(range))?;
+        for h in &history {
+            entry.clear();
+            let balances = h.balances.and_then(|i| balances.get(i));
+            codec::encode_history_into(&mut entry, h.transfer_id, balances);
+            batch.put_once(&codec::history_key(h.account, h.ts), &entry, None)?;
         }
         for (id, how) in settled {
             batch.put(codec::id_key(SETTLED, id), [how as u8])?;

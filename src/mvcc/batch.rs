@@ -8,23 +8,26 @@ use std::ops::{Bound, RangeBounds};
 
 use bytes::Bytes;
 
+use super::blob::Blob;
 use super::engine::check_sizes;
 use super::index::Index;
 use super::key::{Key, KeyHasher};
 use super::scan::{Scan, as_ref_bounds};
 use crate::error::Result;
 
-/// A batch's writes that may be read back or rewritten: key -> new value
-/// (`None` deletes).
-type WriteMap = HashMap<Key, Option<Bytes>, BuildHasherDefault<KeyHasher>>;
+/// A batch's writes that may be read back or rewritten: key -> the new
+/// version as the index will hold it (a tombstone deletes).
+type WriteMap = HashMap<Key, Blob, BuildHasherDefault<KeyHasher>>;
 
 /// The writes of a batch: the map, and the bulk list of keys written once
 /// and never read back (`Batch::put_once`), which skips the map's hashing
-/// and probing for the bulk of a ledger batch. No key is in both.
+/// and probing for the bulk of a ledger batch. No key is in both. Each
+/// write is built as the index's blob from the start, so that the install
+/// moves it in.
 #[derive(Debug, Default)]
 pub(crate) struct BatchWrites {
     map: WriteMap,
-    once: Vec<(Key, Bytes)>,
+    once: Vec<Blob>,
 }
 
 impl BatchWrites {
@@ -36,27 +39,32 @@ impl BatchWrites {
         self.map.is_empty() && self.once.is_empty()
     }
 
-    /// Every write, in no particular order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Key, Option<&Bytes>)> + Clone {
+    /// Every write (key, value or `None` for a delete), in no particular
+    /// order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone {
         self.map
-            .iter()
-            .map(|(k, v)| (k, v.as_ref()))
-            .chain(self.once.iter().map(|(k, v)| (k, Some(v))))
+            .values()
+            .chain(&self.once)
+            .map(|b| (b.key(), b.value()))
     }
 }
 
 impl IntoIterator for BatchWrites {
-    type Item = (Key, Option<Bytes>);
+    type Item = Blob;
     type IntoIter = std::iter::Chain<
-        std::collections::hash_map::IntoIter<Key, Option<Bytes>>,
-        std::iter::Map<std::vec::IntoIter<(Key, Bytes)>, fn((Key, Bytes)) -> (Key, Option<Bytes>)>,
+        std::collections::hash_map::IntoValues<Key, Blob>,
+        std::vec::IntoIter<Blob>,
     >;
 
     fn into_iter(self) -> Self::IntoIter {
-        let some: fn((Key, Bytes)) -> (Key, Option<Bytes>) = |(k, v)| (k, Some(v));
-        self.map.into_iter().chain(self.once.into_iter().map(some))
+        self.map.into_values().chain(self.once)
     }
 }
+
+/// A buffer left by a pruned version, to build a write in without an
+/// allocation (`Batch::spare_buffers`, `Batch::put_once`).
+#[derive(Debug)]
+pub(crate) struct Spare(Blob);
 
 /// A batch of writes computed inside the sequencer (`Engine::apply`), or by
 /// the `Replay` hook during recovery.
@@ -81,28 +89,24 @@ impl<'a> Batch<'a> {
             self.writes
                 .once
                 .iter()
-                .all(|(k, _)| !self.writes.map.contains_key(k)),
+                .all(|b| !self.writes.map.contains_key(&b.index_key())),
             "a key written with put_once was written again"
         );
         (self.writes, self.body)
     }
 
     /// The newest value of `key`: this batch's own write, else the latest
-    /// installed version (committed, possibly not yet durable).
+    /// installed version (committed, possibly not yet durable). A copy.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Option<Bytes> {
-        let key = key.as_ref();
-        match self.writes.map.get(&Key::new(key)) {
-            Some(own) => own.clone(),
-            None => self.index.latest(key),
-        }
+        self.get_with(key, |v| v.map(Bytes::copy_from_slice))
     }
 
     /// Calls `f` with the newest value of `key` (as `get`), without
-    /// copying it or touching its reference count.
+    /// copying it.
     pub fn get_with<R>(&self, key: impl AsRef<[u8]>, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
         let key = key.as_ref();
         match self.writes.map.get(&Key::new(key)) {
-            Some(own) => f(own.as_deref()),
+            Some(own) => f(own.value()),
             None => self.index.latest_with(key, f),
         }
     }
@@ -135,43 +139,51 @@ impl<'a> Batch<'a> {
         self.index.warm_keys(keys);
     }
 
-    /// Up to `n` empty-looking buffers of exactly `len` bytes to build new
-    /// values in (`Index::take_spare`): their content is stale, overwrite
-    /// it whole. A value built in one and passed to `put_once` as
-    /// `Bytes::from(buf)` costs no allocation.
-    pub(crate) fn spare_buffers(&self, n: usize, len: usize) -> Vec<Vec<u8>> {
-        self.index.take_spare(n, len)
+    /// Up to `n` spare buffers for writes of a `key_len`-byte key and a
+    /// `value_len`-byte value (`Index::take_spare`), to pass to
+    /// `put_once`: a write built in one costs no allocation.
+    pub(crate) fn spare_buffers(&self, n: usize, key_len: usize, value_len: usize) -> Vec<Spare> {
+        let len = Blob::size(key_len, value_len);
+        self.index
+            .take_spare(n, len)
+            .into_iter()
+            .map(Spare)
+            .collect()
     }
 
-    /// Sets `key` to `value` in this batch.
+    /// Sets `key` to `value` in this batch (a copy of both).
     pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
         let (key, value) = (key.as_ref(), value.as_ref());
         check_sizes(key, Some(value))?;
         self.writes
             .map
-            .insert(Key::new(key), Some(Bytes::copy_from_slice(value)));
+            .insert(Key::new(key), Blob::new(key, Some(value)));
         Ok(())
     }
 
-    /// Sets `key` to `value`, taking the value without a copy.
+    /// Sets `key` to `value`. The value is copied, as `put` does (the
+    /// index keeps key and value in one allocation).
     pub fn put_bytes(&mut self, key: impl AsRef<[u8]>, value: Bytes) -> Result<()> {
-        let key = key.as_ref();
-        check_sizes(key, Some(&value))?;
-        self.writes.map.insert(Key::new(key), Some(value));
-        Ok(())
+        self.put(key, value)
     }
 
     /// Sets `key` to `value`, for a key this batch writes only this once
     /// and never reads back (`get` does not see it): the ledger's records
-    /// at the end of a batch. Cheaper than `put_bytes`: no map.
-    pub(crate) fn put_once(&mut self, key: &[u8], value: Bytes) -> Result<()> {
-        check_sizes(key, Some(&value))?;
-        let key = Key::new(key);
+    /// at the end of a batch. Cheaper than `put`: no map. Built in `spare`
+    /// when it is the right size (`spare_buffers`).
+    pub(crate) fn put_once(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        spare: Option<Spare>,
+    ) -> Result<()> {
+        check_sizes(key, Some(value))?;
         debug_assert!(
-            !self.writes.map.contains_key(&key),
+            !self.writes.map.contains_key(&Key::new(key)),
             "put_once on a written key"
         );
-        self.writes.once.push((key, value));
+        let blob = Blob::reuse(spare.map(|s| s.0), key, Some(value));
+        self.writes.once.push(blob);
         Ok(())
     }
 
@@ -179,7 +191,7 @@ impl<'a> Batch<'a> {
     pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<()> {
         let key = key.as_ref();
         check_sizes(key, None)?;
-        self.writes.map.insert(Key::new(key), None);
+        self.writes.map.insert(Key::new(key), Blob::new(key, None));
         Ok(())
     }
 
@@ -210,7 +222,10 @@ impl<'a> Batch<'a> {
             .map
             .iter()
             .filter(|(k, _)| RangeBounds::<[u8]>::contains(&as_ref_bounds(&bounds), k.as_bytes()))
-            .map(|(k, v)| (Bytes::copy_from_slice(k.as_bytes()), v.clone()))
+            .map(|(k, b)| {
+                let value = b.value().map(Bytes::copy_from_slice);
+                (Bytes::copy_from_slice(k.as_bytes()), value)
+            })
             .collect();
         own.sort_by(|a, b| a.0.cmp(&b.0));
         Scan::new(self.index, u64::MAX, bounds, own.into())

@@ -128,7 +128,7 @@ pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, index: &Index) -> Result<
         match load(fs, &path, ts) {
             Ok(entries) => {
                 for (key, value) in entries {
-                    index.install_replay(&key, ts, Some(value));
+                    index.install_replay(&key, ts, Some(&value));
                 }
                 loaded.ts = ts;
                 return Ok(loaded);

@@ -26,8 +26,6 @@
 
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
-
 use super::batch::Batch;
 use super::checkpoint;
 use super::gc::Collector;
@@ -191,7 +189,7 @@ impl Engine {
                         // which `install_all` would take as two versions
                         // at one ts.
                         for (key, value) in writes {
-                            index.install_replay(key, ts, value.map(Bytes::copy_from_slice));
+                            index.install_replay(key, ts, value);
                         }
                         Ok(())
                     }

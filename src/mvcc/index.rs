@@ -26,16 +26,20 @@
 //! never touch the same lock; the caller publishes nothing until both are
 //! done). Within a chunk, the entries (and what an install will prune) are
 //! read in passes of independent loads first (`warm`), so that their cache
-//! misses overlap. The buffers of small values pruned at install are kept
-//! for new values of the same length (`take_spare`), when nothing else
-//! holds them.
+//! misses overlap. The blobs of small versions pruned at install are kept
+//! for new versions of the same length (`take_spare`).
+//!
+//! A version is a `Blob`: its key and value in one allocation, which the
+//! index owns alone (readers get copies, or borrow under the read lock).
+//! A map entry (`Chain`) is 32 bytes: see `blob.rs`.
 
 use std::ops::Bound;
 
 use bytes::Bytes;
 
+use super::blob::Blob;
 use super::key::{Key, hash_of};
-use super::shard::{Shard, parts_of};
+use super::shard::{Keyed, Shard, parts_of};
 use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
 
 /// The number of shards: a power of two.
@@ -58,8 +62,8 @@ const CHUNK: usize = 64;
 pub(crate) trait Writes {
     fn count(&self) -> usize;
     fn each(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone;
-    /// The writes as index keys, values moved out.
-    fn into_keyed(self) -> impl Iterator<Item = (Key, Option<Bytes>)>;
+    /// The writes as the index holds them, moved out.
+    fn into_blobs(self) -> impl Iterator<Item = Blob>;
 }
 
 impl Writes for super::txn::WriteSet {
@@ -69,8 +73,8 @@ impl Writes for super::txn::WriteSet {
     fn each(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone {
         self.iter().map(|(k, v)| (&k[..], v.as_deref()))
     }
-    fn into_keyed(self) -> impl Iterator<Item = (Key, Option<Bytes>)> {
-        self.into_iter().map(|(k, v)| (Key::new(&k), v))
+    fn into_blobs(self) -> impl Iterator<Item = Blob> {
+        self.into_iter().map(|(k, v)| Blob::new(&k, v.as_deref()))
     }
 }
 
@@ -79,9 +83,9 @@ impl Writes for super::batch::BatchWrites {
         self.len()
     }
     fn each(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone {
-        self.iter().map(|(k, v)| (k.as_bytes(), v.map(|v| &v[..])))
+        self.iter()
     }
-    fn into_keyed(self) -> impl Iterator<Item = (Key, Option<Bytes>)> {
+    fn into_blobs(self) -> impl Iterator<Item = Blob> {
         self.into_iter()
     }
 }
@@ -91,7 +95,7 @@ impl Writes for super::batch::BatchWrites {
 const WARM_MIN: usize = 4;
 
 /// A write with its key's `hash_of`.
-type Hashed = ((u64, Key), Option<Bytes>);
+type Hashed = (u64, Blob);
 
 /// Writes to install, which show those still to come.
 trait Ahead: Iterator<Item = Hashed> {
@@ -117,8 +121,8 @@ impl<const N: usize> Ahead for std::array::IntoIter<Hashed, N> {
 /// it goes, would wait for each in turn.
 fn warm(shard: &Shard<Chain>, writes: &[Hashed]) {
     let mut chains: [Option<&Chain>; CHUNK] = [None; CHUNK];
-    for (slot, ((hash, key), _)) in chains.iter_mut().zip(writes) {
-        *slot = shard.get(*hash, key);
+    for (slot, (hash, blob)) in chains.iter_mut().zip(writes) {
+        *slot = shard.get(*hash, blob.key());
     }
     warm_older(&chains[..writes.len().min(CHUNK)]);
 }
@@ -133,7 +137,7 @@ fn warm_older(chains: &[Option<&Chain>]) {
         }
         let mut seen = 0u8;
         for version in oldest.iter().flatten() {
-            seen ^= version.value.as_deref().map_or(1, touch);
+            seen ^= touch(version.blob.bytes());
         }
         std::hint::black_box(seen);
     }
@@ -196,19 +200,27 @@ fn by_halves<T: Send, R: Send>(
 }
 
 /// Reads a byte of each cache line of the first `SPARE_BYTES` of a value
-/// (a ledger record of 128 bytes spans two lines or three), so that a
-/// later copy of it waits for none of them.
+/// or blob (a ledger record of 128 bytes spans two lines or three), so
+/// that a later copy of it waits for none of them.
 fn touch(value: &[u8]) -> u8 {
     let head = &value[..value.len().min(SPARE_BYTES)];
     let each_line = head.iter().step_by(64).fold(0, |x, b| x ^ b);
     each_line ^ head.last().copied().unwrap_or(0)
 }
 
-/// One version of a key. `value: None` is a tombstone (a delete).
+/// One version of a key: its key and value (or tombstone, a delete) in a
+/// blob.
 #[derive(Debug, Clone)]
 pub(crate) struct Version {
     pub ts: u64,
-    pub value: Option<Bytes>,
+    pub blob: Blob,
+}
+
+impl Version {
+    /// The value; `None` for a tombstone.
+    pub(crate) fn value(&self) -> Option<&[u8]> {
+        self.blob.value()
+    }
 }
 
 /// A key's versions: the newest inline, older ones ascending by ts, out
@@ -223,13 +235,33 @@ pub(crate) struct Chain {
         reason = "8 bytes in every map entry instead of a Vec's 24; only keys with old versions pay the extra allocation"
     )]
     older: Option<Box<Vec<Version>>>,
+    /// The low 32 bits of the key's `hash_of` (see `shard::Keyed`).
+    hash32: u32,
+}
+
+// A map entry: the newest version's ts and blob pointer, the pointer to
+// older versions, and 32 bits of hash (see `blob.rs` for why it matters).
+const _: () = assert!(std::mem::size_of::<Chain>() == 32);
+
+impl Keyed for Chain {
+    /// The key; a map compares it once the kept hash bits match, and then
+    /// the value usually follows: its lines are asked for at once.
+    fn key(&self) -> &[u8] {
+        self.newest.blob.prefetch_value();
+        self.newest.blob.key()
+    }
+    fn hash32(&self) -> u32 {
+        self.hash32
+    }
 }
 
 impl Chain {
-    fn new(newest: Version) -> Chain {
+    /// A key's first version; `hash` is the key's `hash_of`.
+    fn new(newest: Version, hash: u64) -> Chain {
         Chain {
             newest,
             older: None,
+            hash32: hash as u32,
         }
     }
 
@@ -281,7 +313,7 @@ impl Chain {
     /// Whether the key is gone for every reader at or above `watermark`:
     /// its only version is a tombstone at or below it.
     fn is_dead(&self, watermark: u64) -> bool {
-        self.older().is_empty() && self.newest.ts <= watermark && self.newest.value.is_none()
+        self.older().is_empty() && self.newest.ts <= watermark && self.newest.blob.is_tombstone()
     }
 }
 
@@ -295,15 +327,15 @@ pub(crate) struct Index {
     /// Buffers of pruned versions, for `take_spare`; kept only once
     /// someone has asked for them (`spare_wanted`): an engine whose user
     /// never does pays nothing for them.
-    spare: Mutex<Vec<Vec<u8>>>,
+    spare: Mutex<Vec<Blob>>,
     spare_wanted: AtomicBool,
 }
 
-/// The shard of `key`: bits 40..46 of the hash its shard's map uses.
-/// Not the top bits: the map keeps those (7 of them) as the tag it
-/// compares before it compares keys, and a shard whose keys share tag bits
-/// compares keys, each a cache miss, several times as often. Not the low
-/// bits either: they pick the map's bucket.
+/// The shard of `key`: bits 40..46 of its hash. Not the low 32 bits: the
+/// shard's maps use those (`shard::table_hash`), the low ones for the
+/// bucket and bits 25..32 as the tag they compare before anything else,
+/// and a shard whose keys shared some of them would crowd its buckets or
+/// compare more keys.
 #[cfg(test)]
 pub(crate) fn shard_of(key: &[u8]) -> usize {
     shard_of_hash(hash_of(key))
@@ -340,20 +372,12 @@ fn half_way(shares: impl Iterator<Item = usize>, total: usize) -> usize {
     split
 }
 
-/// Keeps the buffer of a pruned version for reuse (`Index::take_spare`)
-/// when nothing else holds it and it is small; drops it otherwise.
-fn recycle(version: Version, spare: &mut Vec<Vec<u8>>) {
-    let Some(value) = version.value else { return };
-    if value.len() > SPARE_BYTES {
-        return;
-    }
-    if let Ok(buf) = value.try_into_mut() {
-        let buf = Vec::from(buf);
-        // Only a buffer exactly as long as its allocation becomes a
-        // `Bytes` again without a reallocation.
-        if buf.capacity() == buf.len() {
-            spare.push(buf);
-        }
+/// Keeps the blob of a pruned version for reuse (`Index::take_spare`)
+/// when it is small; drops it otherwise. Nothing else can hold it: readers
+/// copy values out.
+fn recycle(version: Version, spare: &mut Vec<Blob>) {
+    if version.blob.len() <= SPARE_BYTES {
+        spare.push(version.blob);
     }
 }
 
@@ -372,7 +396,7 @@ struct Pruned {
 /// `Index::prune`'s work for one key, under its shard's write lock:
 /// keeps every version above `watermark` and the newest at or below it,
 /// and removes the key if that one is a tombstone and the only version.
-fn prune_locked(shard: &mut Shard<Chain>, hash: u64, key: &Key, watermark: u64) -> Pruned {
+fn prune_locked(shard: &mut Shard<Chain>, hash: u64, key: &[u8], watermark: u64) -> Pruned {
     let Some(chain) = shard.get_mut(hash, key) else {
         return Pruned {
             versions: 0,
@@ -394,41 +418,42 @@ fn prune_locked(shard: &mut Shard<Chain>, hash: u64, key: &Key, watermark: u64) 
 }
 
 /// `Index::install_all`'s work for one write, under the shard's lock:
-/// makes `version` the newest of `key`, pruning for `watermark` on the way
-/// (and keeping pruned buffers in `spare`, when given). Returns whether
-/// the key is new and how many versions were dropped, and pushes the key
-/// to `visit` when the collector must visit it.
+/// makes `blob` the newest version of its key, at `ts`, pruning for
+/// `watermark` on the way (and keeping pruned blobs in `spare`, when
+/// given). Returns whether the key is new and how many versions were
+/// dropped, and pushes the key to `visit` when the collector must visit
+/// it.
 fn install_locked(
     shard: &mut Shard<Chain>,
-    (hash, key): (u64, Key),
-    version: Version,
+    (hash, blob): Hashed,
+    ts: u64,
     watermark: u64,
     visit: &mut Vec<Key>,
-    spare: Option<&mut Vec<Vec<u8>>>,
+    spare: Option<&mut Vec<Blob>>,
 ) -> (bool, u64) {
     shard.upsert(
         hash,
-        key,
-        (version, visit, spare),
-        |key, (version, visit, mut spare), chain| {
-            debug_assert!(chain.newest.ts < version.ts, "install out of ts order");
+        (blob, visit, spare),
+        |(blob, ..)| blob.key(),
+        |(blob, visit, mut spare), chain| {
+            debug_assert!(chain.newest.ts < ts, "install out of ts order");
             let queued = !chain.older().is_empty();
             let dropped = chain.prune(watermark, |v| {
                 if let Some(spare) = spare.as_deref_mut() {
                     recycle(v, spare);
                 }
             }) as u64;
-            chain.push(version);
+            chain.push(Version { ts, blob });
             if !queued {
-                visit.push(key);
+                visit.push(Key::new(chain.key()));
             }
             (false, dropped)
         },
-        |key, (version, visit, _)| {
-            if version.value.is_none() {
-                visit.push(key.clone());
+        |(blob, visit, _)| {
+            if blob.is_tombstone() {
+                visit.push(blob.index_key());
             }
-            (Chain::new(version), (true, 0))
+            (Chain::new(Version { ts, blob }, hash), (true, 0))
         },
     )
 }
@@ -466,39 +491,41 @@ impl Index {
         }
     }
 
-    /// The shard of `key`, the key as the index holds it, and its hash.
-    fn locate(&self, key: &[u8]) -> (&RwLock<Shard<Chain>>, u64, Key) {
+    /// The shard of `key`, and its hash.
+    fn locate(&self, key: &[u8]) -> (&RwLock<Shard<Chain>>, u64) {
         let hash = hash_of(key);
-        (&self.shards[shard_of_hash(hash)], hash, Key::new(key))
+        (&self.shards[shard_of_hash(hash)], hash)
     }
 
-    /// The value of `key` at `ts` (`None` when absent or deleted).
+    /// The value of `key` at `ts` (`None` when absent or deleted): a copy.
     pub(crate) fn get(&self, key: &[u8], ts: u64) -> Option<Bytes> {
-        let (lock, hash, k) = self.locate(key);
+        self.get_with(key, ts, |v| v.map(Bytes::copy_from_slice))
+    }
+
+    /// Calls `f` with the value of `key` at `ts` (`None` when absent or
+    /// deleted), under the shard's read lock: no copy.
+    pub(crate) fn get_with<R>(&self, key: &[u8], ts: u64, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        let (lock, hash) = self.locate(key);
         let shard = lock.read();
-        shard.get(hash, &k)?.at(ts)?.value.clone()
+        f(shard
+            .get(hash, key)
+            .and_then(|c| c.at(ts))
+            .and_then(Version::value))
     }
 
     /// The ts of the newest version of `key`, installed or not yet visible.
     pub(crate) fn latest_ts(&self, key: &[u8]) -> Option<u64> {
-        let (lock, hash, k) = self.locate(key);
+        let (lock, hash) = self.locate(key);
         let shard = lock.read();
-        shard.get(hash, &k).map(|c| c.newest.ts)
+        shard.get(hash, key).map(|c| c.newest.ts)
     }
 
     /// Calls `f` with the newest value of `key` (visible or not), under the
-    /// shard's read lock: no copy and no reference count to touch.
+    /// shard's read lock: no copy.
     pub(crate) fn latest_with<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
-        let (lock, hash, k) = self.locate(key);
+        let (lock, hash) = self.locate(key);
         let shard = lock.read();
-        f(shard.get(hash, &k).and_then(|c| c.newest.value.as_deref()))
-    }
-
-    /// The newest value of `key`, visible or not (for the sequencer).
-    pub(crate) fn latest(&self, key: &[u8]) -> Option<Bytes> {
-        let (lock, hash, k) = self.locate(key);
-        let shard = lock.read();
-        shard.get(hash, &k)?.newest.value.clone()
+        f(shard.get(hash, key).and_then(|c| c.newest.value()))
     }
 
     /// Looks up the newest value of each of `keys` (visible or not, as
@@ -540,8 +567,8 @@ impl Index {
                     // every value, then decode.
                     let mut values: [Option<&[u8]>; CHUNK] = [None; CHUNK];
                     for (slot, &(i, hash)) in values.iter_mut().zip(chunk) {
-                        let k = Key::new(keys[i as usize].as_ref());
-                        *slot = shard.get(hash, &k).and_then(|c| c.newest.value.as_deref());
+                        let key = keys[i as usize].as_ref();
+                        *slot = shard.get(hash, key).and_then(|c| c.newest.value());
                     }
                     let mut seen = 0u8;
                     for value in values.iter().flatten() {
@@ -591,12 +618,11 @@ impl Index {
         decode: impl Fn(Option<&[u8]>) -> T,
         mut place: impl FnMut(u32, T),
     ) {
-        let mut found: Vec<(usize, u32, u64, Key)> = (0u32..)
+        let mut found: Vec<(usize, u32, u64)> = (0u32..)
             .zip(keys)
             .map(|(i, key)| {
-                let key = key.as_ref();
-                let hash = hash_of(key);
-                (shard_of_hash(hash), i, hash, Key::new(key))
+                let hash = hash_of(key.as_ref());
+                (shard_of_hash(hash), i, hash)
             })
             .collect();
         found.sort_unstable_by_key(|f| f.0);
@@ -605,10 +631,10 @@ impl Index {
         let values: Vec<Option<&[u8]>> = found
             .iter()
             .zip(&at)
-            .map(|((_, _, hash, key), &g)| {
+            .map(|(&(_, i, hash), &g)| {
                 guards[g]
-                    .get(*hash, key)
-                    .and_then(|c| c.newest.value.as_deref())
+                    .get(hash, keys[i as usize].as_ref())
+                    .and_then(|c| c.newest.value())
             })
             .collect();
         let mut seen = 0u8;
@@ -660,27 +686,27 @@ impl Index {
         let mut visit = Vec::new();
         let count = writes.count();
         if count == 1 {
-            for (key, value) in writes.into_keyed() {
-                let hash = hash_of(key.as_bytes());
-                let write = [((hash, key), value)].into_iter();
+            for blob in writes.into_blobs() {
+                let hash = hash_of(blob.key());
+                let write = [(hash, blob)].into_iter();
                 self.install_shard(shard_of_hash(hash), write, ts, watermark, &mut visit);
             }
             return visit;
         }
         if count < GROUP_MIN {
-            self.install_small(writes.into_keyed(), ts, watermark, &mut visit);
+            self.install_small(writes.into_blobs(), ts, watermark, &mut visit);
             return visit;
         }
         // A pass per step (gather, hash, count, bucket): one loop doing
         // all of them took 87 ns a write, these 36. The hashes are paired
         // with the very vector they were taken from: `each` and
-        // `into_keyed` of a hash map need not list in the same order.
-        let writes: Vec<(Key, Option<Bytes>)> = writes.into_keyed().collect();
-        let hashes: Vec<u64> = writes.iter().map(|(k, _)| hash_of(k.as_bytes())).collect();
+        // `into_blobs` of a hash map need not list in the same order.
+        let writes: Vec<Blob> = writes.into_blobs().collect();
+        let hashes: Vec<u64> = writes.iter().map(|b| hash_of(b.key())).collect();
         let hashed = writes
             .into_iter()
             .zip(&hashes)
-            .map(|((key, value), &hash)| ((hash, key), value));
+            .map(|(blob, &hash)| (hash, blob));
         let buckets = bucket_by_shard(hashed, &hashes);
         visit = by_halves(buckets, count, |first, buckets| {
             let mut visit = Vec::new();
@@ -701,15 +727,15 @@ impl Index {
     /// waited for the last's.
     fn install_small(
         &self,
-        writes: impl Iterator<Item = (Key, Option<Bytes>)>,
+        writes: impl Iterator<Item = Blob>,
         ts: u64,
         watermark: u64,
         visit: &mut Vec<Key>,
     ) {
         let mut writes: Vec<(usize, Hashed)> = writes
-            .map(|(key, value)| {
-                let hash = hash_of(key.as_bytes());
-                (shard_of_hash(hash), ((hash, key), value))
+            .map(|blob| {
+                let hash = hash_of(blob.key());
+                (shard_of_hash(hash), (hash, blob))
             })
             .collect();
         writes.sort_unstable_by_key(|(shard, _)| *shard);
@@ -719,7 +745,7 @@ impl Index {
             let chains: Vec<Option<&Chain>> = writes
                 .iter()
                 .zip(&at)
-                .map(|((_, ((hash, key), _)), &g)| guards[g].get(*hash, key))
+                .map(|((_, (hash, blob)), &g)| guards[g].get(*hash, blob.key()))
                 .collect();
             warm_older(&chains);
         }
@@ -728,11 +754,10 @@ impl Index {
         let (mut added, mut keys, mut dropped) = (0u64, 0u64, 0u64);
         for ((_, write), g) in writes.into_iter().zip(at) {
             added += 1;
-            let (key, value) = write;
             let (new, gone) = install_locked(
                 &mut guards[g],
-                key,
-                Version { ts, value },
+                write,
+                ts,
                 watermark,
                 visit,
                 recycling.then_some(&mut spare),
@@ -754,7 +779,7 @@ impl Index {
     }
 
     /// Keeps buffers that installs recycled, up to `SPARE_MAX` in all.
-    fn keep_spare(&self, spare: Vec<Vec<u8>>) {
+    fn keep_spare(&self, spare: Vec<Blob>) {
         if !spare.is_empty() {
             let mut kept = self.spare.lock();
             let room = SPARE_MAX.saturating_sub(kept.len());
@@ -783,13 +808,12 @@ impl Index {
             if ahead.len() >= WARM_MIN {
                 warm(&shard, &ahead[..ahead.len().min(CHUNK)]);
             }
-            for (key, value) in drain.by_ref().take(CHUNK) {
+            for write in drain.by_ref().take(CHUNK) {
                 added += 1;
-                let version = Version { ts, value };
                 let (new, gone) = install_locked(
                     &mut shard,
-                    key,
-                    version,
+                    write,
+                    ts,
                     watermark,
                     visit,
                     recycling.then_some(&mut spare),
@@ -803,12 +827,12 @@ impl Index {
         self.keep_spare(spare);
     }
 
-    /// Up to `n` buffers of exactly `len` bytes that pruned versions left
-    /// (see `recycle`), to build new values in without an allocation: a
-    /// rewritten key's new value takes the place of the one pruned as it
-    /// is installed, where a fresh allocation and a free each cost a walk
-    /// through the allocator's lists.
-    pub(crate) fn take_spare(&self, n: usize, len: usize) -> Vec<Vec<u8>> {
+    /// Up to `n` blobs of exactly `len` bytes that pruned versions left
+    /// (see `recycle`), to build new blobs in without an allocation
+    /// (`Blob::reuse`): a rewritten key's new version takes the place of
+    /// the one pruned as it is installed, where a fresh allocation and a
+    /// free each cost a walk through the allocator's lists.
+    pub(crate) fn take_spare(&self, n: usize, len: usize) -> Vec<Blob> {
         self.spare_wanted.store(true, Ordering::Relaxed);
         let mut kept = self.spare.lock();
         let from = kept.len().saturating_sub(n);
@@ -820,24 +844,24 @@ impl Index {
 
     /// Recovery's install: no reader exists yet, so the new version simply
     /// replaces the key's state (a tombstone removes the key).
-    pub(crate) fn install_replay(&self, key: &[u8], ts: u64, value: Option<Bytes>) {
-        let (lock, hash, k) = self.locate(key);
+    pub(crate) fn install_replay(&self, key: &[u8], ts: u64, value: Option<&[u8]>) {
+        let (lock, hash) = self.locate(key);
         let mut shard = lock.write();
         match value {
             Some(value) => {
                 let version = Version {
                     ts,
-                    value: Some(value),
+                    blob: Blob::new(key, Some(value)),
                 };
                 let added = shard.upsert(
                     hash,
-                    k,
                     version,
-                    |_, version, chain| {
+                    |v| v.blob.key(),
+                    |version, chain| {
                         chain.newest = version;
                         false
                     },
-                    |_, version| (Chain::new(version), true),
+                    |version| (Chain::new(version, hash), true),
                 );
                 if added {
                     self.keys.fetch_add(1, Ordering::Relaxed);
@@ -845,7 +869,7 @@ impl Index {
                 }
             }
             None => {
-                if let Some(chain) = shard.remove(hash, &k) {
+                if let Some(chain) = shard.remove(hash, key) {
                     self.keys.fetch_sub(1, Ordering::Relaxed);
                     self.versions
                         .fetch_sub(chain.len() as u64, Ordering::Relaxed);
@@ -859,7 +883,7 @@ impl Index {
     pub(crate) fn prune(&self, key: &Key, watermark: u64) -> Option<u64> {
         let hash = hash_of(key.as_bytes());
         let mut shard = self.shards[shard_of_hash(hash)].write();
-        let pruned = prune_locked(&mut shard, hash, key, watermark);
+        let pruned = prune_locked(&mut shard, hash, key.as_bytes(), watermark);
         drop(shard);
         self.reclaim(pruned.versions, u64::from(pruned.dead));
         pruned.again
@@ -905,7 +929,7 @@ impl Index {
                 let mut seen = 0u64;
                 let chains: Vec<Option<&Chain>> = chunk
                     .iter()
-                    .map(|(key, hash)| guard.get(*hash, key))
+                    .map(|(key, hash)| guard.get(*hash, key.as_bytes()))
                     .collect();
                 for chain in chains.iter().flatten() {
                     seen ^= chain.older().first().map_or(0, |v| v.ts);
@@ -914,7 +938,7 @@ impl Index {
             }
             let (mut versions, mut dead_keys) = (0u64, 0u64);
             for (key, hash) in chunk {
-                let pruned = prune_locked(&mut guard, *hash, key, watermark);
+                let pruned = prune_locked(&mut guard, *hash, key.as_bytes(), watermark);
                 versions += pruned.versions;
                 dead_keys += u64::from(pruned.dead);
                 if let Some(newest) = pruned.again {
@@ -942,7 +966,7 @@ impl Index {
             let mut shard = shard.write();
             let mut dropped = 0u64;
             let before = shard.len();
-            shard.retain(|_, chain| {
+            shard.retain(|chain| {
                 dropped += chain.prune(watermark, drop) as u64;
                 !chain.is_dead(watermark)
             });
@@ -1049,11 +1073,11 @@ fn scan_locked(
 ) -> Chunk {
     let mut examined = 0;
     for (key, chain) in shard.range(bounds) {
-        if let Some(Version {
-            value: Some(value), ..
-        }) = chain.at(ts)
-        {
-            out.push((Bytes::copy_from_slice(key.as_bytes()), value.clone()));
+        if let Some(value) = chain.at(ts).and_then(Version::value) {
+            out.push((
+                Bytes::copy_from_slice(key.as_bytes()),
+                Bytes::copy_from_slice(value),
+            ));
         }
         examined += 1;
         if out.len() >= limit || examined >= 4 * limit {
@@ -1073,11 +1097,11 @@ mod tests {
         Some(Bytes::copy_from_slice(s.as_bytes()))
     }
 
-    /// A pruned value's buffer is reused only when nothing else holds it:
-    /// a reader's copy of the value keeps it from being recycled, and
-    /// still reads what it read.
+    /// Pruned blobs are kept once someone asks for them, handed out by
+    /// exact length, and a reader's value (a copy) is not changed by the
+    /// reuse of the blob it was read from.
     #[test]
-    fn only_unshared_pruned_buffers_are_recycled() {
+    fn pruned_small_blobs_are_kept_for_reuse_once_asked_for() {
         // Nobody asked for spare buffers yet: none are kept.
         let index = Index::new();
         index.install(b"q", 1, b("one"), 0);
@@ -1085,24 +1109,29 @@ mod tests {
         index.install(b"q", 3, b("six"), 3);
         assert!(index.spare.lock().is_empty(), "kept buffers nobody wants");
 
+        let len = Blob::size(1, 3);
         let index = Index::new();
-        index.take_spare(0, 3);
+        index.take_spare(0, len);
         index.install(b"k", 1, b("one"), 0);
         let held = index.get(b"k", 1);
         index.install(b"k", 2, b("two"), 0);
         index.install(b"k", 3, b("six"), 3);
-        assert!(
-            index.take_spare(8, 3).is_empty(),
-            "a held buffer was recycled"
-        );
+        // "one" was pruned at 3: its blob is kept, once. A reader's value
+        // is its own copy, which reusing the blob leaves alone.
+        let spare = index.take_spare(8, len);
+        assert_eq!(spare.len(), 1);
+        assert_eq!(spare[0].value(), Some(&b"one"[..]));
+        let reused = Blob::reuse(spare.into_iter().next(), b"z", Some(b"new"));
+        assert_eq!(reused.value(), Some(&b"new"[..]));
         assert_eq!(held, b("one"));
+        assert!(index.take_spare(8, len).is_empty());
         index.install(b"k", 4, b("ten"), 4);
-        // "two" was pruned at 4, unshared: its buffer is kept, once.
-        assert_eq!(index.take_spare(8, 3), vec![b"two".to_vec()]);
-        assert!(index.take_spare(8, 3).is_empty());
+        let spare = index.take_spare(8, len);
+        assert_eq!(spare.len(), 1);
+        assert_eq!(spare[0].value(), Some(&b"two"[..]));
         // Wrong length: not handed out.
         index.install(b"k", 5, b("eleven"), 5);
-        assert!(index.take_spare(8, 4).is_empty());
+        assert!(index.take_spare(8, Blob::size(1, 4)).is_empty());
         assert_eq!(index.get(b"k", 5), b("eleven"));
     }
 

@@ -1,7 +1,8 @@
-//! `Key`: how the index holds a key. Keys up to `INLINE_BYTES` long (every
-//! key the ledger writes, and most keys in practice) live inline in the
-//! index's nodes: no allocation per key, and no pointer to follow at each
-//! comparison of a tree search, which is where an index spends its time.
+//! `Key`: a key as the index's ordered sets (for scans), the collector's
+//! queue and a batch's write map hold it (the maps themselves find a key
+//! in its version's blob). Keys up to `INLINE_BYTES` long (every key the
+//! ledger writes, and most keys in practice) live inline: no allocation
+//! per key, and no pointer to follow at each comparison of a tree search.
 //! Inline keys compare as big-endian words, zero-padded, ties broken by
 //! length: the same order as comparing the byte strings.
 

@@ -9,6 +9,7 @@
 //! version a live reader can read is reclaimed).
 
 mod batch;
+mod blob;
 pub(crate) mod checkpoint;
 mod engine;
 mod gc;

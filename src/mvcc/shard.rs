@@ -40,23 +40,52 @@ struct Order {
     pending: Vec<Key>,
 }
 
+/// What the shard's maps hold: a value that knows its key, and the low 32
+/// bits of the key's `hash_of`.
+pub(crate) trait Keyed {
+    fn key(&self) -> &[u8];
+    fn hash32(&self) -> u32;
+}
+
+/// The hash the maps use for a key whose `hash_of` is `hash`: its low 32
+/// bits, twice. Entries keep those 32 bits, so that a map's resize reads
+/// no key (an entry's key is behind a pointer, and a resize that followed
+/// each cost a cache miss per entry). The map takes its bucket from the
+/// low bits and its 7-bit tag from the top ones (bits 25..32 of the hash),
+/// which stay apart up to 2^25 buckets per map; the index picks the shard
+/// from bits 40..46, which leave the map's bits free to vary.
+fn table_hash(hash: u64) -> u64 {
+    widen(hash as u32)
+}
+
+fn widen(h: u32) -> u64 {
+    u64::from(h) | (u64::from(h) << 32)
+}
+
 /// The keys of one first byte: entries found by the key's `hash_of`,
 /// which the caller computes once and passes to every call.
 #[derive(Debug)]
 struct Part<V> {
-    map: HashTable<(Key, V)>,
+    map: HashTable<V>,
     order: Option<Order>,
 }
 
 /// What a resize needs: the hash of an entry's key.
-fn rehash<V>(entry: &(Key, V)) -> u64 {
-    hash_of(entry.0.as_bytes())
+fn rehash<V: Keyed>(entry: &V) -> u64 {
+    widen(entry.hash32())
 }
 
-impl<V> Part<V> {
-    fn get(&self, hash: u64, key: &Key) -> Option<&(Key, V)> {
-        debug_assert_eq!(hash, hash_of(key.as_bytes()), "a hash of another key");
-        self.map.find(hash, |(k, _)| k == key)
+/// Whether entry `v` is the key `key` whose `hash_of` is `hash`: the
+/// kept hash bits first, which spares a key comparison (a cache miss) for
+/// most other keys the map's tag let through.
+fn is<V: Keyed>(v: &V, hash: u64, key: &[u8]) -> bool {
+    v.hash32() == hash as u32 && v.key() == key
+}
+
+impl<V: Keyed> Part<V> {
+    fn get(&self, hash: u64, key: &[u8]) -> Option<&V> {
+        debug_assert_eq!(hash, hash_of(key), "a hash of another key");
+        self.map.find(table_hash(hash), |v| is(v, hash, key))
     }
 }
 
@@ -76,8 +105,8 @@ pub(crate) fn parts_of(bounds: &(Bound<Key>, Bound<Key>)) -> RangeInclusive<u8> 
     first(&bounds.0, 0)..=first(&bounds.1, u8::MAX)
 }
 
-fn part_of(key: &Key) -> usize {
-    usize::from(key.as_bytes().first().copied().unwrap_or(0))
+fn part_of(key: &[u8]) -> usize {
+    usize::from(key.first().copied().unwrap_or(0))
 }
 
 fn indexes(parts: &RangeInclusive<u8>) -> RangeInclusive<usize> {
@@ -93,16 +122,16 @@ impl<V> Default for Shard<V> {
     }
 }
 
-impl<V> Shard<V> {
+impl<V: Keyed> Shard<V> {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    fn part(&self, key: &Key) -> Option<&Part<V>> {
+    fn part(&self, key: &[u8]) -> Option<&Part<V>> {
         self.parts[part_of(key)].as_deref()
     }
 
-    fn part_mut(&mut self, key: &Key) -> &mut Part<V> {
+    fn part_mut(&mut self, key: &[u8]) -> &mut Part<V> {
         self.parts[part_of(key)].get_or_insert_with(|| {
             Box::new(Part {
                 map: HashTable::new(),
@@ -111,86 +140,94 @@ impl<V> Shard<V> {
         })
     }
 
-    /// The value of `key`, whose `hash_of` is `hash`.
-    pub(crate) fn get(&self, hash: u64, key: &Key) -> Option<&V> {
-        self.part(key)?.get(hash, key).map(|(_, v)| v)
+    /// The entry of `key`, whose `hash_of` is `hash`.
+    pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<&V> {
+        self.part(key)?.get(hash, key)
     }
 
-    pub(crate) fn get_mut(&mut self, hash: u64, key: &Key) -> Option<&mut V> {
-        debug_assert_eq!(hash, hash_of(key.as_bytes()), "a hash of another key");
+    pub(crate) fn get_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut V> {
+        debug_assert_eq!(hash, hash_of(key), "a hash of another key");
         let part = self.parts[part_of(key)].as_deref_mut()?;
-        part.map.find_mut(hash, |(k, _)| k == key).map(|(_, v)| v)
+        part.map.find_mut(table_hash(hash), |v| is(v, hash, key))
     }
 
-    /// One probe for `key` (whose `hash_of` is `hash`): when present,
-    /// `present(key, data, value)`; when absent, `absent(&key, data)`
-    /// gives the value to add (and the answer).
+    /// One probe for the key `key_of(&data)` (whose `hash_of` is `hash`):
+    /// when present, `present(data, entry)`; when absent, `absent(data)`
+    /// gives the entry to add (whose key must be that key) and the answer.
     pub(crate) fn upsert<T, R>(
         &mut self,
         hash: u64,
-        key: Key,
         data: T,
-        present: impl FnOnce(Key, T, &mut V) -> R,
-        absent: impl FnOnce(&Key, T) -> (V, R),
+        key_of: impl Fn(&T) -> &[u8],
+        present: impl FnOnce(T, &mut V) -> R,
+        absent: impl FnOnce(T) -> (V, R),
     ) -> R {
-        debug_assert_eq!(hash, hash_of(key.as_bytes()), "a hash of another key");
-        let part = self.part_mut(&key);
-        match part.map.entry(hash, |(k, _)| *k == key, rehash) {
-            Entry::Occupied(mut slot) => present(key, data, &mut slot.get_mut().1),
+        let key = key_of(&data);
+        debug_assert_eq!(hash, hash_of(key), "a hash of another key");
+        let part = self.part_mut(key);
+        let pending = part.order.is_some().then(|| Key::new(key));
+        match part
+            .map
+            .entry(table_hash(hash), |v| is(v, hash, key), rehash)
+        {
+            Entry::Occupied(mut slot) => present(data, slot.get_mut()),
             Entry::Vacant(slot) => {
-                let (value, answer) = absent(&key, data);
-                if let Some(order) = &mut part.order {
-                    order.pending.push(key.clone());
+                let (value, answer) = absent(data);
+                debug_assert!(pending.as_ref().is_none_or(|k| k.as_bytes() == value.key()));
+                debug_assert_eq!(value.hash32(), hash as u32, "an entry of another hash");
+                if let (Some(order), Some(key)) = (&mut part.order, pending) {
+                    order.pending.push(key);
                 }
-                slot.insert((key, value));
+                slot.insert(value);
                 self.len += 1;
                 answer
             }
         }
     }
 
-    /// Adds a key that is not in the shard (tests build shards with it;
-    /// the index goes through `upsert`).
+    /// Adds an entry whose key is not in the shard (tests build shards
+    /// with it; the index goes through `upsert`).
     #[cfg(test)]
-    pub(crate) fn insert_new(&mut self, hash: u64, key: Key, value: V) {
-        let part = self.part_mut(&key);
+    pub(crate) fn insert_new(&mut self, hash: u64, value: V) {
+        let key = Key::new(value.key());
+        let part = self.part_mut(key.as_bytes());
         debug_assert!(
-            part.get(hash, &key).is_none(),
+            part.get(hash, key.as_bytes()).is_none(),
             "insert_new of a present key"
         );
         if let Some(order) = &mut part.order {
-            order.pending.push(key.clone());
+            order.pending.push(key);
         }
-        part.map.insert_unique(hash, (key, value), rehash);
+        part.map.insert_unique(table_hash(hash), value, rehash);
         self.len += 1;
     }
 
     /// Removes a key (from the order too, unless it is still pending: then
     /// the next merge drops it).
-    pub(crate) fn remove(&mut self, hash: u64, key: &Key) -> Option<V> {
-        debug_assert_eq!(hash, hash_of(key.as_bytes()), "a hash of another key");
+    pub(crate) fn remove(&mut self, hash: u64, key: &[u8]) -> Option<V> {
+        debug_assert_eq!(hash, hash_of(key), "a hash of another key");
         let part = self.parts[part_of(key)].as_deref_mut()?;
-        let Ok(slot) = part.map.find_entry(hash, |(k, _)| k == key) else {
+        let Ok(slot) = part.map.find_entry(table_hash(hash), |v| is(v, hash, key)) else {
             return None;
         };
-        let ((_, value), _) = slot.remove();
+        let (value, _) = slot.remove();
         if let Some(order) = &mut part.order {
-            order.set.remove(key);
+            order.set.remove(&Key::new(key));
         }
         self.len -= 1;
         Some(value)
     }
 
     /// Keeps the entries for which `keep` is true.
-    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Key, &mut V) -> bool) {
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&mut V) -> bool) {
         for part in self.parts.iter_mut().flatten() {
             let before = part.map.len();
             match &mut part.order {
-                None => part.map.retain(|(k, v)| keep(k, v)),
-                Some(order) => part.map.retain(|(k, v)| {
-                    let kept = keep(k, v);
+                None => part.map.retain(|v| keep(v)),
+                Some(order) => part.map.retain(|v| {
+                    let kept = keep(v);
                     if !kept {
-                        order.set.remove(k);
+                        order.set.remove(&Key::new(v.key()));
                     }
                     kept
                 }),
@@ -217,7 +254,7 @@ impl<V> Shard<V> {
             match order {
                 None => {
                     *order = Some(Order {
-                        set: map.iter().map(|(k, _)| k.clone()).collect(),
+                        set: map.iter().map(|v| Key::new(v.key())).collect(),
                         pending: Vec::new(),
                     });
                 }
@@ -225,19 +262,19 @@ impl<V> Shard<V> {
                     let mut pending = std::mem::take(&mut order.pending);
                     pending.sort_unstable();
                     pending.dedup();
-                    order.set.extend(
-                        pending
-                            .into_iter()
-                            .filter(|k| map.find(hash_of(k.as_bytes()), |(m, _)| m == k).is_some()),
-                    );
+                    order.set.extend(pending.into_iter().filter(|k| {
+                        let k = k.as_bytes();
+                        let hash = hash_of(k);
+                        map.find(table_hash(hash), |v| is(v, hash, k)).is_some()
+                    }));
                 }
                 Some(_) => {}
             }
         }
     }
 
-    /// The entries within `bounds`, in key order. The parts they cover must
-    /// have been merged.
+    /// The entries within `bounds`, in key order, with their keys. The
+    /// parts they cover must have been merged.
     pub(crate) fn range<'a>(
         &'a self,
         bounds: &'a (Bound<Key>, Bound<Key>),
@@ -250,8 +287,10 @@ impl<V> Shard<V> {
             .flat_map(move |part| {
                 let set = part.order.as_ref().map(|o| &o.set).into_iter();
                 set.flat_map(move |set| set.range((bounds.0.clone(), bounds.1.clone())))
-                    .filter_map(move |k| part.get(hash_of(k.as_bytes()), k))
-                    .map(|(k, v)| (k, v))
+                    .filter_map(move |k| {
+                        let v = part.get(hash_of(k.as_bytes()), k.as_bytes())?;
+                        Some((k, v))
+                    })
             })
     }
 }
@@ -264,7 +303,24 @@ mod tests {
         hash_of(key)
     }
 
-    fn keys<V>(shard: &Shard<V>, lo: &[u8], hi: &[u8]) -> Vec<Vec<u8>> {
+    /// A test entry: a key and a number.
+    #[derive(Debug, PartialEq)]
+    struct E(Vec<u8>, u32);
+
+    impl Keyed for E {
+        fn key(&self) -> &[u8] {
+            &self.0
+        }
+        fn hash32(&self) -> u32 {
+            hash_of(&self.0) as u32
+        }
+    }
+
+    fn e(key: &[u8], n: u32) -> E {
+        E(key.to_vec(), n)
+    }
+
+    fn keys(shard: &Shard<E>, lo: &[u8], hi: &[u8]) -> Vec<Vec<u8>> {
         let b = (Bound::Included(Key::new(lo)), Bound::Excluded(Key::new(hi)));
         shard
             .range(&b)
@@ -274,13 +330,13 @@ mod tests {
 
     #[test]
     fn a_part_is_ordered_only_once_scanned_and_then_kept_in_order() {
-        let mut s: Shard<u32> = Shard::default();
+        let mut s: Shard<E> = Shard::default();
         for i in (0..50u8).rev() {
-            s.insert_new(h(&[b't', i]), Key::new(&[b't', i]), 0);
+            s.insert_new(h(&[b't', i]), e(&[b't', i], 0));
         }
         // Never scanned: no order, no copy of the keys.
         let part =
-            |s: &Shard<u32>, b: u8| s.parts[usize::from(b)].as_ref().map(|p| p.order.is_some());
+            |s: &Shard<E>, b: u8| s.parts[usize::from(b)].as_ref().map(|p| p.order.is_some());
         assert_eq!(part(&s, b't'), Some(false));
         let t = (
             Bound::Included(Key::new(b"t")),
@@ -296,8 +352,8 @@ mod tests {
         // A part with no keys has no map either.
         assert_eq!(part(&s, b'a'), None);
         // Once ordered, new keys are pending until the next merge.
-        s.insert_new(h(&[b't', 200]), Key::new(&[b't', 200]), 0);
-        s.remove(h(&[b't', 3]), &Key::new(&[b't', 3]));
+        s.insert_new(h(&[b't', 200]), e(&[b't', 200], 0));
+        s.remove(h(&[b't', 3]), &[b't', 3]);
         assert!(s.has_pending(&parts_of(&t)));
         s.merge(&parts_of(&t));
         let got = keys(&s, b"t", b"u");
@@ -307,14 +363,14 @@ mod tests {
 
     #[test]
     fn upsert_updates_a_present_key_and_adds_an_absent_one_once() {
-        let mut s: Shard<u32> = Shard::default();
+        let mut s: Shard<E> = Shard::default();
         let t = (
             Bound::Included(Key::new(b"k")),
             Bound::Excluded(Key::new(b"l")),
         );
         // The part is ordered before the upserts, so that what they add
         // goes to its pending keys.
-        s.insert_new(h(b"k"), Key::new(b"k"), 0);
+        s.insert_new(h(b"k"), e(b"k", 0));
         s.merge(&parts_of(&t));
         assert!(!s.has_pending(&parts_of(&t)));
         for round in 0..3u32 {
@@ -322,19 +378,19 @@ mod tests {
                 let key = [b'k', i];
                 let added = s.upsert(
                     h(&key),
-                    Key::new(&key),
-                    round,
-                    |_, round, v| {
-                        *v += round;
+                    (key, round),
+                    |(key, _)| &key[..],
+                    |(_, round), v| {
+                        v.1 += round;
                         false
                     },
-                    |_, round| (round, true),
+                    |(key, round)| (e(&key, round), true),
                 );
                 assert_eq!(added, round == 0, "key {i} round {round}");
             }
         }
         assert_eq!(s.len(), 101);
-        assert_eq!(s.get(h(b"k\x07"), &Key::new(b"k\x07")), Some(&3));
+        assert_eq!(s.get(h(b"k\x07"), b"k\x07"), Some(&e(b"k\x07", 3)));
         // The keys it added are pending, then in order.
         assert!(s.has_pending(&parts_of(&t)));
         s.merge(&parts_of(&t));
@@ -345,9 +401,9 @@ mod tests {
 
     #[test]
     fn range_sees_merged_keys_in_order_and_skips_removed_ones() {
-        let mut s: Shard<u32> = Shard::default();
+        let mut s: Shard<E> = Shard::default();
         for k in [&b"b2"[..], b"a1", b"b1", b"\x00", b"", b"c"] {
-            s.insert_new(h(k), Key::new(k), 0);
+            s.insert_new(h(k), e(k, 0));
         }
         let all = (Bound::Unbounded, Bound::Unbounded);
         assert!(s.has_pending(&parts_of(&all)));
@@ -365,12 +421,12 @@ mod tests {
             ]
         );
         assert_eq!(keys(&s, b"a", b"b2"), vec![b"a1".to_vec(), b"b1".to_vec()]);
-        s.remove(h(b"b1"), &Key::new(b"b1"));
-        s.insert_new(h(b"b0"), Key::new(b"b0"), 1);
-        s.remove(h(b"b0"), &Key::new(b"b0"));
+        s.remove(h(b"b1"), b"b1");
+        s.insert_new(h(b"b0"), e(b"b0", 1));
+        s.remove(h(b"b0"), b"b0");
         s.merge(&parts_of(&all));
         assert_eq!(keys(&s, b"b", b"c"), vec![b"b2".to_vec()]);
-        s.retain(|k, _| k.as_bytes() != b"c");
+        s.retain(|v| v.0 != b"c");
         assert_eq!(keys(&s, b"", b"\xff").len(), 4);
         assert_eq!(s.len(), 4);
     }

