@@ -152,22 +152,21 @@ impl Blob {
     /// Asks the processor to load the blob's second and third cache
     /// lines (where a value past the first 57 bytes lies) while the caller
     /// reads the first (the header and the key it compares), so that a
-    /// copy of the value that follows waits for no further miss. A hint:
-    /// it reads nothing.
+    /// copy of the value that follows waits for no further miss.
     #[inline]
     pub(crate) fn prefetch_value(&self) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let at = self.0.as_ptr().cast_const().cast::<i8>();
-            // SAFETY: SSE, which `_mm_prefetch` needs, is part of every
-            // x86_64 processor; a prefetch reads no memory and cannot
-            // fault, even past the allocation (`wrapping_add` computes the
-            // address without assuming it is in bounds).
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64));
-                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(128));
-            }
+        let at = self.0.as_ptr().cast_const();
+        prefetch(at.wrapping_add(64));
+        prefetch(at.wrapping_add(128));
+    }
+
+    /// Asks the processor to load the blob's first `lines` cache lines
+    /// (from its start), without waiting for them.
+    #[inline]
+    pub(crate) fn prefetch(&self, lines: usize) {
+        let at = self.0.as_ptr().cast_const();
+        for line in 0..lines {
+            prefetch(at.wrapping_add(64 * line));
         }
     }
 
@@ -181,6 +180,22 @@ impl Blob {
         let (key_len, value_len) = self.lengths();
         Blob::size(key_len, value_len)
     }
+}
+
+/// Asks the processor to load the cache line of `at` without waiting for
+/// it: a hint, which reads nothing and cannot fault, whatever `at` is.
+#[inline]
+pub(crate) fn prefetch<T>(at: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: SSE, which `_mm_prefetch` needs, is part of every x86_64
+        // processor; a prefetch dereferences nothing and cannot fault, even
+        // for an address outside any allocation.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast::<i8>()) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
 }
 
 impl Drop for Blob {

@@ -37,7 +37,7 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
-use super::blob::Blob;
+use super::blob::{self, Blob};
 use super::key::{Key, hash_of};
 use super::shard::{Keyed, Shard, parts_of};
 use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
@@ -90,6 +90,11 @@ impl Writes for super::batch::BatchWrites {
     }
 }
 
+/// The cache lines of a blob that a lookup's pass asks for ahead: a ledger
+/// record (7 + 17 + 128 bytes) spans three, or four when it starts late in
+/// its first line.
+const VALUE_LINES: usize = 3;
+
 /// The fewest writes a `warm` pass is worth: a lone write has no other
 /// miss to overlap, and would probe twice.
 const WARM_MIN: usize = 4;
@@ -115,31 +120,37 @@ impl<const N: usize> Ahead for std::array::IntoIter<Hashed, N> {
 }
 
 /// Reads what installing `writes` will touch: each key's entry, its list
-/// of older versions and the value of the oldest (which the install
-/// prunes), in a loop of independent lookups, so that the processor waits
-/// for their cache misses side by side, where the install, which writes as
-/// it goes, would wait for each in turn.
+/// of older versions and the oldest one's blob (which the install prunes),
+/// in passes of independent loads, so that the processor waits for their
+/// cache misses side by side, where the install, which writes as it goes,
+/// would wait for each in turn. Each pass only asks for the lines the next
+/// one reads (`prefetch`): the entries by their hash bits (`Shard::peek`,
+/// which does not wait for the key), then the blobs and lists behind them.
 fn warm(shard: &Shard<Chain>, writes: &[Hashed]) {
     let mut chains: [Option<&Chain>; CHUNK] = [None; CHUNK];
     for (slot, (hash, blob)) in chains.iter_mut().zip(writes) {
-        *slot = shard.get(*hash, blob.key());
+        *slot = shard.peek(*hash, blob.key());
+        if let Some(chain) = slot {
+            chain.prefetch();
+        }
     }
     warm_older(&chains[..writes.len().min(CHUNK)]);
 }
 
 /// `warm`'s passes after the first: the found chains' lists of older
-/// versions, then the value of the oldest (which an install prunes).
+/// versions, then the blob of the oldest (which an install prunes).
 fn warm_older(chains: &[Option<&Chain>]) {
     for chains in chains.chunks(CHUNK) {
-        let mut oldest: [Option<&Version>; CHUNK] = [None; CHUNK];
-        for (slot, chain) in oldest.iter_mut().zip(chains) {
-            *slot = chain.and_then(|c| c.older().first());
+        for chain in chains.iter().flatten() {
+            if let Some(older) = &chain.older {
+                blob::prefetch(older.as_ptr());
+            }
         }
-        let mut seen = 0u8;
-        for version in oldest.iter().flatten() {
-            seen ^= touch(version.blob.bytes());
+        for chain in chains.iter().flatten() {
+            if let Some(oldest) = chain.older().first() {
+                oldest.blob.prefetch(SPARE_BYTES / 64);
+            }
         }
-        std::hint::black_box(seen);
     }
 }
 
@@ -199,15 +210,6 @@ fn by_halves<T: Send, R: Send>(
     })
 }
 
-/// Reads a byte of each cache line of the first `SPARE_BYTES` of a value
-/// or blob (a ledger record of 128 bytes spans two lines or three), so
-/// that a later copy of it waits for none of them.
-fn touch(value: &[u8]) -> u8 {
-    let head = &value[..value.len().min(SPARE_BYTES)];
-    let each_line = head.iter().step_by(64).fold(0, |x, b| x ^ b);
-    each_line ^ head.last().copied().unwrap_or(0)
-}
-
 /// One version of a key: its key and value (or tombstone, a delete) in a
 /// blob.
 #[derive(Debug, Clone)]
@@ -256,6 +258,15 @@ impl Keyed for Chain {
 }
 
 impl Chain {
+    /// Asks for the lines a lookup of this chain reads next: the newest
+    /// blob's first, and the list of older versions.
+    fn prefetch(&self) {
+        self.newest.blob.prefetch(1);
+        if let Some(older) = &self.older {
+            blob::prefetch::<Vec<Version>>(&**older);
+        }
+    }
+
     /// A key's first version; `hash` is the key's `hash_of`.
     fn new(newest: Version, hash: u64) -> Chain {
         Chain {
@@ -563,19 +574,17 @@ impl Index {
             for s in shards {
                 for chunk in by_shard[s].chunks(CHUNK) {
                     let shard = self.shards[s].read();
-                    // Pass by pass, as `warm`: find every entry, touch
-                    // every value, then decode.
-                    let mut values: [Option<&[u8]>; CHUNK] = [None; CHUNK];
-                    for (slot, &(i, hash)) in values.iter_mut().zip(chunk) {
+                    // Pass by pass, as `warm`: every entry by its hash
+                    // bits, asking for its blob's lines; then each found
+                    // for real (from the cache, mostly) and decoded.
+                    for &(i, hash) in chunk {
+                        if let Some(chain) = shard.peek(hash, keys[i as usize].as_ref()) {
+                            chain.newest.blob.prefetch(VALUE_LINES);
+                        }
+                    }
+                    for &(i, hash) in chunk {
                         let key = keys[i as usize].as_ref();
-                        *slot = shard.get(hash, key).and_then(|c| c.newest.value());
-                    }
-                    let mut seen = 0u8;
-                    for value in values.iter().flatten() {
-                        seen ^= touch(value);
-                    }
-                    std::hint::black_box(seen);
-                    for (&(i, _), value) in chunk.iter().zip(values) {
+                        let value = shard.get(hash, key).and_then(|c| c.newest.value());
                         out.push((i, decode(value)));
                     }
                 }
@@ -611,7 +620,8 @@ impl Index {
 
     /// `latest_many` for a few keys: every shard they fall in is read
     /// locked at once, in shard order (as `install_small`), and the entries
-    /// and values are read in passes of independent loads, then decoded.
+    /// and values are asked for in a pass of independent loads, then found
+    /// and decoded.
     fn latest_few<K: AsRef<[u8]>, T>(
         &self,
         keys: &[K],
@@ -628,22 +638,16 @@ impl Index {
         found.sort_unstable_by_key(|f| f.0);
         let (locked, at) = shard_groups(found.iter().map(|f| f.0));
         let guards: Vec<_> = locked.iter().map(|&s| self.shards[s].read()).collect();
-        let values: Vec<Option<&[u8]>> = found
-            .iter()
-            .zip(&at)
-            .map(|(&(_, i, hash), &g)| {
-                guards[g]
-                    .get(hash, keys[i as usize].as_ref())
-                    .and_then(|c| c.newest.value())
-            })
-            .collect();
-        let mut seen = 0u8;
-        for value in values.iter().flatten() {
-            seen ^= touch(value);
+        for (&(_, i, hash), &g) in found.iter().zip(&at) {
+            if let Some(chain) = guards[g].peek(hash, keys[i as usize].as_ref()) {
+                chain.newest.blob.prefetch(VALUE_LINES);
+            }
         }
-        std::hint::black_box(seen);
-        for ((_, i, ..), value) in found.iter().zip(values) {
-            place(*i, decode(value));
+        for (&(_, i, hash), &g) in found.iter().zip(&at) {
+            let value = guards[g]
+                .get(hash, keys[i as usize].as_ref())
+                .and_then(|c| c.newest.value());
+            place(i, decode(value));
         }
     }
 
@@ -745,8 +749,11 @@ impl Index {
             let chains: Vec<Option<&Chain>> = writes
                 .iter()
                 .zip(&at)
-                .map(|((_, (hash, blob)), &g)| guards[g].get(*hash, blob.key()))
+                .map(|((_, (hash, blob)), &g)| guards[g].peek(*hash, blob.key()))
                 .collect();
+            for chain in chains.iter().flatten() {
+                chain.prefetch();
+            }
             warm_older(&chains);
         }
         let recycling = self.spare_wanted.load(Ordering::Relaxed);

@@ -145,6 +145,17 @@ impl<V: Keyed> Shard<V> {
         self.part(key)?.get(hash, key)
     }
 
+    /// The entry whose kept hash bits are those of `hash` (the key's
+    /// `hash_of`), keys not compared: usually `key`'s, but maybe another
+    /// key's. A hint, for passes that only bring entries into the cache:
+    /// it waits for the map's control bytes and the entry, not for the
+    /// key behind it.
+    pub(crate) fn peek(&self, hash: u64, key: &[u8]) -> Option<&V> {
+        let part = self.part(key)?;
+        part.map
+            .find(table_hash(hash), |v| v.hash32() == hash as u32)
+    }
+
     pub(crate) fn get_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut V> {
         debug_assert_eq!(hash, hash_of(key), "a hash of another key");
         let part = self.parts[part_of(key)].as_deref_mut()?;
