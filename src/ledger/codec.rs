@@ -212,6 +212,98 @@ pub fn decode_transfer(b: &[u8]) -> Option<Transfer> {
     })
 }
 
+/// The longest stored transfer value (`encode_stored_transfer`): every
+/// word of the record kept, and the mask.
+pub(crate) const STORED_TRANSFER_MAX: usize = 2 + RECORD_BYTES;
+
+/// Encodes a transfer as the ledger keeps it under its id: the 128-byte
+/// record's sixteen 8-byte words, zero words left out, after a 16-bit mask
+/// of the words kept. Most fields of most transfers are zero (pending id,
+/// user data, timeout, the high halves of ids and amounts), so a typical
+/// transfer takes 50 bytes instead of 128: that is memory for each stored
+/// transfer, the largest part of a ledger. Returns the length written.
+pub(crate) fn encode_stored_transfer(t: &Transfer, out: &mut [u8; STORED_TRANSFER_MAX]) -> usize {
+    let mut mask = 0u16;
+    let mut at = 2;
+    for (i, word) in transfer_words(t).into_iter().enumerate() {
+        if word != 0 {
+            mask |= 1 << i;
+            out[at..at + 8].copy_from_slice(&word.to_le_bytes());
+            at += 8;
+        }
+    }
+    out[..2].copy_from_slice(&mask.to_le_bytes());
+    at
+}
+
+/// A transfer's 128-byte record (`encode_transfer`) as sixteen
+/// little-endian words.
+fn transfer_words(t: &Transfer) -> [u64; 16] {
+    let halves = |x: u128| [x as u64, (x >> 64) as u64];
+    let [id0, id1] = halves(t.id);
+    let [dr0, dr1] = halves(t.debit_account_id);
+    let [cr0, cr1] = halves(t.credit_account_id);
+    let [am0, am1] = halves(t.amount);
+    let [pe0, pe1] = halves(t.pending_id);
+    let [ud0, ud1] = halves(t.user_data_128);
+    [
+        id0,
+        id1,
+        dr0,
+        dr1,
+        cr0,
+        cr1,
+        am0,
+        am1,
+        pe0,
+        pe1,
+        ud0,
+        ud1,
+        t.user_data_64,
+        u64::from(t.user_data_32) | (u64::from(t.timeout) << 32),
+        u64::from(t.ledger) | (u64::from(t.code) << 32) | (u64::from(t.flags.bits()) << 48),
+        t.timestamp,
+    ]
+}
+
+/// Decodes a stored transfer value: the compact form of
+/// `encode_stored_transfer`, or a full 128-byte record (as data written
+/// before the compact form holds). `None` for anything else (a failed
+/// id's one-byte result code, or damage).
+pub(crate) fn decode_stored_transfer(b: &[u8]) -> Option<Transfer> {
+    if b.len() == RECORD_BYTES {
+        return decode_transfer(b);
+    }
+    let (mask, rest) = b.split_first_chunk::<2>()?;
+    let mask = u16::from_le_bytes(*mask);
+    if mask == 0 || rest.len() != 8 * mask.count_ones() as usize {
+        return None;
+    }
+    let mut w = [0u64; 16];
+    let mut kept = rest.chunks_exact(8);
+    for (i, word) in w.iter_mut().enumerate() {
+        if mask & (1 << i) != 0 {
+            *word = u64::from_le_bytes(kept.next()?.try_into().ok()?);
+        }
+    }
+    let whole = |lo: u64, hi: u64| u128::from(lo) | (u128::from(hi) << 64);
+    Some(Transfer {
+        id: whole(w[0], w[1]),
+        debit_account_id: whole(w[2], w[3]),
+        credit_account_id: whole(w[4], w[5]),
+        amount: whole(w[6], w[7]),
+        pending_id: whole(w[8], w[9]),
+        user_data_128: whole(w[10], w[11]),
+        user_data_64: w[12],
+        user_data_32: w[13] as u32,
+        timeout: (w[13] >> 32) as u32,
+        ledger: w[14] as u32,
+        code: (w[14] >> 32) as u16,
+        flags: TransferFlags::from_bits_retain((w[14] >> 48) as u16),
+        timestamp: w[15],
+    })
+}
+
 /// The ops of a logical record.
 pub(crate) const OP_CREATE_ACCOUNTS: u8 = 1;
 pub(crate) const OP_CREATE_TRANSFERS: u8 = 2;
@@ -373,6 +465,70 @@ mod tests {
         encode_transfer(&t, &mut buf);
         assert_eq!(decode_transfer(&buf), Some(t));
         assert_eq!(decode_transfer(&buf[..127]), None);
+    }
+
+    #[test]
+    fn stored_transfers_round_trip_compact_and_full_and_reject_the_rest() {
+        let full = Transfer {
+            id: u128::MAX,
+            debit_account_id: u128::MAX - 1,
+            credit_account_id: (1 << 64) | 1,
+            amount: u128::MAX,
+            pending_id: (5 << 70) | 1,
+            user_data_128: u128::MAX,
+            user_data_64: 7,
+            user_data_32: 8,
+            timeout: 9,
+            ledger: 10,
+            code: 11,
+            flags: TransferFlags::PENDING,
+            timestamp: 12,
+        };
+        let typical = Transfer {
+            id: 7,
+            debit_account_id: 2,
+            credit_account_id: 3,
+            amount: 100,
+            ledger: 1,
+            code: 1,
+            timestamp: 1 << 40,
+            ..Transfer::default()
+        };
+        let mut out = [0u8; STORED_TRANSFER_MAX];
+        for t in [full, typical] {
+            let len = encode_stored_transfer(&t, &mut out);
+            assert_eq!(decode_stored_transfer(&out[..len]), Some(t));
+            let mut rec = [0u8; RECORD_BYTES];
+            encode_transfer(&t, &mut rec);
+            assert_eq!(decode_stored_transfer(&rec), Some(t), "the full record");
+            // Cut short or padded: not a transfer.
+            assert_eq!(decode_stored_transfer(&out[..len - 1]), None);
+            let mut longer = out[..len].to_vec();
+            longer.extend_from_slice(&[0; 8]);
+            assert_eq!(decode_stored_transfer(&longer), None);
+        }
+        // Every word nonzero: the longest form, never 128 bytes.
+        assert_eq!(encode_stored_transfer(&full, &mut out), STORED_TRANSFER_MAX);
+        let high_only = Transfer {
+            credit_account_id: 1 << 64,
+            ..typical
+        };
+        let len = encode_stored_transfer(&high_only, &mut out);
+        assert_eq!(len, 2 + 6 * 8, "only the high word of the credit id");
+        assert_eq!(decode_stored_transfer(&out[..len]), Some(high_only));
+        // id, debit, credit, amount (low words), ledger/code/flags, timestamp.
+        assert_eq!(encode_stored_transfer(&typical, &mut out), 2 + 6 * 8);
+        // The words are the 128-byte record's.
+        let mut rec = [0u8; RECORD_BYTES];
+        encode_transfer(&full, &mut rec);
+        let words: Vec<u64> = rec
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+            .collect();
+        assert_eq!(words, transfer_words(&full));
+        assert_eq!(decode_stored_transfer(&[3]), None, "a failed id's code");
+        assert_eq!(decode_stored_transfer(&[0, 0]), None);
+        assert_eq!(decode_stored_transfer(&[]), None);
     }
 
     #[test]

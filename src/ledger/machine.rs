@@ -123,12 +123,11 @@ pub(crate) fn last_timestamp(batch: &Batch<'_>) -> u64 {
 }
 
 /// What a stored transfer id holds, from its stored value.
+/// Anything under the id that is not a transfer (a failed id's one-byte
+/// result code) spends the id.
 fn stored_slot(value: Option<&[u8]>) -> Slot {
     match value {
-        Some(v) if v.len() == RECORD_BYTES => {
-            codec::decode_transfer(v).map_or(Slot::Empty, Slot::Transfer)
-        }
-        Some(_) => Slot::Failed,
+        Some(v) => codec::decode_stored_transfer(v).map_or(Slot::Failed, Slot::Transfer),
         None => Slot::Empty,
     }
 }
@@ -407,9 +406,10 @@ impl<'b, 'i> Machine<'b, 'i> {
         }
         // Transfers and history entries are never rewritten.
         let mut entry = Vec::new();
+        let mut stored = [0u8; codec::STORED_TRANSFER_MAX];
         for (id, t) in transfers.iter() {
-            codec::encode_transfer(t, &mut rec);
-            batch.put_once(&codec::id_key(TRANSFER, id), &rec, None)?;
+            let len = codec::encode_stored_transfer(t, &mut stored);
+            batch.put_once(&codec::id_key(TRANSFER, id), &stored[..len], None)?;
         }
         for h in &history {
             entry.clear();

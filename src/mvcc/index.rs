@@ -57,8 +57,8 @@ const SPARE_MAX: usize = 1 << 14;
 const CHUNK: usize = 64;
 
 /// A set of writes to install and log: key and new value (`None` deletes).
-/// Installing takes the values by move: a clone of a freshly made `Bytes`
-/// would allocate a shared header for every write.
+/// Installing takes them by move, as the blobs the index keeps (a batch
+/// builds its writes as blobs from the start, so they move in whole).
 pub(crate) trait Writes {
     fn count(&self) -> usize;
     fn each(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone;
