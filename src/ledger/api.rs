@@ -285,15 +285,20 @@ impl Ledger {
             });
         }
         let now = self.clock.now_ns();
-        let (commit_ts, (timestamp, results)) = self.engine.apply(|batch| {
-            restoring_hint(&self.expiry_hint, || {
+        // The batch's record is its input, known before it runs: the engine
+        // logs it (and under `Always` starts its sync) first.
+        let (commit_ts, (timestamp, results)) = self.engine.apply_logged(
+            |batch| {
                 let first_ts = first_timestamp(batch, now);
-                let body = codec::encode_body(op, first_ts, events, encode);
-                let results = execute(batch, first_ts, events, &self.expiry_hint)?;
-                batch.log_as(body);
-                Ok((first_ts, results))
-            })
-        })?;
+                Ok((codec::encode_body(op, first_ts, events, encode), first_ts))
+            },
+            |batch, first_ts| {
+                restoring_hint(&self.expiry_hint, || {
+                    let results = execute(batch, first_ts, events, &self.expiry_hint)?;
+                    Ok((first_ts, results))
+                })
+            },
+        )?;
         Ok(Reply {
             commit_ts,
             timestamp,

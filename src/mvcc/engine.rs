@@ -50,6 +50,10 @@ const LOCK_FILE: &str = "LOCK";
 /// long as the sync or longer, and one thread spawned per such commit
 /// costs tens of microseconds.
 const OVERLAP_MIN: usize = 4096;
+/// Under `Always`, `apply_logged` syncs a logical record of at least this
+/// many bytes on a helper thread while its batch runs (about 500
+/// transfers); a smaller one waits for group commit, like any commit.
+const EARLY_SYNC_BYTES: usize = 64 << 10;
 
 #[derive(Debug)]
 struct Sequencer {
@@ -111,10 +115,13 @@ enum Logged<'a> {
 }
 
 fn check_payload(writes: &impl Writes, logged: Logged<'_>) -> Result<()> {
-    let payload = match logged {
-        Logged::Physical => record::commit_payload_bytes(writes.each()),
-        Logged::Logical(body) => 8 + body.len(),
-    };
+    match logged {
+        Logged::Physical => check_payload_bytes(record::commit_payload_bytes(writes.each())),
+        Logged::Logical(body) => check_payload_bytes(8 + body.len()),
+    }
+}
+
+fn check_payload_bytes(payload: usize) -> Result<()> {
     if payload > record::MAX_PAYLOAD_BYTES {
         return Err(Error::invalid(format!(
             "commit of {payload} bytes is over the limit of {}",
@@ -310,6 +317,28 @@ impl Engine {
         self.inner.apply(f)
     }
 
+    /// `apply` for a batch whose logical record is known before it runs:
+    /// `prepare` reads what it needs of the latest state and returns the
+    /// record's body (what `Options::replay` gets on recovery) and what `f`
+    /// needs; the record is appended before `f` runs, and under
+    /// `SyncMode::Always` a big one (`EARLY_SYNC_BYTES`) is written and
+    /// synced on a helper thread while `f` runs and its writes install, so
+    /// that its sync costs no time of its own unless it takes longer than
+    /// the batch. `f` must make the writes the replay hook would make from
+    /// the body (`Batch::log_as` is ignored here).
+    ///
+    /// If `f` fails, its record is already in the log but its writes are
+    /// not in the state: the engine is poisoned (every later call returns
+    /// `Error::Poisoned`), and a reopen replays the record. Use it where
+    /// `f` cannot fail but for a bug.
+    pub(crate) fn apply_logged<P, R>(
+        &self,
+        prepare: impl FnOnce(&Batch<'_>) -> Result<(Vec<u8>, P)>,
+        f: impl FnOnce(&mut Batch<'_>, P) -> Result<R>,
+    ) -> Result<(u64, R)> {
+        self.inner.apply_logged(prepare, f)
+    }
+
     /// Brings the newest versions of `keys` into the processor's cache, in
     /// passes whose cache misses overlap (a hint for a caller about to
     /// read them one by one; it changes nothing and returns nothing).
@@ -447,18 +476,10 @@ impl Inner {
         // The record is encoded and appended before the install, which
         // moves the values. A group leader may then sync it before it is
         // installed: the visible ts waits for both (`Log::installed`).
-        let mut record = std::mem::take(&mut seq.scratch);
-        record.clear();
-        match logged {
-            Logged::Physical => {
-                record::encode_commit(&mut record, ts, writes.count(), writes.each())
-            }
-            Logged::Logical(body) => record::encode_logical(&mut record, ts, body),
-        }
-        let buffered = self.log.append(ts, |buf| buf.extend_from_slice(&record));
-        if record.capacity() <= 1 << 20 {
-            seq.scratch = record;
-        }
+        let buffered = self.append_record(seq, ts, |record| match logged {
+            Logged::Physical => record::encode_commit(record, ts, writes.count(), writes.each()),
+            Logged::Logical(body) => record::encode_logical(record, ts, body),
+        });
         let watermark = self.gc.watermark_hint();
         let count = writes.count();
         let (visit, synced) =
@@ -485,6 +506,24 @@ impl Inner {
         (ts, buffered, synced)
     }
 
+    /// Step 4: encodes the record for `ts` (in the sequencer's scratch
+    /// buffer) and appends it to the log. Returns the bytes now buffered.
+    fn append_record(
+        &self,
+        seq: &mut Sequencer,
+        ts: u64,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> usize {
+        let mut record = std::mem::take(&mut seq.scratch);
+        record.clear();
+        encode(&mut record);
+        let buffered = self.log.append(ts, |buf| buf.extend_from_slice(&record));
+        if record.capacity() <= 1 << 20 {
+            seq.scratch = record;
+        }
+        buffered
+    }
+
     /// Steps 5 (its end), 6 and 7, out of the sequencer. `synced`: the
     /// outcome of the sync a big commit ran beside its install, if it did
     /// (its error, if any, is the commit's).
@@ -503,6 +542,58 @@ impl Inner {
         synced.transpose()?;
         self.log.commit_wait(ts, buffered)?;
         Ok(ts)
+    }
+
+    fn apply_logged<P, R>(
+        &self,
+        prepare: impl FnOnce(&Batch<'_>) -> Result<(Vec<u8>, P)>,
+        f: impl FnOnce(&mut Batch<'_>, P) -> Result<R>,
+    ) -> Result<(u64, R)> {
+        self.log.check()?;
+        let mut seq = self.seq.lock();
+        let mut batch = Batch::new(&self.index);
+        let (body, p) = prepare(&batch)?;
+        check_payload_bytes(8 + body.len())?;
+        // 3. Take the commit ts; 4. append the redo record, before the
+        // batch runs (and start its sync, for a big one).
+        let ts = seq.last_ts + 1;
+        let buffered = self.append_record(&mut seq, ts, |record| {
+            record::encode_logical(record, ts, &body);
+        });
+        let early =
+            self.options.sync == SyncMode::Always && body.len() >= EARLY_SYNC_BYTES && !cfg!(loom);
+        let ran = std::thread::scope(|scope| {
+            let syncing = early.then(|| scope.spawn(|| self.log.flush(true).map(|_| ())));
+            let out = f(&mut batch, p);
+            let out = out.map(|out| {
+                // 5. Install.
+                let (writes, _) = batch.into_parts();
+                let count = writes.count();
+                let watermark = self.gc.watermark_hint();
+                (out, count, self.index.install_all(writes, ts, watermark))
+            });
+            let synced = syncing.map(|s| {
+                s.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            });
+            (out, synced)
+        });
+        seq.last_ts = ts;
+        let (out, count, visit) = match ran {
+            (Ok(done), _) => done,
+            (Err(e), _) => {
+                // The log holds a record the state does not.
+                self.log.poison();
+                return Err(e);
+            }
+        };
+        self.gc.enqueue_all(ts, visit);
+        if self.options.sync != SyncMode::Always {
+            self.visible.store(ts, Ordering::Release);
+        }
+        drop(seq);
+        self.after_commit(ts, count, buffered, ran.1)?;
+        Ok((ts, out))
     }
 
     fn apply<R>(&self, f: impl FnOnce(&mut Batch<'_>) -> Result<R>) -> Result<(u64, R)> {
@@ -531,5 +622,112 @@ impl Inner {
         drop(seq);
         self.after_commit(ts, count, buffered, synced)?;
         Ok((ts, out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::options::Replay;
+
+    /// Replays a body `key=value` as that one write.
+    #[derive(Debug)]
+    struct PutBody;
+
+    impl Replay for PutBody {
+        fn replay(&self, batch: &mut Batch<'_>, body: &[u8]) -> Result<()> {
+            let at = body
+                .iter()
+                .position(|&b| b == b'=')
+                .ok_or(Error::invalid("body"))?;
+            batch.put(&body[..at], &body[at + 1..])
+        }
+    }
+
+    fn open(dir: &Path, sync: SyncMode) -> Engine {
+        let options = Options {
+            sync,
+            replay: Some(Arc::new(PutBody)),
+            ..Options::default()
+        };
+        Engine::open(dir, options).expect("open")
+    }
+
+    /// `apply_logged` with a body of `len` bytes for `key`, whose batch
+    /// makes the write the body says, or fails when told to.
+    fn put(engine: &Engine, key: &[u8], len: usize, fail: bool) -> Result<u64> {
+        let mut body = key.to_vec();
+        body.push(b'=');
+        body.resize(key.len() + 1 + len, b'v');
+        let value = body[key.len() + 1..].to_vec();
+        engine
+            .apply_logged(
+                |_| Ok((body.clone(), value)),
+                |batch, value| {
+                    if fail {
+                        return Err(Error::invalid("the batch fails"));
+                    }
+                    batch.put(key, &value)
+                },
+            )
+            .map(|(ts, ())| ts)
+    }
+
+    #[test]
+    fn apply_logged_commits_its_writes_and_logs_its_body_for_replay() {
+        for sync in [SyncMode::Always, SyncMode::Never] {
+            let dir = tempfile::tempdir().expect("dir");
+            let engine = open(dir.path(), sync);
+            // A small body (group commit) and one past EARLY_SYNC_BYTES
+            // (synced beside the batch).
+            let small = put(&engine, b"small", 10, false).expect("small");
+            let big = put(&engine, b"big", EARLY_SYNC_BYTES, false).expect("big");
+            assert!(big > small);
+            let snap = engine.snapshot();
+            assert_eq!(snap.ts(), big, "visible once it returns");
+            assert_eq!(
+                snap.get(b"big").expect("get").map(|v| v.len()),
+                Some(EARLY_SYNC_BYTES)
+            );
+            if sync == SyncMode::Always {
+                assert!(engine.stats().log_bytes > EARLY_SYNC_BYTES as u64);
+            }
+            drop(snap);
+            drop(engine);
+            let engine = open(dir.path(), sync);
+            let snap = engine.snapshot();
+            assert_eq!(snap.get(b"small").expect("get").map(|v| v.len()), Some(10));
+            assert_eq!(
+                snap.get(b"big").expect("get").map(|v| v.len()),
+                Some(EARLY_SYNC_BYTES)
+            );
+        }
+    }
+
+    #[test]
+    fn apply_logged_whose_batch_fails_poisons_and_a_reopen_replays_its_record() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = open(dir.path(), SyncMode::Always);
+        put(&engine, b"before", 4, false).expect("before");
+        let failed = put(&engine, b"failed", EARLY_SYNC_BYTES, true);
+        assert!(
+            matches!(failed, Err(Error::InvalidArgument(_))),
+            "{failed:?}"
+        );
+        assert!(matches!(
+            engine.snapshot().get(b"before"),
+            Err(Error::Poisoned)
+        ));
+        assert!(matches!(
+            put(&engine, b"after", 4, false),
+            Err(Error::Poisoned)
+        ));
+        drop(engine);
+        // The log held the failed batch's record: the reopen replays it.
+        let engine = open(dir.path(), SyncMode::Always);
+        let snap = engine.snapshot();
+        assert!(snap.get(b"before").expect("get").is_some());
+        assert!(snap.get(b"failed").expect("get").is_some());
+        assert!(snap.get(b"after").expect("get").is_none());
     }
 }

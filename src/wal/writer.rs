@@ -252,6 +252,16 @@ impl Log {
         self.poisoned.load(Ordering::Acquire)
     }
 
+    /// Poisons the log: every later call fails with `Error::Poisoned`. For
+    /// a caller whose record is in the log but whose state change failed
+    /// (`Engine`'s `apply_logged`): only a reopen, which replays the log,
+    /// can make the two agree again.
+    pub(crate) fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
+        let _state = self.state.lock();
+        self.wake.notify_all();
+    }
+
     pub(crate) fn check(&self) -> Result<()> {
         if self.is_poisoned() {
             Err(Error::Poisoned)
