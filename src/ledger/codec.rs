@@ -404,7 +404,12 @@ pub(crate) fn encode_history_into(
     transfer_id: u128,
     balances: Option<&Account>,
 ) {
-    out.extend_from_slice(&transfer_id.to_le_bytes());
+    // An id that fits in 64 bits (most do) takes 8 bytes, not 16: two
+    // history entries per transfer, kept for good.
+    match u64::try_from(transfer_id) {
+        Ok(short) => out.extend_from_slice(&short.to_le_bytes()),
+        Err(_) => out.extend_from_slice(&transfer_id.to_le_bytes()),
+    }
     if let Some(a) = balances {
         out.extend_from_slice(&a.debits_pending.to_le_bytes());
         out.extend_from_slice(&a.debits_posted.to_le_bytes());
@@ -413,14 +418,17 @@ pub(crate) fn encode_history_into(
     }
 }
 
-/// The transfer id and (if stored) the balances of a history value.
+/// The transfer id and (if stored) the balances of a history value: an id
+/// of 8 or 16 bytes, then nothing or four balances.
 pub(crate) fn decode_history(v: &[u8]) -> Option<(u128, Option<[u128; 4]>)> {
     let mut r = Reader { buf: v, at: 0 };
-    match v.len() {
-        16 => Some((r.u128(), None)),
-        80 => Some((r.u128(), Some([r.u128(), r.u128(), r.u128(), r.u128()]))),
-        _ => None,
-    }
+    let id = match v.len() {
+        8 | 72 => u128::from(r.u64()),
+        16 | 80 => r.u128(),
+        _ => return None,
+    };
+    let balances = (v.len() > 16).then(|| [r.u128(), r.u128(), r.u128(), r.u128()]);
+    Some((id, balances))
 }
 
 #[cfg(test)]
@@ -465,6 +473,36 @@ mod tests {
         encode_transfer(&t, &mut buf);
         assert_eq!(decode_transfer(&buf), Some(t));
         assert_eq!(decode_transfer(&buf[..127]), None);
+    }
+
+    #[test]
+    fn history_values_round_trip_with_short_and_long_ids() {
+        let a = Account {
+            debits_pending: 1,
+            debits_posted: 2,
+            credits_pending: u128::MAX,
+            credits_posted: 4,
+            ..Account::default()
+        };
+        let balances = Some([1, 2, u128::MAX, 4]);
+        for (id, with, len) in [
+            (7u128, None, 8),
+            (u128::from(u64::MAX), None, 8),
+            (1u128 << 64, None, 16),
+            (7, Some(&a), 72),
+            (u128::MAX, Some(&a), 80),
+        ] {
+            let mut v = Vec::new();
+            encode_history_into(&mut v, id, with);
+            assert_eq!(v.len(), len);
+            let expected = (id, with.and(balances));
+            assert_eq!(decode_history(&v), Some(expected));
+            v.push(0);
+            assert_eq!(decode_history(&v), None, "{} bytes", v.len());
+        }
+        // The 16-byte form of a short id (written before ids were cut to
+        // 8 bytes) still reads.
+        assert_eq!(decode_history(&7u128.to_le_bytes()), Some((7, None)));
     }
 
     #[test]
