@@ -208,11 +208,17 @@ fn decode_block(payload: &[u8], out: &mut Vec<(Box<[u8]>, Bytes)>) -> Result<(),
     let mut at = 0;
     while at < payload.len() {
         let key_len = read_u32(payload, at).ok_or("entry truncated")? as usize;
+        if key_len > crate::wal::record::MAX_KEY_BYTES {
+            return Err("key over the engine's limit");
+        }
         let key = payload
             .get(at + 4..at + 4 + key_len)
             .ok_or("key truncated")?;
         at += 4 + key_len;
         let value_len = read_u32(payload, at).ok_or("entry truncated")? as usize;
+        if value_len > crate::wal::record::MAX_VALUE_BYTES {
+            return Err("value over the engine's limit");
+        }
         let value = payload
             .get(at + 4..at + 4 + value_len)
             .ok_or("value truncated")?;
@@ -332,4 +338,37 @@ pub fn verify(path: &Path) -> Result<CheckpointInfo> {
     })?;
     let entries = load(&crate::wal::StdFs, path, ts)?.len() as u64;
     Ok(CheckpointInfo { ts, entries })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(key);
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(value);
+        out
+    }
+
+    /// A block whose checksum holds but whose entry is longer than the
+    /// engine allows is damage, not a key to load (the index keeps keys of
+    /// at most 65,535 bytes).
+    #[test]
+    fn a_block_with_a_key_or_value_over_the_limits_does_not_decode() {
+        let mut out = Vec::new();
+        assert_eq!(decode_block(&entry(b"k", b"v"), &mut out), Ok(()));
+        assert_eq!(out.len(), 1);
+        let long_key = vec![1u8; crate::wal::record::MAX_KEY_BYTES + 1];
+        assert!(decode_block(&entry(&long_key, b"v"), &mut out).is_err());
+        let longest = vec![1u8; crate::wal::record::MAX_KEY_BYTES];
+        assert_eq!(decode_block(&entry(&longest, b"v"), &mut out), Ok(()));
+        let mut huge_value = entry(b"k", b"");
+        let at = huge_value.len() - 4;
+        let over = (crate::wal::record::MAX_VALUE_BYTES + 1) as u32;
+        huge_value[at..].copy_from_slice(&over.to_le_bytes());
+        assert!(decode_block(&huge_value, &mut out).is_err());
+    }
 }
