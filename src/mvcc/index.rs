@@ -71,10 +71,10 @@ impl Writes for super::txn::WriteSet {
         self.len()
     }
     fn each(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone {
-        self.iter().map(|(k, v)| (&k[..], v.as_deref()))
+        self.values().map(|b| (b.key(), b.value()))
     }
     fn into_blobs(self) -> impl Iterator<Item = Blob> {
-        self.into_iter().map(|(k, v)| Blob::new(&k, v.as_deref()))
+        self.into_values()
     }
 }
 
@@ -661,7 +661,7 @@ impl Index {
         value: Option<Bytes>,
         watermark: u64,
     ) -> bool {
-        let write = super::txn::WriteSet::from([(key.into(), value)]);
+        let write = super::txn::WriteSet::from([(key.into(), Blob::new(key, value.as_deref()))]);
         !self.install_all(write, ts, watermark).is_empty()
     }
 

@@ -12,6 +12,7 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
+use super::blob::Blob;
 use super::engine::{Inner, check_sizes};
 use super::index::Index;
 use super::options::Isolation;
@@ -20,7 +21,9 @@ use crate::error::Result;
 use crate::sync::Arc;
 
 /// A transaction's writes: key -> new value (`None` deletes), in key order.
-pub(crate) type WriteSet = BTreeMap<Box<[u8]>, Option<Bytes>>;
+/// Each value is built as the blob the index will keep (a tombstone
+/// deletes), so that the commit moves it in.
+pub(crate) type WriteSet = BTreeMap<Box<[u8]>, Blob>;
 
 type Bounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
@@ -81,7 +84,7 @@ impl Transaction {
         self.inner.log.check()?;
         let key = key.as_ref();
         if let Some(own) = self.writes.get(key) {
-            return Ok(own.clone());
+            return Ok(own.value().map(Bytes::copy_from_slice));
         }
         if let Some(reads) = &self.reads {
             reads.borrow_mut().keys.push(key.into());
@@ -94,8 +97,7 @@ impl Transaction {
         self.inner.log.check()?;
         let (key, value) = (key.as_ref(), value.as_ref());
         check_sizes(key, Some(value))?;
-        self.writes
-            .insert(key.into(), Some(Bytes::copy_from_slice(value)));
+        self.writes.insert(key.into(), Blob::new(key, Some(value)));
         Ok(())
     }
 
@@ -104,7 +106,7 @@ impl Transaction {
         self.inner.log.check()?;
         let key = key.as_ref();
         check_sizes(key, None)?;
-        self.writes.insert(key.into(), None);
+        self.writes.insert(key.into(), Blob::new(key, None));
         Ok(())
     }
 
@@ -134,7 +136,10 @@ impl Transaction {
         let overlay: VecDeque<(Bytes, Option<Bytes>)> = self
             .writes
             .range::<[u8], _>(as_ref_bounds(&bounds))
-            .map(|(k, v)| (Bytes::copy_from_slice(k), v.clone()))
+            .map(|(k, b)| {
+                let value = b.value().map(Bytes::copy_from_slice);
+                (Bytes::copy_from_slice(k), value)
+            })
             .collect();
         if let Some(reads) = &self.reads {
             reads.borrow_mut().ranges.push(bounds.clone());
