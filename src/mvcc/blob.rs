@@ -1,25 +1,29 @@
-//! `Blob`: one version of a key as the index holds it, the key and the
-//! value (or a tombstone) in a single allocation.
+//! `Blob`: one version of a key as the index holds it: the key, the value
+//! (or a tombstone), the commit ts and the next older version, in a single
+//! allocation.
 //!
-//! Layout: `[flags: u8][key length: u16 LE][value length: u32 LE][key]
-//! [value]`; bit 0 of `flags` marks a tombstone (no value, a delete). Keys are at most
-//! `record::MAX_KEY_BYTES` = 65,535 bytes, so the length fits.
+//! Layout: `[older: pointer][ts: u64][flags: u8][key length: u16 LE][value
+//! length: u32 LE][key][value]`, 8-byte aligned; bit 0 of `flags` marks a
+//! tombstone (no value, a delete). Keys are at most
+//! `record::MAX_KEY_BYTES` = 65,535 bytes, so the length fits. A key's
+//! versions are a list, newest first: each blob owns the next older one.
 //!
-//! Why key and value together: the index's map entry then holds an
-//! 8-byte pointer to the blob instead of a 32-byte inline key and a
-//! 32-byte `Bytes`, which more than halves the entry (32 bytes with the
-//! version's ts, the pointer to older versions and 32 bits of the key's
-//! hash), and a point read finds the key it
-//! compares and the value it copies in the same cache lines. Hash maps
-//! double as they grow, so every byte of the entry counts twice just
-//! after a doubling: at 1,000,000 keys of 16 bytes with 100-byte values the
-//! overhead per key went from 154 bytes to under 80 (`examples/memory.rs`).
+//! Why: the index's map entry (`index::Chain`) then holds an 8-byte
+//! pointer to the newest blob and 32 bits of the key's hash, 16 bytes,
+//! where it held a 32-byte inline key, a 32-byte `Bytes`, a ts and a
+//! pointer to a list of older versions (80 bytes). Hash maps double as they
+//! grow, so every byte of the entry counts about twice just after a
+//! doubling: at 1,000,000 keys of 16 bytes with 100-byte values the
+//! overhead per key went from 154 bytes to 59 (`examples/memory.rs`). And a
+//! point read finds the key it compares, the ts it checks and the value it
+//! copies in the same cache lines.
 //!
 //! The price: a reader gets a copy of the value (`Bytes::copy_from_slice`)
-//! instead of a shared reference to it. For the small records this engine
-//! is made for, a copy of a line or two that the lookup has just brought
-//! into the cache costs less than the shared header a `Bytes` needs (24
-//! bytes and one more cache miss per read).
+//! instead of a shared reference to it (or borrows it under the shard's
+//! read lock: `Snapshot::get_with`). For the small records this engine is
+//! made for, a copy of a line or two that the lookup has just brought into
+//! the cache costs less than the shared header a `Bytes` needs (24 bytes
+//! and one more cache miss per read).
 
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::ptr::{self, NonNull};
@@ -27,16 +31,28 @@ use std::ptr::{self, NonNull};
 use super::key::Key;
 
 const TOMBSTONE: u8 = 1;
-/// `[flags: u8][key length: u16 LE][value length: u32 LE]`.
-const HEADER: usize = 7;
+/// `[older: pointer][ts: u64][flags: u8][key length: u16 LE][value length:
+/// u32 LE]`: the pointer and the ts at 8-byte aligned offsets.
+const OLDER: usize = 0;
+const TS: usize = 8;
+const FLAGS: usize = 16;
+const HEADER: usize = 23;
+/// Blobs are allocated 8-byte aligned, for the pointer and the ts.
+const ALIGN: usize = 8;
+const _: () = assert!(OLDER.is_multiple_of(ALIGN) && TS.is_multiple_of(ALIGN) && FLAGS == TS + 8);
 
-/// A key and its value (or a tombstone), in one allocation that the blob
-/// owns alone, as a `Box<[u8]>` would; its lengths are in the allocation,
-/// so that the pointer is 8 bytes, not a slice's 16.
+/// One version of a key: the key and its value (or a tombstone), its commit
+/// ts, and the next older version of the key, if any, in one allocation
+/// that the blob owns alone, as a `Box<[u8]>` would (the older version
+/// too, as a `Box` would). Its lengths are in the allocation, so that the
+/// pointer is 8 bytes, not a slice's 16. `repr(transparent)` over a
+/// `NonNull`: an `Option<Blob>` is a nullable pointer, which is how the
+/// header holds the older version.
+#[repr(transparent)]
 pub(crate) struct Blob(NonNull<u8>);
 
-// SAFETY: a `Blob` owns its bytes alone (no other pointer to them exists,
-// and `Clone` copies them), like a `Box<[u8]>`, and changes them only
+// SAFETY: a `Blob` owns its bytes and its older versions alone (no other
+// pointer to them exists), like a `Box<[u8]>`, and changes them only
 // through `&mut self` or by value: sending or sharing it between threads is
 // as safe as sending or sharing a `Box<[u8]>`.
 unsafe impl Send for Blob {}
@@ -47,7 +63,7 @@ unsafe impl Sync for Blob {}
 /// 65,535 + 16 MiB (the engine checks sizes first), far below
 /// `isize::MAX`.
 fn layout(len: usize) -> Layout {
-    match Layout::from_size_align(len, 1) {
+    match Layout::from_size_align(len, ALIGN) {
         Ok(layout) => layout,
         Err(_) => unreachable!("a blob of {len} bytes"),
     }
@@ -64,9 +80,9 @@ impl Blob {
         HEADER + key_len + value_len
     }
 
-    /// A blob of `key` and `value` (`None`: a tombstone). The key must be
-    /// at most 65,535 bytes and the value at most 4 GiB (the engine checks
-    /// sizes before it gets here).
+    /// A blob of `key` and `value` (`None`: a tombstone), at ts 0 and with
+    /// no older version. The key must be at most 65,535 bytes and the value
+    /// at most 4 GiB (the engine checks sizes before it gets here).
     pub(crate) fn new(key: &[u8], value: Option<&[u8]>) -> Blob {
         Blob::reuse(None, key, value)
     }
@@ -82,12 +98,21 @@ impl Blob {
             unreachable!("a key or value over the engine's limits");
         };
         let blob = match buf {
-            Some(blob) if blob.len() == len => blob,
+            Some(mut blob) if blob.len() == len => {
+                drop(blob.take_older());
+                blob
+            }
             _ => {
                 let layout = layout(len);
                 // SAFETY: the layout's size is at least `HEADER`, not zero.
                 let at = unsafe { alloc(layout) };
-                Blob(NonNull::new(at).unwrap_or_else(|| handle_alloc_error(layout)))
+                let at = NonNull::new(at).unwrap_or_else(|| handle_alloc_error(layout));
+                // SAFETY: `at` is a fresh allocation of at least `HEADER`
+                // bytes, aligned for a pointer: its first 8 bytes become
+                // "no older version" before a `Blob` owns it (its `Drop`
+                // reads them).
+                unsafe { at.as_ptr().cast::<Option<Blob>>().write(None) };
+                Blob(at)
             }
         };
         let flags = if value.is_some() { 0 } else { TOMBSTONE };
@@ -95,35 +120,91 @@ impl Blob {
         let at = blob.0.as_ptr();
         // SAFETY: `at` points to `len` bytes that `blob` owns alone (just
         // allocated, or a blob of exactly `len` bytes given by value), and
-        // the writes below cover `HEADER + key.len() + value.len()` = `len`
-        // bytes from it, each from a source of the length written, which
-        // cannot overlap the destination (it is owned by `blob`). Raw
+        // the writes below cover `HEADER - TS + key.len() + value.len()`
+        // bytes from `TS` on, up to `len`, each from a source of the
+        // length written, which cannot overlap the destination (it is
+        // owned by `blob`); the ts is at an 8-byte aligned offset. Raw
         // writes, not a `&mut [u8]`: fresh memory is uninitialized.
         unsafe {
-            at.write(flags);
-            ptr::copy_nonoverlapping(key_len.to_le_bytes().as_ptr(), at.add(1), 2);
-            ptr::copy_nonoverlapping(value_len.to_le_bytes().as_ptr(), at.add(3), 4);
+            at.add(TS).cast::<u64>().write(0);
+            at.add(FLAGS).write(flags);
+            ptr::copy_nonoverlapping(key_len.to_le_bytes().as_ptr(), at.add(FLAGS + 1), 2);
+            ptr::copy_nonoverlapping(value_len.to_le_bytes().as_ptr(), at.add(FLAGS + 3), 4);
             ptr::copy_nonoverlapping(key.as_ptr(), at.add(HEADER), key.len());
             ptr::copy_nonoverlapping(value.as_ptr(), at.add(HEADER + key.len()), value.len());
         }
         blob
     }
 
-    fn header(&self) -> [u8; HEADER] {
-        let mut header = [0u8; HEADER];
-        // SAFETY: every blob starts with `HEADER` initialized bytes.
-        unsafe { ptr::copy_nonoverlapping(self.0.as_ptr(), header.as_mut_ptr(), HEADER) };
-        header
-    }
-
     fn lengths(&self) -> (usize, usize) {
-        let h = self.header();
+        let mut h = [0u8; HEADER - FLAGS];
+        // SAFETY: every blob starts with `HEADER` initialized bytes.
+        unsafe { ptr::copy_nonoverlapping(self.0.as_ptr().add(FLAGS), h.as_mut_ptr(), h.len()) };
         let key_len = u16::from_le_bytes([h[1], h[2]]);
         let value_len = u32::from_le_bytes([h[3], h[4], h[5], h[6]]);
         (usize::from(key_len), value_len as usize)
     }
 
-    /// All of the blob's bytes, header included.
+    /// The commit ts of this version (0 until the index installs it).
+    pub(crate) fn ts(&self) -> u64 {
+        // SAFETY: the ts is initialized (`reuse`), at an aligned offset.
+        unsafe { self.0.as_ptr().add(TS).cast::<u64>().read() }
+    }
+
+    pub(crate) fn set_ts(&mut self, ts: u64) {
+        // SAFETY: as `ts`; `&mut self` owns the bytes alone.
+        unsafe { self.0.as_ptr().add(TS).cast::<u64>().write(ts) }
+    }
+
+    /// The header's slot for the older version: `None` or a blob this one
+    /// owns.
+    fn older_slot(&self) -> *mut Option<Blob> {
+        // At an offset aligned for a pointer (the allocation's start).
+        self.0.as_ptr().wrapping_add(OLDER).cast::<Option<Blob>>()
+    }
+
+    /// The next older version of the key.
+    pub(crate) fn older(&self) -> Option<&Blob> {
+        // SAFETY: the slot always holds a valid `Option<Blob>` (null or an
+        // owned blob: `reuse` writes `None`, `set_older` and `take_older`
+        // keep it so), which lives as long as `self` and changes only
+        // through `&mut self`.
+        unsafe { (*self.older_slot()).as_ref() }
+    }
+
+    fn older_mut(&mut self) -> Option<&mut Blob> {
+        // SAFETY: as `older`; `&mut self` makes the borrow unique.
+        unsafe { (*self.older_slot()).as_mut() }
+    }
+
+    /// Detaches the older versions (the next one, which owns the rest).
+    pub(crate) fn take_older(&mut self) -> Option<Blob> {
+        // SAFETY: as `older_mut`; the slot is left `None`, so the blob
+        // taken has one owner.
+        unsafe { self.older_slot().replace(None) }
+    }
+
+    /// Makes `older` the next older version (dropping any it had).
+    pub(crate) fn set_older(&mut self, older: Option<Blob>) {
+        // SAFETY: as `older_mut`; the old content is returned and dropped,
+        // the new one is moved in.
+        drop(unsafe { self.older_slot().replace(older) });
+    }
+
+    /// Walks from this version to older ones and returns the first for
+    /// which `stop` is true (`None` when none is).
+    pub(crate) fn find_mut(&mut self, mut stop: impl FnMut(&Blob) -> bool) -> Option<&mut Blob> {
+        let mut cur = self;
+        loop {
+            if stop(cur) {
+                return Some(cur);
+            }
+            cur = cur.older_mut()?;
+        }
+    }
+
+    /// All of the blob's bytes, header included (to bring them into the
+    /// cache).
     pub(crate) fn bytes(&self) -> &[u8] {
         // SAFETY: the blob owns `len()` initialized bytes at `self.0`
         // (`reuse` wrote them all), alive and unchanged while `self` is
@@ -146,7 +227,7 @@ impl Blob {
     }
 
     pub(crate) fn is_tombstone(&self) -> bool {
-        self.header()[0] & TOMBSTONE != 0
+        self.bytes()[FLAGS] & TOMBSTONE != 0
     }
 
     /// Asks the processor to load the blob's second and third cache
@@ -200,25 +281,17 @@ pub(crate) fn prefetch<T>(at: *const T) {
 
 impl Drop for Blob {
     fn drop(&mut self) {
+        // The older versions one by one, not by recursion: a key updated
+        // many times while a snapshot held its versions has a long chain.
+        let mut older = self.take_older();
+        while let Some(mut version) = older {
+            older = version.take_older();
+        }
         // SAFETY: `self.0` was allocated by `reuse` with `layout(len)`,
         // and `len()` reads the same lengths back from the header.
         unsafe { dealloc(self.0.as_ptr(), layout(self.len())) }
     }
 }
-
-impl Clone for Blob {
-    fn clone(&self) -> Blob {
-        Blob::new(self.key(), self.value())
-    }
-}
-
-impl PartialEq for Blob {
-    fn eq(&self, other: &Blob) -> bool {
-        self.bytes() == other.bytes()
-    }
-}
-
-impl Eq for Blob {}
 
 impl std::fmt::Debug for Blob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -246,6 +319,47 @@ mod tests {
                 assert_eq!(blob.index_key().as_bytes(), key);
             }
         }
+    }
+
+    /// A chain of versions, newest first: each owns the next older one.
+    fn chain(n: u64) -> Blob {
+        let mut newest = Blob::new(b"k", Some(b"0"));
+        for ts in 1..=n {
+            let mut next = Blob::new(b"k", Some(ts.to_string().as_bytes()));
+            next.set_ts(ts);
+            next.set_older(Some(newest));
+            newest = next;
+        }
+        newest
+    }
+
+    #[test]
+    fn a_blob_keeps_its_ts_and_owns_its_older_versions() {
+        let mut newest = chain(3);
+        let seen: Vec<u64> = std::iter::successors(Some(&newest), |v| v.older())
+            .map(Blob::ts)
+            .collect();
+        assert_eq!(seen, [3, 2, 1, 0]);
+        let found = newest
+            .find_mut(|v| v.ts() <= 1)
+            .map(|v| v.value().map(<[u8]>::to_vec));
+        assert_eq!(found, Some(Some(b"1".to_vec())));
+        assert!(newest.find_mut(|v| v.ts() > 7).is_none());
+        // Cut below ts 2: the detached part keeps its own chain.
+        let two = newest.find_mut(|v| v.ts() == 2).expect("ts 2");
+        let rest = two.take_older().expect("ts 1");
+        assert_eq!((rest.ts(), rest.older().map(Blob::ts)), (1, Some(0)));
+        assert!(newest.older().and_then(Blob::older).is_none());
+        // A reused blob starts with no older version and ts 0.
+        let reused = Blob::reuse(Some(rest), b"k", Some(b"9"));
+        assert_eq!((reused.ts(), reused.older().is_none()), (0, true));
+    }
+
+    /// Dropping a long chain goes version by version (no recursion to
+    /// overflow the stack).
+    #[test]
+    fn a_long_chain_drops_without_recursion() {
+        drop(chain(1_000_000));
     }
 
     #[test]

@@ -29,15 +29,16 @@
 //! misses overlap. The blobs of small versions pruned at install are kept
 //! for new versions of the same length (`take_spare`).
 //!
-//! A version is a `Blob`: its key and value in one allocation, which the
-//! index owns alone (readers get copies, or borrow under the read lock).
-//! A map entry (`Chain`) is 32 bytes: see `blob.rs`.
+//! A version is a `Blob`: its key, value, ts and the next older version in
+//! one allocation, which the index owns alone (readers get copies, or
+//! borrow under the read lock). A map entry (`Chain`) is 16 bytes: see
+//! `blob.rs`.
 
 use std::ops::Bound;
 
 use bytes::Bytes;
 
-use super::blob::{self, Blob};
+use super::blob::Blob;
 use super::key::{Key, hash_of};
 use super::shard::{Keyed, Shard, parts_of};
 use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
@@ -137,19 +138,13 @@ fn warm(shard: &Shard<Chain>, writes: &[Hashed]) {
     warm_older(&chains[..writes.len().min(CHUNK)]);
 }
 
-/// `warm`'s passes after the first: the found chains' lists of older
-/// versions, then the blob of the oldest (which an install prunes).
+/// `warm`'s pass after the first: the blob of the next older version of
+/// each found chain (the one an install prunes, when it is below the
+/// watermark), whose pointer is in the newest blob's first line.
 fn warm_older(chains: &[Option<&Chain>]) {
-    for chains in chains.chunks(CHUNK) {
-        for chain in chains.iter().flatten() {
-            if let Some(older) = &chain.older {
-                blob::prefetch(older.as_ptr());
-            }
-        }
-        for chain in chains.iter().flatten() {
-            if let Some(oldest) = chain.older().first() {
-                oldest.blob.prefetch(SPARE_BYTES / 64);
-            }
+    for chain in chains.iter().flatten() {
+        if let Some(older) = chain.older() {
+            older.prefetch(SPARE_BYTES / 64);
         }
     }
 }
@@ -210,47 +205,27 @@ fn by_halves<T: Send, R: Send>(
     })
 }
 
-/// One version of a key: its key and value (or tombstone, a delete) in a
-/// blob.
-#[derive(Debug, Clone)]
-pub(crate) struct Version {
-    pub ts: u64,
-    pub blob: Blob,
-}
-
-impl Version {
-    /// The value; `None` for a tombstone.
-    pub(crate) fn value(&self) -> Option<&[u8]> {
-        self.blob.value()
-    }
-}
-
-/// A key's versions: the newest inline, older ones ascending by ts, out
-/// of line: most keys (a transfer, a history entry) never get a second
-/// version, and a boxed list costs them 8 bytes of the map's entry where
-/// an inline `Vec` cost 24.
+/// A key's versions: the newest blob, which holds the next older one (and
+/// so on, each older one owned by the next newer: `Blob::older`), and the
+/// low 32 bits of the key's hash. Most keys (a transfer, a history entry)
+/// never get a second version, and a map entry is 16 bytes.
 #[derive(Debug)]
 pub(crate) struct Chain {
-    newest: Version,
-    #[expect(
-        clippy::box_collection,
-        reason = "8 bytes in every map entry instead of a Vec's 24; only keys with old versions pay the extra allocation"
-    )]
-    older: Option<Box<Vec<Version>>>,
+    newest: Blob,
     /// The low 32 bits of the key's `hash_of` (see `shard::Keyed`).
     hash32: u32,
 }
 
-// A map entry: the newest version's ts and blob pointer, the pointer to
-// older versions, and 32 bits of hash (see `blob.rs` for why it matters).
-const _: () = assert!(std::mem::size_of::<Chain>() == 32);
+// A map entry: the newest blob's pointer and 32 bits of hash (see
+// `blob.rs` for why its size matters).
+const _: () = assert!(std::mem::size_of::<Chain>() == 16);
 
 impl Keyed for Chain {
     /// The key; a map compares it once the kept hash bits match, and then
     /// the value usually follows: its lines are asked for at once.
     fn key(&self) -> &[u8] {
-        self.newest.blob.prefetch_value();
-        self.newest.blob.key()
+        self.newest.prefetch_value();
+        self.newest.key()
     }
     fn hash32(&self) -> u32 {
         self.hash32
@@ -258,73 +233,69 @@ impl Keyed for Chain {
 }
 
 impl Chain {
-    /// Asks for the lines a lookup of this chain reads next: the newest
-    /// blob's first, and the list of older versions.
+    /// Asks for the line a lookup of this chain reads next: the newest
+    /// blob's first (its ts, key and the pointer to the older version).
     fn prefetch(&self) {
-        self.newest.blob.prefetch(1);
-        if let Some(older) = &self.older {
-            blob::prefetch::<Vec<Version>>(&**older);
-        }
+        self.newest.prefetch(1);
     }
 
-    /// A key's first version; `hash` is the key's `hash_of`.
-    fn new(newest: Version, hash: u64) -> Chain {
+    /// A key's first version, installed at its ts; `hash` is the key's
+    /// `hash_of`.
+    fn new(newest: Blob, hash: u64) -> Chain {
+        debug_assert!(newest.older().is_none());
         Chain {
             newest,
-            older: None,
             hash32: hash as u32,
         }
     }
 
-    fn older(&self) -> &[Version] {
-        self.older.as_deref().map_or(&[], Vec::as_slice)
+    fn older(&self) -> Option<&Blob> {
+        self.newest.older()
+    }
+
+    /// The versions, newest first.
+    fn versions(&self) -> impl Iterator<Item = &Blob> {
+        std::iter::successors(Some(&self.newest), |v| v.older())
     }
 
     /// The newest version with ts at or below `ts`.
-    fn at(&self, ts: u64) -> Option<&Version> {
-        if self.newest.ts <= ts {
-            return Some(&self.newest);
-        }
-        self.older().iter().rev().find(|v| v.ts <= ts)
+    fn at(&self, ts: u64) -> Option<&Blob> {
+        self.versions().find(|v| v.ts() <= ts)
     }
 
     fn len(&self) -> usize {
-        1 + self.older().len()
+        self.versions().count()
     }
 
-    /// Makes `version` the newest; the previous newest becomes older.
-    fn push(&mut self, version: Version) {
+    /// Makes `version` (installed at its ts) the newest; the previous
+    /// newest becomes the next older one.
+    fn push(&mut self, version: Blob) {
+        debug_assert!(version.older().is_none());
         let old = std::mem::replace(&mut self.newest, version);
-        self.older.get_or_insert_with(Box::default).push(old);
+        self.newest.set_older(Some(old));
     }
 
     /// Drops the versions no reader at or above `watermark` can see (hands
-    /// each to `gone`): keeps every version above it and the newest one at
-    /// or below it. Returns how many it dropped.
-    fn prune(&mut self, watermark: u64, gone: impl FnMut(Version)) -> usize {
-        let Some(older) = self.older.as_mut() else {
+    /// each to `gone`, detached from the others): keeps every version above
+    /// it and the newest one at or below it. Returns how many it dropped.
+    fn prune(&mut self, watermark: u64, mut gone: impl FnMut(Blob)) -> usize {
+        let Some(keep) = self.newest.find_mut(|v| v.ts() <= watermark) else {
             return 0;
         };
-        if self.newest.ts <= watermark {
-            let dropped = older.len();
-            // Keep the allocation: a key updated once is likely updated
-            // again, and freeing and reallocating it each time costs more.
-            older.drain(..).for_each(gone);
-            return dropped;
+        let mut dropped = 0;
+        let mut older = keep.take_older();
+        while let Some(mut version) = older {
+            older = version.take_older();
+            gone(version);
+            dropped += 1;
         }
-        match older.iter().rposition(|v| v.ts <= watermark) {
-            Some(keep) if keep > 0 => {
-                older.drain(..keep).for_each(gone);
-                keep
-            }
-            _ => 0,
-        }
+        dropped
     }
 
     /// Whether the key is gone for every reader at or above `watermark`:
     /// its only version is a tombstone at or below it.
     fn is_dead(&self, watermark: u64) -> bool {
-        self.older().is_empty() && self.newest.ts <= watermark && self.newest.blob.is_tombstone()
+        self.older().is_none() && self.newest.ts() <= watermark && self.newest.is_tombstone()
     }
 }
 
@@ -383,12 +354,12 @@ fn half_way(shares: impl Iterator<Item = usize>, total: usize) -> usize {
     split
 }
 
-/// Keeps the blob of a pruned version for reuse (`Index::take_spare`)
-/// when it is small; drops it otherwise. Nothing else can hold it: readers
-/// copy values out.
-fn recycle(version: Version, spare: &mut Vec<Blob>) {
-    if version.blob.len() <= SPARE_BYTES {
-        spare.push(version.blob);
+/// Keeps the blob of a pruned version (detached from any older one) for
+/// reuse (`Index::take_spare`) when it is small; drops it otherwise.
+/// Nothing else can hold it: readers copy values out.
+fn recycle(version: Blob, spare: &mut Vec<Blob>) {
+    if version.len() <= SPARE_BYTES {
+        spare.push(version);
     }
 }
 
@@ -416,7 +387,7 @@ fn prune_locked(shard: &mut Shard<Chain>, hash: u64, key: &[u8], watermark: u64)
         };
     };
     let dropped = chain.prune(watermark, drop) as u64;
-    let again = (chain.len() > 1).then_some(chain.newest.ts);
+    let again = chain.older().is_some().then(|| chain.newest.ts());
     let dead = chain.is_dead(watermark);
     if dead {
         shard.remove(hash, key);
@@ -447,14 +418,16 @@ fn install_locked(
         (blob, visit, spare),
         |(blob, ..)| blob.key(),
         |(blob, visit, mut spare), chain| {
-            debug_assert!(chain.newest.ts < ts, "install out of ts order");
-            let queued = !chain.older().is_empty();
+            debug_assert!(chain.newest.ts() < ts, "install out of ts order");
+            let queued = chain.older().is_some();
             let dropped = chain.prune(watermark, |v| {
                 if let Some(spare) = spare.as_deref_mut() {
                     recycle(v, spare);
                 }
             }) as u64;
-            chain.push(Version { ts, blob });
+            let mut blob = blob;
+            blob.set_ts(ts);
+            chain.push(blob);
             if !queued {
                 visit.push(Key::new(chain.key()));
             }
@@ -464,7 +437,9 @@ fn install_locked(
             if blob.is_tombstone() {
                 visit.push(blob.index_key());
             }
-            (Chain::new(Version { ts, blob }, hash), (true, 0))
+            let mut blob = blob;
+            blob.set_ts(ts);
+            (Chain::new(blob, hash), (true, 0))
         },
     )
 }
@@ -521,14 +496,14 @@ impl Index {
         f(shard
             .get(hash, key)
             .and_then(|c| c.at(ts))
-            .and_then(Version::value))
+            .and_then(Blob::value))
     }
 
     /// The ts of the newest version of `key`, installed or not yet visible.
     pub(crate) fn latest_ts(&self, key: &[u8]) -> Option<u64> {
         let (lock, hash) = self.locate(key);
         let shard = lock.read();
-        shard.get(hash, key).map(|c| c.newest.ts)
+        shard.get(hash, key).map(|c| c.newest.ts())
     }
 
     /// Calls `f` with the newest value of `key` (visible or not), under the
@@ -579,7 +554,7 @@ impl Index {
                     // for real (from the cache, mostly) and decoded.
                     for &(i, hash) in chunk {
                         if let Some(chain) = shard.peek(hash, keys[i as usize].as_ref()) {
-                            chain.newest.blob.prefetch(VALUE_LINES);
+                            chain.newest.prefetch(VALUE_LINES);
                         }
                     }
                     for &(i, hash) in chunk {
@@ -640,7 +615,7 @@ impl Index {
         let guards: Vec<_> = locked.iter().map(|&s| self.shards[s].read()).collect();
         for (&(_, i, hash), &g) in found.iter().zip(&at) {
             if let Some(chain) = guards[g].peek(hash, keys[i as usize].as_ref()) {
-                chain.newest.blob.prefetch(VALUE_LINES);
+                chain.newest.prefetch(VALUE_LINES);
             }
         }
         for (&(_, i, hash), &g) in found.iter().zip(&at) {
@@ -856,14 +831,12 @@ impl Index {
         let mut shard = lock.write();
         match value {
             Some(value) => {
-                let version = Version {
-                    ts,
-                    blob: Blob::new(key, Some(value)),
-                };
+                let mut version = Blob::new(key, Some(value));
+                version.set_ts(ts);
                 let added = shard.upsert(
                     hash,
                     version,
-                    |v| v.blob.key(),
+                    |v| v.key(),
                     |version, chain| {
                         chain.newest = version;
                         false
@@ -939,7 +912,7 @@ impl Index {
                     .map(|(key, hash)| guard.get(*hash, key.as_bytes()))
                     .collect();
                 for chain in chains.iter().flatten() {
-                    seen ^= chain.older().first().map_or(0, |v| v.ts);
+                    seen ^= chain.older().map_or(0, Blob::ts);
                 }
                 std::hint::black_box(seen);
             }
@@ -1022,7 +995,9 @@ impl Index {
         self.shards.iter().any(|lock| {
             let mut shard = lock.write();
             shard.merge(&parts);
-            shard.range(&bounds).any(|(_, chain)| chain.newest.ts > ts)
+            shard
+                .range(&bounds)
+                .any(|(_, chain)| chain.newest.ts() > ts)
         })
     }
 
@@ -1080,7 +1055,7 @@ fn scan_locked(
 ) -> Chunk {
     let mut examined = 0;
     for (key, chain) in shard.range(bounds) {
-        if let Some(value) = chain.at(ts).and_then(Version::value) {
+        if let Some(value) = chain.at(ts).and_then(Blob::value) {
             out.push((
                 Bytes::copy_from_slice(key.as_bytes()),
                 Bytes::copy_from_slice(value),
