@@ -39,3 +39,37 @@ fn put_commit_reopen() {
     assert_eq!(s.scan(..).unwrap().count(), 100);
     println!("{:?}", e.stats());
 }
+
+/// `Snapshot::get_with` lends the value `get` would copy: the same answer
+/// for a present, a deleted and an absent key, at the snapshot's ts (a
+/// later commit is not seen).
+#[test]
+fn get_with_lends_what_get_returns_at_the_snapshot() {
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = Engine::open(dir.path(), Options::default()).expect("open");
+    let mut txn = engine.begin();
+    txn.put(b"kept", b"one").expect("put");
+    txn.put(b"gone", b"two").expect("put");
+    txn.commit().expect("commit");
+    let mut txn = engine.begin();
+    txn.delete(b"gone").expect("delete");
+    txn.commit().expect("commit");
+    let snap = engine.snapshot();
+    let mut txn = engine.begin();
+    txn.put(b"kept", b"three").expect("put");
+    txn.put(b"later", b"four").expect("put");
+    txn.commit().expect("commit");
+    for key in [&b"kept"[..], b"gone", b"later", b"never"] {
+        let lent = snap
+            .get_with(key, |v| v.map(<[u8]>::to_vec))
+            .expect("get_with");
+        let copied = snap.get(key).expect("get").map(|v| v.to_vec());
+        assert_eq!(lent, copied, "{key:?}");
+    }
+    let kept = snap.get_with(b"kept", |v| v.map(<[u8]>::to_vec));
+    assert_eq!(kept.expect("get_with"), Some(b"one".to_vec()));
+    assert!(!snap.get_with(b"later", |v| v.is_some()).expect("get_with"));
+    let now = engine.snapshot();
+    let kept = now.get_with(b"kept", |v| v.map(<[u8]>::to_vec));
+    assert_eq!(kept.expect("get_with"), Some(b"three".to_vec()));
+}
