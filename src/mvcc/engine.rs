@@ -481,29 +481,42 @@ impl Inner {
             Logged::Logical(body) => record::encode_logical(record, ts, body),
         });
         let watermark = self.gc.watermark_hint();
-        let count = writes.count();
-        let (visit, synced) =
-            if self.options.sync == SyncMode::Always && count >= OVERLAP_MIN && !cfg!(loom) {
-                // The disk writes and syncs the record while the index
-                // installs it: what the caller will wait for anyway.
-                std::thread::scope(|scope| {
-                    let syncing = scope.spawn(|| self.log.flush(true).map(|_| ()));
-                    let visit = self.index.install_all(writes, ts, watermark);
-                    let synced = syncing
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                    (visit, Some(synced))
-                })
-            } else {
-                (self.index.install_all(writes, ts, watermark), None)
-            };
+        // A big commit: the disk writes and syncs the record while the
+        // index installs it, what the caller will wait for anyway.
+        let (visit, synced) = self.beside_sync(writes.count() >= OVERLAP_MIN, || {
+            self.index.install_all(writes, ts, watermark)
+        });
+        self.publish(seq, ts, visit);
+        (ts, buffered, synced)
+    }
+
+    /// Runs `work`; under `Always`, when `big`, with the log written and
+    /// synced on a helper thread meanwhile. Returns `work`'s result and
+    /// the sync's outcome, if it ran (its error is the commit's).
+    fn beside_sync<T>(&self, big: bool, work: impl FnOnce() -> T) -> (T, Option<Result<()>>) {
+        if self.options.sync != SyncMode::Always || !big || cfg!(loom) {
+            return (work(), None);
+        }
+        std::thread::scope(|scope| {
+            let syncing = scope.spawn(|| self.log.flush(true).map(|_| ()));
+            let out = work();
+            let synced = syncing
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (out, Some(synced))
+        })
+    }
+
+    /// The end of step 5, inside the sequencer: queues the keys the
+    /// collector must visit, moves the sequencer past `ts`, and (when
+    /// nothing waits for the disk) makes `ts` visible.
+    fn publish(&self, seq: &mut Sequencer, ts: u64, visit: Vec<super::key::Key>) {
         self.gc.enqueue_all(ts, visit);
         seq.last_ts = ts;
         if self.options.sync != SyncMode::Always {
             // Nothing waits for the disk: visible once installed.
             self.visible.store(ts, Ordering::Release);
         }
-        (ts, buffered, synced)
     }
 
     /// Step 4: encodes the record for `ts` (in the sequencer's scratch
@@ -560,39 +573,27 @@ impl Inner {
         let buffered = self.append_record(&mut seq, ts, |record| {
             record::encode_logical(record, ts, &body);
         });
-        let early =
-            self.options.sync == SyncMode::Always && body.len() >= EARLY_SYNC_BYTES && !cfg!(loom);
-        let ran = std::thread::scope(|scope| {
-            let syncing = early.then(|| scope.spawn(|| self.log.flush(true).map(|_| ())));
-            let out = f(&mut batch, p);
-            let out = out.map(|out| {
+        let (ran, synced) = self.beside_sync(body.len() >= EARLY_SYNC_BYTES, || {
+            f(&mut batch, p).map(|out| {
                 // 5. Install.
                 let (writes, _) = batch.into_parts();
                 let count = writes.count();
                 let watermark = self.gc.watermark_hint();
                 (out, count, self.index.install_all(writes, ts, watermark))
-            });
-            let synced = syncing.map(|s| {
-                s.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            });
-            (out, synced)
+            })
         });
-        seq.last_ts = ts;
         let (out, count, visit) = match ran {
-            (Ok(done), _) => done,
-            (Err(e), _) => {
+            Ok(done) => done,
+            Err(e) => {
                 // The log holds a record the state does not.
+                seq.last_ts = ts;
                 self.log.poison();
                 return Err(e);
             }
         };
-        self.gc.enqueue_all(ts, visit);
-        if self.options.sync != SyncMode::Always {
-            self.visible.store(ts, Ordering::Release);
-        }
+        self.publish(&mut seq, ts, visit);
         drop(seq);
-        self.after_commit(ts, count, buffered, ran.1)?;
+        self.after_commit(ts, count, buffered, synced)?;
         Ok((ts, out))
     }
 
