@@ -31,8 +31,8 @@
 //!
 //! A version is a `Blob`: its key, value, ts and the next older version in
 //! one allocation, which the index owns alone (readers get copies, or
-//! borrow under the read lock). A map entry (`Chain`) is 16 bytes: see
-//! `blob.rs`.
+//! borrow under the read lock). A map entry (`Chain`) is the blob's
+//! pointer: see `blob.rs` and `table.rs`.
 
 use std::ops::Bound;
 
@@ -206,19 +206,18 @@ fn by_halves<T: Send, R: Send>(
 }
 
 /// A key's versions: the newest blob, which holds the next older one (and
-/// so on, each older one owned by the next newer: `Blob::older`), and the
-/// low 32 bits of the key's hash. Most keys (a transfer, a history entry)
-/// never get a second version, and a map entry is 16 bytes.
+/// so on, each older one owned by the next newer: `Blob::older`). Most
+/// keys (a transfer, a history entry) never get a second version, and a
+/// map entry is the blob's pointer (the map keeps 32 bits of the key's
+/// hash beside it: `table.rs`).
 #[derive(Debug)]
 pub(crate) struct Chain {
     newest: Blob,
-    /// The low 32 bits of the key's `hash_of` (see `shard::Keyed`).
-    hash32: u32,
 }
 
-// A map entry: the newest blob's pointer and 32 bits of hash (see
-// `blob.rs` for why its size matters).
-const _: () = assert!(std::mem::size_of::<Chain>() == 16);
+// A map entry: the newest blob's pointer (see `blob.rs` for why its size
+// matters), five of them to a map's cache line.
+const _: () = assert!(std::mem::size_of::<Option<Chain>>() == 8);
 
 impl Keyed for Chain {
     /// The key; a map compares it once the kept hash bits match, and then
@@ -226,9 +225,6 @@ impl Keyed for Chain {
     fn key(&self) -> &[u8] {
         self.newest.prefetch_value();
         self.newest.key()
-    }
-    fn hash32(&self) -> u32 {
-        self.hash32
     }
 }
 
@@ -239,14 +235,10 @@ impl Chain {
         self.newest.prefetch(1);
     }
 
-    /// A key's first version, installed at its ts; `hash` is the key's
-    /// `hash_of`.
-    fn new(newest: Blob, hash: u64) -> Chain {
+    /// A key's first version, installed at its ts.
+    fn new(newest: Blob) -> Chain {
         debug_assert!(newest.older().is_none());
-        Chain {
-            newest,
-            hash32: hash as u32,
-        }
+        Chain { newest }
     }
 
     fn older(&self) -> Option<&Blob> {
@@ -439,7 +431,7 @@ fn install_locked(
             }
             let mut blob = blob;
             blob.set_ts(ts);
-            (Chain::new(blob, hash), (true, 0))
+            (Chain::new(blob), (true, 0))
         },
     )
 }
@@ -841,7 +833,7 @@ impl Index {
                         chain.newest = version;
                         false
                     },
-                    |version| (Chain::new(version, hash), true),
+                    |version| (Chain::new(version), true),
                 );
                 if added {
                     self.keys.fetch_add(1, Ordering::Relaxed);

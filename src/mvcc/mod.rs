@@ -23,6 +23,7 @@ mod scan;
 mod shard;
 mod snapshot;
 mod stats;
+mod table;
 mod txn;
 
 pub use batch::Batch;

@@ -28,10 +28,8 @@
 use std::collections::BTreeSet;
 use std::ops::{Bound, RangeInclusive};
 
-use hashbrown::HashTable;
-use hashbrown::hash_table::Entry;
-
 use super::key::{Key, hash_of};
+use super::table::Table;
 
 /// The keys of one part, in order (see the invariants).
 #[derive(Debug, Default)]
@@ -40,52 +38,37 @@ struct Order {
     pending: Vec<Key>,
 }
 
-/// What the shard's maps hold: a value that knows its key, and the low 32
-/// bits of the key's `hash_of`.
+/// What the shard's maps hold: a value that knows its key.
 pub(crate) trait Keyed {
     fn key(&self) -> &[u8];
-    fn hash32(&self) -> u32;
 }
 
 /// The hash the maps use for a key whose `hash_of` is `hash`: its low 32
-/// bits, twice. Entries keep those 32 bits, so that a map's resize reads
-/// no key (an entry's key is behind a pointer, and a resize that followed
-/// each cost a cache miss per entry). The map takes its bucket from the
-/// low bits and its 7-bit tag from the top ones (bits 25..32 of the hash),
-/// which stay apart up to 2^25 buckets per map; the index picks the shard
-/// from bits 40..46, which leave the map's bits free to vary.
-fn table_hash(hash: u64) -> u64 {
-    widen(hash as u32)
-}
-
-fn widen(h: u32) -> u64 {
-    u64::from(h) | (u64::from(h) << 32)
+/// bits, which the map keeps beside each entry (`table.rs`), so that its
+/// growth reads no key. The index picks the shard from bits 40..46, which
+/// leave the map's bits free to vary.
+fn table_hash(hash: u64) -> u32 {
+    hash as u32
 }
 
 /// The keys of one first byte: entries found by the key's `hash_of`,
 /// which the caller computes once and passes to every call.
 #[derive(Debug)]
 struct Part<V> {
-    map: HashTable<V>,
+    map: Table<V>,
     order: Option<Order>,
 }
 
-/// What a resize needs: the hash of an entry's key.
-fn rehash<V: Keyed>(entry: &V) -> u64 {
-    widen(entry.hash32())
-}
-
-/// Whether entry `v` is the key `key` whose `hash_of` is `hash`: the
-/// kept hash bits first, which spares a key comparison (a cache miss) for
-/// most other keys the map's tag let through.
-fn is<V: Keyed>(v: &V, hash: u64, key: &[u8]) -> bool {
-    v.hash32() == hash as u32 && v.key() == key
+/// Whether entry `v` is the key `key` (the map compares it only for
+/// entries whose kept hash bits are the key's).
+fn is<V: Keyed>(v: &V, key: &[u8]) -> bool {
+    v.key() == key
 }
 
 impl<V: Keyed> Part<V> {
     fn get(&self, hash: u64, key: &[u8]) -> Option<&V> {
         debug_assert_eq!(hash, hash_of(key), "a hash of another key");
-        self.map.find(table_hash(hash), |v| is(v, hash, key))
+        self.map.find(table_hash(hash), |v| is(v, key))
     }
 }
 
@@ -134,7 +117,7 @@ impl<V: Keyed> Shard<V> {
     fn part_mut(&mut self, key: &[u8]) -> &mut Part<V> {
         self.parts[part_of(key)].get_or_insert_with(|| {
             Box::new(Part {
-                map: HashTable::new(),
+                map: Table::default(),
                 order: None,
             })
         })
@@ -148,18 +131,16 @@ impl<V: Keyed> Shard<V> {
     /// The entry whose kept hash bits are those of `hash` (the key's
     /// `hash_of`), keys not compared: usually `key`'s, but maybe another
     /// key's. A hint, for passes that only bring entries into the cache:
-    /// it waits for the map's control bytes and the entry, not for the
-    /// key behind it.
+    /// it waits for the map's bucket, not for the key behind the entry.
     pub(crate) fn peek(&self, hash: u64, key: &[u8]) -> Option<&V> {
         let part = self.part(key)?;
-        part.map
-            .find(table_hash(hash), |v| v.hash32() == hash as u32)
+        part.map.find(table_hash(hash), |_| true)
     }
 
     pub(crate) fn get_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut V> {
         debug_assert_eq!(hash, hash_of(key), "a hash of another key");
         let part = self.parts[part_of(key)].as_deref_mut()?;
-        part.map.find_mut(table_hash(hash), |v| is(v, hash, key))
+        part.map.find_mut(table_hash(hash), |v| is(v, key))
     }
 
     /// One probe for the key `key_of(&data)` (whose `hash_of` is `hash`):
@@ -177,19 +158,16 @@ impl<V: Keyed> Shard<V> {
         debug_assert_eq!(hash, hash_of(key), "a hash of another key");
         let part = self.part_mut(key);
         let pending = part.order.is_some().then(|| Key::new(key));
-        match part
-            .map
-            .entry(table_hash(hash), |v| is(v, hash, key), rehash)
-        {
-            Entry::Occupied(mut slot) => present(data, slot.get_mut()),
-            Entry::Vacant(slot) => {
+        let found = part.map.locate(table_hash(hash), |v| is(v, key));
+        match found.and_then(|at| part.map.at_mut(at)) {
+            Some(entry) => present(data, entry),
+            None => {
                 let (value, answer) = absent(data);
                 debug_assert!(pending.as_ref().is_none_or(|k| k.as_bytes() == value.key()));
-                debug_assert_eq!(value.hash32(), hash as u32, "an entry of another hash");
                 if let (Some(order), Some(key)) = (&mut part.order, pending) {
                     order.pending.push(key);
                 }
-                slot.insert(value);
+                part.map.insert_new(table_hash(hash), value);
                 self.len += 1;
                 answer
             }
@@ -209,7 +187,7 @@ impl<V: Keyed> Shard<V> {
         if let Some(order) = &mut part.order {
             order.pending.push(key);
         }
-        part.map.insert_unique(table_hash(hash), value, rehash);
+        part.map.insert_new(table_hash(hash), value);
         self.len += 1;
     }
 
@@ -218,10 +196,7 @@ impl<V: Keyed> Shard<V> {
     pub(crate) fn remove(&mut self, hash: u64, key: &[u8]) -> Option<V> {
         debug_assert_eq!(hash, hash_of(key), "a hash of another key");
         let part = self.parts[part_of(key)].as_deref_mut()?;
-        let Ok(slot) = part.map.find_entry(table_hash(hash), |v| is(v, hash, key)) else {
-            return None;
-        };
-        let (value, _) = slot.remove();
+        let value = part.map.remove(table_hash(hash), |v| is(v, key))?;
         if let Some(order) = &mut part.order {
             order.set.remove(&Key::new(key));
         }
@@ -276,7 +251,7 @@ impl<V: Keyed> Shard<V> {
                     order.set.extend(pending.into_iter().filter(|k| {
                         let k = k.as_bytes();
                         let hash = hash_of(k);
-                        map.find(table_hash(hash), |v| is(v, hash, k)).is_some()
+                        map.find(table_hash(hash), |v| is(v, k)).is_some()
                     }));
                 }
                 Some(_) => {}
@@ -321,9 +296,6 @@ mod tests {
     impl Keyed for E {
         fn key(&self) -> &[u8] {
             &self.0
-        }
-        fn hash32(&self) -> u32 {
-            hash_of(&self.0) as u32
         }
     }
 
