@@ -505,7 +505,7 @@ impl LedgerSnapshot {
 
     fn transfer(&self, id: u128) -> Result<Option<Transfer>> {
         self.snap.get_with(codec::id_key(TRANSFER, id), |v| {
-            v.and_then(codec::decode_stored_transfer)
+            v.and_then(|v| codec::decode_stored_transfer(id, v))
         })
     }
 

@@ -218,15 +218,16 @@ pub(crate) const STORED_TRANSFER_MAX: usize = 2 + RECORD_BYTES;
 
 /// Encodes a transfer as the ledger keeps it under its id: the 128-byte
 /// record's sixteen 8-byte words, zero words left out, after a 16-bit mask
-/// of the words kept. Most fields of most transfers are zero (pending id,
-/// user data, timeout, the high halves of ids and amounts), so a typical
-/// transfer takes 50 bytes instead of 128: that is memory for each stored
-/// transfer, the largest part of a ledger. Returns the length written.
+/// of the words kept. The id's two words are left out too: the key holds
+/// the id. Most fields of most transfers are zero (pending id, user data,
+/// timeout, the high halves of ids and amounts), so a typical transfer
+/// takes 42 bytes instead of 128: that is memory for each stored transfer,
+/// the largest part of a ledger. Returns the length written.
 pub(crate) fn encode_stored_transfer(t: &Transfer, out: &mut [u8; STORED_TRANSFER_MAX]) -> usize {
     let mut mask = 0u16;
     let mut at = 2;
     for (i, word) in transfer_words(t).into_iter().enumerate() {
-        if word != 0 {
+        if i >= ID_WORDS && word != 0 {
             mask |= 1 << i;
             out[at..at + 8].copy_from_slice(&word.to_le_bytes());
             at += 8;
@@ -235,6 +236,11 @@ pub(crate) fn encode_stored_transfer(t: &Transfer, out: &mut [u8; STORED_TRANSFE
     out[..2].copy_from_slice(&mask.to_le_bytes());
     at
 }
+
+/// The words of the id, first in a transfer's record: a stored transfer
+/// leaves them to its key (values written before kept them, and their
+/// mask says so).
+const ID_WORDS: usize = 2;
 
 /// A transfer's 128-byte record (`encode_transfer`) as sixteen
 /// little-endian words.
@@ -266,11 +272,12 @@ fn transfer_words(t: &Transfer) -> [u64; 16] {
     ]
 }
 
-/// Decodes a stored transfer value: the compact form of
-/// `encode_stored_transfer`, or a full 128-byte record (as data written
-/// before the compact form holds). `None` for anything else (a failed
-/// id's one-byte result code, or damage).
-pub(crate) fn decode_stored_transfer(b: &[u8]) -> Option<Transfer> {
+/// Decodes the value stored under transfer id `id`: the compact form of
+/// `encode_stored_transfer` (with the id's words, as values written before
+/// they were left out keep them, or without), or a full 128-byte record
+/// (as data written before the compact form holds). `None` for anything
+/// else (a failed id's one-byte result code, or damage).
+pub(crate) fn decode_stored_transfer(id: u128, b: &[u8]) -> Option<Transfer> {
     if b.len() == RECORD_BYTES {
         return decode_transfer(b);
     }
@@ -280,6 +287,8 @@ pub(crate) fn decode_stored_transfer(b: &[u8]) -> Option<Transfer> {
         return None;
     }
     let mut w = [0u64; 16];
+    w[0] = id as u64;
+    w[1] = (id >> 64) as u64;
     let mut kept = rest.chunks_exact(8);
     for (i, word) in w.iter_mut().enumerate() {
         if mask & (1 << i) != 0 {
@@ -532,30 +541,54 @@ mod tests {
             timestamp: 1 << 40,
             ..Transfer::default()
         };
+        // The compact form as written before the id's words were left out:
+        // every nonzero word, the id's too.
+        let with_id = |t: &Transfer| {
+            let mut mask = 0u16;
+            let mut out = vec![0, 0];
+            for (i, word) in transfer_words(t).into_iter().enumerate() {
+                if word != 0 {
+                    mask |= 1 << i;
+                    out.extend_from_slice(&word.to_le_bytes());
+                }
+            }
+            out[..2].copy_from_slice(&mask.to_le_bytes());
+            out
+        };
         let mut out = [0u8; STORED_TRANSFER_MAX];
         for t in [full, typical] {
             let len = encode_stored_transfer(&t, &mut out);
-            assert_eq!(decode_stored_transfer(&out[..len]), Some(t));
+            assert_eq!(decode_stored_transfer(t.id, &out[..len]), Some(t));
+            // The id is the key's: another id gives another transfer.
+            let other = decode_stored_transfer(t.id + 1, &out[..len]);
+            assert_eq!(other.map(|o| o.id), Some(t.id + 1));
+            let old = with_id(&t);
+            assert!(old.len() > len, "the id's words");
+            assert_eq!(decode_stored_transfer(t.id, &old), Some(t), "with the id");
             let mut rec = [0u8; RECORD_BYTES];
             encode_transfer(&t, &mut rec);
-            assert_eq!(decode_stored_transfer(&rec), Some(t), "the full record");
+            assert_eq!(
+                decode_stored_transfer(t.id, &rec),
+                Some(t),
+                "the full record"
+            );
             // Cut short or padded: not a transfer.
-            assert_eq!(decode_stored_transfer(&out[..len - 1]), None);
+            assert_eq!(decode_stored_transfer(t.id, &out[..len - 1]), None);
             let mut longer = out[..len].to_vec();
             longer.extend_from_slice(&[0; 8]);
-            assert_eq!(decode_stored_transfer(&longer), None);
+            assert_eq!(decode_stored_transfer(t.id, &longer), None);
         }
-        // Every word nonzero: the longest form, never 128 bytes.
-        assert_eq!(encode_stored_transfer(&full, &mut out), STORED_TRANSFER_MAX);
+        // Every word nonzero: the longest form, 14 words (never 128 bytes).
+        assert_eq!(encode_stored_transfer(&full, &mut out), 2 + 14 * 8);
         let high_only = Transfer {
             credit_account_id: 1 << 64,
             ..typical
         };
         let len = encode_stored_transfer(&high_only, &mut out);
-        assert_eq!(len, 2 + 6 * 8, "only the high word of the credit id");
-        assert_eq!(decode_stored_transfer(&out[..len]), Some(high_only));
-        // id, debit, credit, amount (low words), ledger/code/flags, timestamp.
-        assert_eq!(encode_stored_transfer(&typical, &mut out), 2 + 6 * 8);
+        assert_eq!(len, 2 + 5 * 8, "only the high word of the credit id");
+        assert_eq!(decode_stored_transfer(7, &out[..len]), Some(high_only));
+        // debit, credit, amount (low words), ledger/code/flags, timestamp.
+        assert_eq!(encode_stored_transfer(&typical, &mut out), 2 + 5 * 8);
         // The words are the 128-byte record's.
         let mut rec = [0u8; RECORD_BYTES];
         encode_transfer(&full, &mut rec);
@@ -564,9 +597,9 @@ mod tests {
             .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
             .collect();
         assert_eq!(words, transfer_words(&full));
-        assert_eq!(decode_stored_transfer(&[3]), None, "a failed id's code");
-        assert_eq!(decode_stored_transfer(&[0, 0]), None);
-        assert_eq!(decode_stored_transfer(&[]), None);
+        assert_eq!(decode_stored_transfer(7, &[3]), None, "a failed id's code");
+        assert_eq!(decode_stored_transfer(7, &[0, 0]), None);
+        assert_eq!(decode_stored_transfer(7, &[]), None);
     }
 
     #[test]

@@ -122,12 +122,12 @@ pub(crate) fn last_timestamp(batch: &Batch<'_>) -> u64 {
         .unwrap_or(0)
 }
 
-/// What a stored transfer id holds, from its stored value.
+/// What transfer id `id` holds, from its stored value.
 /// Anything under the id that is not a transfer (a failed id's one-byte
 /// result code) spends the id.
-fn stored_slot(value: Option<&[u8]>) -> Slot {
+fn stored_slot(id: u128, value: Option<&[u8]>) -> Slot {
     match value {
-        Some(v) => codec::decode_stored_transfer(v).map_or(Slot::Failed, Slot::Transfer),
+        Some(v) => codec::decode_stored_transfer(id, v).map_or(Slot::Failed, Slot::Transfer),
         None => Slot::Empty,
     }
 }
@@ -209,7 +209,7 @@ impl<'b, 'i> Machine<'b, 'i> {
             return *slot;
         }
         self.batch
-            .get_with(codec::id_key(TRANSFER, id), stored_slot)
+            .get_with(codec::id_key(TRANSFER, id), |v| stored_slot(id, v))
     }
 
     /// Looks up, in bulk, what the events will read from the state the
@@ -240,6 +240,7 @@ impl<'b, 'i> Machine<'b, 'i> {
         // first: a post or void reads the accounts of its pending transfer.
         let first = self.stored.len();
         let mut keys: Vec<[u8; 17]> = Vec::with_capacity(transfers.len() * 2);
+        let mut ids: Vec<u128> = Vec::with_capacity(transfers.len() * 2);
         self.stored.reserve(transfers.len() * 2);
         for id in transfers.iter().flat_map(|t| [t.id, t.pending_id]) {
             let known = id == 0
@@ -249,12 +250,25 @@ impl<'b, 'i> Machine<'b, 'i> {
             if !known {
                 self.stored.push_new(id, Slot::Empty);
                 keys.push(codec::id_key(TRANSFER, id));
+                ids.push(id);
             }
         }
         let stored = &mut self.stored;
-        self.batch.get_many(&keys, stored_slot, |i, slot| {
-            *stored.at_mut(first + i as usize) = slot;
-        });
+        // The values decode with a placeholder id, which the slot then
+        // gets from its key.
+        self.batch.get_many(
+            &keys,
+            |v| stored_slot(0, v),
+            |i, slot| {
+                *stored.at_mut(first + i as usize) = match slot {
+                    Slot::Transfer(t) => Slot::Transfer(Transfer {
+                        id: ids[i as usize],
+                        ..t
+                    }),
+                    other => other,
+                };
+            },
+        );
         let pending_accounts = |t: &Transfer| match self.stored.get(t.pending_id) {
             Some(Slot::Transfer(p)) if t.pending_id != 0 => {
                 [p.debit_account_id, p.credit_account_id]
