@@ -418,18 +418,19 @@ impl<'b, 'i> Machine<'b, 'i> {
             codec::encode_account(a, &mut rec);
             batch.put_once(&codec::id_key(ACCOUNT, id), &rec, spare.pop())?;
         }
-        // Transfers and history entries are never rewritten.
+        // Transfers and history entries are new keys, never rewritten:
+        // their versions need no room for an older one (`put_new`).
         let mut entry = Vec::new();
         let mut stored = [0u8; codec::STORED_TRANSFER_MAX];
         for (id, t) in transfers.iter() {
             let len = codec::encode_stored_transfer(t, &mut stored);
-            batch.put_once(&codec::id_key(TRANSFER, id), &stored[..len], None)?;
+            batch.put_new(&codec::id_key(TRANSFER, id), &stored[..len])?;
         }
         for h in &history {
             entry.clear();
             let balances = h.balances.and_then(|i| balances.get(i));
             codec::encode_history_into(&mut entry, h.transfer_id, balances);
-            batch.put_once(&codec::history_key(h.account, h.ts), &entry, None)?;
+            batch.put_new(&codec::history_key(h.account, h.ts), &entry)?;
         }
         for (id, how) in settled {
             batch.put(codec::id_key(SETTLED, id), [how as u8])?;

@@ -187,6 +187,21 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
+    /// `put_once` for a key that has no version yet and most likely never
+    /// gets another (a ledger's transfer, a history entry): its version
+    /// goes without room for an older one (`Blob::lone`, 8 bytes less).
+    /// Still correct if the key exists: the install then moves the new
+    /// version to a blob with that room.
+    pub(crate) fn put_new(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        check_sizes(key, Some(value))?;
+        debug_assert!(
+            !self.writes.map.contains_key(&Key::new(key)),
+            "put_new on a written key"
+        );
+        self.writes.once.push(Blob::lone(key, Some(value)));
+        Ok(())
+    }
+
     /// Deletes `key` in this batch.
     pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<()> {
         let key = key.as_ref();

@@ -8,6 +8,14 @@
 //! `record::MAX_KEY_BYTES` = 65,535 bytes, so the length fits. A key's
 //! versions are a list, newest first: each blob owns the next older one.
 //!
+//! The blob's pointer points at the ts, past the `older` slot, and the
+//! slot is optional: bit 1 of `flags` says the blob has one. A key written
+//! once (a ledger's transfer, a history entry) never has an older version,
+//! so its blob (`Blob::lone`) goes without the slot's 8 bytes; should the
+//! key get a newer version after all, the newer one holds the older, and
+//! only a blob that must hold an older one and has no slot is moved to a
+//! blob with a slot (`set_older`).
+//!
 //! Why: the index's map entry (`index::Chain`) then holds an 8-byte
 //! pointer to the newest blob (the map keeps 32 bits of the key's hash
 //! beside it: `table.rs`), where it held a 32-byte inline key, a 32-byte
@@ -32,15 +40,19 @@ use std::ptr::{self, NonNull};
 use super::key::Key;
 
 const TOMBSTONE: u8 = 1;
-/// `[older: pointer][ts: u64][flags: u8][key length: u16 LE][value length:
-/// u32 LE]`: the pointer and the ts at 8-byte aligned offsets.
-const OLDER: usize = 0;
-const TS: usize = 8;
-const FLAGS: usize = 16;
-const HEADER: usize = 23;
+/// The blob has the `older` slot, just before its pointer.
+const SLOT: u8 = 2;
+/// The slot's bytes, before the pointer (when the blob has it).
+const SLOT_BYTES: usize = 8;
+/// From the pointer: `[ts: u64][flags: u8][key length: u16 LE][value
+/// length: u32 LE]`, then the key and the value.
+const TS: usize = 0;
+const FLAGS: usize = 8;
+const HEADER: usize = 15;
 /// Blobs are allocated 8-byte aligned, for the pointer and the ts.
 const ALIGN: usize = 8;
-const _: () = assert!(OLDER.is_multiple_of(ALIGN) && TS.is_multiple_of(ALIGN) && FLAGS == TS + 8);
+const _: () =
+    assert!(SLOT_BYTES.is_multiple_of(ALIGN) && TS.is_multiple_of(ALIGN) && FLAGS == TS + 8);
 
 /// One version of a key: the key and its value (or a tombstone), its commit
 /// ts, and the next older version of the key, if any, in one allocation
@@ -60,8 +72,8 @@ unsafe impl Send for Blob {}
 // SAFETY: as for `Send`: `&Blob` only reads.
 unsafe impl Sync for Blob {}
 
-/// The layout of a blob of `len` bytes. `len` is at most `HEADER` +
-/// 65,535 + 16 MiB (the engine checks sizes first), far below
+/// The layout of a blob of `len` bytes. `len` is at most `SLOT_BYTES` +
+/// `HEADER` + 65,535 + 16 MiB (the engine checks sizes first), far below
 /// `isize::MAX`.
 fn layout(len: usize) -> Layout {
     match Layout::from_size_align(len, ALIGN) {
@@ -76,9 +88,10 @@ impl Blob {
         Blob::size(key.len(), value.map_or(0, <[u8]>::len))
     }
 
-    /// The bytes a blob of a key and a value of these lengths takes.
+    /// The bytes a blob of a key and a value of these lengths takes (with
+    /// the slot for an older version: `new`'s blobs).
     pub(crate) fn size(key_len: usize, value_len: usize) -> usize {
-        HEADER + key_len + value_len
+        SLOT_BYTES + HEADER + key_len + value_len
     }
 
     /// A blob of `key` and `value` (`None`: a tombstone), at ts 0 and with
@@ -88,44 +101,74 @@ impl Blob {
         Blob::reuse(None, key, value)
     }
 
+    /// `new` without the slot for an older version (8 bytes less), for a
+    /// key that has no older version and will most likely never get one
+    /// (see the module comment).
+    pub(crate) fn lone(key: &[u8], value: Option<&[u8]>) -> Blob {
+        let blob = Blob::alloc(false, HEADER + key.len() + value.map_or(0, <[u8]>::len));
+        blob.write(key, value, 0)
+    }
+
     /// `new`, written into `buf` when it is exactly the right length (a
     /// pruned version's allocation, kept for reuse), else into a new one.
     pub(crate) fn reuse(buf: Option<Blob>, key: &[u8], value: Option<&[u8]>) -> Blob {
         let len = Blob::len_for(key, value);
+        let blob = match buf {
+            Some(mut blob) if blob.reusable_as(len) => {
+                drop(blob.take_older());
+                blob
+            }
+            _ => Blob::alloc(true, len - SLOT_BYTES),
+        };
+        blob.write(key, value, SLOT)
+    }
+
+    /// Whether `reuse` can write a blob of `len` bytes (`Blob::size`) into
+    /// this one: it has the slot and exactly that length.
+    pub(crate) fn reusable_as(&self, len: usize) -> bool {
+        self.has_slot() && self.len() == len
+    }
+
+    /// A new allocation for a blob of `body` bytes from its pointer on,
+    /// with the slot before it (then holding "no older version") or not.
+    /// Only `write` may read it next: the rest is uninitialized.
+    fn alloc(slot: bool, body: usize) -> Blob {
+        let before = if slot { SLOT_BYTES } else { 0 };
+        let layout = layout(before + body);
+        // SAFETY: the layout's size is at least `HEADER`, not zero.
+        let base = unsafe { alloc(layout) };
+        let base = NonNull::new(base).unwrap_or_else(|| handle_alloc_error(layout));
+        if slot {
+            // SAFETY: `base` is a fresh allocation of at least `SLOT_BYTES`
+            // bytes, aligned for a pointer: the slot becomes "no older
+            // version" before a `Blob` owns it (its `Drop` reads it).
+            unsafe { base.as_ptr().cast::<Option<Blob>>().write(None) };
+        }
+        // SAFETY: `before` is within the allocation (`body` >= `HEADER`
+        // follows it), so the pointer stays in it and is not null.
+        Blob(unsafe { base.add(before) })
+    }
+
+    /// Writes the header (ts 0, the flags given plus the tombstone bit),
+    /// the key and the value into a blob whose length, from `alloc` or an
+    /// old blob of this length and kind, fits them exactly.
+    fn write(self, key: &[u8], value: Option<&[u8]>, slot: u8) -> Blob {
         let (Ok(key_len), Ok(value_len)) = (
             u16::try_from(key.len()),
             u32::try_from(value.map_or(0, <[u8]>::len)),
         ) else {
             unreachable!("a key or value over the engine's limits");
         };
-        let blob = match buf {
-            Some(mut blob) if blob.len() == len => {
-                drop(blob.take_older());
-                blob
-            }
-            _ => {
-                let layout = layout(len);
-                // SAFETY: the layout's size is at least `HEADER`, not zero.
-                let at = unsafe { alloc(layout) };
-                let at = NonNull::new(at).unwrap_or_else(|| handle_alloc_error(layout));
-                // SAFETY: `at` is a fresh allocation of at least `HEADER`
-                // bytes, aligned for a pointer: its first 8 bytes become
-                // "no older version" before a `Blob` owns it (its `Drop`
-                // reads them).
-                unsafe { at.as_ptr().cast::<Option<Blob>>().write(None) };
-                Blob(at)
-            }
-        };
-        let flags = if value.is_some() { 0 } else { TOMBSTONE };
+        let flags = slot | if value.is_some() { 0 } else { TOMBSTONE };
         let value = value.unwrap_or_default();
-        let at = blob.0.as_ptr();
-        // SAFETY: `at` points to `len` bytes that `blob` owns alone (just
-        // allocated, or a blob of exactly `len` bytes given by value), and
-        // the writes below cover `HEADER - TS + key.len() + value.len()`
-        // bytes from `TS` on, up to `len`, each from a source of the
-        // length written, which cannot overlap the destination (it is
-        // owned by `blob`); the ts is at an 8-byte aligned offset. Raw
-        // writes, not a `&mut [u8]`: fresh memory is uninitialized.
+        let at = self.0.as_ptr();
+        // SAFETY: `at` points to `HEADER + key.len() + value.len()` bytes
+        // that `self` owns alone (just allocated, or a blob of exactly this
+        // length given by value), and the writes below cover them, each
+        // from a source of the length written, which cannot overlap the
+        // destination (it is owned by `self`); the ts is at an 8-byte
+        // aligned offset. Raw writes, not a `&mut [u8]`: fresh memory is
+        // uninitialized. The slot, before `at`, is left as it is.
         unsafe {
             at.add(TS).cast::<u64>().write(0);
             at.add(FLAGS).write(flags);
@@ -134,7 +177,16 @@ impl Blob {
             ptr::copy_nonoverlapping(key.as_ptr(), at.add(HEADER), key.len());
             ptr::copy_nonoverlapping(value.as_ptr(), at.add(HEADER + key.len()), value.len());
         }
-        blob
+        self
+    }
+
+    fn flags(&self) -> u8 {
+        // SAFETY: every blob starts with `HEADER` initialized bytes.
+        unsafe { self.0.as_ptr().add(FLAGS).read() }
+    }
+
+    fn has_slot(&self) -> bool {
+        self.flags() & SLOT != 0
     }
 
     fn lengths(&self) -> (usize, usize) {
@@ -157,39 +209,76 @@ impl Blob {
         unsafe { self.0.as_ptr().add(TS).cast::<u64>().write(ts) }
     }
 
-    /// The header's slot for the older version: `None` or a blob this one
-    /// owns.
+    /// The slot for the older version, just before the pointer: `None` or
+    /// a blob this one owns. Only for a blob that has it (`has_slot`).
     fn older_slot(&self) -> *mut Option<Blob> {
-        // At an offset aligned for a pointer (the allocation's start).
-        self.0.as_ptr().wrapping_add(OLDER).cast::<Option<Blob>>()
+        debug_assert!(self.has_slot());
+        // Aligned for a pointer (the allocation's start).
+        self.0
+            .as_ptr()
+            .wrapping_sub(SLOT_BYTES)
+            .cast::<Option<Blob>>()
     }
 
     /// The next older version of the key.
     pub(crate) fn older(&self) -> Option<&Blob> {
-        // SAFETY: the slot always holds a valid `Option<Blob>` (null or an
-        // owned blob: `reuse` writes `None`, `set_older` and `take_older`
-        // keep it so), which lives as long as `self` and changes only
-        // through `&mut self`.
+        if !self.has_slot() {
+            return None;
+        }
+        // SAFETY: a blob with the slot flag has the slot, which always
+        // holds a valid `Option<Blob>` (null or an owned blob: `alloc`
+        // writes `None`, `set_older` and `take_older` keep it so), which
+        // lives as long as `self` and changes only through `&mut self`.
         unsafe { (*self.older_slot()).as_ref() }
     }
 
     fn older_mut(&mut self) -> Option<&mut Blob> {
+        if !self.has_slot() {
+            return None;
+        }
         // SAFETY: as `older`; `&mut self` makes the borrow unique.
         unsafe { (*self.older_slot()).as_mut() }
     }
 
     /// Detaches the older versions (the next one, which owns the rest).
     pub(crate) fn take_older(&mut self) -> Option<Blob> {
+        if !self.has_slot() {
+            return None;
+        }
         // SAFETY: as `older_mut`; the slot is left `None`, so the blob
         // taken has one owner.
         unsafe { self.older_slot().replace(None) }
     }
 
-    /// Makes `older` the next older version (dropping any it had).
+    /// Makes `older` the next older version (dropping any it had). A blob
+    /// without the slot moves to a new allocation with one first.
     pub(crate) fn set_older(&mut self, older: Option<Blob>) {
+        if !self.has_slot() {
+            if older.is_none() {
+                return;
+            }
+            self.add_slot();
+        }
         // SAFETY: as `older_mut`; the old content is returned and dropped,
         // the new one is moved in.
         drop(unsafe { self.older_slot().replace(older) });
+    }
+
+    /// Moves a blob without the slot into a new allocation with one (which
+    /// holds "no older version").
+    fn add_slot(&mut self) {
+        let body = self.bytes();
+        let moved = Blob::alloc(true, body.len());
+        // SAFETY: `moved` owns `body.len()` bytes from its pointer, and
+        // `body` is another allocation's; after the copy, the flags byte
+        // (within the copied header) gets the slot bit.
+        unsafe {
+            ptr::copy_nonoverlapping(body.as_ptr(), moved.0.as_ptr(), body.len());
+            let flags = moved.0.as_ptr().add(FLAGS);
+            flags.write(flags.read() | SLOT);
+        }
+        // The old blob has no older version to drop with it.
+        drop(std::mem::replace(self, moved));
     }
 
     /// Walks from this version to older ones and returns the first for
@@ -204,13 +293,14 @@ impl Blob {
         }
     }
 
-    /// All of the blob's bytes, header included (to bring them into the
-    /// cache).
-    pub(crate) fn bytes(&self) -> &[u8] {
-        // SAFETY: the blob owns `len()` initialized bytes at `self.0`
-        // (`reuse` wrote them all), alive and unchanged while `self` is
-        // borrowed.
-        unsafe { std::slice::from_raw_parts(self.0.as_ptr(), self.len()) }
+    /// The blob's bytes from its pointer on: the header (but the slot),
+    /// the key and the value.
+    fn bytes(&self) -> &[u8] {
+        let (key_len, value_len) = self.lengths();
+        // SAFETY: the blob owns `HEADER + key_len + value_len` initialized
+        // bytes at `self.0` (`write` wrote them all), alive and unchanged
+        // while `self` is borrowed.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr(), HEADER + key_len + value_len) }
     }
 
     pub(crate) fn key(&self) -> &[u8] {
@@ -257,10 +347,11 @@ impl Blob {
         Key::new(self.key())
     }
 
-    /// How many bytes the blob takes.
+    /// How many bytes the blob takes (its allocation's size).
     pub(crate) fn len(&self) -> usize {
         let (key_len, value_len) = self.lengths();
-        Blob::size(key_len, value_len)
+        let slot = if self.has_slot() { SLOT_BYTES } else { 0 };
+        slot + HEADER + key_len + value_len
     }
 }
 
@@ -288,9 +379,12 @@ impl Drop for Blob {
         while let Some(mut version) = older {
             older = version.take_older();
         }
-        // SAFETY: `self.0` was allocated by `reuse` with `layout(len)`,
-        // and `len()` reads the same lengths back from the header.
-        unsafe { dealloc(self.0.as_ptr(), layout(self.len())) }
+        let before = if self.has_slot() { SLOT_BYTES } else { 0 };
+        // SAFETY: the allocation starts `before` bytes ahead of `self.0`
+        // (`alloc`: the slot's bytes, when the flag says the blob has
+        // them) and was made with `layout(len)`; `len()` reads the same
+        // lengths and flag back from the header.
+        unsafe { dealloc(self.0.as_ptr().sub(before), layout(self.len())) }
     }
 }
 
@@ -319,6 +413,40 @@ mod tests {
                 assert_eq!(blob.len(), Blob::len_for(key, value));
                 assert_eq!(blob.index_key().as_bytes(), key);
             }
+        }
+    }
+
+    #[test]
+    fn a_lone_blob_is_eight_bytes_smaller_until_it_must_hold_an_older_version() {
+        for value in [None, Some(&b""[..]), Some(b"v"), Some(&[9u8; 300][..])] {
+            let mut lone = Blob::lone(b"key", value);
+            assert_eq!((lone.key(), lone.value()), (&b"key"[..], value));
+            assert_eq!(lone.is_tombstone(), value.is_none());
+            assert_eq!(lone.len() + 8, Blob::len_for(b"key", value));
+            assert!(lone.older().is_none() && lone.take_older().is_none());
+            assert!(!lone.reusable_as(Blob::len_for(b"key", value)));
+            assert!(!lone.reusable_as(lone.len()));
+            lone.set_ts(7);
+            lone.set_older(None);
+            assert_eq!(lone.len() + 8, Blob::len_for(b"key", value), "no move");
+            // Given an older version, it moves to a blob with the slot,
+            // with its ts, key and value.
+            let mut older = Blob::lone(b"key", Some(b"old"));
+            older.set_ts(3);
+            lone.set_older(Some(older));
+            assert_eq!(lone.len(), Blob::len_for(b"key", value));
+            assert_eq!(
+                (lone.ts(), lone.key(), lone.value()),
+                (7, &b"key"[..], value)
+            );
+            assert_eq!(lone.is_tombstone(), value.is_none());
+            assert!(lone.reusable_as(lone.len()));
+            let older = lone.take_older().expect("the older version");
+            assert_eq!((older.ts(), older.value()), (3, Some(&b"old"[..])));
+            // A lone blob given to `reuse` is not written into.
+            let fresh = Blob::reuse(Some(older), b"key", Some(b"new"));
+            assert_eq!((fresh.ts(), fresh.value()), (0, Some(&b"new"[..])));
+            assert!(fresh.reusable_as(fresh.len()));
         }
     }
 

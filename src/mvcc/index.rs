@@ -350,7 +350,7 @@ fn half_way(shares: impl Iterator<Item = usize>, total: usize) -> usize {
 /// reuse (`Index::take_spare`) when it is small; drops it otherwise.
 /// Nothing else can hold it: readers copy values out.
 fn recycle(version: Blob, spare: &mut Vec<Blob>) {
-    if version.len() <= SPARE_BYTES {
+    if version.len() <= SPARE_BYTES && version.reusable_as(version.len()) {
         spare.push(version);
     }
 }
@@ -812,18 +812,20 @@ impl Index {
         let from = kept.len().saturating_sub(n);
         let mut taken = kept.split_off(from);
         drop(kept);
-        taken.retain(|b| b.len() == len);
+        taken.retain(|b| b.reusable_as(len));
         taken
     }
 
     /// Recovery's install: no reader exists yet, so the new version simply
-    /// replaces the key's state (a tombstone removes the key).
+    /// replaces the key's state (a tombstone removes the key). The version
+    /// is a key's only one: it goes without room for an older one
+    /// (`Blob::lone`) until the key gets a newer version.
     pub(crate) fn install_replay(&self, key: &[u8], ts: u64, value: Option<&[u8]>) {
         let (lock, hash) = self.locate(key);
         let mut shard = lock.write();
         match value {
             Some(value) => {
-                let mut version = Blob::new(key, Some(value));
+                let mut version = Blob::lone(key, Some(value));
                 version.set_ts(ts);
                 let added = shard.upsert(
                     hash,
