@@ -62,17 +62,20 @@ impl Replay for LedgerReplay {
             codec::decode_body(body).ok_or_else(|| malformed("bad length"))?;
         match op {
             OP_CREATE_ACCOUNTS => {
-                let accounts: Vec<Account> = events.filter_map(codec::decode_account).collect();
+                let accounts: Vec<Account> =
+                    events.filter_map(|r| codec::decode_account(&r)).collect();
                 execute_accounts(batch, first_ts, &accounts, &self.expiry_hint)?;
             }
             OP_CREATE_TRANSFERS => {
-                let transfers: Vec<Transfer> = events.filter_map(codec::decode_transfer).collect();
+                let transfers: Vec<Transfer> =
+                    events.filter_map(|r| codec::decode_transfer(&r)).collect();
                 execute_transfers(batch, first_ts, &transfers, &self.expiry_hint)?;
             }
             OP_EXPIRE => execute_expire(batch, first_ts, &self.expiry_hint)?,
             OP_TRANSFERS_EXTRA => {
                 let writes = codec::decode_extra(trailer).ok_or_else(|| malformed("bad extra"))?;
-                let transfers: Vec<Transfer> = events.filter_map(codec::decode_transfer).collect();
+                let transfers: Vec<Transfer> =
+                    events.filter_map(|r| codec::decode_transfer(&r)).collect();
                 execute_transfers(batch, first_ts, &transfers, &self.expiry_hint)?;
                 for (key, value) in writes {
                     match value {
