@@ -5,10 +5,10 @@
 //! | key | value |
 //! |---|---|
 //! | `a` id:16 | the account, 128 bytes |
-//! | `t` id:16 | the transfer, 128 bytes; or, for an id spent by a transient failure, its result code: 1 byte |
+//! | `t` id:16 | the transfer, compact (`encode_stored_transfer`: a mask, then its nonzero 8-byte words but the id's; 128 bytes in older data); or, for an id spent by a transient failure, its result code: 1 byte |
 //! | `s` pending_id:16 | how a pending transfer was settled: 1 byte (`Settled`) |
 //! | `x` expires_at:8 id:16 | (empty) a pending transfer with a timeout |
-//! | `h` account:16 timestamp:8 | the transfer id:16, then for `HISTORY` accounts the four balances after it (64) |
+//! | `h` account:16 timestamp:8 | the transfer id (8 bytes when below 2^64, else 16), then for `HISTORY` accounts the four balances after it (64) |
 //! | `m` `ts` | the last timestamp given out: 8 |
 //!
 //! Accounts and transfers are 128-byte little-endian records in
