@@ -193,6 +193,25 @@ fn reads_scans_checkpoint(c: &mut Criterion) {
             snap.get_with(key(i), |v| v.map(<[u8]>::len)).expect("get")
         });
     });
+    // The borrowed read again, each key chosen after the previous read's
+    // value arrived (a bit of it goes into the next key): reads cannot
+    // overlap, so this is the latency of one read, where the loops above
+    // let the processor start the next read before this one's cache
+    // misses are served (`get` less so: its allocation fills the
+    // processor's window).
+    group.bench_function("point_read_borrowed_dependent_1m_keys", |b| {
+        let data: &Loaded = data.get_or_init(loaded);
+        let snap = data.engine.snapshot();
+        let mut rng = Rng::new();
+        let mut last = 0u64;
+        b.iter(|| {
+            let i = rng.below(KEYS) ^ (last & 1);
+            last = snap
+                .get_with(key(i), |v| v.map_or(0, |v| u64::from(v[0])))
+                .expect("get");
+            last
+        });
+    });
     group.finish();
 
     let mut group = c.benchmark_group("scan");
