@@ -530,3 +530,67 @@ fn a_resubmitted_account_is_exists_or_names_its_first_different_field() {
     check_account_field_order(&l);
     assert_eq!(l.lookup_accounts(&[100]).unwrap()[0].credits_posted, 5);
 }
+
+/// The ledger skips the lookup of a transfer id above every stored one
+/// (it keeps the highest stored id). Never at the cost of a duplicate: ids
+/// that failed count, in small batches (one lookup per id) and big ones
+/// (bulk lookups), across a reopen, a checkpoint, and in a ledger that
+/// lost the kept id (as one written before it was kept), which looks
+/// every id up.
+#[test]
+fn ids_above_every_stored_one_are_new_and_every_other_id_is_looked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    // 100 transfers (a bulk batch) with ids 1000..1100, the last one
+    // failing (account 3 may not overdraw): its id 1099 is spent.
+    let big = |base: u128| -> Vec<Transfer> {
+        let mut batch: Vec<Transfer> = (0..99).map(|i| transfer(base + i, 1, 2, 1)).collect();
+        batch.push(transfer(base + 99, 3, 1, 1_000_000));
+        batch
+    };
+    let check = |l: &Ledger, round: &str| {
+        // Small batches: the highest id failed, the others exist.
+        submit(l, transfer(1099, 3, 1, 1_000_000), R::IdAlreadyFailed);
+        submit(l, transfer(1098, 1, 2, 1), R::Exists);
+        submit(l, transfer(1000, 1, 2, 1), R::Exists);
+        // A bulk batch of the same: nothing new.
+        let again = l.create_transfers(&big(1000)).unwrap();
+        assert_eq!(again[..99], [R::Exists; 99], "{round}");
+        assert_eq!(again[99], R::IdAlreadyFailed, "{round}");
+        assert_eq!(l.lookup_transfers(&[1099]).unwrap(), [], "{round}");
+    };
+    let posted = |l: &Ledger| l.lookup_accounts(&[1]).unwrap()[0].debits_posted;
+    {
+        let l = setup(dir.path());
+        let r = l.create_transfers(&big(1000)).unwrap();
+        assert_eq!(r[..99], [R::Ok; 99]);
+        assert_eq!(r[99], R::ExceedsCredits);
+        check(&l, "live");
+        // A new id below the highest is looked up and found new.
+        submit(&l, transfer(500, 1, 2, 1), R::Ok);
+        submit(&l, transfer(500, 1, 2, 1), R::Exists);
+        assert_eq!(posted(&l), 100);
+    }
+    {
+        let l = open(dir.path());
+        check(&l, "reopened");
+        assert_eq!(posted(&l), 100);
+        l.engine().checkpoint().unwrap();
+    }
+    {
+        let l = open(dir.path());
+        check(&l, "from a checkpoint");
+        // Lose the kept id: every id is looked up again.
+        let mut tx = l.engine().begin();
+        tx.delete(b"mid").unwrap();
+        tx.commit().unwrap();
+    }
+    let l = open(dir.path());
+    check(&l, "without the kept id");
+    let r = l.create_transfers(&big(2000)).unwrap();
+    assert_eq!(r[..99], [R::Ok; 99]);
+    check(&l, "without the kept id, after a batch");
+    let again = l.create_transfers(&big(2000)).unwrap();
+    assert_eq!(again[..99], [R::Exists; 99]);
+    assert_eq!(again[99], R::IdAlreadyFailed);
+    assert_eq!(posted(&l), 199);
+}

@@ -10,6 +10,7 @@
 //! | `x` expires_at:8 id:16 | (empty) a pending transfer with a timeout |
 //! | `h` account:16 timestamp:8 | the transfer id (8 bytes when below 2^64, else 16), then for `HISTORY` accounts the four balances after it (64) |
 //! | `m` `ts` | the last timestamp given out: 8 |
+//! | `m` `id` | the highest transfer id stored under `t`: 16 (absent before any batch, and in ledgers written before it was kept) |
 //!
 //! Accounts and transfers are 128-byte little-endian records in
 //! TigerBeetle's field order. A logical log record (the body of one
@@ -30,6 +31,7 @@ pub(crate) const SETTLED: u8 = b's';
 pub(crate) const EXPIRY: u8 = b'x';
 pub(crate) const HISTORY: u8 = b'h';
 pub(crate) const META_TS: &[u8] = b"mts";
+pub(crate) const META_MAX_ID: &[u8] = b"mid";
 /// The namespace of the keys a layer above keeps beside the ledger
 /// (`Ledger::submit_transfers_with`): stored keys whose first byte has
 /// this bit set; every ledger key starts below it.
