@@ -502,7 +502,7 @@ impl LedgerSnapshot {
 
     fn account(&self, id: u128) -> Result<Option<Account>> {
         self.snap.get_with(codec::id_key(ACCOUNT, id), |v| {
-            v.and_then(codec::decode_account)
+            v.and_then(|v| codec::decode_stored_account(id, v))
         })
     }
 
@@ -539,7 +539,10 @@ impl LedgerSnapshot {
         Ok(self
             .snap
             .scan_prefix([ACCOUNT])?
-            .filter_map(|(_, v)| codec::decode_account(&v))
+            .filter_map(|(k, v)| {
+                let id = codec::parse_id_key(k.as_ref().try_into().ok()?);
+                codec::decode_stored_account(id, &v)
+            })
             .collect())
     }
 

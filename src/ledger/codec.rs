@@ -64,6 +64,13 @@ pub(crate) fn id_key(tag: u8, id: u128) -> [u8; 17] {
     k
 }
 
+/// The id of an `id_key`.
+pub(crate) fn parse_id_key(k: &[u8; 17]) -> u128 {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&k[1..]);
+    u128::from_be_bytes(id)
+}
+
 pub(crate) fn history_key(account: u128, timestamp: u64) -> [u8; 25] {
     let mut k = [0u8; 25];
     k[0] = HISTORY;
@@ -217,21 +224,27 @@ pub fn decode_transfer(b: &[u8]) -> Option<Transfer> {
     })
 }
 
-/// The longest stored transfer value (`encode_stored_transfer`): every
-/// word of the record kept, and the mask.
-pub(crate) const STORED_TRANSFER_MAX: usize = 2 + RECORD_BYTES;
+/// The longest stored transfer or account value (`encode_stored_words`):
+/// every word of the record but the id's kept, and the mask.
+pub(crate) const STORED_MAX: usize = 2 + RECORD_BYTES - 8 * ID_WORDS;
 
-/// Encodes a transfer as the ledger keeps it under its id: the 128-byte
+/// The words of the id, first in a record: a stored transfer or account
+/// leaves them to its key (transfers written before kept them, and their
+/// mask says so).
+const ID_WORDS: usize = 2;
+
+/// Encodes a record as the ledger keeps it under its id: the 128-byte
 /// record's sixteen 8-byte words, zero words left out, after a 16-bit mask
 /// of the words kept. The id's two words are left out too: the key holds
-/// the id. Most fields of most transfers are zero (pending id, user data,
-/// timeout, the high halves of ids and amounts), so a typical transfer
-/// takes 42 bytes instead of 128: that is memory for each stored transfer,
-/// the largest part of a ledger. Returns the length written.
-pub(crate) fn encode_stored_transfer(t: &Transfer, out: &mut [u8; STORED_TRANSFER_MAX]) -> usize {
+/// the id. Most fields of most records are zero (pending amounts or ids,
+/// user data, timeout, the high halves of ids and amounts), so a typical
+/// transfer takes 42 bytes instead of 128, and an account about 50: that
+/// is memory for each stored record, most of a ledger, and the cache
+/// lines a transfer reads and writes. Returns the length written.
+fn encode_stored_words(words: [u64; 16], out: &mut [u8; STORED_MAX]) -> usize {
     let mut mask = 0u16;
     let mut at = 2;
-    for (i, word) in transfer_words(t).into_iter().enumerate() {
+    for (i, word) in words.into_iter().enumerate() {
         if i >= ID_WORDS && word != 0 {
             mask |= 1 << i;
             out[at..at + 8].copy_from_slice(&word.to_le_bytes());
@@ -242,15 +255,38 @@ pub(crate) fn encode_stored_transfer(t: &Transfer, out: &mut [u8; STORED_TRANSFE
     at
 }
 
-/// The words of the id, first in a transfer's record: a stored transfer
-/// leaves them to its key (values written before kept them, and their
-/// mask says so).
-const ID_WORDS: usize = 2;
+/// The words of a value of `encode_stored_words` (with the id's words, as
+/// transfers written before they were left out keep them, or without)
+/// stored under id `id`. `None` for anything else.
+fn decode_stored_words(id: u128, b: &[u8]) -> Option<[u64; 16]> {
+    let (mask, rest) = b.split_first_chunk::<2>()?;
+    let mask = u16::from_le_bytes(*mask);
+    if mask == 0 || rest.len() != 8 * mask.count_ones() as usize {
+        return None;
+    }
+    let mut w = [0u64; 16];
+    w[0] = id as u64;
+    w[1] = (id >> 64) as u64;
+    let mut kept = rest.chunks_exact(8);
+    for (i, word) in w.iter_mut().enumerate() {
+        if mask & (1 << i) != 0 {
+            *word = u64::from_le_bytes(kept.next()?.try_into().ok()?);
+        }
+    }
+    Some(w)
+}
+
+fn halves(x: u128) -> [u64; 2] {
+    [x as u64, (x >> 64) as u64]
+}
+
+fn whole(lo: u64, hi: u64) -> u128 {
+    u128::from(lo) | (u128::from(hi) << 64)
+}
 
 /// A transfer's 128-byte record (`encode_transfer`) as sixteen
 /// little-endian words.
 fn transfer_words(t: &Transfer) -> [u64; 16] {
-    let halves = |x: u128| [x as u64, (x >> 64) as u64];
     let [id0, id1] = halves(t.id);
     let [dr0, dr1] = halves(t.debit_account_id);
     let [cr0, cr1] = halves(t.credit_account_id);
@@ -277,30 +313,56 @@ fn transfer_words(t: &Transfer) -> [u64; 16] {
     ]
 }
 
+/// An account's 128-byte record (`encode_account`) as sixteen
+/// little-endian words.
+fn account_words(a: &Account) -> [u64; 16] {
+    let [id0, id1] = halves(a.id);
+    let [dp0, dp1] = halves(a.debits_pending);
+    let [do0, do1] = halves(a.debits_posted);
+    let [cp0, cp1] = halves(a.credits_pending);
+    let [co0, co1] = halves(a.credits_posted);
+    let [ud0, ud1] = halves(a.user_data_128);
+    [
+        id0,
+        id1,
+        dp0,
+        dp1,
+        do0,
+        do1,
+        cp0,
+        cp1,
+        co0,
+        co1,
+        ud0,
+        ud1,
+        a.user_data_64,
+        u64::from(a.user_data_32) | (u64::from(a.reserved) << 32),
+        u64::from(a.ledger) | (u64::from(a.code) << 32) | (u64::from(a.flags.bits()) << 48),
+        a.timestamp,
+    ]
+}
+
+/// Encodes a transfer as the ledger keeps it under its id
+/// (`encode_stored_words`). Returns the length written.
+pub(crate) fn encode_stored_transfer(t: &Transfer, out: &mut [u8; STORED_MAX]) -> usize {
+    encode_stored_words(transfer_words(t), out)
+}
+
+/// Encodes an account as the ledger keeps it under its id
+/// (`encode_stored_words`). Returns the length written.
+pub(crate) fn encode_stored_account(a: &Account, out: &mut [u8; STORED_MAX]) -> usize {
+    encode_stored_words(account_words(a), out)
+}
+
 /// Decodes the value stored under transfer id `id`: the compact form of
-/// `encode_stored_transfer` (with the id's words, as values written before
-/// they were left out keep them, or without), or a full 128-byte record
-/// (as data written before the compact form holds). `None` for anything
-/// else (a failed id's one-byte result code, or damage).
+/// `encode_stored_transfer`, or a full 128-byte record (as data written
+/// before the compact form holds). `None` for anything else (a failed
+/// id's one-byte result code, or damage).
 pub(crate) fn decode_stored_transfer(id: u128, b: &[u8]) -> Option<Transfer> {
     if b.len() == RECORD_BYTES {
         return decode_transfer(b);
     }
-    let (mask, rest) = b.split_first_chunk::<2>()?;
-    let mask = u16::from_le_bytes(*mask);
-    if mask == 0 || rest.len() != 8 * mask.count_ones() as usize {
-        return None;
-    }
-    let mut w = [0u64; 16];
-    w[0] = id as u64;
-    w[1] = (id >> 64) as u64;
-    let mut kept = rest.chunks_exact(8);
-    for (i, word) in w.iter_mut().enumerate() {
-        if mask & (1 << i) != 0 {
-            *word = u64::from_le_bytes(kept.next()?.try_into().ok()?);
-        }
-    }
-    let whole = |lo: u64, hi: u64| u128::from(lo) | (u128::from(hi) << 64);
+    let w = decode_stored_words(id, b)?;
     Some(Transfer {
         id: whole(w[0], w[1]),
         debit_account_id: whole(w[2], w[3]),
@@ -314,6 +376,32 @@ pub(crate) fn decode_stored_transfer(id: u128, b: &[u8]) -> Option<Transfer> {
         ledger: w[14] as u32,
         code: (w[14] >> 32) as u16,
         flags: TransferFlags::from_bits_retain((w[14] >> 48) as u16),
+        timestamp: w[15],
+    })
+}
+
+/// Decodes the value stored under account id `id`: the compact form of
+/// `encode_stored_account`, or a full 128-byte record (as data written
+/// before the compact form holds). `None` for anything else (damage).
+/// Unknown flag bits are kept, as `decode_account` keeps them.
+pub(crate) fn decode_stored_account(id: u128, b: &[u8]) -> Option<Account> {
+    if b.len() == RECORD_BYTES {
+        return decode_account(b);
+    }
+    let w = decode_stored_words(id, b)?;
+    Some(Account {
+        id: whole(w[0], w[1]),
+        debits_pending: whole(w[2], w[3]),
+        debits_posted: whole(w[4], w[5]),
+        credits_pending: whole(w[6], w[7]),
+        credits_posted: whole(w[8], w[9]),
+        user_data_128: whole(w[10], w[11]),
+        user_data_64: w[12],
+        user_data_32: w[13] as u32,
+        reserved: (w[13] >> 32) as u32,
+        ledger: w[14] as u32,
+        code: (w[14] >> 32) as u16,
+        flags: AccountFlags::from_bits_retain((w[14] >> 48) as u16),
         timestamp: w[15],
     })
 }
@@ -602,6 +690,50 @@ mod tests {
     }
 
     #[test]
+    fn stored_accounts_round_trip_compact_and_full() {
+        let new = Account {
+            id: 9,
+            ledger: 1,
+            code: 2,
+            flags: AccountFlags::HISTORY | AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+            timestamp: 1 << 40,
+            ..Account::default()
+        };
+        let busy = Account {
+            debits_posted: 500,
+            credits_posted: 700,
+            ..new
+        };
+        let wide = Account {
+            id: u128::MAX - 3,
+            debits_pending: u128::MAX,
+            debits_posted: 1 << 100,
+            credits_pending: 1,
+            credits_posted: u128::MAX - 1,
+            user_data_128: 1 << 64,
+            user_data_64: 5,
+            user_data_32: 6,
+            reserved: 7,
+            flags: AccountFlags::from_bits_retain(0x8000),
+            ..new
+        };
+        let mut out = [0u8; STORED_MAX];
+        // ledger/code/flags and timestamp; then the two posted balances.
+        assert_eq!(encode_stored_account(&new, &mut out), 2 + 2 * 8);
+        assert_eq!(encode_stored_account(&busy, &mut out), 2 + 4 * 8);
+        for a in [new, busy, wide] {
+            let len = encode_stored_account(&a, &mut out);
+            assert_eq!(decode_stored_account(a.id, &out[..len]), Some(a));
+            let mut rec = [0u8; RECORD_BYTES];
+            encode_account(&a, &mut rec);
+            assert_eq!(decode_stored_account(a.id, &rec), Some(a), "the full record");
+            assert_eq!(decode_stored_account(a.id, &out[..len - 1]), None);
+        }
+        assert_eq!(decode_stored_account(9, &[0, 0]), None, "no word at all");
+        assert_eq!(parse_id_key(&id_key(ACCOUNT, u128::MAX - 3)), u128::MAX - 3);
+    }
+
+    #[test]
     fn stored_transfers_round_trip_compact_and_full_and_reject_the_rest() {
         let full = Transfer {
             id: u128::MAX,
@@ -642,7 +774,7 @@ mod tests {
             out[..2].copy_from_slice(&mask.to_le_bytes());
             out
         };
-        let mut out = [0u8; STORED_TRANSFER_MAX];
+        let mut out = [0u8; STORED_MAX];
         for t in [full, typical] {
             let len = encode_stored_transfer(&t, &mut out);
             assert_eq!(decode_stored_transfer(t.id, &out[..len]), Some(t));

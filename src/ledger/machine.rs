@@ -22,9 +22,7 @@ use std::hash::BuildHasherDefault;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
-use super::codec::{
-    self, ACCOUNT, EXPIRY, META_MAX_ID, META_TS, RECORD_BYTES, SETTLED, Settled, TRANSFER,
-};
+use super::codec::{self, ACCOUNT, EXPIRY, META_MAX_ID, META_TS, SETTLED, Settled, TRANSFER};
 use super::codes::{CreateAccountResult as AR, CreateTransferResult as TR};
 use super::slab::IdSlab;
 use super::types::{Account, AccountFlags, Transfer, TransferFlags};
@@ -121,6 +119,16 @@ pub(crate) fn first_timestamp(batch: &Batch<'_>, now_ns: u64) -> u64 {
     now_ns.max(last_timestamp(batch).saturating_add(1))
 }
 
+/// The most frequent of `lens` and how often it comes (`None` for none).
+fn most_common(lens: impl Iterator<Item = usize>) -> Option<(usize, usize)> {
+    let mut counts = [0usize; codec::STORED_MAX + 1];
+    for len in lens {
+        counts[len.min(codec::STORED_MAX)] += 1;
+    }
+    let (len, &count) = counts.iter().enumerate().max_by_key(|&(_, &c)| c)?;
+    (count > 0).then_some((len, count))
+}
+
 /// The highest transfer id stored (see `Machine::max_stored`): kept in
 /// every batch's meta writes; none yet (and no timestamp given out) in a
 /// new ledger; unknown when a ledger written before it was kept has
@@ -190,7 +198,7 @@ impl<'b, 'i> Machine<'b, 'i> {
             return (at, self.accounts.at_mut(at).account);
         }
         let found = self.batch.get_with(codec::id_key(ACCOUNT, id), |v| {
-            v.and_then(codec::decode_account)
+            v.and_then(|v| codec::decode_stored_account(id, v))
         });
         let cached = Cached {
             account: found,
@@ -326,10 +334,14 @@ impl<'b, 'i> Machine<'b, 'i> {
             }
         }
         let accounts = &mut self.accounts;
+        // As for transfer ids: a placeholder id, then the key's.
         self.batch.get_many(
             &keys,
-            |v| v.and_then(codec::decode_account),
-            |i, found| accounts.at_mut(first + i as usize).account = found,
+            |v| v.and_then(|v| codec::decode_stored_account(0, v)),
+            |i, found| {
+                let id = codec::parse_id_key(&keys[i as usize]);
+                accounts.at_mut(first + i as usize).account = found.map(|a| Account { id, ..a });
+            },
         );
     }
 
@@ -439,24 +451,33 @@ impl<'b, 'i> Machine<'b, 'i> {
             let written = transfers.iter().map(|(id, _)| id);
             written.chain(failed.keys().copied()).fold(max, u128::max)
         });
-        let mut rec = [0u8; RECORD_BYTES];
         // Each key below is written once and never read back: `put_once`.
         // Account values are rewritten all the time: each is built in the
-        // buffer of a version the index pruned, when there is one.
-        let changed = || {
-            accounts
-                .iter()
-                .filter_map(|(id, c)| c.dirty.then_some((id, c.account.as_ref()?)))
-        };
-        let mut spare = batch.spare_buffers(changed().count(), 17, RECORD_BYTES);
-        for (id, a) in changed() {
-            codec::encode_account(a, &mut rec);
-            batch.put_once(&codec::id_key(ACCOUNT, id), &rec, spare.pop())?;
+        // buffer of a version the index pruned, when there is one of its
+        // length (the length most of them share: an account's compact
+        // value changes length only when a balance starts or stops being
+        // zero or crosses 2^64).
+        let mut encoded: Vec<(u128, [u8; codec::STORED_MAX], usize)> = accounts
+            .iter()
+            .filter_map(|(id, c)| c.dirty.then_some((id, c.account.as_ref()?)))
+            .map(|(id, a)| {
+                let mut value = [0u8; codec::STORED_MAX];
+                let len = codec::encode_stored_account(a, &mut value);
+                (id, value, len)
+            })
+            .collect();
+        let common = most_common(encoded.iter().map(|&(_, _, len)| len));
+        if let Some((len, count)) = common {
+            let mut spare = batch.spare_buffers(count, 17, len);
+            for (id, value, n) in encoded.drain(..) {
+                let buffer = if n == len { spare.pop() } else { None };
+                batch.put_once(&codec::id_key(ACCOUNT, id), &value[..n], buffer)?;
+            }
         }
         // Transfers and history entries are new keys, never rewritten:
         // their versions need no room for an older one (`put_new`).
         let mut entry = Vec::new();
-        let mut stored = [0u8; codec::STORED_TRANSFER_MAX];
+        let mut stored = [0u8; codec::STORED_MAX];
         for (id, t) in transfers.iter() {
             let len = codec::encode_stored_transfer(t, &mut stored);
             batch.put_new(&codec::id_key(TRANSFER, id), &stored[..len])?;
