@@ -92,8 +92,8 @@ impl Writes for super::batch::BatchWrites {
 }
 
 /// The cache lines of a blob that a lookup's pass asks for ahead: a ledger
-/// record (7 + 17 + 128 bytes) spans three, or four when it starts late in
-/// its first line.
+/// account (12 + 17 + about 50 bytes) spans two, and a 100-byte value
+/// with a 16-byte key three.
 const VALUE_LINES: usize = 3;
 
 /// The fewest writes a `warm` pass is worth: a lone write has no other
