@@ -11,7 +11,8 @@
 
 use super::ids::ShardId;
 use crate::ledger::{
-    CreateTransferResult, RECORD_BYTES, Transfer, decode_transfer, encode_transfer,
+    CreateTransferResult, RECORD_BYTES, Transfer, decode_transfer, put_compact_transfer,
+    take_compact_transfer,
 };
 
 /// One protocol message about one transfer.
@@ -60,6 +61,9 @@ const VOTE: u8 = 2;
 const DECISION: u8 = 3;
 const DONE: u8 = 4;
 const YES: u8 = 0xFF;
+/// `PREPARE` with the transfer in compact form (`PREPARE`, with its
+/// 128-byte record, is what was sent before).
+const PREPARE_COMPACT: u8 = 5;
 
 impl Message {
     /// The transfer this message is about.
@@ -77,10 +81,8 @@ impl Message {
         let mut out = Vec::with_capacity(1 + RECORD_BYTES);
         match *self {
             Message::Prepare { transfer } => {
-                out.push(PREPARE);
-                let mut rec = [0u8; RECORD_BYTES];
-                encode_transfer(&transfer, &mut rec);
-                out.extend_from_slice(&rec);
+                out.push(PREPARE_COMPACT);
+                put_compact_transfer(&transfer, &mut out);
             }
             Message::Vote { id, refused } => {
                 out.push(VOTE);
@@ -107,6 +109,10 @@ impl Message {
             return (rest.len() == RECORD_BYTES)
                 .then(|| decode_transfer(rest))?
                 .map(|transfer| Message::Prepare { transfer });
+        }
+        if kind == PREPARE_COMPACT {
+            let (transfer, after) = take_compact_transfer(rest)?;
+            return after.is_empty().then_some(Message::Prepare { transfer });
         }
         if rest.len() != 17 {
             return None;
@@ -190,6 +196,15 @@ mod tests {
         bad[17] = 2;
         assert_eq!(Message::decode(&bad), None);
         assert_eq!(Message::decode(&[9; 18]), None);
+        // The form sent before compact transfers: the 128-byte record.
+        let mut old = vec![PREPARE];
+        let mut rec = [0u8; RECORD_BYTES];
+        crate::ledger::encode_transfer(&t, &mut rec);
+        old.extend_from_slice(&rec);
+        assert_eq!(
+            Message::decode(&old),
+            Some(Message::Prepare { transfer: t })
+        );
         assert_eq!(Message::decode(&[]), None);
     }
 }

@@ -14,7 +14,8 @@
 
 use super::ids::ShardId;
 use crate::ledger::{
-    CreateTransferResult, RECORD_BYTES, Transfer, decode_transfer, encode_transfer,
+    CreateTransferResult, RECORD_BYTES, Transfer, decode_transfer, put_compact_transfer,
+    take_compact_transfer,
 };
 
 /// Where a cross-shard transfer is. A coordinator commits several events
@@ -82,6 +83,9 @@ const COMMIT: u8 = 4;
 const ABORT: u8 = 5;
 const POSTED: u8 = 6;
 const VOIDED: u8 = 7;
+/// `INITIATED` with the transfer in compact form (`INITIATED`, with its
+/// 128-byte record, is what was written before).
+const INITIATED_COMPACT: u8 = 8;
 
 impl Event {
     /// The event's bytes.
@@ -93,10 +97,8 @@ impl Event {
                 debit_shard,
                 credit_shard,
             } => {
-                out.push(INITIATED);
-                let mut rec = [0u8; RECORD_BYTES];
-                encode_transfer(&transfer, &mut rec);
-                out.extend_from_slice(&rec);
+                out.push(INITIATED_COMPACT);
+                put_compact_transfer(&transfer, &mut out);
                 out.extend_from_slice(&debit_shard.to_le_bytes());
                 out.extend_from_slice(&credit_shard.to_le_bytes());
             }
@@ -127,6 +129,15 @@ impl Event {
                     transfer: decode_transfer(&rest[..RECORD_BYTES])?,
                     debit_shard: shard(&rest[RECORD_BYTES..])?,
                     credit_shard: shard(&rest[RECORD_BYTES + 4..])?,
+                }
+            }
+            INITIATED_COMPACT => {
+                let (transfer, shards) = take_compact_transfer(rest)?;
+                (shards.len() == 8).then_some(())?;
+                Event::TransferInitiated {
+                    transfer,
+                    debit_shard: shard(shards)?,
+                    credit_shard: shard(&shards[4..])?,
                 }
             }
             PREPARED => {
@@ -332,6 +343,17 @@ mod tests {
             long.push(0);
             assert_eq!(Event::decode(&long), None, "{e:?} extended");
         }
+        // The form written before compact transfers: the 128-byte record.
+        let Event::TransferInitiated { transfer, .. } = init() else {
+            unreachable!()
+        };
+        let mut old = vec![INITIATED];
+        let mut rec = [0u8; RECORD_BYTES];
+        crate::ledger::encode_transfer(&transfer, &mut rec);
+        old.extend_from_slice(&rec);
+        old.extend_from_slice(&[0, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(Event::decode(&old), Some(init()));
+        assert!(init().encode().len() < old.len() / 2, "compact");
         assert_eq!(Event::decode(&[]), None);
         assert_eq!(Event::decode(&[99]), None);
         assert_eq!(Event::decode(&[REFUSED, 0, 0, 0, 0, 250]), None);

@@ -462,6 +462,20 @@ fn expand_record(b: &[u8]) -> [u8; RECORD_BYTES] {
     rec
 }
 
+/// Appends a transfer's record in compact form (`compact_record`).
+pub(crate) fn put_compact_transfer(t: &Transfer, out: &mut Vec<u8>) {
+    let mut rec = [0u8; RECORD_BYTES];
+    encode_transfer(t, &mut rec);
+    compact_record(&rec, out);
+}
+
+/// The transfer of the compact record at the start of `b`
+/// (`put_compact_transfer`), and the bytes after it.
+pub(crate) fn take_compact_transfer(b: &[u8]) -> Option<(Transfer, &[u8])> {
+    let (rec, rest) = b.split_at(compact_len(b)?);
+    Some((decode_transfer(&expand_record(rec))?, rest))
+}
+
 /// Encodes the body of a logical record, its events compact.
 pub(crate) fn encode_body<T>(
     op: u8,
@@ -726,7 +740,11 @@ mod tests {
             assert_eq!(decode_stored_account(a.id, &out[..len]), Some(a));
             let mut rec = [0u8; RECORD_BYTES];
             encode_account(&a, &mut rec);
-            assert_eq!(decode_stored_account(a.id, &rec), Some(a), "the full record");
+            assert_eq!(
+                decode_stored_account(a.id, &rec),
+                Some(a),
+                "the full record"
+            );
             assert_eq!(decode_stored_account(a.id, &out[..len - 1]), None);
         }
         assert_eq!(decode_stored_account(9, &[0, 0]), None, "no word at all");

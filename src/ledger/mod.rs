@@ -23,6 +23,7 @@ mod types;
 pub use api::{Extra, Ledger, LedgerOptions, LedgerSnapshot, Reply};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{RECORD_BYTES, decode_account, decode_transfer, encode_account, encode_transfer};
+pub(crate) use codec::{put_compact_transfer, take_compact_transfer};
 pub use codes::{CreateAccountResult, CreateTransferResult};
 pub use machine::MAX_BATCH_EVENTS;
 pub(crate) use machine::transfer_exists;
