@@ -224,8 +224,8 @@ pub fn decode_transfer(b: &[u8]) -> Option<Transfer> {
     })
 }
 
-/// The longest stored transfer or account value (`encode_stored_words`):
-/// every word of the record but the id's kept, and the mask.
+/// The longest stored transfer or account value (`encode_stored_transfer`):
+/// the mask and every word of the record but the id's.
 pub(crate) const STORED_MAX: usize = 2 + RECORD_BYTES - 8 * ID_WORDS;
 
 /// The words of the id, first in a record: a stored transfer or account
@@ -233,21 +233,16 @@ pub(crate) const STORED_MAX: usize = 2 + RECORD_BYTES - 8 * ID_WORDS;
 /// mask says so).
 const ID_WORDS: usize = 2;
 
-/// Encodes a record as the ledger keeps it under its id: the 128-byte
-/// record's sixteen 8-byte words, zero words left out, after a 16-bit mask
-/// of the words kept. The id's two words are left out too: the key holds
-/// the id. Most fields of most records are zero (pending amounts or ids,
-/// user data, timeout, the high halves of ids and amounts), so a typical
-/// transfer takes 42 bytes instead of 128, and an account about 50: that
-/// is memory for each stored record, most of a ledger, and the cache
-/// lines a transfer reads and writes. Returns the length written.
-fn encode_stored_words(words: [u64; 16], out: &mut [u8; STORED_MAX]) -> usize {
+/// Writes the compact form of `rec` into `out`: a 16-bit mask of its
+/// nonzero 8-byte words from word `from` on, then those words. Returns the
+/// length written (`out` must hold it: at most `2 + RECORD_BYTES`).
+fn compact_into(rec: &[u8; RECORD_BYTES], from: usize, out: &mut [u8]) -> usize {
     let mut mask = 0u16;
     let mut at = 2;
-    for (i, word) in words.into_iter().enumerate() {
-        if i >= ID_WORDS && word != 0 {
+    for (i, word) in rec.chunks_exact(8).enumerate().skip(from) {
+        if word != [0u8; 8] {
             mask |= 1 << i;
-            out[at..at + 8].copy_from_slice(&word.to_le_bytes());
+            out[at..at + 8].copy_from_slice(word);
             at += 8;
         }
     }
@@ -255,155 +250,62 @@ fn encode_stored_words(words: [u64; 16], out: &mut [u8; STORED_MAX]) -> usize {
     at
 }
 
-/// The words of a value of `encode_stored_words` (with the id's words, as
-/// transfers written before they were left out keep them, or without)
-/// stored under id `id`. `None` for anything else.
-fn decode_stored_words(id: u128, b: &[u8]) -> Option<[u64; 16]> {
-    let (mask, rest) = b.split_first_chunk::<2>()?;
-    let mask = u16::from_le_bytes(*mask);
-    if mask == 0 || rest.len() != 8 * mask.count_ones() as usize {
+/// Encodes a record as the ledger keeps it under its id: its compact form
+/// (`compact_into`) without the id's words, which the key holds. Most
+/// fields of most records are zero (pending amounts or ids, user data,
+/// timeout, the high halves of ids and amounts), so a typical transfer
+/// takes 42 bytes instead of 128, and an account about 34: that is memory
+/// for each stored record, most of a ledger, and the cache lines a
+/// transfer reads and writes. Returns the length written.
+fn encode_stored(rec: &[u8; RECORD_BYTES], out: &mut [u8; STORED_MAX]) -> usize {
+    compact_into(rec, ID_WORDS, out)
+}
+
+/// The 128-byte record of a value stored under id `id`: the compact form
+/// of `encode_stored` (or, in transfers written before the id's words were
+/// left out, with them), or a full 128-byte record (as data written before
+/// the compact form holds). `None` for anything else (a failed transfer
+/// id's one-byte result code, or damage).
+fn decode_stored(id: u128, b: &[u8]) -> Option<[u8; RECORD_BYTES]> {
+    if let Ok(full) = b.try_into() {
+        return Some(full);
+    }
+    let mask = u16::from_le_bytes(*b.first_chunk::<2>()?);
+    if mask == 0 || compact_len(b) != Some(b.len()) {
         return None;
     }
-    let mut w = [0u64; 16];
-    w[0] = id as u64;
-    w[1] = (id >> 64) as u64;
-    let mut kept = rest.chunks_exact(8);
-    for (i, word) in w.iter_mut().enumerate() {
-        if mask & (1 << i) != 0 {
-            *word = u64::from_le_bytes(kept.next()?.try_into().ok()?);
-        }
+    let mut rec = expand_record(b);
+    if mask & 0b11 == 0 {
+        rec[..16].copy_from_slice(&id.to_le_bytes());
     }
-    Some(w)
-}
-
-fn halves(x: u128) -> [u64; 2] {
-    [x as u64, (x >> 64) as u64]
-}
-
-fn whole(lo: u64, hi: u64) -> u128 {
-    u128::from(lo) | (u128::from(hi) << 64)
-}
-
-/// A transfer's 128-byte record (`encode_transfer`) as sixteen
-/// little-endian words.
-fn transfer_words(t: &Transfer) -> [u64; 16] {
-    let [id0, id1] = halves(t.id);
-    let [dr0, dr1] = halves(t.debit_account_id);
-    let [cr0, cr1] = halves(t.credit_account_id);
-    let [am0, am1] = halves(t.amount);
-    let [pe0, pe1] = halves(t.pending_id);
-    let [ud0, ud1] = halves(t.user_data_128);
-    [
-        id0,
-        id1,
-        dr0,
-        dr1,
-        cr0,
-        cr1,
-        am0,
-        am1,
-        pe0,
-        pe1,
-        ud0,
-        ud1,
-        t.user_data_64,
-        u64::from(t.user_data_32) | (u64::from(t.timeout) << 32),
-        u64::from(t.ledger) | (u64::from(t.code) << 32) | (u64::from(t.flags.bits()) << 48),
-        t.timestamp,
-    ]
-}
-
-/// An account's 128-byte record (`encode_account`) as sixteen
-/// little-endian words.
-fn account_words(a: &Account) -> [u64; 16] {
-    let [id0, id1] = halves(a.id);
-    let [dp0, dp1] = halves(a.debits_pending);
-    let [do0, do1] = halves(a.debits_posted);
-    let [cp0, cp1] = halves(a.credits_pending);
-    let [co0, co1] = halves(a.credits_posted);
-    let [ud0, ud1] = halves(a.user_data_128);
-    [
-        id0,
-        id1,
-        dp0,
-        dp1,
-        do0,
-        do1,
-        cp0,
-        cp1,
-        co0,
-        co1,
-        ud0,
-        ud1,
-        a.user_data_64,
-        u64::from(a.user_data_32) | (u64::from(a.reserved) << 32),
-        u64::from(a.ledger) | (u64::from(a.code) << 32) | (u64::from(a.flags.bits()) << 48),
-        a.timestamp,
-    ]
+    Some(rec)
 }
 
 /// Encodes a transfer as the ledger keeps it under its id
-/// (`encode_stored_words`). Returns the length written.
+/// (`encode_stored`). Returns the length written.
 pub(crate) fn encode_stored_transfer(t: &Transfer, out: &mut [u8; STORED_MAX]) -> usize {
-    encode_stored_words(transfer_words(t), out)
+    let mut rec = [0u8; RECORD_BYTES];
+    encode_transfer(t, &mut rec);
+    encode_stored(&rec, out)
 }
 
 /// Encodes an account as the ledger keeps it under its id
-/// (`encode_stored_words`). Returns the length written.
+/// (`encode_stored`). Returns the length written.
 pub(crate) fn encode_stored_account(a: &Account, out: &mut [u8; STORED_MAX]) -> usize {
-    encode_stored_words(account_words(a), out)
+    let mut rec = [0u8; RECORD_BYTES];
+    encode_account(a, &mut rec);
+    encode_stored(&rec, out)
 }
 
-/// Decodes the value stored under transfer id `id`: the compact form of
-/// `encode_stored_transfer`, or a full 128-byte record (as data written
-/// before the compact form holds). `None` for anything else (a failed
-/// id's one-byte result code, or damage).
+/// Decodes the value stored under transfer id `id` (`decode_stored`).
 pub(crate) fn decode_stored_transfer(id: u128, b: &[u8]) -> Option<Transfer> {
-    if b.len() == RECORD_BYTES {
-        return decode_transfer(b);
-    }
-    let w = decode_stored_words(id, b)?;
-    Some(Transfer {
-        id: whole(w[0], w[1]),
-        debit_account_id: whole(w[2], w[3]),
-        credit_account_id: whole(w[4], w[5]),
-        amount: whole(w[6], w[7]),
-        pending_id: whole(w[8], w[9]),
-        user_data_128: whole(w[10], w[11]),
-        user_data_64: w[12],
-        user_data_32: w[13] as u32,
-        timeout: (w[13] >> 32) as u32,
-        ledger: w[14] as u32,
-        code: (w[14] >> 32) as u16,
-        flags: TransferFlags::from_bits_retain((w[14] >> 48) as u16),
-        timestamp: w[15],
-    })
+    decode_transfer(&decode_stored(id, b)?)
 }
 
-/// Decodes the value stored under account id `id`: the compact form of
-/// `encode_stored_account`, or a full 128-byte record (as data written
-/// before the compact form holds). `None` for anything else (damage).
+/// Decodes the value stored under account id `id` (`decode_stored`).
 /// Unknown flag bits are kept, as `decode_account` keeps them.
 pub(crate) fn decode_stored_account(id: u128, b: &[u8]) -> Option<Account> {
-    if b.len() == RECORD_BYTES {
-        return decode_account(b);
-    }
-    let w = decode_stored_words(id, b)?;
-    Some(Account {
-        id: whole(w[0], w[1]),
-        debits_pending: whole(w[2], w[3]),
-        debits_posted: whole(w[4], w[5]),
-        credits_pending: whole(w[6], w[7]),
-        credits_posted: whole(w[8], w[9]),
-        user_data_128: whole(w[10], w[11]),
-        user_data_64: w[12],
-        user_data_32: w[13] as u32,
-        reserved: (w[13] >> 32) as u32,
-        ledger: w[14] as u32,
-        code: (w[14] >> 32) as u16,
-        flags: AccountFlags::from_bits_retain((w[14] >> 48) as u16),
-        timestamp: w[15],
-    })
+    decode_account(&decode_stored(id, b)?)
 }
 
 /// The ops of a logical record.
@@ -425,16 +327,9 @@ const BODY_HEADER: usize = 13;
 /// and amount, no user data, no timeout) is 42 bytes: the log writes,
 /// copies and syncs a third of what the full records took.
 fn compact_record(rec: &[u8; RECORD_BYTES], out: &mut Vec<u8>) {
-    let at = out.len();
-    out.extend_from_slice(&[0, 0]);
-    let mut mask = 0u16;
-    for (i, word) in rec.chunks_exact(8).enumerate() {
-        if word != [0u8; 8] {
-            mask |= 1 << i;
-            out.extend_from_slice(word);
-        }
-    }
-    out[at..at + 2].copy_from_slice(&mask.to_le_bytes());
+    let mut compact = [0u8; 2 + RECORD_BYTES];
+    let len = compact_into(rec, 0, &mut compact);
+    out.extend_from_slice(&compact[..len]);
 }
 
 /// The length of the compact record at the start of `b`, if it is whole.
@@ -781,15 +676,10 @@ mod tests {
         // The compact form as written before the id's words were left out:
         // every nonzero word, the id's too.
         let with_id = |t: &Transfer| {
-            let mut mask = 0u16;
-            let mut out = vec![0, 0];
-            for (i, word) in transfer_words(t).into_iter().enumerate() {
-                if word != 0 {
-                    mask |= 1 << i;
-                    out.extend_from_slice(&word.to_le_bytes());
-                }
-            }
-            out[..2].copy_from_slice(&mask.to_le_bytes());
+            let mut rec = [0u8; RECORD_BYTES];
+            encode_transfer(t, &mut rec);
+            let mut out = vec![];
+            compact_record(&rec, &mut out);
             out
         };
         let mut out = [0u8; STORED_MAX];
@@ -826,14 +716,6 @@ mod tests {
         assert_eq!(decode_stored_transfer(7, &out[..len]), Some(high_only));
         // debit, credit, amount (low words), ledger/code/flags, timestamp.
         assert_eq!(encode_stored_transfer(&typical, &mut out), 2 + 5 * 8);
-        // The words are the 128-byte record's.
-        let mut rec = [0u8; RECORD_BYTES];
-        encode_transfer(&full, &mut rec);
-        let words: Vec<u64> = rec
-            .chunks_exact(8)
-            .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
-            .collect();
-        assert_eq!(words, transfer_words(&full));
         assert_eq!(decode_stored_transfer(7, &[3]), None, "a failed id's code");
         assert_eq!(decode_stored_transfer(7, &[0, 0]), None);
         assert_eq!(decode_stored_transfer(7, &[]), None);

@@ -4,7 +4,8 @@
 //!
 //! Layout: `[older: pointer][ts: u64][flags: u8][key length: u16 LE][value
 //! length: u32 LE][key][value]`, 8-byte aligned; bit 0 of `flags` marks a
-//! tombstone (no value, a delete). Keys are at most
+//! tombstone (no value, a delete), bit 2 a short header (a key length of
+//! one byte and a value length of two: `SHORT`). Keys are at most
 //! `record::MAX_KEY_BYTES` = 65,535 bytes, so the length fits. A key's
 //! versions are a list, newest first: each blob owns the next older one.
 //!
