@@ -83,7 +83,7 @@ fn main() -> mvledger::Result<()> {
         })?;
         j = end;
         // The overhead swings with the hash tables' load, between just
-        // after they double (half empty) and just before (7/8 full):
+        // after they grow (by half: 57% full) and just before (85% full):
         // show it along the way, not only at the end.
         if j % (KEYS / 8) == 0 && j < KEYS {
             engine.sync()?;
