@@ -37,7 +37,10 @@ impl Snapshot {
 
     /// Calls `f` with the value of `key` at this snapshot (`None` when
     /// absent or deleted), borrowed from the engine: `get` without the copy
-    /// (a point read of a 100-byte value costs about a fifth less). `f` runs
+    /// and its allocation (over 1M keys with 100-byte values, back-to-back
+    /// reads take about 200 ns each against `get`'s 355: without the
+    /// allocation, the processor starts the next read while this one waits
+    /// for memory; one read alone takes about 340 ns either way). `f` runs
     /// while a lock of the index is held for reading: keep it short, and do
     /// not call the engine from it (a commit waiting for that lock would
     /// wait for `f`, and `f` for the commit).
