@@ -578,17 +578,19 @@ impl LedgerSnapshot {
         {
             return Ok(Vec::new());
         }
-        let lower = codec::history_key(filter.account_id, filter.timestamp_min);
-        let upper = codec::history_key(filter.account_id, max);
-        let mut entries: Vec<(u64, u128, Option<[u128; 4]>)> = self
-            .snap
-            .scan(lower..=upper)?
-            .filter_map(|(k, v)| {
+        // The entries under both key forms (a ledger written before
+        // history keys were spread over families has the old), by time.
+        let mut entries: Vec<(u64, u128, Option<[u128; 4]>)> = Vec::new();
+        for key in [codec::history_key, codec::history_key_old] {
+            let lower = key(filter.account_id, filter.timestamp_min);
+            let upper = key(filter.account_id, max);
+            entries.extend(self.snap.scan(lower..=upper)?.filter_map(|(k, v)| {
                 let ts = codec::parse_history_ts(&k)?;
                 let (id, balances) = codec::decode_history(&v)?;
                 Some((ts, id, balances))
-            })
-            .collect();
+            }));
+        }
+        entries.sort_by_key(|&(ts, ..)| ts);
         if filter.flags.contains(AccountFilterFlags::REVERSED) {
             entries.reverse();
         }
@@ -650,5 +652,75 @@ impl LedgerSnapshot {
                 })
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SyncMode;
+
+    fn open(dir: &Path) -> Ledger {
+        let options = LedgerOptions {
+            engine: Options {
+                sync: SyncMode::Never,
+                ..Options::default()
+            },
+            ..LedgerOptions::default()
+        };
+        Ledger::open(dir, options).expect("open")
+    }
+
+    /// History entries written before history keys were spread over
+    /// families (first byte `h`) are still found, in time order with the
+    /// new ones, live and after a reopen.
+    #[test]
+    fn history_reads_entries_under_the_old_key_form_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let account = |id| Account {
+            id,
+            ledger: 1,
+            code: 1,
+            ..Account::default()
+        };
+        let transfer = |id| Transfer {
+            id,
+            debit_account_id: 1,
+            credit_account_id: 2,
+            amount: 1,
+            ledger: 1,
+            code: 1,
+            ..Transfer::default()
+        };
+        let filter = |flags| AccountFilter {
+            account_id: 1,
+            limit: 10,
+            flags: AccountFilterFlags::DEBITS | AccountFilterFlags::CREDITS | flags,
+            ..AccountFilter::default()
+        };
+        let ids = |l: &Ledger, flags| -> Vec<u128> {
+            let found = l.get_account_transfers(filter(flags)).expect("history");
+            found.iter().map(|t| t.id).collect()
+        };
+        {
+            let l = open(dir.path());
+            l.create_accounts(&[account(1), account(2)])
+                .expect("accounts");
+            for id in 10..13 {
+                l.create_transfers(&[transfer(id)]).expect("transfers");
+            }
+            // Move transfer 11's entry of account 1 to the old key form.
+            let ts = l.lookup_transfers(&[11]).expect("lookup")[0].timestamp;
+            let new = codec::history_key(1, ts);
+            let value = l.engine().snapshot().get(new).expect("get").expect("entry");
+            let mut tx = l.engine().begin();
+            tx.delete(new).expect("delete");
+            tx.put(codec::history_key_old(1, ts), &value).expect("put");
+            tx.commit().expect("commit");
+            assert_eq!(ids(&l, AccountFilterFlags::empty()), [10, 11, 12]);
+            assert_eq!(ids(&l, AccountFilterFlags::REVERSED), [12, 11, 10]);
+        }
+        let l = open(dir.path());
+        assert_eq!(ids(&l, AccountFilterFlags::empty()), [10, 11, 12]);
     }
 }

@@ -8,7 +8,8 @@
 //! | `t` id:16 | the transfer, compact (`encode_stored_transfer`: a mask, then its nonzero 8-byte words but the id's; 128 bytes in older data); or, for an id spent by a transient failure, its result code: 1 byte |
 //! | `s` pending_id:16 | how a pending transfer was settled: 1 byte (`Settled`) |
 //! | `x` expires_at:8 id:16 | (empty) a pending transfer with a timeout |
-//! | `h` account:16 timestamp:8 | the transfer id (8 bytes when below 2^64, else 16), then for `HISTORY` accounts the four balances after it (64) |
+//! | 0x20 + family(account) account:16 timestamp:8 | the transfer id (8 bytes when below 2^64, else 16), then for `HISTORY` accounts the four balances after it (64) |
+//! | `h` account:16 timestamp:8 | as above, in ledgers written before history keys were spread over families (read, never written) |
 //! | `m` `ts` | the last timestamp given out: 8 |
 //! | `m` `id` | the highest transfer id stored under `t`: 16 (absent before any batch, and in ledgers written before it was kept) |
 //!
@@ -29,7 +30,14 @@ pub(crate) const ACCOUNT: u8 = b'a';
 pub(crate) const TRANSFER: u8 = b't';
 pub(crate) const SETTLED: u8 = b's';
 pub(crate) const EXPIRY: u8 = b'x';
-pub(crate) const HISTORY: u8 = b'h';
+/// The first byte of history keys written before they were spread over
+/// families (`history_key`); still read.
+pub(crate) const HISTORY_OLD: u8 = b'h';
+/// History keys start with `HISTORY_FIRST` plus their account's family,
+/// one of `HISTORY_FAMILIES` (below every other first byte the ledger
+/// uses).
+const HISTORY_FIRST: u8 = 0x20;
+const HISTORY_FAMILIES: u8 = 64;
 pub(crate) const META_TS: &[u8] = b"mts";
 pub(crate) const META_MAX_ID: &[u8] = b"mid";
 /// The namespace of the keys a layer above keeps beside the ledger
@@ -71,9 +79,27 @@ pub(crate) fn parse_id_key(k: &[u8; 17]) -> u128 {
     u128::from_be_bytes(id)
 }
 
+/// The key of an account's history entry at `timestamp`. Its first byte
+/// spreads accounts over 64 families: the index keeps key order per first
+/// byte, made (with a copy of each key, about 34 bytes) when a scan first
+/// needs it, so a history query orders only its account's family, not
+/// every history entry of the ledger.
 pub(crate) fn history_key(account: u128, timestamp: u64) -> [u8; 25] {
+    let folded = (account as u64) ^ ((account >> 64) as u64);
+    let family = (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as u8;
+    debug_assert!(family < HISTORY_FAMILIES);
+    history_key_with(HISTORY_FIRST + family, account, timestamp)
+}
+
+/// `history_key` as written before history keys were spread over
+/// families.
+pub(crate) fn history_key_old(account: u128, timestamp: u64) -> [u8; 25] {
+    history_key_with(HISTORY_OLD, account, timestamp)
+}
+
+fn history_key_with(first: u8, account: u128, timestamp: u64) -> [u8; 25] {
     let mut k = [0u8; 25];
-    k[0] = HISTORY;
+    k[0] = first;
     k[1..17].copy_from_slice(&account.to_be_bytes());
     k[17..].copy_from_slice(&timestamp.to_be_bytes());
     k
@@ -97,9 +123,12 @@ pub(crate) fn parse_expiry_key(k: &[u8]) -> Option<(u64, u128)> {
     Some((at, id))
 }
 
-/// The timestamp of a history key.
+/// The timestamp of a history key (either form).
 pub(crate) fn parse_history_ts(k: &[u8]) -> Option<u64> {
-    if k.len() != 25 || k[0] != HISTORY {
+    let first = *k.first()?;
+    let history =
+        first == HISTORY_OLD || (HISTORY_FIRST..HISTORY_FIRST + HISTORY_FAMILIES).contains(&first);
+    if k.len() != 25 || !history {
         return None;
     }
     Some(u64::from_be_bytes(k[17..25].try_into().ok()?))
@@ -815,9 +844,20 @@ mod tests {
     #[test]
     fn keys_sort_by_their_numbers() {
         assert!(history_key(1, 2) < history_key(1, 3));
-        assert!(history_key(1, u64::MAX) < history_key(2, 0));
+        // Across accounts, history keys sort by family first: only an
+        // account's own entries need an order (by time).
+        assert!(history_key_old(1, u64::MAX) < history_key_old(2, 0));
         assert!(expiry_key(5, u128::MAX) < expiry_key(6, 0));
         assert_eq!(parse_expiry_key(&expiry_key(5, 9)), Some((5, 9)));
         assert_eq!(parse_history_ts(&history_key(5, 9)), Some(9));
+        assert_eq!(parse_history_ts(&history_key_old(5, 9)), Some(9));
+        assert_eq!(parse_history_ts(&expiry_key(5, 9)), None);
+        // An account's entries share a family; accounts spread over all 64.
+        let family = |a: u128| history_key(a, 0)[0];
+        assert_eq!(family(77), history_key(77, u64::MAX)[0]);
+        let families: std::collections::BTreeSet<u8> = (1..=10_000u128).map(family).collect();
+        assert_eq!(families.len(), 64);
+        assert!(families.iter().all(|&f| (0x20..0x60).contains(&f)));
+        assert!(history_key_old(1, 2) < history_key_old(1, 3));
     }
 }
