@@ -540,7 +540,7 @@ impl LedgerSnapshot {
             .snap
             .scan_prefix([ACCOUNT])?
             .filter_map(|(k, v)| {
-                let id = codec::parse_id_key(k.as_ref().try_into().ok()?);
+                let id = codec::parse_id_key(&k)?;
                 codec::decode_stored_account(id, &v)
             })
             .collect())

@@ -72,18 +72,12 @@ pub(crate) fn id_key(tag: u8, id: u128) -> [u8; 17] {
     k
 }
 
-/// The id of an `id_key`.
-pub(crate) fn parse_id_key(k: &[u8; 17]) -> u128 {
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&k[1..]);
-    u128::from_be_bytes(id)
+/// The id of an `id_key` (`None` for a key of another length).
+pub(crate) fn parse_id_key(k: &[u8]) -> Option<u128> {
+    let id: [u8; 16] = k.get(1..)?.try_into().ok()?;
+    Some(u128::from_be_bytes(id))
 }
 
-/// The key of an account's history entry at `timestamp`. Its first byte
-/// spreads accounts over 64 families: the index keeps key order per first
-/// byte, made (with a copy of each key, about 34 bytes) when a scan first
-/// needs it, so a history query orders only its account's family, not
-/// every history entry of the ledger.
 pub(crate) fn history_key(account: u128, timestamp: u64) -> [u8; 25] {
     let folded = (account as u64) ^ ((account >> 64) as u64);
     let family = (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as u8;
@@ -672,7 +666,10 @@ mod tests {
             assert_eq!(decode_stored_account(a.id, &out[..len - 1]), None);
         }
         assert_eq!(decode_stored_account(9, &[0, 0]), None, "no word at all");
-        assert_eq!(parse_id_key(&id_key(ACCOUNT, u128::MAX - 3)), u128::MAX - 3);
+        assert_eq!(
+            parse_id_key(&id_key(ACCOUNT, u128::MAX - 3)),
+            Some(u128::MAX - 3)
+        );
     }
 
     #[test]

@@ -277,7 +277,7 @@ impl<'b, 'i> Machine<'b, 'i> {
         // unless it is above every stored id. Transfer ids first: a post
         // or void reads the accounts of its pending transfer.
         let mut keys: Vec<[u8; 17]> = Vec::with_capacity(transfers.len() * 2);
-        let mut ids: Vec<(u128, usize)> = Vec::with_capacity(transfers.len() * 2);
+        let mut places: Vec<usize> = Vec::with_capacity(transfers.len() * 2);
         self.stored.reserve(transfers.len() * 2);
         for id in transfers.iter().flat_map(|t| [t.id, t.pending_id]) {
             let known = id == 0
@@ -288,23 +288,16 @@ impl<'b, 'i> Machine<'b, 'i> {
                 let at = self.stored.push_new(id, Slot::Empty);
                 if !self.above_stored(id) {
                     keys.push(codec::id_key(TRANSFER, id));
-                    ids.push((id, at));
+                    places.push(at);
                 }
             }
         }
         let stored = &mut self.stored;
-        // The values decode with a placeholder id, which the slot then
-        // gets from its key.
+        // Every key here is an id key: its id is the transfer's.
         self.batch.get_many(
             &keys,
-            |v| stored_slot(0, v),
-            |i, slot| {
-                let (id, at) = ids[i as usize];
-                *stored.at_mut(at) = match slot {
-                    Slot::Transfer(t) => Slot::Transfer(Transfer { id, ..t }),
-                    other => other,
-                };
-            },
+            |key, v| stored_slot(codec::parse_id_key(key).unwrap_or_default(), v),
+            |i, slot| *stored.at_mut(places[i as usize]) = slot,
         );
         let pending_accounts = |t: &Transfer| match self.stored.get(t.pending_id) {
             Some(Slot::Transfer(p)) if t.pending_id != 0 => {
@@ -334,14 +327,10 @@ impl<'b, 'i> Machine<'b, 'i> {
             }
         }
         let accounts = &mut self.accounts;
-        // As for transfer ids: a placeholder id, then the key's.
         self.batch.get_many(
             &keys,
-            |v| v.and_then(|v| codec::decode_stored_account(0, v)),
-            |i, found| {
-                let id = codec::parse_id_key(&keys[i as usize]);
-                accounts.at_mut(first + i as usize).account = found.map(|a| Account { id, ..a });
-            },
+            |key, v| codec::decode_stored_account(codec::parse_id_key(key)?, v?),
+            |i, found| accounts.at_mut(first + i as usize).account = found,
         );
     }
 

@@ -111,14 +111,14 @@ impl<'a> Batch<'a> {
         }
     }
 
-    /// Calls `decode` with the newest value of each of `keys` (as
+    /// Calls `decode` with each of `keys` and its newest value (as
     /// `get_with`) and `place(i, decoded value of keys[i])` for every `i`,
     /// in no particular order: many lookups at once, faster than one by
     /// one (`Index::latest_many`).
     pub(crate) fn get_many<K, T>(
         &self,
         keys: &[K],
-        decode: impl Fn(Option<&[u8]>) -> T + Sync,
+        decode: impl Fn(&[u8], Option<&[u8]>) -> T + Sync,
         mut place: impl FnMut(u32, T),
     ) where
         K: AsRef<[u8]> + Sync,
@@ -128,7 +128,8 @@ impl<'a> Batch<'a> {
             return self.index.latest_many(keys, decode, place);
         }
         for (i, key) in (0u32..).zip(keys) {
-            place(i, self.get_with(key, &decode));
+            let key = key.as_ref();
+            place(i, self.get_with(key, |value| decode(key, value)));
         }
     }
 

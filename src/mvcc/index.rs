@@ -518,7 +518,7 @@ impl Index {
     pub(crate) fn latest_many<K, T>(
         &self,
         keys: &[K],
-        decode: impl Fn(Option<&[u8]>) -> T + Sync,
+        decode: impl Fn(&[u8], Option<&[u8]>) -> T + Sync,
         mut place: impl FnMut(u32, T),
     ) where
         K: AsRef<[u8]> + Sync,
@@ -552,7 +552,7 @@ impl Index {
                     for &(i, hash) in chunk {
                         let key = keys[i as usize].as_ref();
                         let value = shard.get(hash, key).and_then(|c| c.newest.value());
-                        out.push((i, decode(value)));
+                        out.push((i, decode(key, value)));
                     }
                 }
             }
@@ -582,7 +582,7 @@ impl Index {
     /// passes whose misses overlap (`latest_many` with nothing to decode):
     /// a hint for a caller about to read them one by one.
     pub(crate) fn warm_keys<K: AsRef<[u8]> + Sync>(&self, keys: &[K]) {
-        self.latest_many(keys, |_| (), |_, ()| ());
+        self.latest_many(keys, |_, _| (), |_, ()| ());
     }
 
     /// `latest_many` for a few keys: every shard they fall in is read
@@ -592,7 +592,7 @@ impl Index {
     fn latest_few<K: AsRef<[u8]>, T>(
         &self,
         keys: &[K],
-        decode: impl Fn(Option<&[u8]>) -> T,
+        decode: impl Fn(&[u8], Option<&[u8]>) -> T,
         mut place: impl FnMut(u32, T),
     ) {
         let mut found: Vec<(usize, u32, u64)> = (0u32..)
@@ -611,10 +611,9 @@ impl Index {
             }
         }
         for (&(_, i, hash), &g) in found.iter().zip(&at) {
-            let value = guards[g]
-                .get(hash, keys[i as usize].as_ref())
-                .and_then(|c| c.newest.value());
-            place(i, decode(value));
+            let key = keys[i as usize].as_ref();
+            let value = guards[g].get(hash, key).and_then(|c| c.newest.value());
+            place(i, decode(key, value));
         }
     }
 
