@@ -112,3 +112,41 @@ fn extra_keys_are_checked_and_cannot_reach_ledger_records() {
     let l = open(dir.path());
     assert_eq!(l.lookup_accounts(&[1]).unwrap().len(), 1);
 }
+
+/// A ledger's directory opened as a bare engine: its log holds records
+/// only the ledger can replay. That is a clear `InvalidArgument` (the
+/// wrong call), not `Corruption` (nothing is damaged), and it changes
+/// nothing: the ledger opens afterwards with everything in it, even when
+/// the engine was asked to repair.
+#[test]
+fn a_ledger_directory_opened_as_an_engine_is_the_wrong_call_not_damage() {
+    use mvledger::{Engine, Options};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let l = open(dir.path());
+        l.create_accounts(&[
+            account(1, Default::default()),
+            account(2, Default::default()),
+        ])
+        .unwrap();
+        assert_eq!(
+            l.create_transfers(&[transfer(10, 1, 2, 5)]).unwrap(),
+            [CreateTransferResult::Ok]
+        );
+    }
+    for repair in [false, true] {
+        let options = Options {
+            repair,
+            ..Options::default()
+        };
+        match Engine::open(dir.path(), options) {
+            Err(Error::InvalidArgument(why)) => {
+                assert!(why.contains("Ledger::open"), "{why}");
+            }
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+    let l = open(dir.path());
+    assert_eq!(l.lookup_transfers(&[10]).unwrap().len(), 1);
+    assert_eq!(l.lookup_accounts(&[2]).unwrap()[0].credits_posted, 5);
+}

@@ -357,6 +357,36 @@ fn account_transfers_come_in_timestamp_order_and_filtered() {
         [12]
     );
     assert!(with(AccountFilter { limit: 0, ..base }).is_empty());
+    // TigerBeetle's other constraints: a filter that breaks one gets
+    // nothing (not everything).
+    assert!(
+        with(AccountFilter {
+            timestamp_max: u64::MAX,
+            ..base
+        })
+        .is_empty()
+    );
+    assert!(
+        with(AccountFilter {
+            timestamp_min: u64::MAX,
+            ..base
+        })
+        .is_empty()
+    );
+    assert!(
+        with(AccountFilter {
+            flags: both | FF::from_bits_retain(1 << 5),
+            ..base
+        })
+        .is_empty()
+    );
+    assert!(
+        with(AccountFilter {
+            account_id: u128::MAX,
+            ..base
+        })
+        .is_empty()
+    );
     // Other accounts.
     assert_eq!(transfer_ids(&l, filter(3, both)), [12, 13, 14, 15]);
     assert!(transfer_ids(&l, filter(99, both)).is_empty());
@@ -503,4 +533,48 @@ fn a_snapshot_reads_everything_at_one_timestamp() {
     let a = now.lookup_accounts(&[1]).unwrap()[0];
     assert_eq!(a.debits_posted, accounts[0].debits_posted + 5);
     assert_eq!(a.credits_posted, accounts[0].credits_posted + 6);
+}
+
+/// A clock at the end of time: timestamps stay at or below
+/// `TIMESTAMP_MAX` (2^63 - 1, as TigerBeetle's); a batch that would pass
+/// it is an `InvalidArgument` error with nothing written, never a wrapped
+/// timestamp or a panic, and the ledger goes on once the clock is sane.
+#[test]
+fn a_clock_past_the_last_timestamp_is_an_error_and_writes_nothing() {
+    use mvledger::{Error, TIMESTAMP_MAX};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(TIMESTAMP_MAX - 1));
+    let l = open_clocked(dir.path(), &clock);
+    // Two events fit exactly: TIMESTAMP_MAX - 1 and TIMESTAMP_MAX.
+    let two: Vec<Account> = (1..=2)
+        .map(|id| account(id, AccountFlags::empty()))
+        .collect();
+    let reply = l.submit_accounts(&two).unwrap();
+    assert_eq!(reply.results, [A::Ok, A::Ok]);
+    assert_eq!(reply.timestamp, TIMESTAMP_MAX - 1);
+    let stored = l.lookup_accounts(&[1, 2]).unwrap();
+    assert_eq!(
+        stored.iter().map(|a| a.timestamp).collect::<Vec<_>>(),
+        [TIMESTAMP_MAX - 1, TIMESTAMP_MAX]
+    );
+    // Nothing is left: the next call fails whole, whatever the clock says.
+    for now in [TIMESTAMP_MAX, u64::MAX, T0] {
+        clock.set(now);
+        let r = l.create_accounts(&[account(3, AccountFlags::empty())]);
+        assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
+        let r = l.create_transfers(&[transfer(9, 1, 2, 1)]);
+        assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
+    }
+    assert!(l.lookup_accounts(&[3]).unwrap().is_empty());
+    assert!(l.lookup_transfers(&[9]).unwrap().is_empty());
+
+    // A fresh ledger whose clock reads u64::MAX: an error, not a panic.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(u64::MAX));
+    let l = open_clocked(dir.path(), &clock);
+    let r = l.create_accounts(&two);
+    assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
+    assert!(l.lookup_accounts(&[1, 2]).unwrap().is_empty());
+    clock.set(T0);
+    assert_eq!(l.create_accounts(&two).unwrap(), [A::Ok, A::Ok]);
 }

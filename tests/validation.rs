@@ -810,25 +810,6 @@ fn overflows_credits() {
     rejected(&l, transfer(10, 3, 2, half), R::OverflowsCredits);
 }
 
-#[test]
-fn overflows_timeout() {
-    // The clock near the end of u64: timestamp + timeout overflows it.
-    let dir = tempfile::tempdir().unwrap();
-    let l = open(dir.path(), u64::MAX - 10 * NS);
-    assert_eq!(
-        l.create_accounts(&[account(1), account(2)]).unwrap(),
-        [A::Ok; 2]
-    );
-    rejected(
-        &l,
-        Transfer {
-            timeout: u32::MAX,
-            ..pending(10, 1, 2, 1)
-        },
-        R::OverflowsTimeout,
-    );
-}
-
 /// TigerBeetle's `create_transfers.md`, `overflows_timeout`:
 /// "`transfer.timestamp + (transfer.timeout * 1_000_000_000)` would exceed
 /// `2^63`" (its state machine checks the sum as a `u63`).

@@ -243,7 +243,7 @@ impl Ledger {
         let now = self.clock.now_ns();
         let (commit_ts, (timestamp, results, r)) = self.engine.apply(|batch| {
             restoring_hint(&self.expiry_hint, || {
-                let first_ts = first_timestamp(batch, now);
+                let first_ts = first_timestamp(batch, now, transfers.len())?;
                 let mut body = codec::encode_body(
                     OP_TRANSFERS_EXTRA,
                     first_ts,
@@ -292,7 +292,7 @@ impl Ledger {
         // logs it (and under `Always` starts its sync) first.
         let (commit_ts, (timestamp, results)) = self.engine.apply_logged(
             |batch| {
-                let first_ts = first_timestamp(batch, now);
+                let first_ts = first_timestamp(batch, now, events.len())?;
                 Ok((codec::encode_body(op, first_ts, events, encode), first_ts))
             },
             |batch, first_ts| {
@@ -315,7 +315,7 @@ impl Ledger {
     pub fn expire_pending(&self) -> Result<()> {
         let now = self.clock.now_ns();
         self.engine.apply(|batch| {
-            let now = first_timestamp(batch, now);
+            let now = first_timestamp(batch, now, 0)?;
             execute_expire(batch, now, &self.expiry_hint)?;
             batch.log_as(codec::encode_body::<Account>(
                 OP_EXPIRE,
@@ -570,10 +570,14 @@ impl LedgerSnapshot {
         } else {
             filter.timestamp_max
         };
+        // TigerBeetle's constraints: a filter that breaks one gets nothing.
         if filter.limit == 0
             || !filter.flags.intersects(sides)
+            || AccountFilterFlags::from_bits(filter.flags.bits()).is_none()
             || filter.account_id == 0
             || filter.account_id == u128::MAX
+            || filter.timestamp_min == u64::MAX
+            || filter.timestamp_max == u64::MAX
             || filter.timestamp_min > max
         {
             return Ok(Vec::new());

@@ -27,7 +27,7 @@ use super::codes::{CreateAccountResult as AR, CreateTransferResult as TR};
 use super::slab::IdSlab;
 use super::types::{Account, AccountFlags, Transfer, TransferFlags};
 use crate::Batch;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::mvcc::KeyHasher;
 
 /// A map by id: ids are not chosen by an attacker of this process's
@@ -113,10 +113,24 @@ pub(crate) struct Machine<'b, 'i> {
     expiry_hint: &'b AtomicU64,
 }
 
-/// The timestamp a batch's first event gets, given the clock: never at or
-/// before the last one given out.
-pub(crate) fn first_timestamp(batch: &Batch<'_>, now_ns: u64) -> u64 {
-    now_ns.max(last_timestamp(batch).saturating_add(1))
+/// The highest timestamp the ledger gives out: 2^63 - 1, as in
+/// TigerBeetle (whose timestamps keep the top bit clear).
+pub const TIMESTAMP_MAX: u64 = (1 << 63) - 1;
+
+/// The timestamp the first of a batch's `events` gets, given the clock:
+/// never at or before the last one given out. A clock so far ahead that
+/// the batch's timestamps would pass `TIMESTAMP_MAX` is an error, and
+/// nothing of the batch is written.
+pub(crate) fn first_timestamp(batch: &Batch<'_>, now_ns: u64, events: usize) -> Result<u64> {
+    let first = now_ns.max(last_timestamp(batch).saturating_add(1));
+    match first.checked_add(events.max(1) as u64 - 1) {
+        Some(last) if last <= TIMESTAMP_MAX => Ok(first),
+        _ => Err(Error::invalid(format!(
+            "the clock reads {now_ns} ns: a batch of {events} would get timestamps past \
+             2^63 - 1 (the last given out is {})",
+            last_timestamp(batch)
+        ))),
+    }
 }
 
 /// The most frequent of `lens` and how often it comes (`None` for none).

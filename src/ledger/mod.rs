@@ -25,8 +25,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{RECORD_BYTES, decode_account, decode_transfer, encode_account, encode_transfer};
 pub(crate) use codec::{put_compact_transfer, take_compact_transfer};
 pub use codes::{CreateAccountResult, CreateTransferResult};
-pub use machine::MAX_BATCH_EVENTS;
 pub(crate) use machine::transfer_exists;
+pub use machine::{MAX_BATCH_EVENTS, TIMESTAMP_MAX};
 pub use types::{
     Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, Transfer,
     TransferFlags,

@@ -126,7 +126,11 @@ pub struct Transfer {
     pub timestamp: u64,
 }
 
-/// Which transfers of an account a history query returns.
+/// Which transfers of an account a history query returns. As in
+/// TigerBeetle, a filter that breaks a constraint gets an empty result: an
+/// account id of 0 or `u128::MAX`, a `limit` of 0, neither `DEBITS` nor
+/// `CREDITS`, a flag bit `AccountFilterFlags` does not name, a timestamp
+/// bound of `u64::MAX`, or `timestamp_min` above `timestamp_max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct AccountFilter {
     /// The account.
@@ -139,9 +143,11 @@ pub struct AccountFilter {
     pub user_data_32: u32,
     /// Only transfers with this `code` (0: any).
     pub code: u16,
-    /// Only transfers at or after this timestamp (0: no bound).
+    /// Only transfers at or after this timestamp (0: no bound; not
+    /// `u64::MAX`).
     pub timestamp_min: u64,
-    /// Only transfers at or before this timestamp (0: no bound).
+    /// Only transfers at or before this timestamp (0: no bound; not
+    /// `u64::MAX`).
     pub timestamp_max: u64,
     /// At most this many results (0 gives none).
     pub limit: u32,

@@ -182,6 +182,9 @@ impl Engine {
         let index = Index::new();
         let loaded = checkpoint::recover(fs.as_ref(), &dir, &index)?;
         let mut visit = Vec::new();
+        // A logical record with no hook to replay it: the directory is a
+        // layer's (a ledger's), opened as a bare engine. Not damage.
+        let mut foreign = false;
         let replayed =
             reader::replay(
                 fs.as_ref(),
@@ -202,9 +205,8 @@ impl Engine {
                     }
                     _ => {
                         let Some(replay) = &options.replay else {
-                            return Err("a logical record, but no Replay hook was given: \
-                                        open the directory through the layer that wrote it"
-                                .to_string());
+                            foreign = true;
+                            return Err("a logical record, but no Replay hook was given".into());
                         };
                         let ts = frame.ts();
                         let mut batch = Batch::new(&index);
@@ -221,6 +223,13 @@ impl Engine {
                     }
                 },
             );
+        if foreign {
+            return Err(Error::invalid(format!(
+                "{} holds a ledger's log (records of a layer above the engine): \
+                 open it with `Ledger::open` (or `Cluster::open`), not `Engine::open`",
+                dir.display()
+            )));
+        }
         let replayed = match (replayed, loaded.damage) {
             (Ok(r), None) => r,
             // The log cannot reach back to the fallback: the damaged
