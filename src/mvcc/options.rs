@@ -35,8 +35,12 @@ pub struct Options {
     pub sync: SyncMode,
     /// Transaction isolation. Default: `Isolation::Snapshot`.
     pub isolation: Isolation,
-    /// A log segment is sealed and a new one started past this size.
-    /// Default: 64 MiB.
+    /// A log segment is sealed and a new one started when the next write
+    /// would take it past this size. One write (the commits of one group,
+    /// under `Never` and `Interval` buffered up to at most this size) goes
+    /// into one segment, so a segment exceeds the size by at most the
+    /// last commit of such a write, or a single larger write. Default:
+    /// 64 MiB.
     pub segment_bytes: u64,
     /// On `open`, truncate the log at a damaged record (and drop every
     /// segment after it) instead of failing with `Error::Corruption`. The

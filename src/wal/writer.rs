@@ -121,6 +121,10 @@ pub(crate) struct Log {
     fs: std::sync::Arc<dyn FileSystem>,
     mode: SyncMode,
     segment_bytes: u64,
+    /// Buffered bytes past which a commit under `Never` or `Interval`
+    /// writes the buffer out: `FLUSH_BYTES`, or less with small segments,
+    /// so that one write (which lands in one segment) stays within one.
+    flush_bytes: usize,
     pending: Mutex<Pending>,
     state: Mutex<SyncState>,
     wake: Condvar,
@@ -208,6 +212,10 @@ impl Log {
             fs,
             mode,
             segment_bytes: segment_bytes.max(segment::HEADER_BYTES as u64 + 1),
+            flush_bytes: usize::try_from(segment_bytes)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(segment::HEADER_BYTES)
+                .clamp(1, FLUSH_BYTES),
             pending: Mutex::new(Pending {
                 last_ts,
                 ..Pending::default()
@@ -319,13 +327,13 @@ impl Log {
             SyncMode::Always => self.sync_to(ts),
             SyncMode::Interval(every) => {
                 let due = self.state.lock().last_sync.elapsed() >= every;
-                if due || buffered >= FLUSH_BYTES {
+                if due || buffered >= self.flush_bytes {
                     self.flush(true)?;
                 }
                 Ok(())
             }
             SyncMode::Never => {
-                if buffered >= FLUSH_BYTES {
+                if buffered >= self.flush_bytes {
                     self.flush(false)?;
                 }
                 Ok(())
