@@ -103,10 +103,83 @@ fn a_refused_credit_leg_aborts_both_legs() {
     );
     assert_eq!(balances(&c, 1), (0, 0, 0, 0), "the debit leg was voided");
     assert_eq!(balances(&c, 2), (0, 0, 0, 0));
-    // The same again gets the same refusal, and changes nothing.
+    // The same again changes nothing. The refusal depended on balances
+    // (it is transient), so, as on one shard, the id is spent.
     let rs = c.create_transfers(&[transfer(9, 1, 2, 10)]).unwrap();
-    assert_eq!(rs, vec![CreateTransferResult::ExceedsDebits]);
+    assert_eq!(rs, vec![CreateTransferResult::IdAlreadyFailed]);
     assert_eq!(balances(&c, 1), (0, 0, 0, 0));
+}
+
+/// Per-item result codes where the ledger has them, as on one shard:
+/// `u128::MAX` as an id or an account, a transfer whose ledger is not its
+/// accounts', and a cross-shard id taken by a same-shard transfer. Each
+/// fails alone; the valid item beside it commits.
+#[test]
+fn the_ledgers_own_rules_give_per_item_codes_across_shards() {
+    use CreateTransferResult as R;
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::open(dir.path(), options(4)).unwrap();
+    // Modulo: 1 and 5 on shard 1, 2 on shard 2, 3 on shard 3.
+    let rs = c
+        .create_accounts(&[
+            account(1, AccountFlags::empty()),
+            account(u128::MAX, AccountFlags::empty()),
+            account(2, AccountFlags::empty()),
+            account(3, AccountFlags::empty()),
+            account(5, AccountFlags::empty()),
+        ])
+        .unwrap();
+    assert_eq!(
+        rs,
+        [
+            CreateAccountResult::Ok,
+            CreateAccountResult::IdMustNotBeIntMax,
+            CreateAccountResult::Ok,
+            CreateAccountResult::Ok,
+            CreateAccountResult::Ok,
+        ]
+    );
+    let other_ledger = Transfer {
+        ledger: 2,
+        ..transfer(12, 1, 2, 1)
+    };
+    let rs = c
+        .create_transfers(&[
+            transfer(u128::MAX, 1, 2, 1),
+            transfer(10, u128::MAX, 2, 1),
+            transfer(11, 1, u128::MAX, 1),
+            other_ledger,
+            transfer(13, 1, 2, 7),
+        ])
+        .unwrap();
+    assert_eq!(
+        rs,
+        [
+            R::IdMustNotBeIntMax,
+            R::DebitAccountIdMustNotBeIntMax,
+            R::CreditAccountIdMustNotBeIntMax,
+            R::TransferMustHaveTheSameLedgerAsAccounts,
+            R::Ok,
+        ]
+    );
+    assert_eq!(
+        balances(&c, 1),
+        (0, 7, 0, 0),
+        "only transfer 13 moved money"
+    );
+    assert_eq!(balances(&c, 2), (0, 0, 0, 7));
+    // Id 20 is a same-shard transfer on shard 1; a cross-shard transfer
+    // from shard 1 with that id is told how it differs from that one (its
+    // credit account), not from the cluster's internal leg.
+    assert_eq!(
+        c.create_transfers(&[transfer(20, 1, 5, 1)]).unwrap(),
+        [R::Ok]
+    );
+    assert_eq!(
+        c.create_transfers(&[transfer(20, 1, 3, 1)]).unwrap(),
+        [R::ExistsWithDifferentCreditAccountId]
+    );
+    assert_eq!(balances(&c, 3), (0, 0, 0, 0));
 }
 
 #[test]

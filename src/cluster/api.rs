@@ -232,9 +232,15 @@ impl Cluster {
     /// transfer within one shard is that shard's ledger's result; a
     /// transfer between shards returns once it is final: `Ok` if it
     /// committed, else the reason its leg was refused. Sending the same
-    /// cross-shard transfer again returns `Exists` if it committed, its
-    /// refusal if it aborted. The outer `Result` is for engine failures and
+    /// cross-shard transfer again returns `Exists` if it committed; if it
+    /// aborted, `IdAlreadyFailed` when the refusal depended on state that
+    /// may change (`CreateTransferResult::is_transient`, as on one shard),
+    /// else the refusal again. The outer `Result` is for engine failures and
     /// for calls the cluster cannot route (`route.rs`).
+    ///
+    /// Ids are unique per coordinating shard (the debit account's) only:
+    /// no index spans the shards, so the same id from debit accounts on two
+    /// shards makes two transfers. Give ids unique across the cluster.
     pub fn create_transfers(&self, transfers: &[Transfer]) -> Result<Vec<CreateTransferResult>> {
         let routes = route::transfers(transfers, self.shared.options.placement, self.shards())?;
         let mut results = vec![CreateTransferResult::Ok; transfers.len()];
@@ -373,12 +379,17 @@ impl Cluster {
                 }
                 self.shared.finished.wait(&mut w);
             };
+            let refusal = outcome
+                .refusal
+                .unwrap_or(CreateTransferResult::LinkedEventFailed);
             results[i] = match (outcome.committed, existed) {
                 (true, false) => CreateTransferResult::Ok,
                 (true, true) => CreateTransferResult::Exists,
-                (false, _) => outcome
-                    .refusal
-                    .unwrap_or(CreateTransferResult::LinkedEventFailed),
+                (false, false) => refusal,
+                // Sent again after it aborted: as on one shard, an id
+                // whose transfer failed on state that may change is spent.
+                (false, true) if refusal.is_transient() => CreateTransferResult::IdAlreadyFailed,
+                (false, true) => refusal,
             };
         }
         Ok(())

@@ -4,7 +4,8 @@
 //! settlement account of a ledger, and the post and void transfers that
 //! settle a cross-shard transfer's legs. `Cluster` refuses user accounts and
 //! transfers in that range (`Error::InvalidArgument`), so a derived id never
-//! meets a user's id. A derived settle id is a 120-bit hash of the transfer
+//! meets a user's id. `u128::MAX` is left to the ledger, which refuses it
+//! item by item with its own codes. A derived settle id is a 120-bit hash of the transfer
 //! id; two transfers sharing one would need a hash collision in 2^120.
 
 /// A shard's number, `0..shards`.
@@ -15,8 +16,11 @@ const RESERVED_TOP: u128 = 0xFF << 120;
 const LOW_120: u128 = (1 << 120) - 1;
 
 /// Whether `id` lies in the range the cluster reserves for itself.
+/// `u128::MAX` does not: no derived id is it (a settle id is it with odds
+/// of 2^-120), and the ledger refuses it as an id or an account with its
+/// own result codes (`IdMustNotBeIntMax`, ...), item by item.
 pub fn is_reserved(id: u128) -> bool {
-    id >> 120 == 0xFF
+    id >> 120 == 0xFF && id != u128::MAX
 }
 
 /// The settlement account of `ledger` on `shard`: the far side of every

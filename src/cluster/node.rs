@@ -543,9 +543,12 @@ impl Node {
             .map(|(_, (u, _))| leg_of(u, self.shard, true))
             .collect();
         let mut effects = Effects::default();
+        // Items whose id is taken by a transfer on this shard alone (by
+        // position in `items`): compared with it after the commit.
+        let mut taken = Vec::new();
         let (_, outcome) = self.ledger.submit_transfers_with(&legs, |results, extra| {
             let mut started = Vec::with_capacity(items.len());
-            for (&(_, &(u, credit_shard)), &r) in items.iter().zip(results) {
+            for (k, (&(_, &(u, credit_shard)), &r)) in items.iter().zip(results).enumerate() {
                 started.push(match r {
                     CreateTransferResult::Ok => {
                         let first = Event::TransferInitiated {
@@ -563,10 +566,19 @@ impl Node {
                         effects.send.push((credit_shard, prepare));
                         Started::InFlight
                     }
+                    // The debit leg's credit account is the settlement
+                    // account of the transfer's ledger: a debit account
+                    // on another ledger is the transfer's mismatch.
+                    CreateTransferResult::AccountsMustHaveTheSameLedger => Started::Refused(
+                        CreateTransferResult::TransferMustHaveTheSameLedgerAsAccounts,
+                    ),
                     r if r.is_transient() || !is_exists(r) => Started::Refused(r),
                     r => match self.decode_coordinator(extra.get(&id_key(COORDINATOR, u.id))?)? {
                         // The id belongs to a transfer on this shard alone.
-                        None => Started::Refused(r),
+                        None => {
+                            taken.push(k);
+                            Started::Refused(r)
+                        }
                         Some(rec) => match transfer_exists(&u, &self.fold(&rec)?.transfer, None) {
                             CreateTransferResult::Exists => Started::Existing,
                             differs => Started::Refused(differs),
@@ -576,6 +588,19 @@ impl Node {
             }
             Ok(started)
         })?;
+        // `r` compared the debit leg with that transfer; the user's
+        // transfer is what the code must describe.
+        let mut outcome = outcome;
+        if !taken.is_empty() {
+            let ids: Vec<u128> = taken.iter().map(|&k| items[k].1.0.id).collect();
+            let stored = self.ledger.lookup_transfers(&ids)?;
+            for &k in &taken {
+                let u = &items[k].1.0;
+                if let Some(e) = stored.iter().find(|e| e.id == u.id) {
+                    outcome[k] = Started::Refused(transfer_exists(u, e, None));
+                }
+            }
+        }
         let mut owing = self.owing.lock();
         for (s, &(i, (u, _))) in outcome.into_iter().zip(&items) {
             if s == Started::InFlight {

@@ -2,8 +2,9 @@
 //! cluster cannot do, before anything is written.
 //!
 //! Rules: a call holds at most `MAX_BATCH_EVENTS` items, as a ledger call
-//! does; ids in the reserved range (`ids::is_reserved`) are refused for
-//! accounts, transfers and account references; a transfer between shards
+//! does; ids in the reserved range (`ids::is_reserved`: top byte 0xFF,
+//! but not `u128::MAX`, which the ledger refuses item by item) are refused
+//! for accounts, transfers and account references; a transfer between shards
 //! must be a plain one (no flags: pending, post, void, balancing and
 //! linked transfers stay within one shard); a linked chain must lie on one
 //! shard; closing transfers are refused altogether, since an account
