@@ -319,14 +319,18 @@ impl<'b, 'i> Machine<'b, 'i> {
             }
             _ => [0, 0],
         };
-        let named: Vec<u128> = transfers
-            .iter()
-            .flat_map(|t| {
-                let [pd, pc] = pending_accounts(t);
-                [t.debit_account_id, t.credit_account_id, pd, pc]
-            })
-            .filter(|&id| id != 0)
-            .collect();
+        // Sized up front: a filtered iterator would grow the vector by
+        // doubling, copying it each time.
+        let mut named: Vec<u128> = Vec::with_capacity(transfers.len() * 4);
+        named.extend(
+            transfers
+                .iter()
+                .flat_map(|t| {
+                    let [pd, pc] = pending_accounts(t);
+                    [t.debit_account_id, t.credit_account_id, pd, pc]
+                })
+                .filter(|&id| id != 0),
+        );
         let first = self.accounts.len();
         keys.clear();
         self.accounts.reserve(named.len());
@@ -460,15 +464,18 @@ impl<'b, 'i> Machine<'b, 'i> {
         // length (the length most of them share: an account's compact
         // value changes length only when a balance starts or stops being
         // zero or crosses 2^64).
-        let mut encoded: Vec<(u128, [u8; codec::STORED_MAX], usize)> = accounts
-            .iter()
-            .filter_map(|(id, c)| c.dirty.then_some((id, c.account.as_ref()?)))
-            .map(|(id, a)| {
-                let mut value = [0u8; codec::STORED_MAX];
-                let len = codec::encode_stored_account(a, &mut value);
-                (id, value, len)
-            })
-            .collect();
+        let mut encoded: Vec<(u128, [u8; codec::STORED_MAX], usize)> =
+            Vec::with_capacity(accounts.len());
+        encoded.extend(
+            accounts
+                .iter()
+                .filter_map(|(id, c)| c.dirty.then_some((id, c.account.as_ref()?)))
+                .map(|(id, a)| {
+                    let mut value = [0u8; codec::STORED_MAX];
+                    let len = codec::encode_stored_account(a, &mut value);
+                    (id, value, len)
+                }),
+        );
         let common = most_common(encoded.iter().map(|&(_, _, len)| len));
         if let Some((len, count)) = common {
             let mut spare = batch.spare_buffers(count, 17, len);
