@@ -31,7 +31,11 @@ pub enum Error {
     Io(std::io::Error),
     /// A write or sync of the redo log failed earlier. The engine no longer
     /// knows what is durable, so it refuses every call; reopen it to recover
-    /// from the log.
+    /// from the log. A commit that got this error (or `Io`) instead of its
+    /// timestamp was not acknowledged, and its outcome is unknown: after the
+    /// reopen it is either wholly there (its record reached the disk before
+    /// the failure) or wholly absent, never in part, and the commits after
+    /// it in the log are there only with it.
     Poisoned,
     /// The call is not valid: a key or value too large, a bad option, a
     /// directory that is already open, and the like.
