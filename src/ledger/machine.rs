@@ -148,17 +148,22 @@ fn most_common(lens: impl Iterator<Item = usize>) -> Option<(usize, usize)> {
 /// new ledger; unknown when a ledger written before it was kept has
 /// given out timestamps.
 fn max_stored_id(batch: &Batch<'_>) -> Option<u128> {
-    match batch.get(META_MAX_ID) {
-        Some(v) => v.as_ref().try_into().ok().map(u128::from_le_bytes),
-        None => batch.get(META_TS).is_none().then_some(0),
+    // (Borrowed, not copied: these run on every call.)
+    let kept = batch.get_with(META_MAX_ID, |v| {
+        v.map(|v| v.try_into().ok().map(u128::from_le_bytes))
+    });
+    match kept {
+        Some(max) => max,
+        None => batch.get_with(META_TS, |v| v.is_none()).then_some(0),
     }
 }
 
 /// The last timestamp the ledger gave out.
 pub(crate) fn last_timestamp(batch: &Batch<'_>) -> u64 {
     batch
-        .get(META_TS)
-        .and_then(|v| v.as_ref().try_into().ok().map(u64::from_le_bytes))
+        .get_with(META_TS, |v| {
+            v.and_then(|v| v.try_into().ok().map(u64::from_le_bytes))
+        })
         .unwrap_or(0)
 }
 
@@ -194,7 +199,9 @@ impl<'b, 'i> Machine<'b, 'i> {
             failed: IdMap::default(),
             stored: IdSlab::default(),
             max_stored,
-            undo: Vec::new(),
+            // A transfer's changes (its transfer, two accounts, two
+            // history entries): the log is cut back after each chain.
+            undo: Vec::with_capacity(8),
             expiry_hint,
         }
     }

@@ -152,8 +152,9 @@ fn warm_older(chains: &[Option<&Chain>]) {
 /// Groups items already sorted by shard: the distinct shards, in order,
 /// and for each item the position of its shard among them (which lock
 /// guard it is under, when a guard is taken per distinct shard).
-fn shard_groups(sorted: impl Iterator<Item = usize>) -> (Vec<usize>, Vec<usize>) {
-    let (mut distinct, mut at) = (Vec::new(), Vec::new());
+fn shard_groups(sorted: impl ExactSizeIterator<Item = usize>) -> (Vec<usize>, Vec<usize>) {
+    let n = sorted.len();
+    let (mut distinct, mut at) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for shard in sorted {
         if distinct.last() != Some(&shard) {
             distinct.push(shard);
