@@ -87,15 +87,16 @@ impl Rng {
         self.below(n) == 0
     }
 
-    /// What the next crash keeps of the unsynced part. Not
-    /// `Torn::Garbage`: random bytes where a new segment's header was
-    /// being written make a file that is not a segment, which `open`
-    /// reports as corruption rather than guess (issue 5, item 3).
+    /// What the next crash keeps of the unsynced part. `Torn::Garbage`
+    /// too: stale bytes where a new segment's header was being written
+    /// leave a last segment no longer than a header, which held no record
+    /// (the header is synced before any goes in), and `open` removes it.
     fn torn(&mut self) -> Torn {
-        match self.below(4) {
+        match self.below(5) {
             0 => Torn::Nothing,
             1 => Torn::Prefix,
             2 => Torn::Zeros,
+            3 => Torn::Garbage,
             _ => Torn::Reordered,
         }
     }
@@ -584,7 +585,13 @@ fn every_crash_point_of_a_scripted_workload_recovers() {
     };
     let mut crashes = 0;
     for at in 1..=calls {
-        for torn in [Torn::Nothing, Torn::Prefix, Torn::Zeros, Torn::Reordered] {
+        for torn in [
+            Torn::Nothing,
+            Torn::Prefix,
+            Torn::Zeros,
+            Torn::Garbage,
+            Torn::Reordered,
+        ] {
             let seeds = if torn == Torn::Nothing { 1 } else { 2 };
             for seed in 0..seeds {
                 let fs = machine(seed).with_torn(torn);

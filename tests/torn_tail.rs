@@ -236,10 +236,14 @@ fn a_segment_whose_header_was_never_written_whole_is_dropped() {
     let n = 4;
     let (base, _) = log_of(n, &options);
     // A crash while rotating: the next segment exists with nothing, a
-    // partial header, or zeros where the header should be.
+    // partial header, zeros where the header should be, or stale bytes (a
+    // file whose header write never reached the disk may show whatever
+    // the blocks held: the power-loss file system's `Torn::Garbage`).
     let next = base.path().join(format!("{:020}.wal", n + 1));
     let header_start = [b"MVLGWAL\0".as_slice(), &[1, 0]].concat();
-    for content in [vec![], header_start, vec![0; 32]] {
+    let garbage: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(151) ^ 0x5A).collect();
+    let garbage_short = garbage[..13].to_vec();
+    for content in [vec![], header_start, vec![0; 32], garbage, garbage_short] {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(base.path(), dir.path());
         let torn = dir.path().join(next.file_name().unwrap());

@@ -90,8 +90,14 @@ pub(crate) fn replay(
             segment::path(dir, oldest),
             0,
             format!(
-                "the log starts at ts {oldest}, but the state up to ts {after_ts} \
-                 is in no valid checkpoint: a segment or a checkpoint is missing"
+                "the log starts at ts {oldest}, so the state up to ts {} must come \
+                 from a checkpoint, but {}: a segment or a checkpoint is missing",
+                oldest.saturating_sub(1),
+                if after_ts == 0 {
+                    "no valid checkpoint is left".to_string()
+                } else {
+                    format!("the newest valid checkpoint reaches only ts {after_ts}")
+                }
             ),
         ));
     };
@@ -119,12 +125,9 @@ pub(crate) fn replay(
         let is_last = i + 1 == firsts.len();
         let bytes = fs.read(&path)?;
         if let Err(e) = segment::check_header(&bytes, first) {
-            let expected = segment::encode_header(first);
-            let torn_creation = bytes.len() <= segment::HEADER_BYTES
-                && (bytes.iter().all(|&b| b == 0) || expected.starts_with(&bytes));
-            if is_last && torn_creation {
-                // Created but its header never written whole: it held
-                // nothing. Anything else this short is not ours: reported.
+            if is_last && segment::torn_at_creation(&bytes) {
+                // Created but its header never made durable: it held
+                // nothing (see `torn_at_creation`).
                 fs.remove(&path)?;
                 fs.sync_dir(dir)?;
                 break;

@@ -85,6 +85,16 @@ impl HeaderError {
     }
 }
 
+/// Whether the last segment, whose header does not check, is one a crash
+/// left at its creation: no longer than a header. A new segment's header
+/// is synced before any record goes in, so such a file holds no record,
+/// let alone an acknowledged one, whatever a power cut left in it (zeros,
+/// part of the header, stale bytes of a write that never reached the
+/// disk): recovery removes it. A longer file with a bad header is damage.
+pub fn torn_at_creation(bytes: &[u8]) -> bool {
+    bytes.len() <= HEADER_BYTES
+}
+
 /// Checks the header of a segment named for `first_ts`.
 pub fn check_header(bytes: &[u8], first_ts: u64) -> Result<(), HeaderError> {
     let h = bytes.get(..HEADER_BYTES).ok_or(HeaderError::Short)?;
