@@ -47,6 +47,7 @@ pub use ledger::{
 };
 pub use mvcc::checkpoint::{CheckpointInfo, verify as verify_checkpoint};
 pub use mvcc::{
-    Batch, Engine, Isolation, KeyRange, Options, Replay, Scan, Snapshot, Stats, Transaction,
+    Batch, Engine, Isolation, KeyRange, Options, Replay, Scan, SetAside, Snapshot, Stats,
+    Transaction,
 };
 pub use wal::SyncMode;

@@ -485,6 +485,15 @@ fn newest_damaged_falls_back(damage: fn(&Path)) {
         "the damaged checkpoint is set aside as it was"
     );
     assert_eq!(checkpoints(dir.path()), vec![a]);
+    // And `open` reports it: the file as it is now, and what was wrong.
+    let reported = engine.set_aside();
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!(reported[0].file, aside);
+    assert!(
+        reported[0].reason.contains(&ckpt_name(b)),
+        "the reason names the damaged file: {}",
+        reported[0].reason
+    );
 
     // The engine goes on: more commits, a new checkpoint, another reopen.
     let last = round(&engine, &mut model, &mut rng, "r3", 5);
@@ -499,6 +508,10 @@ fn newest_damaged_falls_back(damage: fn(&Path)) {
     );
     assert_eq!(engine.stats().checkpoint_ts, last);
     assert!(aside.exists(), "kept for inspection");
+    assert!(
+        engine.set_aside().is_empty(),
+        "a later open found nothing new to set aside"
+    );
 }
 
 #[test]

@@ -418,3 +418,116 @@ fn inspect_of_a_missing_directory_fails() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("nope"), "{}", stderr(&out));
 }
+
+/// A damaged newest checkpoint: `open` (here under `lookup`) recovers
+/// around it from the older one and the log, and says so on stderr;
+/// `inspect` reports the damage before and the set-aside file after
+/// (exit 1 both times: damage on disk is worth a look).
+#[test]
+fn a_damaged_checkpoint_is_reported_by_open_and_by_inspect() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    {
+        let ledger = Ledger::open(dir, LedgerOptions::default()).expect("open");
+        let account = |id| Account {
+            id,
+            ledger: 1,
+            code: 1,
+            ..Account::default()
+        };
+        ledger
+            .create_accounts(&[account(1), account(2)])
+            .expect("accounts");
+        for id in 1..=3u128 {
+            let t = Transfer {
+                id,
+                debit_account_id: 1,
+                credit_account_id: 2,
+                amount: 10,
+                ledger: 1,
+                code: 1,
+                ..Transfer::default()
+            };
+            ledger.create_transfers(&[t]).expect("transfer");
+            if id < 3 {
+                ledger.checkpoint().expect("checkpoint");
+            }
+        }
+    }
+    let checkpoints = files_with(dir, "ckpt");
+    assert_eq!(checkpoints.len(), 2, "{checkpoints:?}");
+    let newest = checkpoints.last().expect("newest");
+    let mut bytes = std::fs::read(newest).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(newest, bytes).expect("write");
+    inspect(1, dir);
+
+    let d = dir.to_str().expect("utf-8");
+    let out = mvledger(&["lookup", "--dir", d, "--account", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning: recovery set aside a damaged checkpoint"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("30"),
+        "all three transfers: {}",
+        stdout(&out)
+    );
+    let out = inspect(1, dir);
+    assert!(out.contains(".ckpt.damaged"), "{out}");
+}
+
+/// Commands never turn a directory of other files into a data directory,
+/// and say what is wrong with a path that is not a directory or holds no
+/// log.
+#[test]
+fn other_directories_and_files_are_refused_and_left_alone() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).expect("mkdir");
+    std::fs::write(other.join("notes.txt"), "hi").expect("write");
+    let o = other.to_str().expect("utf-8");
+    for args in [
+        vec!["lookup", "--dir", o, "--account", "1"],
+        vec!["history", "--dir", o, "--account", "1"],
+        vec![
+            "account", "create", "--dir", o, "--id", "1", "--ledger", "1", "--code", "1",
+        ],
+    ] {
+        let out = mvledger(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).contains("not an mvledger data directory"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = mvledger(&["inspect", o]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not an mvledger data directory"),
+        "{}",
+        stderr(&out)
+    );
+    let left: Vec<_> = std::fs::read_dir(&other)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(left, ["notes.txt"], "nothing was written there");
+
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "x").expect("write");
+    let f = file.to_str().expect("utf-8");
+    let out = mvledger(&[
+        "account", "create", "--dir", f, "--id", "1", "--ledger", "1", "--code", "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is not a directory"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -151,14 +151,42 @@ pub struct HistoryArgs {
     pub reverse: bool,
 }
 
+/// Opens the ledger in `dir`. Only `account create` (`must_exist` false)
+/// makes a new one, in a missing or empty directory; no command turns a
+/// directory of other files into a data directory.
 fn open(dir: &Path, must_exist: bool) -> Result<Ledger, Failure> {
+    let shown = dir.display();
+    if dir.exists() && !dir.is_dir() {
+        return Err(Failure(format!("{shown} is not a directory")));
+    }
+    let ours = super::inspect::is_data_dir(dir);
     if must_exist && !dir.is_dir() {
         return Err(Failure(format!(
-            "no data directory at {} (create an account first)",
-            dir.display()
+            "no data directory at {shown} (create an account first)"
         )));
     }
-    Ledger::open(dir, LedgerOptions::default()).map_err(fail(format!("open {}", dir.display())))
+    let empty = std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none());
+    if !ours && !empty {
+        return Err(Failure(format!(
+            "{shown} is not an mvledger data directory (it holds other files and no log)"
+        )));
+    }
+    if must_exist && !ours {
+        return Err(Failure(format!(
+            "no data directory at {shown} (create an account first)"
+        )));
+    }
+    let ledger =
+        Ledger::open(dir, LedgerOptions::default()).map_err(fail(format!("open {shown}")))?;
+    for aside in ledger.engine().set_aside() {
+        eprintln!(
+            "warning: recovery set aside a damaged checkpoint, {} ({}); the state was \
+             rebuilt from an older checkpoint and the log",
+            aside.file.display(),
+            aside.reason
+        );
+    }
+    Ok(ledger)
 }
 
 /// `account create`; `Ok(false)` when the account was refused.

@@ -19,7 +19,7 @@
 use std::path::{Path, PathBuf};
 
 use mvledger::wal::record::{FRAME_HEADER_BYTES, KIND_COMMIT, KIND_LOGICAL, decode_frame};
-use mvledger::wal::segment::{HEADER_BYTES, check_header, encode_header, parse_name};
+use mvledger::wal::segment::{HEADER_BYTES, check_header, parse_name, torn_at_creation};
 use mvledger::{Error, verify_checkpoint};
 use serde_json::{Value, json};
 
@@ -116,8 +116,24 @@ fn inspect(dir: &Path) -> Result<Inspection, Failure> {
                     "unfinished checkpoint; will be removed on next open",
                 ));
             }
+            if name.ends_with(".ckpt.damaged") {
+                // Damage on disk, though recovery worked around it.
+                found.damages.push(Finding::new(
+                    &entry.path(),
+                    0,
+                    "a damaged checkpoint that recovery set aside (the state was \
+                     rebuilt from an older checkpoint and the log); look at it, \
+                     then remove it",
+                ));
+            }
             found.other_files.push(name);
         }
+    }
+    if segment_firsts.is_empty() && checkpoint_tss.is_empty() {
+        return Err(Failure(format!(
+            "{} is not an mvledger data directory: no log segment or checkpoint in it",
+            dir.display()
+        )));
     }
     segment_firsts.sort_unstable();
     checkpoint_tss.sort_unstable();
@@ -125,6 +141,17 @@ fn inspect(dir: &Path) -> Result<Inspection, Failure> {
     let covered_ts = check_checkpoints(dir, &checkpoint_tss, &mut found);
     check_segments(dir, &segment_firsts, covered_ts, &mut found)?;
     Ok(found)
+}
+
+/// Whether `dir` holds a log segment or a checkpoint: an mvledger data
+/// directory (a new one holds its first segment from the start).
+pub fn is_data_dir(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            parse_name(&name).is_some() || checkpoint_ts(&name).is_some()
+        })
+    })
 }
 
 /// The ts a checkpoint file name stands for (`<20 digits>.ckpt`).
@@ -209,10 +236,7 @@ fn check_segments(
             ..Segment::default()
         };
         if let Err(e) = check_header(&bytes, first) {
-            let expected = encode_header(first);
-            let torn_creation = bytes.len() <= HEADER_BYTES
-                && (bytes.iter().all(|&b| b == 0) || expected.starts_with(&bytes));
-            if is_last && torn_creation {
+            if is_last && torn_at_creation(&bytes) {
                 found.warnings.push(Finding::new(
                     &path,
                     0,
@@ -442,6 +466,7 @@ fn to_json(dir: &Path, found: &Inspection) -> Value {
 #[cfg(test)]
 mod tests {
     use mvledger::wal::record::encode_logical;
+    use mvledger::wal::segment::encode_header;
 
     use super::*;
 

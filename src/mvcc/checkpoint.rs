@@ -88,8 +88,8 @@ pub(crate) struct Loaded {
     pub damage: Option<Error>,
     /// The highest ts any checkpoint file is named for, damaged or not.
     pub newest_named_ts: u64,
-    /// The damaged checkpoints passed over.
-    pub damaged: Vec<PathBuf>,
+    /// The damaged checkpoints passed over, with what was wrong.
+    pub damaged: Vec<(PathBuf, String)>,
 }
 
 fn read_u32(b: &[u8], at: usize) -> Option<u32> {
@@ -134,7 +134,7 @@ pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, index: &Index) -> Result<
                 return Ok(loaded);
             }
             Err(e @ Error::Corruption { .. }) => {
-                loaded.damaged.push(path);
+                loaded.damaged.push((path, e.to_string()));
                 loaded.damage.get_or_insert(e);
             }
             Err(e) => return Err(e),

@@ -76,6 +76,20 @@ pub(crate) struct Inner {
     commits: AtomicU64,
     conflicts: AtomicU64,
     pub(crate) checkpoints: checkpoint::State,
+    /// The damaged checkpoints `open` recovered around.
+    set_aside: Vec<SetAside>,
+}
+
+/// A damaged checkpoint that `Engine::open` found and recovered around:
+/// the state was rebuilt from an older checkpoint and the log, which
+/// reach everything the damaged one held, and the file was renamed (kept
+/// for a look, no longer read). See `Engine::set_aside`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAside {
+    /// Where the damaged file is now (its name plus `.damaged`).
+    pub file: PathBuf,
+    /// What was wrong with it (the corruption, with its file and offset).
+    pub reason: String,
 }
 
 /// A multi-version key-value engine with redo-log commit. `Send + Sync`:
@@ -230,6 +244,7 @@ impl Engine {
                 dir.display()
             )));
         }
+        let mut set_aside = Vec::new();
         let replayed = match (replayed, loaded.damage) {
             (Ok(r), None) => r,
             // The log cannot reach back to the fallback: the damaged
@@ -244,10 +259,14 @@ impl Engine {
                 }
                 // Recovered around it: set the damaged files aside (kept
                 // for inspection) so that they count no more.
-                for path in &loaded.damaged {
+                for (path, reason) in &loaded.damaged {
                     let mut aside = path.clone().into_os_string();
                     aside.push(".damaged");
                     fs.rename(path, std::path::Path::new(&aside))?;
+                    set_aside.push(SetAside {
+                        file: PathBuf::from(aside),
+                        reason: reason.clone(),
+                    });
                 }
                 fs.sync_dir(&dir)?;
                 r
@@ -296,6 +315,7 @@ impl Engine {
             commits: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             checkpoints: checkpoint::State::new(loaded.ts),
+            set_aside,
         };
         Ok(Engine {
             inner: Arc::new(inner),
@@ -373,6 +393,15 @@ impl Engine {
         let wm = self.inner.watermark();
         self.inner.index.sweep(wm);
         self.inner.gc.note_watermark(wm);
+    }
+
+    /// The damaged checkpoints this engine's `open` recovered around (set
+    /// aside as `*.ckpt.damaged`); empty when it found none. Recovery does
+    /// not fail over them when an older checkpoint and the log reach what
+    /// they held, but damage on disk is worth a look: this is how `open`
+    /// reports it.
+    pub fn set_aside(&self) -> &[SetAside] {
+        &self.inner.set_aside
     }
 
     /// The engine's counters.

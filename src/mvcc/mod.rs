@@ -27,7 +27,7 @@ mod table;
 mod txn;
 
 pub use batch::Batch;
-pub use engine::Engine;
+pub use engine::{Engine, SetAside};
 pub use options::Replay;
 pub use options::{Isolation, Options};
 pub use scan::{KeyRange, Scan};
