@@ -48,6 +48,15 @@ pub(crate) fn list_segments(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<u64>>
 /// Whether a valid record for a timestamp after `prev_ts` starts anywhere
 /// in `bytes` after `from`: tells a torn tail (nothing valid follows) from
 /// corruption in the middle (valid records follow).
+///
+/// It looks inside the damaged record's own extent too. So a torn last
+/// record whose value happens to hold a whole log record (a value made of
+/// log bytes) reads as damage in the middle: `open` fails with
+/// `Corruption` and `repair` cuts it. The other way, skipping the extent
+/// the damaged record's length field claims, would trust that field, which
+/// its checksum does not cover: one flipped bit in it could pass every
+/// later record over as a torn tail and cut acknowledged commits without a
+/// word. Refusing to open is the failure that loses nothing.
 fn valid_record_after(bytes: &[u8], from: usize, prev_ts: u64) -> bool {
     let header = record::FRAME_HEADER_BYTES;
     let mut at = from + 1;
