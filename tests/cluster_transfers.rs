@@ -396,3 +396,86 @@ fn concurrent_cross_shard_transfers_conserve_money() {
     }
     assert_eq!(settlement, 0, "settlement accounts net to zero");
 }
+
+/// As on one ledger, a post or void may leave its accounts 0 (they are
+/// its pending transfer's): the cluster finds the shard that holds the
+/// pending transfer. A transfer between shards is never pending (its
+/// legs are the cluster's to settle): posting it is refused item by item,
+/// and so is a pending id no shard holds.
+#[test]
+fn a_post_or_void_without_accounts_finds_its_pending_transfer() {
+    use CreateTransferResult as R;
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::open(dir.path(), options(4)).unwrap();
+    // Modulo: 1 and 5 on shard 1, 2 on shard 2.
+    c.create_accounts(&[
+        account(1, AccountFlags::empty()),
+        account(2, AccountFlags::empty()),
+        account(5, AccountFlags::empty()),
+    ])
+    .unwrap();
+    let pending = |id, amount| Transfer {
+        flags: TransferFlags::PENDING,
+        ..transfer(id, 1, 5, amount)
+    };
+    let settle = |id, pending_id, flags| Transfer {
+        id,
+        pending_id,
+        flags,
+        ..Transfer::default()
+    };
+    let rs = c
+        .create_transfers(&[pending(10, 7), pending(11, 3), transfer(12, 1, 2, 4)])
+        .unwrap();
+    assert_eq!(rs, [R::Ok; 3]);
+    assert_eq!(balances(&c, 5), (0, 0, 10, 0));
+    let rs = c
+        .create_transfers(&[
+            settle(20, 10, TransferFlags::POST_PENDING_TRANSFER),
+            settle(21, 11, TransferFlags::VOID_PENDING_TRANSFER),
+            settle(22, 12, TransferFlags::POST_PENDING_TRANSFER),
+            settle(23, 99, TransferFlags::VOID_PENDING_TRANSFER),
+        ])
+        .unwrap();
+    assert_eq!(
+        rs,
+        [
+            R::Ok,
+            R::Ok,
+            R::PendingTransferNotPending,
+            R::PendingTransferNotFound
+        ]
+    );
+    assert_eq!(balances(&c, 5), (0, 0, 0, 7), "10 posted, 11 voided");
+    assert_eq!(
+        balances(&c, 1),
+        (0, 11, 0, 0),
+        "7 posted plus 4 across shards"
+    );
+    assert_eq!(
+        balances(&c, 2),
+        (0, 0, 0, 4),
+        "the cross-shard transfer is untouched"
+    );
+    assert_eq!(
+        c.transfer_state(12).unwrap(),
+        Some(TransferState::Committed)
+    );
+    // The post is stored with the pending transfer's accounts; sent again
+    // with zeros it exists.
+    let stored = c.shard(1).unwrap().lookup_transfers(&[20]).unwrap()[0];
+    assert_eq!((stored.debit_account_id, stored.credit_account_id), (1, 5));
+    let rs = c
+        .create_transfers(&[settle(20, 10, TransferFlags::POST_PENDING_TRANSFER)])
+        .unwrap();
+    assert_eq!(rs, [R::Exists]);
+    // One the cluster cannot find, inside a linked chain: refused whole.
+    let linked = Transfer {
+        flags: TransferFlags::VOID_PENDING_TRANSFER | TransferFlags::LINKED,
+        ..settle(30, 98, TransferFlags::empty())
+    };
+    assert!(matches!(
+        c.create_transfers(&[linked, transfer(31, 1, 5, 1)]),
+        Err(Error::InvalidArgument(_))
+    ));
+}

@@ -33,7 +33,7 @@ use super::transport::{ChannelTransport, Inbox, Transport, envelopes};
 use crate::error::{Error, Result};
 use crate::ledger::{
     Account, AccountFlags, CreateAccountResult, CreateTransferResult, Ledger, LedgerOptions,
-    Transfer,
+    Transfer, TransferFlags,
 };
 
 /// The file that records how many shards a cluster directory has.
@@ -69,6 +69,9 @@ impl Default for ClusterOptions {
         }
     }
 }
+
+/// Results a call decides before routing: (input index, result).
+type Decided = Vec<(usize, CreateTransferResult)>;
 
 /// A cross-shard transfer a call waits for: (input index, (coordinator,
 /// id), whether it existed before the call).
@@ -242,7 +245,43 @@ impl Cluster {
     /// no index spans the shards, so the same id from debit accounts on two
     /// shards makes two transfers. Give ids unique across the cluster.
     pub fn create_transfers(&self, transfers: &[Transfer]) -> Result<Vec<CreateTransferResult>> {
-        let routes = route::transfers(transfers, self.shared.options.placement, self.shards())?;
+        let mut results = vec![CreateTransferResult::Ok; transfers.len()];
+        let (pins, decided) = self.find_pending_shards(transfers)?;
+        if !decided.is_empty() {
+            // Route the rest alone (a decided item is never linked).
+            let rest: Vec<usize> = (0..transfers.len())
+                .filter(|i| !decided.iter().any(|(d, _)| d == i))
+                .collect();
+            let batch: Vec<Transfer> = rest.iter().map(|&i| transfers[i]).collect();
+            let rest_pins: Vec<Option<ShardId>> = rest
+                .iter()
+                .map(|&i| pins.get(i).copied().flatten())
+                .collect();
+            let rest_results = self.create_routed(&batch, &rest_pins)?;
+            for (&i, r) in rest.iter().zip(rest_results) {
+                results[i] = r;
+            }
+            for (i, r) in decided {
+                results[i] = r;
+            }
+            return Ok(results);
+        }
+        self.create_routed(transfers, &pins)
+    }
+
+    /// `create_transfers` of transfers the cluster can route, `pins[i]`
+    /// (when there) the shard of transfer `i`.
+    fn create_routed(
+        &self,
+        transfers: &[Transfer],
+        pins: &[Option<ShardId>],
+    ) -> Result<Vec<CreateTransferResult>> {
+        let routes = route::transfers_pinned(
+            transfers,
+            self.shared.options.placement,
+            self.shards(),
+            pins,
+        )?;
         let mut results = vec![CreateTransferResult::Ok; transfers.len()];
         let cross_ids: Vec<(ShardId, u128)> = routes
             .cross
@@ -256,6 +295,73 @@ impl Cluster {
         self.unregister(&cross_ids);
         waited?;
         Ok(results)
+    }
+
+    /// Where each post or void that names no accounts goes (as on one
+    /// ledger, its accounts may be 0: they are its pending transfer's): the
+    /// shard whose ledger holds that pending transfer (the lowest, should
+    /// several). Returns the shards (`pins[i]`; empty when no transfer
+    /// needs one) and the results decided here: `PendingTransferNotFound`
+    /// when no shard holds it, `PendingTransferNotPending` when it is a
+    /// transfer between shards (whose legs are the cluster's to settle,
+    /// and which is never pending). A decided item may not be linked.
+    fn find_pending_shards(
+        &self,
+        transfers: &[Transfer],
+    ) -> Result<(Vec<Option<ShardId>>, Decided)> {
+        let settles = TransferFlags::POST_PENDING_TRANSFER | TransferFlags::VOID_PENDING_TRANSFER;
+        let mut pins = Vec::new();
+        let mut decided = Vec::new();
+        for (i, t) in transfers.iter().enumerate() {
+            let named = t.debit_account_id != 0 && t.credit_account_id != 0;
+            if named || !t.flags.intersects(settles) || t.pending_id == 0 {
+                continue;
+            }
+            if super::ids::is_reserved(t.pending_id) {
+                continue; // refused whole by the router
+            }
+            let mut found = None;
+            let mut leg = false;
+            for node in &self.shared.nodes {
+                if let Some(p) = node.ledger.lookup_transfers(&[t.pending_id])?.first() {
+                    if super::ids::is_reserved(p.debit_account_id)
+                        || super::ids::is_reserved(p.credit_account_id)
+                    {
+                        leg = true;
+                    } else {
+                        found = Some(node.shard);
+                        break;
+                    }
+                }
+            }
+            match found {
+                Some(shard) => {
+                    if pins.is_empty() {
+                        pins = vec![None; transfers.len()];
+                    }
+                    pins[i] = Some(shard);
+                }
+                None => {
+                    let linked = t.flags.contains(TransferFlags::LINKED)
+                        || (i > 0 && transfers[i - 1].flags.contains(TransferFlags::LINKED));
+                    if linked {
+                        return Err(Error::invalid(format!(
+                            "transfer {i} posts or voids pending transfer {:#x}, which no shard \
+                             holds as a pending transfer, inside a linked chain: give its \
+                             accounts",
+                            t.pending_id
+                        )));
+                    }
+                    let why = if leg {
+                        CreateTransferResult::PendingTransferNotPending
+                    } else {
+                        CreateTransferResult::PendingTransferNotFound
+                    };
+                    decided.push((i, why));
+                }
+            }
+        }
+        Ok((pins, decided))
     }
 
     /// Runs each shard's part from its own thread; returns the cross-shard

@@ -7,7 +7,8 @@
 //! for accounts, transfers and account references; a transfer between shards
 //! must be a plain one (no flags: pending, post, void, balancing and
 //! linked transfers stay within one shard); a linked chain must lie on one
-//! shard; closing transfers are refused altogether, since an account
+//! shard; a post or void routes by its accounts, or, when it names none,
+//! to the shard `Cluster` found its pending transfer on (a pin); closing transfers are refused altogether, since an account
 //! closed while a cross-shard leg waits for its decision could not take
 //! the decision (a posted leg must always be postable). Each is an
 //! `Error::InvalidArgument` for the whole call, naming the item.
@@ -99,14 +100,29 @@ pub(crate) fn transfers(
     placement: Placement,
     shards: u32,
 ) -> Result<Routes> {
+    transfers_pinned(transfers, placement, shards, &[])
+}
+
+/// `transfers`, where `pins[i]` (when there and `Some`) is the shard of
+/// transfer `i` whatever its accounts: a post or void that names no
+/// accounts goes to the shard of its pending transfer (`Cluster` finds
+/// it).
+pub(crate) fn transfers_pinned(
+    transfers: &[Transfer],
+    placement: Placement,
+    shards: u32,
+    pins: &[Option<ShardId>],
+) -> Result<Routes> {
     check_len(transfers.len())?;
-    let shard_of = |t: &Transfer| {
-        let (d, c) = (
+    let pin = |i: usize| pins.get(i).copied().flatten();
+    let shard_at = |i: usize, t: &Transfer| match pin(i) {
+        Some(s) => (s, s),
+        None => (
             placement.shard(t.debit_account_id, shards),
             placement.shard(t.credit_account_id, shards),
-        );
-        (d, c)
+        ),
     };
+    let indexed: Vec<(usize, &Transfer)> = transfers.iter().enumerate().collect();
     for (i, t) in transfers.iter().enumerate() {
         for (what, id) in [
             ("id", t.id),
@@ -130,24 +146,24 @@ pub(crate) fn transfers(
                 "transfer {i} closes an account; a cluster does not close accounts (a cross-shard leg waiting for its decision must stay postable)"
             )));
         }
-        let (d, c) = shard_of(t);
+        let (d, c) = shard_at(i, t);
         if d != c && !t.flags.is_empty() {
             return Err(Error::invalid(format!(
                 "transfer {i} crosses shards ({d} -> {c}) with flags {:?}; only plain transfers may cross shards",
                 t.flags
             )));
         }
-        if settles && (t.debit_account_id == 0 || t.credit_account_id == 0) {
+        if settles && pin(i).is_none() && (t.debit_account_id == 0 || t.credit_account_id == 0) {
             return Err(Error::invalid(format!(
                 "transfer {i} posts or voids a pending transfer: give its debit and credit accounts so that the cluster can find its shard"
             )));
         }
     }
     check_chains(
-        transfers,
-        |t| t.flags.contains(TransferFlags::LINKED),
-        |t| {
-            let (d, c) = shard_of(t);
+        &indexed,
+        |(_, t)| t.flags.contains(TransferFlags::LINKED),
+        |&(i, t)| {
+            let (d, c) = shard_at(i, t);
             (d == c).then_some(d)
         },
         "transfer",
@@ -157,7 +173,7 @@ pub(crate) fn transfers(
         cross: vec![Vec::new(); shards as usize],
     };
     for (i, t) in transfers.iter().enumerate() {
-        let (d, c) = shard_of(t);
+        let (d, c) = shard_at(i, t);
         if d == c {
             routes.local[d as usize].push((i, *t));
         } else {
