@@ -294,6 +294,26 @@ fn a_reopen_keeps_every_final_state_and_the_shard_count() {
         Cluster::open(dir.path(), options(4)),
         Err(Error::InvalidArgument(_))
     ));
+    // Another placement would look for every account on another shard
+    // (and make second copies there): refused too.
+    let hashed = ClusterOptions {
+        placement: Placement::Hash,
+        ..options(3)
+    };
+    match Cluster::open(dir.path(), hashed) {
+        Err(Error::InvalidArgument(why)) => assert!(why.contains("placed by modulo"), "{why}"),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+    let c = Cluster::open(dir.path(), options(3)).unwrap();
+    assert_eq!(balances(&c, 2), (0, 0, 0, 3));
+    drop(c);
+    // A directory from before the placement was recorded (the count
+    // alone) takes the placement it is opened with, and keeps it.
+    std::fs::write(dir.path().join("SHARDS"), "3\n").unwrap();
+    let c = Cluster::open(dir.path(), options(3)).unwrap();
+    drop(c);
+    let layout = std::fs::read_to_string(dir.path().join("SHARDS")).unwrap();
+    assert_eq!(layout, "3\nmodulo\n");
 }
 
 #[test]

@@ -139,7 +139,7 @@ impl Cluster {
                 options.shards
             )));
         }
-        check_shard_count(dir, options.shards)?;
+        check_layout(dir, options.shards, options.placement)?;
         let mut nodes = Vec::with_capacity(options.shards as usize);
         for i in 0..options.shards {
             let shard_dir: PathBuf = dir.join(format!("shard-{i}"));
@@ -244,6 +244,13 @@ impl Cluster {
     /// Ids are unique per coordinating shard (the debit account's) only:
     /// no index spans the shards, so the same id from debit accounts on two
     /// shards makes two transfers. Give ids unique across the cluster.
+    ///
+    /// A transfer between shards meets the ledger's rules leg by leg: the
+    /// debit shard's first (the transfer's fields and the debit account),
+    /// then the credit shard's (the credit account). When it breaks rules
+    /// on both sides, its code is the debit side's first broken rule, which
+    /// may come later in TigerBeetle's order than the credit side's (an
+    /// exceeded debit limit before an unknown credit account, say).
     pub fn create_transfers(&self, transfers: &[Transfer]) -> Result<Vec<CreateTransferResult>> {
         let mut results = vec![CreateTransferResult::Ok; transfers.len()];
         let (pins, decided) = self.find_pending_shards(transfers)?;
@@ -603,26 +610,49 @@ impl Drop for Cluster {
 }
 
 /// Checks (or, for a new directory, records) the shard count.
-fn check_shard_count(dir: &Path, shards: u32) -> Result<()> {
+/// Checks (or, in a new directory, records) the shard count and the
+/// placement: accounts live where they were placed, so a cluster reopened
+/// with another count or placement would look for them on other shards
+/// (and make second copies there). The file is `count\nplacement\n`; a
+/// file from before the placement was kept holds the count alone, and
+/// gets the placement given now.
+fn check_layout(dir: &Path, shards: u32, placement: Placement) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(SHARDS_FILE);
+    let write = |contents: String| -> Result<()> {
+        let tmp = dir.join("SHARDS.tmp");
+        std::fs::write(&tmp, contents)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(())
+    };
+    let layout = format!("{shards}\n{}\n", placement.name());
     match std::fs::read_to_string(&path) {
-        Ok(s) => match s.trim().parse::<u32>() {
-            Ok(n) if n == shards => Ok(()),
-            Ok(n) => Err(Error::invalid(format!(
-                "{} holds a cluster of {n} shards, not {shards}",
-                dir.display()
-            ))),
-            Err(_) => Err(Error::corruption(&path, 0, "not a shard count")),
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let tmp = dir.join("SHARDS.tmp");
-            std::fs::write(&tmp, format!("{shards}\n"))?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(dir)?.sync_all()?;
-            Ok(())
+        Ok(s) => {
+            let mut lines = s.lines();
+            let n = lines.next().and_then(|l| l.trim().parse::<u32>().ok());
+            let kept = lines.next().map(str::trim);
+            match (n, kept) {
+                (None, _) => Err(Error::corruption(&path, 0, "not a shard count")),
+                (Some(n), _) if n != shards => Err(Error::invalid(format!(
+                    "{} holds a cluster of {n} shards, not {shards}",
+                    dir.display()
+                ))),
+                (Some(_), None) => write(layout),
+                (Some(_), Some(name)) => match Placement::from_name(name) {
+                    Some(p) if p == placement => Ok(()),
+                    Some(p) => Err(Error::invalid(format!(
+                        "{} holds a cluster whose accounts are placed by {}, not {}",
+                        dir.display(),
+                        p.name(),
+                        placement.name()
+                    ))),
+                    None => Err(Error::corruption(&path, 0, "not a placement")),
+                },
+            }
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write(layout),
         Err(e) => Err(Error::Io(e)),
     }
 }

@@ -66,6 +66,23 @@ pub enum Placement {
 }
 
 impl Placement {
+    /// The name a cluster directory records (`Cluster::open`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::Hash => "hash",
+            Placement::Modulo => "modulo",
+        }
+    }
+
+    /// The placement of `name` (`None`: no such placement).
+    pub fn from_name(name: &str) -> Option<Placement> {
+        match name {
+            "hash" => Some(Placement::Hash),
+            "modulo" => Some(Placement::Modulo),
+            _ => None,
+        }
+    }
+
     /// The shard of account `id` among `shards`.
     pub fn shard(self, id: u128, shards: u32) -> ShardId {
         let n = u128::from(shards.max(1));
