@@ -276,7 +276,7 @@ impl Blob {
         unsafe { (*self.older_slot()).as_ref() }
     }
 
-    fn older_mut(&mut self) -> Option<&mut Blob> {
+    pub(crate) fn older_mut(&mut self) -> Option<&mut Blob> {
         if !self.has_slot() {
             return None;
         }
@@ -327,6 +327,7 @@ impl Blob {
 
     /// Walks from this version to older ones and returns the first for
     /// which `stop` is true (`None` when none is).
+    #[cfg(test)]
     pub(crate) fn find_mut(&mut self, mut stop: impl FnMut(&Blob) -> bool) -> Option<&mut Blob> {
         let mut cur = self;
         loop {

@@ -31,7 +31,7 @@ use super::checkpoint;
 use super::gc::Collector;
 use super::index::{Index, Writes};
 use super::options::Options;
-use super::readers::Readers;
+use super::readers::{Horizon, Readers};
 use super::snapshot::Snapshot;
 use super::stats::Stats;
 use super::txn::{ReadSet, Transaction, WriteSet};
@@ -232,7 +232,7 @@ impl Engine {
                         // writes). An install keeps the version it replaces
                         // until the next one; those with an older version,
                         // and new tombstones, are pruned once all is read.
-                        visit.extend(index.install_all(writes, ts, ts));
+                        visit.extend(index.install_all(writes, ts, &Horizon::at(ts)));
                         Ok(())
                     }
                 },
@@ -273,7 +273,7 @@ impl Engine {
             }
         };
         let last_ts = replayed.last_ts.max(loaded.ts);
-        index.prune_all(visit, last_ts);
+        index.prune_all(visit, &Horizon::at(last_ts));
         if last_ts >= u64::MAX / 2 {
             // Only a forged file gets here: checksums passed, yet no engine
             // could have taken this many timestamps.
@@ -390,9 +390,9 @@ impl Engine {
 
     /// Prunes every key now: the full GC sweep.
     pub fn gc(&self) {
-        let wm = self.inner.watermark();
-        self.inner.index.sweep(wm);
-        self.inner.gc.note_watermark(wm);
+        let h = self.inner.horizon();
+        self.inner.index.sweep(&h);
+        self.inner.gc.note(h);
     }
 
     /// The damaged checkpoints this engine's `open` recovered around (set
@@ -418,6 +418,11 @@ impl Engine {
 impl Inner {
     pub(crate) fn watermark(&self) -> u64 {
         self.readers.watermark(&self.visible)
+    }
+
+    /// What GC may drop now (`readers::Horizon`).
+    pub(crate) fn horizon(&self) -> Horizon {
+        self.readers.horizon(&self.visible)
     }
 
     fn stats(&self) -> Stats {
@@ -518,11 +523,11 @@ impl Inner {
             Logged::Physical => record::encode_commit(record, ts, writes.count(), writes.each()),
             Logged::Logical(body) => record::encode_logical(record, ts, body),
         });
-        let watermark = self.gc.watermark_hint();
+        let horizon = self.gc.horizon_hint();
         // A big commit: the disk writes and syncs the record while the
         // index installs it, what the caller will wait for anyway.
         let (visit, synced) = self.beside_sync(writes.count() >= OVERLAP_MIN, || {
-            self.index.install_all(writes, ts, watermark)
+            self.index.install_all(writes, ts, &horizon)
         });
         self.publish(seq, ts, visit);
         (ts, buffered, synced)
@@ -589,7 +594,7 @@ impl Inner {
         // committers hold now and then.
         self.log.installed(ts);
         self.commits.fetch_add(1, Ordering::Relaxed);
-        self.gc.step(&self.index, writes, || self.watermark());
+        self.gc.step(&self.index, writes, || self.horizon());
         synced.transpose()?;
         self.log.commit_wait(ts, buffered)?;
         Ok(ts)
@@ -616,8 +621,8 @@ impl Inner {
                 // 5. Install.
                 let (writes, _) = batch.into_parts();
                 let count = writes.count();
-                let watermark = self.gc.watermark_hint();
-                (out, count, self.index.install_all(writes, ts, watermark))
+                let horizon = self.gc.horizon_hint();
+                (out, count, self.index.install_all(writes, ts, &horizon))
             })
         });
         let (out, count, visit) = match ran {

@@ -8,14 +8,18 @@
 //! still holding versions above the watermark is queued again with its
 //! newest ts. `Engine::gc` sweeps every key at once.
 //!
-//! Safety (invariant 5): pruning keeps every version above the watermark
-//! and the newest one at or below it, and the watermark never passes a live
-//! reader's ts (`readers.rs`).
+//! Safety (invariant 5): pruning keeps every version some reader can read,
+//! now or later (`readers::Horizon`), and a horizon taken earlier keeps
+//! more, never less. Keys are visited once the watermark (the horizon's
+//! oldest reader) passes their newest version; installs prune for the
+//! horizon they are given, so a long-lived snapshot keeps only what it
+//! reads even while the collector waits for it.
 
 use std::collections::VecDeque;
 
 use super::index::Index;
 use super::key::Key;
+use super::readers::Horizon;
 use crate::sync::{AtomicU64, Mutex, Ordering};
 
 /// Keys pruned per commit at the least.
@@ -35,6 +39,9 @@ pub(crate) struct Collector {
     /// A watermark computed earlier: a safe lower bound, since the
     /// watermark never goes backwards.
     cached_watermark: AtomicU64,
+    /// A horizon taken earlier, for pruning at install (safe: it keeps
+    /// more than a newer one would).
+    cached_horizon: Mutex<Horizon>,
 }
 
 impl Collector {
@@ -52,7 +59,7 @@ impl Collector {
     /// Prunes up to `max(work, MIN_BUDGET)` queued keys whose ts the
     /// watermark passed. `watermark` computes the current watermark; it is
     /// called only when the cached one does not reach the queue's head.
-    pub(crate) fn step(&self, index: &Index, work: usize, watermark: impl FnOnce() -> u64) {
+    pub(crate) fn step(&self, index: &Index, work: usize, horizon: impl FnOnce() -> Horizon) {
         // One collector at a time; another committer collecting is enough.
         let Some(_collecting) = self.collecting.try_lock() else {
             return;
@@ -62,10 +69,14 @@ impl Collector {
             None => return,
         };
         let mut wm = self.cached_watermark.load(Ordering::Relaxed);
+        let mut h = None;
         if head_ts.saturating_add(LAG) > wm {
-            wm = watermark();
-            self.cached_watermark.fetch_max(wm, Ordering::Relaxed);
+            let now = horizon();
+            wm = now.watermark();
+            self.note(now.clone());
+            h = Some(now);
         }
+        let h = h.unwrap_or_else(|| self.horizon_hint());
         let due_until = wm.saturating_sub(LAG);
         // Take the due keys out and prune them with the queue unlocked: the
         // sequencer enqueues under this lock and must never wait for GC.
@@ -79,19 +90,21 @@ impl Collector {
                 }
             }
         }
-        let again = index.prune_all(due, wm);
+        let again = index.prune_all(due, &h);
         if !again.is_empty() {
             self.queue.lock().extend(again);
         }
     }
 
-    /// A lower bound of the watermark, for pruning at install.
-    pub(crate) fn watermark_hint(&self) -> u64 {
-        self.cached_watermark.load(Ordering::Relaxed)
+    /// A horizon taken earlier, for pruning at install.
+    pub(crate) fn horizon_hint(&self) -> Horizon {
+        self.cached_horizon.lock().clone()
     }
 
-    /// Remembers a watermark computed by a full sweep.
-    pub(crate) fn note_watermark(&self, wm: u64) {
-        self.cached_watermark.fetch_max(wm, Ordering::Relaxed);
+    /// Remembers a horizon just taken (by a step or a full sweep).
+    pub(crate) fn note(&self, h: Horizon) {
+        self.cached_watermark
+            .fetch_max(h.watermark(), Ordering::Relaxed);
+        *self.cached_horizon.lock() = h;
     }
 }

@@ -40,6 +40,7 @@ use bytes::Bytes;
 
 use super::blob::Blob;
 use super::key::{Key, hash_of};
+use super::readers::Horizon;
 use super::shard::{Keyed, Shard, parts_of};
 use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
 
@@ -268,27 +269,35 @@ impl Chain {
         self.newest.set_older(Some(old));
     }
 
-    /// Drops the versions no reader at or above `watermark` can see (hands
-    /// each to `gone`, detached from the others): keeps every version above
-    /// it and the newest one at or below it. Returns how many it dropped.
-    fn prune(&mut self, watermark: u64, mut gone: impl FnMut(Blob)) -> usize {
-        let Some(keep) = self.newest.find_mut(|v| v.ts() <= watermark) else {
-            return 0;
-        };
+    /// Drops the older versions no reader of `h` can read (hands each to
+    /// `gone`, detached from the others): keeps the newest, and each older
+    /// one that `h.needs`. Returns how many it dropped.
+    fn prune(&mut self, h: &Horizon, mut gone: impl FnMut(Blob)) -> usize {
         let mut dropped = 0;
-        let mut older = keep.take_older();
-        while let Some(mut version) = older {
-            older = version.take_older();
-            gone(version);
-            dropped += 1;
+        let mut newer = self.newest.ts();
+        let mut at = &mut self.newest;
+        while let Some(mut version) = at.take_older() {
+            let ts = version.ts();
+            if h.needs(ts, newer) {
+                at.set_older(Some(version));
+                match at.older_mut() {
+                    Some(kept) => at = kept,
+                    None => break,
+                }
+            } else {
+                at.set_older(version.take_older());
+                gone(version);
+                dropped += 1;
+            }
+            newer = ts;
         }
         dropped
     }
 
-    /// Whether the key is gone for every reader at or above `watermark`:
-    /// its only version is a tombstone at or below it.
-    fn is_dead(&self, watermark: u64) -> bool {
-        self.older().is_none() && self.newest.ts() <= watermark && self.newest.is_tombstone()
+    /// Whether the key is gone for every reader of `h`: its only version
+    /// is a tombstone at or below the watermark.
+    fn is_dead(&self, h: &Horizon) -> bool {
+        self.older().is_none() && self.newest.ts() <= h.watermark() && self.newest.is_tombstone()
     }
 }
 
@@ -369,9 +378,9 @@ struct Pruned {
 }
 
 /// `Index::prune`'s work for one key, under its shard's write lock:
-/// keeps every version above `watermark` and the newest at or below it,
-/// and removes the key if that one is a tombstone and the only version.
-fn prune_locked(shard: &mut Shard<Chain>, hash: u64, key: &[u8], watermark: u64) -> Pruned {
+/// keeps the versions a reader of `h` can read (`Chain::prune`), and
+/// removes the key if what is left is one tombstone below every reader.
+fn prune_locked(shard: &mut Shard<Chain>, hash: u64, key: &[u8], h: &Horizon) -> Pruned {
     let Some(chain) = shard.get_mut(hash, key) else {
         return Pruned {
             versions: 0,
@@ -379,9 +388,9 @@ fn prune_locked(shard: &mut Shard<Chain>, hash: u64, key: &[u8], watermark: u64)
             again: None,
         };
     };
-    let dropped = chain.prune(watermark, drop) as u64;
+    let dropped = chain.prune(h, drop) as u64;
     let again = chain.older().is_some().then(|| chain.newest.ts());
-    let dead = chain.is_dead(watermark);
+    let dead = chain.is_dead(h);
     if dead {
         shard.remove(hash, key);
     }
@@ -394,7 +403,7 @@ fn prune_locked(shard: &mut Shard<Chain>, hash: u64, key: &[u8], watermark: u64)
 
 /// `Index::install_all`'s work for one write, under the shard's lock:
 /// makes `blob` the newest version of its key, at `ts`, pruning for
-/// `watermark` on the way (and keeping pruned blobs in `spare`, when
+/// `h` on the way (and keeping pruned blobs in `spare`, when
 /// given). Returns whether the key is new and how many versions were
 /// dropped, and pushes the key to `visit` when the collector must visit
 /// it.
@@ -402,7 +411,7 @@ fn install_locked(
     shard: &mut Shard<Chain>,
     (hash, blob): Hashed,
     ts: u64,
-    watermark: u64,
+    h: &Horizon,
     visit: &mut Vec<Key>,
     spare: Option<&mut Vec<Blob>>,
 ) -> (bool, u64) {
@@ -413,7 +422,7 @@ fn install_locked(
         |(blob, visit, mut spare), chain| {
             debug_assert!(chain.newest.ts() < ts, "install out of ts order");
             let queued = chain.older().is_some();
-            let dropped = chain.prune(watermark, |v| {
+            let dropped = chain.prune(h, |v| {
                 if let Some(spare) = spare.as_deref_mut() {
                     recycle(v, spare);
                 }
@@ -629,7 +638,9 @@ impl Index {
         watermark: u64,
     ) -> bool {
         let write = super::txn::WriteSet::from([(key.into(), Blob::new(key, value.as_deref()))]);
-        !self.install_all(write, ts, watermark).is_empty()
+        !self
+            .install_all(write, ts, &Horizon::at(watermark))
+            .is_empty()
     }
 
     /// Installs a commit's writes at `ts`, each a version newer than all
@@ -638,8 +649,8 @@ impl Index {
     /// tombstone (a delete of a key that never existed must not stay in
     /// memory forever).
     ///
-    /// `watermark` is a lower bound of the GC watermark: versions no reader
-    /// at or above it can see are dropped here, while the key is at hand,
+    /// `h` is a horizon taken at some time before (`readers::Horizon`):
+    /// versions no reader of it can read are dropped here, while the key is at hand,
     /// so a key updated over and over keeps two versions without the
     /// collector visiting it each time. A key with more than one version is
     /// always in the collector's queue, so one that had older versions
@@ -653,19 +664,19 @@ impl Index {
     /// done. Small commits skip the bucketing, which costs more than it
     /// saves on a few writes (`install_small`), and a single write goes
     /// straight to its shard.
-    pub(crate) fn install_all(&self, writes: impl Writes, ts: u64, watermark: u64) -> Vec<Key> {
+    pub(crate) fn install_all(&self, writes: impl Writes, ts: u64, h: &Horizon) -> Vec<Key> {
         let mut visit = Vec::new();
         let count = writes.count();
         if count == 1 {
             for blob in writes.into_blobs() {
                 let hash = hash_of(blob.key());
                 let write = [(hash, blob)].into_iter();
-                self.install_shard(shard_of_hash(hash), write, ts, watermark, &mut visit);
+                self.install_shard(shard_of_hash(hash), write, ts, h, &mut visit);
             }
             return visit;
         }
         if count < GROUP_MIN {
-            self.install_small(writes.into_blobs(), ts, watermark, &mut visit);
+            self.install_small(writes.into_blobs(), ts, h, &mut visit);
             return visit;
         }
         // A pass per step (gather, hash, count, bucket): one loop doing
@@ -682,7 +693,7 @@ impl Index {
         visit = by_halves(buckets, count, |first, buckets| {
             let mut visit = Vec::new();
             for (i, bucket) in buckets.into_iter().enumerate() {
-                self.install_shard(first + i, bucket.into_iter(), ts, watermark, &mut visit);
+                self.install_shard(first + i, bucket.into_iter(), ts, h, &mut visit);
             }
             visit
         });
@@ -700,7 +711,7 @@ impl Index {
         &self,
         writes: impl Iterator<Item = Blob>,
         ts: u64,
-        watermark: u64,
+        h: &Horizon,
         visit: &mut Vec<Key>,
     ) {
         let mut writes: Vec<(usize, Hashed)> = writes
@@ -732,7 +743,7 @@ impl Index {
                 &mut guards[g],
                 write,
                 ts,
-                watermark,
+                h,
                 visit,
                 recycling.then_some(&mut spare),
             );
@@ -768,7 +779,7 @@ impl Index {
         shard: usize,
         writes: impl Ahead,
         ts: u64,
-        watermark: u64,
+        h: &Horizon,
         visit: &mut Vec<Key>,
     ) {
         let lock = &self.shards[shard];
@@ -788,7 +799,7 @@ impl Index {
                     &mut shard,
                     write,
                     ts,
-                    watermark,
+                    h,
                     visit,
                     recycling.then_some(&mut spare),
                 );
@@ -852,12 +863,12 @@ impl Index {
         }
     }
 
-    /// Prunes `key` for `watermark`. Returns the ts of its newest version
-    /// when it still has more than one (the collector must come back).
-    pub(crate) fn prune(&self, key: &Key, watermark: u64) -> Option<u64> {
+    /// Prunes `key` for `h`. Returns the ts of its newest version when it
+    /// still has more than one (the collector must come back).
+    pub(crate) fn prune(&self, key: &Key, h: &Horizon) -> Option<u64> {
         let hash = hash_of(key.as_bytes());
         let mut shard = self.shards[shard_of_hash(hash)].write();
-        let pruned = prune_locked(&mut shard, hash, key.as_bytes(), watermark);
+        let pruned = prune_locked(&mut shard, hash, key.as_bytes(), h);
         drop(shard);
         self.reclaim(pruned.versions, u64::from(pruned.dead));
         pruned.again
@@ -869,12 +880,12 @@ impl Index {
     /// loads first (as `warm`), and split with a helper thread past
     /// `PARALLEL_MIN` keys (`by_halves`, as `install_all`). Returns the keys that still hold versions above
     /// `watermark`, with their newest ts.
-    pub(crate) fn prune_all(&self, keys: Vec<Key>, watermark: u64) -> Vec<(u64, Key)> {
+    pub(crate) fn prune_all(&self, keys: Vec<Key>, h: &Horizon) -> Vec<(u64, Key)> {
         if keys.len() < GROUP_MIN {
             // A few keys: grouping costs more than it saves.
             return keys
                 .into_iter()
-                .filter_map(|key| self.prune(&key, watermark).map(|newest| (newest, key)))
+                .filter_map(|key| self.prune(&key, h).map(|newest| (newest, key)))
                 .collect();
         }
         let hashes: Vec<u64> = keys.iter().map(|k| hash_of(k.as_bytes())).collect();
@@ -883,7 +894,7 @@ impl Index {
         by_halves(buckets, total, |first, buckets| {
             let mut again = Vec::new();
             for (i, bucket) in buckets.into_iter().enumerate() {
-                self.prune_shard(first + i, &bucket, watermark, &mut again);
+                self.prune_shard(first + i, &bucket, h, &mut again);
             }
             again
         })
@@ -894,7 +905,7 @@ impl Index {
         &self,
         shard: usize,
         keys: &[(Key, u64)],
-        watermark: u64,
+        h: &Horizon,
         again: &mut Vec<(u64, Key)>,
     ) {
         for chunk in keys.chunks(CHUNK) {
@@ -912,7 +923,7 @@ impl Index {
             }
             let (mut versions, mut dead_keys) = (0u64, 0u64);
             for (key, hash) in chunk {
-                let pruned = prune_locked(&mut guard, *hash, key.as_bytes(), watermark);
+                let pruned = prune_locked(&mut guard, *hash, key.as_bytes(), h);
                 versions += pruned.versions;
                 dead_keys += u64::from(pruned.dead);
                 if let Some(newest) = pruned.again {
@@ -934,15 +945,15 @@ impl Index {
         }
     }
 
-    /// Prunes every key for `watermark`.
-    pub(crate) fn sweep(&self, watermark: u64) {
+    /// Prunes every key for `h`.
+    pub(crate) fn sweep(&self, h: &Horizon) {
         for shard in self.shards.iter() {
             let mut shard = shard.write();
             let mut dropped = 0u64;
             let before = shard.len();
             shard.retain(|chain| {
-                dropped += chain.prune(watermark, drop) as u64;
-                !chain.is_dead(watermark)
+                dropped += chain.prune(h, drop) as u64;
+                !chain.is_dead(h)
             });
             let dead = (before - shard.len()) as u64;
             drop(shard);
@@ -1131,12 +1142,12 @@ mod tests {
         for ts in 1..=5 {
             index.install(b"k", ts, b(&ts.to_string()), 0);
         }
-        assert_eq!(index.prune(&Key::new(b"k"), 3), Some(5));
+        assert_eq!(index.prune(&Key::new(b"k"), &Horizon::at(3)), Some(5));
         assert_eq!(index.versions(), 3);
         assert_eq!(index.get(b"k", 3), b("3"));
         assert_eq!(index.get(b"k", 4), b("4"));
         assert_eq!(index.get(b"k", 2), None, "version 2 is reclaimed");
-        assert_eq!(index.prune(&Key::new(b"k"), 9), None);
+        assert_eq!(index.prune(&Key::new(b"k"), &Horizon::at(9)), None);
         assert_eq!(index.versions(), 1);
         assert_eq!(index.reclaimed(), 4);
     }
@@ -1166,10 +1177,10 @@ mod tests {
             }
             let keys: Vec<Key> = (0..n).map(|i| Key::new(&key(i))).collect();
             let wm = 2;
-            let mut again = bulk.prune_all(keys.clone(), wm);
+            let mut again = bulk.prune_all(keys.clone(), &Horizon::at(wm));
             let mut expected: Vec<(u64, Key)> = keys
                 .into_iter()
-                .filter_map(|k| single.prune(&k, wm).map(|ts| (ts, k)))
+                .filter_map(|k| single.prune(&k, &Horizon::at(wm)).map(|ts| (ts, k)))
                 .collect();
             again.sort_by(|a, b| a.1.cmp(&b.1));
             expected.sort_by(|a, b| a.1.cmp(&b.1));
@@ -1202,9 +1213,9 @@ mod tests {
         index.install(b"k", 1, b("v"), 0);
         index.install(b"k", 2, None, 0);
         assert_eq!(index.keys(), 1);
-        index.sweep(1);
+        index.sweep(&Horizon::at(1));
         assert_eq!(index.keys(), 1, "a reader at 1 still sees the value");
-        index.sweep(2);
+        index.sweep(&Horizon::at(2));
         assert_eq!(index.keys(), 0);
         assert_eq!(index.versions(), 0);
     }
@@ -1255,7 +1266,7 @@ mod tests {
         assert_eq!(seen.len(), 500);
         let gone = [0u8, 0, 0, 0, 3];
         index.install(&gone, 2, None, 0);
-        index.sweep(2);
+        index.sweep(&Horizon::at(2));
         let shard = shard_of(&gone);
         out.clear();
         index.scan_shard(
