@@ -89,6 +89,35 @@ fn a_post_of_amount_zero_posts_the_full_pending_amount() {
     assert_eq!(l.lookup_transfers(&[11]).unwrap()[0].amount, 100);
 }
 
+/// TigerBeetle since 0.16 spells "the whole pending amount" `AMOUNT_MAX`
+/// (`u128::MAX`); 0 keeps its older meaning here (zero-amount transfers
+/// are refused), so both post the whole amount, a void of either voids
+/// it, and a post sent again with either is `Exists`.
+#[test]
+fn a_post_or_void_of_u128_max_settles_the_whole_pending_amount() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let l = setup(dir.path(), &clock);
+    submit(&l, pending(10, 1, 2, 100), R::Ok);
+    submit(&l, post(11, 10, u128::MAX), R::Ok);
+    assert_eq!(sides(&l, 1, 2), [0, 100, 0, 100]);
+    assert_eq!(l.lookup_transfers(&[11]).unwrap()[0].amount, 100);
+    submit(&l, post(11, 10, u128::MAX), R::Exists);
+    submit(&l, post(11, 10, 0), R::Exists);
+    submit(&l, post(11, 10, 100), R::Exists);
+    submit(&l, post(11, 10, 99), R::ExistsWithDifferentAmount);
+    submit(&l, pending(20, 1, 2, 30), R::Ok);
+    let void_all = mvledger::Transfer {
+        amount: u128::MAX,
+        ..void(21, 20)
+    };
+    submit(&l, void_all, R::Ok);
+    assert_eq!(sides(&l, 1, 2), [0, 100, 0, 100], "the void released 30");
+    // Above the pending amount but below u128::MAX it still exceeds it.
+    submit(&l, pending(30, 1, 2, 5), R::Ok);
+    submit(&l, post(31, 30, 6), R::ExceedsPendingTransferAmount);
+}
+
 #[test]
 fn a_void_releases_the_whole_reservation() {
     let dir = tempfile::tempdir().unwrap();

@@ -911,7 +911,7 @@ impl<'b, 'i> Machine<'b, 'i> {
             return TR::PendingTransferHasDifferentCode;
         }
         let post = t.flags.contains(TransferFlags::POST_PENDING_TRANSFER);
-        let amount = if t.amount == 0 { p.amount } else { t.amount };
+        let amount = settled_amount(t.amount, p.amount);
         if amount > p.amount {
             return TR::ExceedsPendingTransferAmount;
         }
@@ -1066,12 +1066,24 @@ pub(crate) fn transfer_exists(t: &Transfer, e: &Transfer, pending: Option<&Trans
 
 /// A post or void `t` of pending transfer `p` as it is stored: zero fields
 /// inherited from `p`, amount 0 meaning all of `p`'s.
+/// The amount a post or void of `asked` settles of a pending `pending`:
+/// the whole of it for 0 (TigerBeetle before 0.16) or `u128::MAX`
+/// (`AMOUNT_MAX`, TigerBeetle since 0.16, where a zero-amount transfer is
+/// allowed; here it is not, so 0 keeps its older meaning and both work).
+fn settled_amount(asked: u128, pending: u128) -> u128 {
+    if asked == 0 || asked == u128::MAX {
+        pending
+    } else {
+        asked
+    }
+}
+
 fn resolve_settlement(t: &Transfer, p: &Transfer) -> Transfer {
     let or = |own: u128, inherited: u128| if own == 0 { inherited } else { own };
     Transfer {
         debit_account_id: or(t.debit_account_id, p.debit_account_id),
         credit_account_id: or(t.credit_account_id, p.credit_account_id),
-        amount: or(t.amount, p.amount),
+        amount: settled_amount(t.amount, p.amount),
         user_data_128: or(t.user_data_128, p.user_data_128),
         user_data_64: if t.user_data_64 == 0 {
             p.user_data_64

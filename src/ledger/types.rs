@@ -104,7 +104,10 @@ pub struct Transfer {
     pub debit_account_id: u128,
     /// The account credited (0 on a post/void: the pending transfer's).
     pub credit_account_id: u128,
-    /// How much; not 0 except on balancing and post/void transfers.
+    /// How much; not 0 except on balancing and post/void transfers. On a
+    /// post or void, 0 or `u128::MAX` means the pending transfer's whole
+    /// amount; on a balancing transfer, 0 or `u128::MAX` means as much as
+    /// the balance allows.
     pub amount: u128,
     /// The pending transfer a post or void settles.
     pub pending_id: u128,

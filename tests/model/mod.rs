@@ -9,7 +9,8 @@
 //! taken at its start, and expiry scans every pending transfer.
 //!
 //! The choices the documents leave open, and what the model takes:
-//! - Amounts: post/void with amount 0 mean the pending amount; a post above
+//! - Amounts: post/void with amount 0 or `u128::MAX` mean the pending
+//!   amount (TigerBeetle's older and newer spelling); a post above
 //!   it is `ExceedsPendingTransferAmount`, a void with another non-zero
 //!   amount `PendingTransferHasDifferentAmount`. A balancing transfer with
 //!   amount 0 means "at most `u128::MAX`"; if balancing leaves nothing to
@@ -612,7 +613,11 @@ impl Model {
         if t.code != 0 && t.code != p.code {
             return TR::PendingTransferHasDifferentCode;
         }
-        let amount = if t.amount == 0 { p.amount } else { t.amount };
+        let amount = if t.amount == 0 || t.amount == u128::MAX {
+            p.amount
+        } else {
+            t.amount
+        };
         if amount > p.amount {
             return TR::ExceedsPendingTransferAmount;
         }
@@ -716,7 +721,11 @@ impl Model {
             if t.credit_account_id != 0 && t.credit_account_id != e.credit_account_id {
                 return TR::ExistsWithDifferentCreditAccountId;
             }
-            let amount = if t.amount == 0 { p.amount } else { t.amount };
+            let amount = if t.amount == 0 || t.amount == u128::MAX {
+                p.amount
+            } else {
+                t.amount
+            };
             if amount != e.amount {
                 return TR::ExistsWithDifferentAmount;
             }
