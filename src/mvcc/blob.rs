@@ -28,7 +28,7 @@
 //! point read finds the key it compares, the ts it checks and the value it
 //! copies in the same cache lines.
 //!
-//! The price: a reader gets a copy of the value (`Bytes::copy_from_slice`)
+//! The price: a reader gets a copy of the value (`copy.rs`)
 //! instead of a shared reference to it (or borrows it under the shard's
 //! read lock: `Snapshot::get_with`). For the small records this engine is
 //! made for, a copy of a line or two that the lookup has just brought into

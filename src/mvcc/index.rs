@@ -487,7 +487,7 @@ impl Index {
 
     /// The value of `key` at `ts` (`None` when absent or deleted): a copy.
     pub(crate) fn get(&self, key: &[u8], ts: u64) -> Option<Bytes> {
-        self.get_with(key, ts, |v| v.map(Bytes::copy_from_slice))
+        self.get_with(key, ts, |v| v.map(super::copy::copy_out))
     }
 
     /// Calls `f` with the value of `key` at `ts` (`None` when absent or

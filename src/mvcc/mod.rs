@@ -11,6 +11,7 @@
 mod batch;
 mod blob;
 pub(crate) mod checkpoint;
+mod copy;
 mod engine;
 mod gc;
 mod index;

@@ -79,7 +79,8 @@ impl Transaction {
     }
 
     /// The value of `key`: this transaction's own write if it made one, else
-    /// the newest version committed at or before its start ts.
+    /// the newest version committed at or before its start ts. A copy, as
+    /// `Snapshot::get`'s (small values share a chunk: see there).
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
         self.inner.log.check()?;
         let key = key.as_ref();
