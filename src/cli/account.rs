@@ -159,22 +159,19 @@ fn open(dir: &Path, must_exist: bool) -> Result<Ledger, Failure> {
     if dir.exists() && !dir.is_dir() {
         return Err(Failure(format!("{shown} is not a directory")));
     }
-    let ours = super::inspect::is_data_dir(dir);
-    if must_exist && !dir.is_dir() {
-        return Err(Failure(format!(
-            "no data directory at {shown} (create an account first)"
-        )));
-    }
-    let empty = std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none());
-    if !ours && !empty {
-        return Err(Failure(format!(
-            "{shown} is not an mvledger data directory (it holds other files and no log)"
-        )));
-    }
-    if must_exist && !ours {
-        return Err(Failure(format!(
-            "no data directory at {shown} (create an account first)"
-        )));
+    if !super::inspect::is_data_dir(dir) {
+        // A missing directory reads as empty.
+        let empty = std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none());
+        if !empty {
+            return Err(Failure(format!(
+                "{shown} is not an mvledger data directory (it holds other files and no log)"
+            )));
+        }
+        if must_exist {
+            return Err(Failure(format!(
+                "no data directory at {shown} (create an account first)"
+            )));
+        }
     }
     let ledger =
         Ledger::open(dir, LedgerOptions::default()).map_err(fail(format!("open {shown}")))?;
