@@ -85,7 +85,7 @@ impl Transaction {
         self.inner.log.check()?;
         let key = key.as_ref();
         if let Some(own) = self.writes.get(key) {
-            return Ok(own.value().map(Bytes::copy_from_slice));
+            return Ok(own.value().map(super::copy::copy_out));
         }
         if let Some(reads) = &self.reads {
             reads.borrow_mut().keys.push(key.into());
