@@ -13,16 +13,22 @@ fn open(dir: &std::path::Path) -> Ledger {
     Ledger::open(dir, LedgerOptions::default()).unwrap()
 }
 
+/// `open`, with accounts 1 and 2 created.
+fn open_with_two_accounts(dir: &std::path::Path) -> Ledger {
+    let l = open(dir);
+    l.create_accounts(&[
+        account(1, Default::default()),
+        account(2, Default::default()),
+    ])
+    .unwrap();
+    l
+}
+
 #[test]
 fn extra_writes_commit_with_the_batch_and_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let l = open(dir.path());
-        l.create_accounts(&[
-            account(1, Default::default()),
-            account(2, Default::default()),
-        ])
-        .unwrap();
+        let l = open_with_two_accounts(dir.path());
         let (reply, seen) = l
             .submit_transfers_with(&[transfer(10, 1, 2, 5)], |results, extra| {
                 assert_eq!(results, [CreateTransferResult::Ok]);
@@ -71,12 +77,7 @@ fn extra_writes_commit_with_the_batch_and_survive_a_reopen() {
 #[test]
 fn a_failing_f_writes_nothing_of_the_call() {
     let dir = tempfile::tempdir().unwrap();
-    let l = open(dir.path());
-    l.create_accounts(&[
-        account(1, Default::default()),
-        account(2, Default::default()),
-    ])
-    .unwrap();
+    let l = open_with_two_accounts(dir.path());
     let r = l.submit_transfers_with(&[transfer(10, 1, 2, 5)], |_, extra| {
         extra.put(b"k", b"v")?;
         Err::<(), _>(Error::Conflict)
@@ -123,12 +124,7 @@ fn a_ledger_directory_opened_as_an_engine_is_the_wrong_call_not_damage() {
     use mvledger::{Engine, Options};
     let dir = tempfile::tempdir().unwrap();
     {
-        let l = open(dir.path());
-        l.create_accounts(&[
-            account(1, Default::default()),
-            account(2, Default::default()),
-        ])
-        .unwrap();
+        let l = open_with_two_accounts(dir.path());
         assert_eq!(
             l.create_transfers(&[transfer(10, 1, 2, 5)]).unwrap(),
             [CreateTransferResult::Ok]
