@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use common::{SplitMix64, T0, account, open_clocked, post, transfer, void};
 use mvledger::{
-    AccountFlags, CreateAccountResult, CreateTransferResult, Ledger, ManualClock, Transfer,
-    TransferFlags,
+    AccountFilter, AccountFilterFlags, AccountFlags, CreateAccountResult, CreateTransferResult,
+    Ledger, ManualClock, Transfer, TransferFlags,
 };
 
 const ACCOUNTS: u128 = 10_000;
@@ -136,4 +136,23 @@ fn assert_same(a: &Ledger, b: &Ledger, batch: &[Transfer]) {
         a.lookup_transfers(&ids).unwrap(),
         b.lookup_transfers(&ids).unwrap()
     );
+    // The history entries (and the balances of `HISTORY` accounts), which
+    // a big batch builds on a helper thread.
+    let mut entries = 0;
+    for account_id in (1..=ACCOUNTS).step_by(7) {
+        let filter = AccountFilter {
+            account_id,
+            limit: u32::MAX,
+            flags: AccountFilterFlags::DEBITS | AccountFilterFlags::CREDITS,
+            ..AccountFilter::default()
+        };
+        let transfers = a.get_account_transfers(filter).unwrap();
+        assert_eq!(transfers, b.get_account_transfers(filter).unwrap());
+        entries += transfers.len();
+        assert_eq!(
+            a.get_account_balances(filter).unwrap(),
+            b.get_account_balances(filter).unwrap()
+        );
+    }
+    assert!(entries > 0, "the batch wrote history entries");
 }

@@ -28,7 +28,7 @@ use super::slab::IdSlab;
 use super::types::{Account, AccountFlags, Transfer, TransferFlags};
 use crate::Batch;
 use crate::error::{Error, Result};
-use crate::mvcc::KeyHasher;
+use crate::mvcc::{KeyHasher, OnceWrites, Spares};
 
 /// A map by id: ids are not chosen by an attacker of this process's
 /// hash seed, and SipHash costs more than the rest of a lookup.
@@ -44,6 +44,11 @@ const NS_PER_S: u64 = 1_000_000_000;
 /// one pass that brings it into the cache, `Batch::warm_many`): bulk
 /// lookups pay for themselves only over many keys.
 const PREFETCH_MIN: usize = 64;
+
+/// Batches writing at least this many records (accounts, transfers,
+/// history entries) build them on two threads (`Machine::finish`): a
+/// thread's start costs about 100 us here, a record 25 to 110 ns.
+const PARALLEL_RECORDS: usize = 4096;
 
 /// One change, remembered so that a failed linked chain can be undone.
 #[derive(Debug)]
@@ -178,14 +183,12 @@ fn stored_slot(id: u128, value: Option<&[u8]>) -> Slot {
 }
 
 impl<'b, 'i> Machine<'b, 'i> {
-    /// A machine for about `events` events: its maps and the batch's writes
-    /// sized up front (a transfer writes up to five keys).
+    /// A machine for about `events` events: its maps sized up front.
     pub(crate) fn with_capacity(
         batch: &'b mut Batch<'i>,
         events: usize,
         expiry_hint: &'b AtomicU64,
     ) -> Self {
-        batch.reserve(events * 5);
         let max_stored = max_stored_id(batch);
         Machine {
             batch,
@@ -465,45 +468,41 @@ impl<'b, 'i> Machine<'b, 'i> {
             let written = transfers.iter().map(|(id, _)| id);
             written.chain(failed.keys().copied()).fold(max, u128::max)
         });
-        // Each key below is written once and never read back: `put_once`.
-        // Account values are rewritten all the time: each is built in the
-        // buffer of a version the index pruned, when there is one of its
-        // length (the length most of them share: an account's compact
-        // value changes length only when a balance starts or stops being
-        // zero or crosses 2^64).
-        let mut encoded: Vec<(u128, [u8; codec::STORED_MAX], usize)> =
-            Vec::with_capacity(accounts.len());
-        encoded.extend(
-            accounts
-                .iter()
-                .filter_map(|(id, c)| c.dirty.then_some((id, c.account.as_ref()?)))
-                .map(|(id, a)| {
-                    let mut value = [0u8; codec::STORED_MAX];
-                    let len = codec::encode_stored_account(a, &mut value);
-                    (id, value, len)
-                }),
-        );
-        let common = most_common(encoded.iter().map(|&(_, _, len)| len));
-        if let Some((len, count)) = common {
-            let mut spare = batch.spare_buffers(count, 17, len);
-            for (id, value, n) in encoded.drain(..) {
-                let buffer = if n == len { spare.pop() } else { None };
-                batch.put_once(&codec::id_key(ACCOUNT, id), &value[..n], buffer)?;
-            }
-        }
-        // Transfers and history entries are new keys, never rewritten:
-        // their versions need no room for an older one (`put_new`).
-        let mut entry = Vec::new();
-        let mut stored = [0u8; codec::STORED_MAX];
-        for (id, t) in transfers.iter() {
-            let len = codec::encode_stored_transfer(t, &mut stored);
-            batch.put_new(&codec::id_key(TRANSFER, id), &stored[..len])?;
-        }
-        for h in &history {
-            entry.clear();
-            let balances = h.balances.and_then(|i| balances.get(i));
-            codec::encode_history_into(&mut entry, h.transfer_id, balances);
-            batch.put_new(&codec::history_key(h.account, h.ts), &entry)?;
+        // Each record below is written once and never read back
+        // (`OnceWrites`). A big batch builds them on two threads: this one
+        // builds the first `k` accounts, a helper the other accounts, the
+        // transfers and the history entries. An account costs about twice
+        // a new record (100 ns against 50 on the helper, measured: it is
+        // built in a cold spare buffer), so `k` is half the accounts plus
+        // a quarter of the new records, for two equal halves. The helper's
+        // vector has room for this thread's part, which is then appended
+        // to it without growing it.
+        let accounts = accounts.as_slice();
+        let spares = batch.spares();
+        let records = transfers.len() + history.len();
+        let rest = |from: &[(u128, Cached)]| {
+            let mut out = OnceWrites::with_capacity(accounts.len() + records);
+            put_accounts(&mut out, spares, from)?;
+            put_records(&mut out, &transfers, &history, &balances)?;
+            Ok::<_, Error>(out)
+        };
+        if accounts.len() + records >= PARALLEL_RECORDS {
+            let k = accounts.len().min(accounts.len() / 2 + records / 4);
+            let (mine, theirs) = accounts.split_at(k);
+            let (mine, theirs) = std::thread::scope(|scope| {
+                let helper = scope.spawn(|| rest(theirs));
+                let mut out = OnceWrites::with_capacity(mine.len());
+                let mine = put_accounts(&mut out, spares, mine).map(|()| out);
+                let theirs = helper
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (mine, theirs)
+            });
+            // The helper's part first: the batch takes its vector whole.
+            batch.extend_once(theirs?);
+            batch.extend_once(mine?);
+        } else {
+            batch.extend_once(rest(accounts)?);
         }
         for (id, how) in settled {
             batch.put(codec::id_key(SETTLED, id), [how as u8])?;
@@ -1180,4 +1179,55 @@ fn balancing_amount(t: &Transfer, dr: &Account, cr: &Account) -> Result<u128, TR
         }
     }
     Ok(amount)
+}
+
+/// Builds the accounts of `from` that a batch changed (`Machine::finish`).
+/// Account values are rewritten all the time: each is built in the buffer
+/// of a version the index pruned, when there is one of its length (the
+/// length most of them share: an account's compact value changes length
+/// only when a balance starts or stops being zero or crosses 2^64).
+fn put_accounts(out: &mut OnceWrites, spares: Spares<'_>, from: &[(u128, Cached)]) -> Result<()> {
+    let mut encoded: Vec<(u128, [u8; codec::STORED_MAX], usize)> = Vec::with_capacity(from.len());
+    encoded.extend(
+        from.iter()
+            .filter_map(|(id, c)| c.dirty.then_some((*id, c.account.as_ref()?)))
+            .map(|(id, a)| {
+                let mut value = [0u8; codec::STORED_MAX];
+                let len = codec::encode_stored_account(a, &mut value);
+                (id, value, len)
+            }),
+    );
+    let Some((len, count)) = most_common(encoded.iter().map(|&(_, _, len)| len)) else {
+        return Ok(());
+    };
+    let mut spare = spares.take(count, 17, len);
+    for (id, value, n) in encoded.drain(..) {
+        let buffer = if n == len { spare.pop() } else { None };
+        out.put_once(&codec::id_key(ACCOUNT, id), &value[..n], buffer)?;
+    }
+    Ok(())
+}
+
+/// Builds a batch's new records (`Machine::finish`): its transfers and
+/// history entries, new keys never rewritten, whose versions need no room
+/// for an older one (`OnceWrites::put_new`).
+fn put_records(
+    out: &mut OnceWrites,
+    transfers: &IdSlab<Transfer>,
+    history: &[HistoryEntry],
+    balances: &[Account],
+) -> Result<()> {
+    let mut stored = [0u8; codec::STORED_MAX];
+    for (id, t) in transfers.iter() {
+        let len = codec::encode_stored_transfer(t, &mut stored);
+        out.put_new(&codec::id_key(TRANSFER, id), &stored[..len])?;
+    }
+    let mut entry = Vec::new();
+    for h in history {
+        entry.clear();
+        let balances = h.balances.and_then(|i| balances.get(i));
+        codec::encode_history_into(&mut entry, h.transfer_id, balances);
+        out.put_new(&codec::history_key(h.account, h.ts), &entry)?;
+    }
+    Ok(())
 }

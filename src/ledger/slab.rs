@@ -106,6 +106,11 @@ impl<T> IdSlab<T> {
         self.items.len()
     }
 
+    /// Every record with its id, in insertion order, as a slice.
+    pub(crate) fn as_slice(&self) -> &[(u128, T)] {
+        &self.items
+    }
+
     /// Every record with its id, in insertion order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u128, &T)> {
         self.items.iter().map(|(id, v)| (*id, v))

@@ -10,8 +10,9 @@ use bytes::Bytes;
 
 use super::blob::Blob;
 use super::engine::check_sizes;
+use super::index::Hashed;
 use super::index::Index;
-use super::key::{Key, KeyHasher};
+use super::key::{Key, KeyHasher, hash_of};
 use super::scan::{Scan, as_ref_bounds};
 use crate::error::Result;
 
@@ -20,23 +21,64 @@ use crate::error::Result;
 type WriteMap = HashMap<Key, Blob, BuildHasherDefault<KeyHasher>>;
 
 /// The writes of a batch: the map, and the bulk list of keys written once
-/// and never read back (`Batch::put_once`), which skips the map's hashing
-/// and probing for the bulk of a ledger batch. No key is in both. Each
-/// write is built as the index's blob from the start, so that the install
-/// moves it in.
+/// and never read back (`Batch::put_once`), which skips the map's probing
+/// for the bulk of a ledger batch. No key is in both. Each write is built
+/// as the index's blob from the start, so that the install moves it in,
+/// and a once-write's key is hashed as it is written, while it is in the
+/// processor's cache.
 #[derive(Debug, Default)]
 pub(crate) struct BatchWrites {
     map: WriteMap,
-    once: Vec<Blob>,
+    once: OnceWrites,
+}
+
+/// Writes of keys a batch writes only this once and never reads back
+/// (`get` does not see them): the ledger's records at the end of a batch.
+/// Cheaper than `Batch::put`: no map. Each comes with its key's hash. They
+/// are built apart from the batch, on any thread, and added whole
+/// (`Batch::extend_once`): the ledger builds a big batch's records in two
+/// parts at once.
+#[derive(Debug, Default)]
+pub(crate) struct OnceWrites(Vec<Hashed>);
+
+impl OnceWrites {
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        OnceWrites(Vec::with_capacity(n))
+    }
+
+    /// Sets `key` to `value`, built in `spare` when it is the right size
+    /// (`Spares::take`).
+    pub(crate) fn put_once(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        spare: Option<Spare>,
+    ) -> Result<()> {
+        check_sizes(key, Some(value))?;
+        let blob = Blob::reuse(spare.map(|s| s.0), key, Some(value));
+        self.0.push((hash_of(key), blob));
+        Ok(())
+    }
+
+    /// `put_once` for a key that has no version yet and most likely never
+    /// gets another (a ledger's transfer, a history entry): its version
+    /// goes without room for an older one (`Blob::lone`, 8 bytes less).
+    /// Still correct if the key exists: the install then moves the new
+    /// version to a blob with that room.
+    pub(crate) fn put_new(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        check_sizes(key, Some(value))?;
+        self.0.push((hash_of(key), Blob::lone(key, Some(value))));
+        Ok(())
+    }
 }
 
 impl BatchWrites {
     pub(crate) fn len(&self) -> usize {
-        self.map.len() + self.once.len()
+        self.map.len() + self.once.0.len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.map.is_empty() && self.once.is_empty()
+        self.map.is_empty() && self.once.0.is_empty()
     }
 
     /// Every write (key, value or `None` for a delete), in no particular
@@ -44,27 +86,36 @@ impl BatchWrites {
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone {
         self.map
             .values()
-            .chain(&self.once)
+            .chain(self.once.0.iter().map(|(_, b)| b))
             .map(|b| (b.key(), b.value()))
     }
-}
 
-impl IntoIterator for BatchWrites {
-    type Item = Blob;
-    type IntoIter = std::iter::Chain<
-        std::collections::hash_map::IntoValues<Key, Blob>,
-        std::vec::IntoIter<Blob>,
-    >;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.map.into_values().chain(self.once)
+    /// Every write with its key's hash, moved out, in no particular order.
+    pub(crate) fn into_hashed(self) -> impl Iterator<Item = Hashed> {
+        let map = self.map.into_values().map(|b| (hash_of(b.key()), b));
+        map.chain(self.once.0)
     }
 }
 
 /// A buffer left by a pruned version, to build a write in without an
-/// allocation (`Batch::spare_buffers`, `Batch::put_once`).
+/// allocation (`Spares::take`, `OnceWrites::put_once`).
 #[derive(Debug)]
 pub(crate) struct Spare(Blob);
+
+/// The index's spare buffers, for the threads building a batch's
+/// once-writes (`Batch::spares`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Spares<'a>(&'a Index);
+
+impl Spares<'_> {
+    /// Up to `n` spare buffers for writes of a `key_len`-byte key and a
+    /// `value_len`-byte value (`Index::take_spare`), to pass to
+    /// `OnceWrites::put_once`: a write built in one costs no allocation.
+    pub(crate) fn take(self, n: usize, key_len: usize, value_len: usize) -> Vec<Spare> {
+        let len = Blob::size(key_len, value_len);
+        self.0.take_spare(n, len).into_iter().map(Spare).collect()
+    }
+}
 
 /// A batch of writes computed inside the sequencer (`Engine::apply`), or by
 /// the `Replay` hook during recovery.
@@ -88,8 +139,9 @@ impl<'a> Batch<'a> {
         debug_assert!(
             self.writes
                 .once
+                .0
                 .iter()
-                .all(|b| !self.writes.map.contains_key(&b.index_key())),
+                .all(|(_, b)| !self.writes.map.contains_key(&b.index_key())),
             "a key written with put_once was written again"
         );
         (self.writes, self.body)
@@ -140,16 +192,10 @@ impl<'a> Batch<'a> {
         self.index.warm_keys(keys);
     }
 
-    /// Up to `n` spare buffers for writes of a `key_len`-byte key and a
-    /// `value_len`-byte value (`Index::take_spare`), to pass to
-    /// `put_once`: a write built in one costs no allocation.
-    pub(crate) fn spare_buffers(&self, n: usize, key_len: usize, value_len: usize) -> Vec<Spare> {
-        let len = Blob::size(key_len, value_len);
-        self.index
-            .take_spare(n, len)
-            .into_iter()
-            .map(Spare)
-            .collect()
+    /// Where once-writes built for this batch take spare buffers from: a
+    /// handle for any thread building them (`OnceWrites`).
+    pub(crate) fn spares(&self) -> Spares<'a> {
+        Spares(self.index)
     }
 
     /// Sets `key` to `value` in this batch (a copy of both).
@@ -168,39 +214,16 @@ impl<'a> Batch<'a> {
         self.put(key, value)
     }
 
-    /// Sets `key` to `value`, for a key this batch writes only this once
-    /// and never reads back (`get` does not see it): the ledger's records
-    /// at the end of a batch. Cheaper than `put`: no map. Built in `spare`
-    /// when it is the right size (`spare_buffers`).
-    pub(crate) fn put_once(
-        &mut self,
-        key: &[u8],
-        value: &[u8],
-        spare: Option<Spare>,
-    ) -> Result<()> {
-        check_sizes(key, Some(value))?;
-        debug_assert!(
-            !self.writes.map.contains_key(&Key::new(key)),
-            "put_once on a written key"
-        );
-        let blob = Blob::reuse(spare.map(|s| s.0), key, Some(value));
-        self.writes.once.push(blob);
-        Ok(())
-    }
-
-    /// `put_once` for a key that has no version yet and most likely never
-    /// gets another (a ledger's transfer, a history entry): its version
-    /// goes without room for an older one (`Blob::lone`, 8 bytes less).
-    /// Still correct if the key exists: the install then moves the new
-    /// version to a blob with that room.
-    pub(crate) fn put_new(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        check_sizes(key, Some(value))?;
-        debug_assert!(
-            !self.writes.map.contains_key(&Key::new(key)),
-            "put_new on a written key"
-        );
-        self.writes.once.push(Blob::lone(key, Some(value)));
-        Ok(())
+    /// Adds once-writes (`OnceWrites`). None of their keys may be written
+    /// by this batch otherwise (checked, in debug builds, when the batch is
+    /// taken apart).
+    pub(crate) fn extend_once(&mut self, writes: OnceWrites) {
+        let once = &mut self.writes.once.0;
+        if once.is_empty() && once.capacity() <= writes.0.capacity() {
+            *once = writes.0;
+        } else {
+            once.extend(writes.0);
+        }
     }
 
     /// Deletes `key` in this batch.
@@ -213,7 +236,7 @@ impl<'a> Batch<'a> {
 
     /// Makes room for `additional` more writes.
     pub fn reserve(&mut self, additional: usize) {
-        self.writes.once.reserve(additional);
+        self.writes.once.0.reserve(additional);
     }
 
     /// How many keys this batch writes.

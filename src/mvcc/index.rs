@@ -64,8 +64,9 @@ const CHUNK: usize = 64;
 pub(crate) trait Writes {
     fn count(&self) -> usize;
     fn each(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone;
-    /// The writes as the index holds them, moved out.
-    fn into_blobs(self) -> impl Iterator<Item = Blob>;
+    /// The writes as the index holds them, moved out, each with its key's
+    /// hash (`hash_of`).
+    fn into_hashed(self) -> impl Iterator<Item = Hashed>;
 }
 
 impl Writes for super::txn::WriteSet {
@@ -75,8 +76,8 @@ impl Writes for super::txn::WriteSet {
     fn each(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone {
         self.values().map(|b| (b.key(), b.value()))
     }
-    fn into_blobs(self) -> impl Iterator<Item = Blob> {
-        self.into_values()
+    fn into_hashed(self) -> impl Iterator<Item = Hashed> {
+        self.into_values().map(|b| (hash_of(b.key()), b))
     }
 }
 
@@ -87,8 +88,8 @@ impl Writes for super::batch::BatchWrites {
     fn each(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone {
         self.iter()
     }
-    fn into_blobs(self) -> impl Iterator<Item = Blob> {
-        self.into_iter()
+    fn into_hashed(self) -> impl Iterator<Item = Hashed> {
+        self.into_hashed()
     }
 }
 
@@ -102,7 +103,8 @@ const VALUE_LINES: usize = 3;
 const WARM_MIN: usize = 4;
 
 /// A write with its key's `hash_of`.
-type Hashed = (u64, Blob);
+/// A write with its key's hash (`hash_of`).
+pub(crate) type Hashed = (u64, Blob);
 
 /// Writes to install, which show those still to come.
 trait Ahead: Iterator<Item = Hashed> {
@@ -165,18 +167,17 @@ fn shard_groups(sorted: impl ExactSizeIterator<Item = usize>) -> (Vec<usize>, Ve
     (distinct, at)
 }
 
-/// Counts items by shard (`hashes[i]` is item `i`'s `hash_of`), then
-/// moves each into its shard's bucket, each bucket sized exactly.
-/// Separate passes: one loop doing all of it was slower (see
-/// `install_all`).
-fn bucket_by_shard<T>(items: impl Iterator<Item = T>, hashes: &[u64]) -> Vec<Vec<T>> {
+/// Counts items by shard (`hash` gives an item's `hash_of`), then moves
+/// each into its shard's bucket, each bucket sized exactly. Separate
+/// passes: one loop doing all of it was slower.
+fn bucket_by_shard<T>(items: Vec<T>, hash: impl Fn(&T) -> u64) -> Vec<Vec<T>> {
     let mut counts = [0usize; SHARDS];
-    for &hash in hashes {
-        counts[shard_of_hash(hash)] += 1;
+    for item in &items {
+        counts[shard_of_hash(hash(item))] += 1;
     }
     let mut buckets: Vec<Vec<T>> = counts.iter().map(|&n| Vec::with_capacity(n)).collect();
-    for (item, &hash) in items.zip(hashes) {
-        buckets[shard_of_hash(hash)].push(item);
+    for item in items {
+        buckets[shard_of_hash(hash(&item))].push(item);
     }
     buckets
 }
@@ -668,28 +669,21 @@ impl Index {
         let mut visit = Vec::new();
         let count = writes.count();
         if count == 1 {
-            for blob in writes.into_blobs() {
-                let hash = hash_of(blob.key());
-                let write = [(hash, blob)].into_iter();
-                self.install_shard(shard_of_hash(hash), write, ts, h, &mut visit);
+            for write in writes.into_hashed() {
+                let shard = shard_of_hash(write.0);
+                self.install_shard(shard, [write].into_iter(), ts, h, &mut visit);
             }
             return visit;
         }
         if count < GROUP_MIN {
-            self.install_small(writes.into_blobs(), ts, h, &mut visit);
+            self.install_small(writes.into_hashed(), ts, h, &mut visit);
             return visit;
         }
-        // A pass per step (gather, hash, count, bucket): one loop doing
-        // all of them took 87 ns a write, these 36. The hashes are paired
-        // with the very vector they were taken from: `each` and
-        // `into_blobs` of a hash map need not list in the same order.
-        let writes: Vec<Blob> = writes.into_blobs().collect();
-        let hashes: Vec<u64> = writes.iter().map(|b| hash_of(b.key())).collect();
-        let hashed = writes
-            .into_iter()
-            .zip(&hashes)
-            .map(|(blob, &hash)| (hash, blob));
-        let buckets = bucket_by_shard(hashed, &hashes);
+        // The hashes come with the writes: a batch takes each as it builds
+        // the write, while the key is in the cache (a pass over the blobs
+        // here missed the cache on most of them, 20 ns a write).
+        let writes: Vec<Hashed> = writes.into_hashed().collect();
+        let buckets = bucket_by_shard(writes, |&(hash, _)| hash);
         visit = by_halves(buckets, count, |first, buckets| {
             let mut visit = Vec::new();
             for (i, bucket) in buckets.into_iter().enumerate() {
@@ -709,16 +703,13 @@ impl Index {
     /// waited for the last's.
     fn install_small(
         &self,
-        writes: impl Iterator<Item = Blob>,
+        writes: impl Iterator<Item = Hashed>,
         ts: u64,
         h: &Horizon,
         visit: &mut Vec<Key>,
     ) {
         let mut writes: Vec<(usize, Hashed)> = writes
-            .map(|blob| {
-                let hash = hash_of(blob.key());
-                (shard_of_hash(hash), (hash, blob))
-            })
+            .map(|(hash, blob)| (shard_of_hash(hash), (hash, blob)))
             .collect();
         writes.sort_unstable_by_key(|(shard, _)| *shard);
         let (locked, at) = shard_groups(writes.iter().map(|(shard, _)| *shard));
@@ -888,9 +879,15 @@ impl Index {
                 .filter_map(|key| self.prune(&key, h).map(|newest| (newest, key)))
                 .collect();
         }
-        let hashes: Vec<u64> = keys.iter().map(|k| hash_of(k.as_bytes())).collect();
         let total = keys.len();
-        let buckets = bucket_by_shard(keys.into_iter().zip(hashes.iter().copied()), &hashes);
+        let hashed: Vec<(Key, u64)> = keys
+            .into_iter()
+            .map(|k| {
+                let hash = hash_of(k.as_bytes());
+                (k, hash)
+            })
+            .collect();
+        let buckets = bucket_by_shard(hashed, |&(_, hash)| hash);
         by_halves(buckets, total, |first, buckets| {
             let mut again = Vec::new();
             for (i, bucket) in buckets.into_iter().enumerate() {

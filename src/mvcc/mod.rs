@@ -28,6 +28,7 @@ mod table;
 mod txn;
 
 pub use batch::Batch;
+pub(crate) use batch::{OnceWrites, Spares};
 pub use engine::{Engine, SetAside};
 pub use options::Replay;
 pub use options::{Isolation, Options};
