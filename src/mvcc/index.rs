@@ -21,10 +21,10 @@
 //!
 //! Big batches go through the index in bulk (`install_all`, and
 //! `latest_many` for the ledger's lookups before a batch runs): grouped by
-//! shard, a lock hold per `CHUNK` keys, and split between the caller and a
-//! helper thread past `PARALLEL_MIN` keys (shards are disjoint, so the two
-//! never touch the same lock; the caller publishes nothing until both are
-//! done). Within a chunk, the entries (and what an install will prune) are
+//! shard, a lock hold per `CHUNK` keys, and shared between the caller and a
+//! helper thread past `PARALLEL_MIN` keys, each taking the next untaken
+//! shard (`by_shards`: shards are disjoint, so the two never touch the same
+//! lock; the caller publishes nothing until both are done). Within a chunk, the entries (and what an install will prune) are
 //! read in passes of independent loads first (`warm`), so that their cache
 //! misses overlap. The blobs of small versions pruned at install are kept
 //! for new versions of the same length (`take_spare`).
@@ -530,8 +530,8 @@ impl Index {
     /// the lookups are grouped by shard (a read lock per `CHUNK` of them),
     /// and a loop of independent lookups lets the processor wait for
     /// several cache misses at once where lookups spread through other
-    /// work wait for each in turn; many keys are split between this thread
-    /// and a helper, as `install_all`. Fewer than `GROUP_MIN` keys go to
+    /// work wait for each in turn; many keys are shared between this
+    /// thread and a helper, as `install_all`. Fewer than `GROUP_MIN` keys go to
     /// `latest_few`.
     pub(crate) fn latest_many<K, T>(
         &self,
@@ -647,10 +647,10 @@ impl Index {
     ///
     /// A big commit's writes are grouped by shard, so that each lock hold
     /// (of at most `CHUNK` writes, to keep readers' waits short) and each
-    /// counter update covers many of them, and its shards are split
-    /// between this thread and a helper (`PARALLEL_MIN`): the shards are
-    /// disjoint, and the caller publishes nothing before both halves are
-    /// done. Small commits skip the bucketing, which costs more than it
+    /// counter update covers many of them, and its shards are shared
+    /// between this thread and a helper (`PARALLEL_MIN`, `by_shards`): the
+    /// shards are disjoint, and the caller publishes nothing before both
+    /// are done. Small commits skip the bucketing, which costs more than it
     /// saves on a few writes (`install_small`), and a single write goes
     /// straight to its shard.
     pub(crate) fn install_all(&self, writes: impl Writes, ts: u64, h: &Horizon) -> Vec<Key> {
@@ -851,9 +851,10 @@ impl Index {
     /// `prune` for many keys at once (the collector's due keys): past
     /// `GROUP_MIN` of them, grouped by shard, `CHUNK` per lock hold, each
     /// chunk's entries and older versions read in a pass of independent
-    /// loads first (as `warm`), and split with a helper thread past
-    /// `PARALLEL_MIN` keys (`by_halves`, as `install_all`). Returns the keys that still hold versions above
-    /// `watermark`, with their newest ts.
+    /// loads first (as `warm`), and shared with a helper thread past
+    /// `PARALLEL_MIN` keys (`by_shards`, as `install_all`). Returns the
+    /// keys that still hold versions above `watermark`, with their newest
+    /// ts.
     pub(crate) fn prune_all(&self, keys: Vec<Key>, h: &Horizon) -> Vec<(u64, Key)> {
         if keys.len() < GROUP_MIN {
             // A few keys: grouping costs more than it saves.
