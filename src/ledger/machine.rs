@@ -486,7 +486,7 @@ impl<'b, 'i> Machine<'b, 'i> {
             put_records(&mut out, &transfers, &history, &balances)?;
             Ok::<_, Error>(out)
         };
-        if accounts.len() + records >= PARALLEL_RECORDS {
+        if accounts.len() + records >= PARALLEL_RECORDS && !cfg!(loom) {
             let k = accounts.len().min(accounts.len() / 2 + records / 4);
             let (mine, theirs) = accounts.split_at(k);
             let (mine, theirs) = std::thread::scope(|scope| {
@@ -498,9 +498,11 @@ impl<'b, 'i> Machine<'b, 'i> {
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
                 (mine, theirs)
             });
-            // The helper's part first: the batch takes its vector whole.
-            batch.extend_once(theirs?);
-            batch.extend_once(mine?);
+            // Both parts or neither. The helper's first: the batch takes
+            // its vector whole.
+            let (theirs, mine) = (theirs?, mine?);
+            batch.extend_once(theirs);
+            batch.extend_once(mine);
         } else {
             batch.extend_once(rest(accounts)?);
         }

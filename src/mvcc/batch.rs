@@ -21,7 +21,7 @@ use crate::error::Result;
 type WriteMap = HashMap<Key, Blob, BuildHasherDefault<KeyHasher>>;
 
 /// The writes of a batch: the map, and the bulk list of keys written once
-/// and never read back (`Batch::put_once`), which skips the map's probing
+/// and never read back (`OnceWrites`), which skips the map's probing
 /// for the bulk of a ledger batch. No key is in both. Each write is built
 /// as the index's blob from the start, so that the install moves it in,
 /// and a once-write's key is hashed as it is written, while it is in the
@@ -142,7 +142,7 @@ impl<'a> Batch<'a> {
                 .0
                 .iter()
                 .all(|(_, b)| !self.writes.map.contains_key(&b.index_key())),
-            "a key written with put_once was written again"
+            "a key of a once-write was written again"
         );
         (self.writes, self.body)
     }
@@ -234,9 +234,9 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
-    /// Makes room for `additional` more writes.
+    /// Makes room for `additional` more writes (`put`, `delete`).
     pub fn reserve(&mut self, additional: usize) {
-        self.writes.once.0.reserve(additional);
+        self.writes.map.reserve(additional);
     }
 
     /// How many keys this batch writes.

@@ -415,6 +415,21 @@ impl Engine {
     }
 }
 
+/// Poisons the log if dropped while its thread unwinds. Held from a
+/// record's append to its publication: a panic in between (in a batch's
+/// code, or in a helper thread the commit waits for) leaves the log with a
+/// record the state may not hold, and the sequencer not past its ts, so no
+/// commit may follow it. A reopen replays the log.
+struct PoisonOnPanic<'a>(&'a Log);
+
+impl Drop for PoisonOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poison();
+        }
+    }
+}
+
 impl Inner {
     pub(crate) fn watermark(&self) -> u64 {
         self.readers.watermark(&self.visible)
@@ -523,6 +538,7 @@ impl Inner {
             Logged::Physical => record::encode_commit(record, ts, writes.count(), writes.each()),
             Logged::Logical(body) => record::encode_logical(record, ts, body),
         });
+        let _unwinding = PoisonOnPanic(&self.log);
         let horizon = self.gc.horizon_hint();
         // A big commit: the disk writes and syncs the record while the
         // index installs it, what the caller will wait for anyway.
@@ -616,6 +632,7 @@ impl Inner {
         let buffered = self.append_record(&mut seq, ts, |record| {
             record::encode_logical(record, ts, &body);
         });
+        let _unwinding = PoisonOnPanic(&self.log);
         let (ran, synced) = self.beside_sync(body.len() >= EARLY_SYNC_BYTES, || {
             f(&mut batch, p).map(|out| {
                 // 5. Install.
@@ -772,6 +789,42 @@ mod tests {
         let snap = engine.snapshot();
         assert!(snap.get(b"before").expect("get").is_some());
         assert!(snap.get(b"failed").expect("get").is_some());
+        assert!(snap.get(b"after").expect("get").is_none());
+    }
+
+    /// A batch that panics after its record is in the log (a bug in the
+    /// caller's code, or a helper thread that could not start) poisons
+    /// the engine as a failed one does: the sequencer never moved past
+    /// the record's ts, so a commit after it would reuse that ts.
+    #[test]
+    fn apply_logged_whose_batch_panics_poisons() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = open(dir.path(), SyncMode::Always);
+        put(&engine, b"before", 4, false).expect("before");
+        // A big body: written and synced beside the batch, so the reopen
+        // finds it (a small one may stay in the poisoned log's buffer).
+        let mut body = b"panicked=".to_vec();
+        body.resize(body.len() + EARLY_SYNC_BYTES, b'v');
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            engine.apply_logged(
+                |_| Ok((body.clone(), ())),
+                |_, ()| -> Result<()> { panic!("the batch's code panics") },
+            )
+        }));
+        assert!(panicked.is_err());
+        assert!(matches!(
+            put(&engine, b"after", 4, false),
+            Err(Error::Poisoned)
+        ));
+        drop(engine);
+        let engine = open(dir.path(), SyncMode::Always);
+        let snap = engine.snapshot();
+        assert!(snap.get(b"before").expect("get").is_some());
+        // The record the panic left in the log: replayed whole.
+        assert_eq!(
+            snap.get(b"panicked").expect("get").map(|v| v.len()),
+            Some(EARLY_SYNC_BYTES)
+        );
         assert!(snap.get(b"after").expect("get").is_none());
     }
 }

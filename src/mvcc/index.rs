@@ -24,10 +24,11 @@
 //! shard, a lock hold per `CHUNK` keys, and shared between the caller and a
 //! helper thread past `PARALLEL_MIN` keys, each taking the next untaken
 //! shard (`by_shards`: shards are disjoint, so the two never touch the same
-//! lock; the caller publishes nothing until both are done). Within a chunk, the entries (and what an install will prune) are
-//! read in passes of independent loads first (`warm`), so that their cache
-//! misses overlap. The blobs of small versions pruned at install are kept
-//! for new versions of the same length (`take_spare`).
+//! lock; the caller publishes nothing until both are done). Within a
+//! chunk, the entries (and what an install will prune) are read in passes
+//! of independent loads first (`warm`), so that their cache misses overlap.
+//! The blobs of small versions pruned at install are kept for new versions
+//! of the same length (`take_spare`).
 //!
 //! A version is a `Blob`: its key, value, ts and the next older version in
 //! one allocation, which the index owns alone (readers get copies, or
@@ -102,7 +103,6 @@ const VALUE_LINES: usize = 3;
 /// miss to overlap, and would probe twice.
 const WARM_MIN: usize = 4;
 
-/// A write with its key's `hash_of`.
 /// A write with its key's hash (`hash_of`).
 pub(crate) type Hashed = (u64, Blob);
 
@@ -205,16 +205,24 @@ fn by_shards<T: Send, R: Send>(
         }
         return out;
     }
-    let buckets: Vec<Mutex<Option<T>>> = buckets.into_iter().map(|b| Mutex::new(Some(b))).collect();
-    let next = AtomicU64::new(0);
+    // Local to the two threads, and never under loom (above): std's and
+    // parking_lot's types, not the `crate::sync` shim. Each bucket is
+    // taken out of its slot before it runs: no slot's lock is held while
+    // `run` takes shard locks.
+    let buckets: Vec<parking_lot::Mutex<Option<T>>> = buckets
+        .into_iter()
+        .map(|b| parking_lot::Mutex::new(Some(b)))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let work = || {
         let mut out = Vec::with_capacity(room);
         loop {
-            let shard = next.fetch_add(1, Ordering::Relaxed) as usize;
+            let shard = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let Some(slot) = buckets.get(shard) else {
                 return out;
             };
-            if let Some(bucket) = slot.lock().take() {
+            let bucket = slot.lock().take();
+            if let Some(bucket) = bucket {
                 run(shard, bucket, &mut out);
             }
         }
@@ -550,11 +558,12 @@ impl Index {
             let hash = hash_of(key.as_ref());
             by_shard[shard_of_hash(hash)].push((i, hash));
         }
-        // Each thread's answers go to a vector with room for all of them up
-        // front (untouched room costs no memory): grown by doubling, they
-        // were copied again and again (records of up to 160 bytes, by the
-        // thousand).
-        let found = by_shards(by_shard, keys.len(), keys.len(), |s, bucket, out| {
+        // Each thread's answers go to a vector with room for three quarters
+        // of them up front (one thread may do more than half): grown by
+        // doubling from nothing, they were copied again and again (records
+        // of up to 160 bytes, by the thousand).
+        let room = keys.len() - keys.len() / 4;
+        let found = by_shards(by_shard, keys.len(), room, |s, bucket, out| {
             for chunk in bucket.chunks(CHUNK) {
                 let shard = self.shards[s].read();
                 // Pass by pass, as `warm`: every entry by its hash bits,
