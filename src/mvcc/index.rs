@@ -128,9 +128,14 @@ impl<const N: usize> Ahead for std::array::IntoIter<Hashed, N> {
 /// in passes of independent loads, so that the processor waits for their
 /// cache misses side by side, where the install, which writes as it goes,
 /// would wait for each in turn. Each pass only asks for the lines the next
-/// one reads (`prefetch`): the entries by their hash bits (`Shard::peek`,
-/// which does not wait for the key), then the blobs and lists behind them.
+/// one reads (`prefetch`): the entries' buckets (`Shard::prefetch`, which
+/// reads nothing), the entries by their hash bits (`Shard::peek`, which
+/// does not wait for the key), then the blobs and lists behind them.
 fn warm(shard: &Shard<Chain>, writes: &[Hashed]) {
+    let writes = &writes[..writes.len().min(CHUNK)];
+    for (hash, blob) in writes {
+        shard.prefetch(*hash, blob.key());
+    }
     let mut chains: [Option<&Chain>; CHUNK] = [None; CHUNK];
     for (slot, (hash, blob)) in chains.iter_mut().zip(writes) {
         *slot = shard.peek(*hash, blob.key());
@@ -566,9 +571,13 @@ impl Index {
         let found = by_shards(by_shard, keys.len(), room, |s, bucket, out| {
             for chunk in bucket.chunks(CHUNK) {
                 let shard = self.shards[s].read();
-                // Pass by pass, as `warm`: every entry by its hash bits,
-                // asking for its blob's lines; then each found for real
-                // (from the cache, mostly) and decoded.
+                // Pass by pass, as `warm`: every entry's bucket; every
+                // entry by its hash bits, asking for its blob's lines;
+                // then each found for real (from the cache, mostly) and
+                // decoded.
+                for &(i, hash) in chunk {
+                    shard.prefetch(hash, keys[i as usize].as_ref());
+                }
                 for &(i, hash) in chunk {
                     if let Some(chain) = shard.peek(hash, keys[i as usize].as_ref()) {
                         chain.newest.prefetch(VALUE_LINES);

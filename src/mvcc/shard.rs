@@ -132,6 +132,14 @@ impl<V: Keyed> Shard<V> {
     /// `hash_of`), keys not compared: usually `key`'s, but maybe another
     /// key's. A hint, for passes that only bring entries into the cache:
     /// it waits for the map's bucket, not for the key behind the entry.
+    /// Asks for the line where the entry of `key` (whose `hash_of` is
+    /// `hash`) is looked for first, without waiting for it (a hint).
+    pub(crate) fn prefetch(&self, hash: u64, key: &[u8]) {
+        if let Some(part) = self.part(key) {
+            part.map.prefetch(table_hash(hash));
+        }
+    }
+
     pub(crate) fn peek(&self, hash: u64, key: &[u8]) -> Option<&V> {
         let part = self.part(key)?;
         part.map.find(table_hash(hash), |_| true)

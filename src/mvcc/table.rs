@@ -137,6 +137,15 @@ impl<V> Table<V> {
     }
 
     #[inline]
+    /// Asks for the line of `hash`'s home bucket, where a lookup or an
+    /// insert of it starts, without waiting for it (a hint).
+    pub(crate) fn prefetch(&self, hash: u32) {
+        if !self.buckets.is_empty() {
+            let home = Self::home(hash, self.buckets.len());
+            super::blob::prefetch(&raw const self.buckets[home]);
+        }
+    }
+
     pub(crate) fn find(&self, hash: u32, eq: impl FnMut(&V) -> bool) -> Option<&V> {
         let at = self.locate(hash, eq)?;
         self.buckets[at.bucket].slots[at.slot].as_ref()
