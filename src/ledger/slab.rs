@@ -88,6 +88,29 @@ impl<T> IdSlab<T> {
         at
     }
 
+    /// Adds `value` under `id` unless `id` is present: one probe where
+    /// `contains` and `push_new` take two. Returns the new position, or
+    /// `None` (and drops `value`) when `id` was there.
+    pub(crate) fn push_absent(&mut self, id: u128, value: T) -> Option<usize> {
+        let at = self.items.len();
+        let Ok(position) = u32::try_from(at) else {
+            panic!("an IdSlab of 2^32 records");
+        };
+        let items = &self.items;
+        match self.index.entry(
+            hash(id),
+            |&p| items[p as usize].0 == id,
+            |&p| hash(items[p as usize].0),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(_) => None,
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(position);
+                self.items.push((id, value));
+                Some(at)
+            }
+        }
+    }
+
     /// Removes the record added last, if its id is `id` (undoing the
     /// latest `push_new`).
     pub(crate) fn pop(&mut self, id: u128) -> Option<T> {
@@ -126,6 +149,7 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Insert(u128, u32),
+        InsertIfAbsent(u128, u32),
         PopLast,
     }
 
@@ -133,6 +157,7 @@ mod tests {
         prop_oneof![
             // Few distinct ids, so that inserts often replace.
             (0u128..40, any::<u32>()).prop_map(|(id, v)| Op::Insert(id << 64 | id, v)),
+            (0u128..40, any::<u32>()).prop_map(|(id, v)| Op::InsertIfAbsent(id << 64 | id, v)),
             Just(Op::PopLast),
         ]
     }
@@ -161,6 +186,18 @@ mod tests {
                         };
                         model.insert(id, v);
                         prop_assert_eq!(Some(at), order.iter().position(|&x| x == id));
+                    }
+                    Op::InsertIfAbsent(id, v) => {
+                        // Added at the end when absent; a present one keeps
+                        // its value.
+                        let added = slab.push_absent(id, v);
+                        if let std::collections::hash_map::Entry::Vacant(slot) = model.entry(id) {
+                            prop_assert_eq!(added, Some(order.len()));
+                            order.push(id);
+                            slot.insert(v);
+                        } else {
+                            prop_assert_eq!(added, None);
+                        }
                     }
                     Op::PopLast => {
                         let Some(&last) = order.last() else {

@@ -102,6 +102,14 @@ impl BatchWrites {
 #[derive(Debug)]
 pub(crate) struct Spare(Blob);
 
+impl Spare {
+    /// Asks for the lines a write built in this buffer will write, without
+    /// waiting for them: a spare buffer is usually cold.
+    pub(crate) fn prefetch(&self) {
+        self.0.prefetch_for_reuse();
+    }
+}
+
 /// The index's spare buffers, for the threads building a batch's
 /// once-writes (`Batch::spares`).
 #[derive(Debug, Clone, Copy)]

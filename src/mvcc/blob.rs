@@ -377,6 +377,17 @@ impl Blob {
         prefetch(at.wrapping_add(128));
     }
 
+    /// Asks for the lines that `reuse` writes into this blob, from its
+    /// slot on: three lines cover a blob of up to 128 bytes wherever it
+    /// starts in its line.
+    #[inline]
+    pub(crate) fn prefetch_for_reuse(&self) {
+        let at = self.0.as_ptr().cast_const().wrapping_sub(SLOT_BYTES);
+        for line in 0..3 {
+            prefetch(at.wrapping_add(64 * line));
+        }
+    }
+
     /// Asks the processor to load the blob's first `lines` cache lines
     /// (from its start), without waiting for them.
     #[inline]
