@@ -10,8 +10,7 @@ use bytes::Bytes;
 
 use super::blob::Blob;
 use super::engine::check_sizes;
-use super::index::Hashed;
-use super::index::Index;
+use super::index::{Hashed, Index};
 use super::key::{Key, KeyHasher, hash_of};
 use super::scan::{Scan, as_ref_bounds};
 use crate::error::Result;

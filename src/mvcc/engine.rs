@@ -779,17 +779,26 @@ mod tests {
             engine.snapshot().get(b"before"),
             Err(Error::Poisoned)
         ));
+        poisoned_then_replayed(engine, dir.path(), b"failed");
+    }
+
+    /// After a batch failed with its record in the log: the engine takes
+    /// no commit ("after"), and the reopened one holds the commit before
+    /// ("before") and the failed batch's record (`failed`, whose value's
+    /// length it returns), replayed whole.
+    fn poisoned_then_replayed(engine: Engine, dir: &Path, failed: &[u8]) -> Option<usize> {
         assert!(matches!(
             put(&engine, b"after", 4, false),
             Err(Error::Poisoned)
         ));
         drop(engine);
-        // The log held the failed batch's record: the reopen replays it.
-        let engine = open(dir.path(), SyncMode::Always);
+        let engine = open(dir, SyncMode::Always);
         let snap = engine.snapshot();
         assert!(snap.get(b"before").expect("get").is_some());
-        assert!(snap.get(b"failed").expect("get").is_some());
         assert!(snap.get(b"after").expect("get").is_none());
+        let value = snap.get(failed).expect("get").map(|v| v.len());
+        assert!(value.is_some(), "the failed batch's record is replayed");
+        value
     }
 
     /// A batch that panics after its record is in the log (a bug in the
@@ -812,19 +821,9 @@ mod tests {
             )
         }));
         assert!(panicked.is_err());
-        assert!(matches!(
-            put(&engine, b"after", 4, false),
-            Err(Error::Poisoned)
-        ));
-        drop(engine);
-        let engine = open(dir.path(), SyncMode::Always);
-        let snap = engine.snapshot();
-        assert!(snap.get(b"before").expect("get").is_some());
-        // The record the panic left in the log: replayed whole.
         assert_eq!(
-            snap.get(b"panicked").expect("get").map(|v| v.len()),
+            poisoned_then_replayed(engine, dir.path(), b"panicked"),
             Some(EARLY_SYNC_BYTES)
         );
-        assert!(snap.get(b"after").expect("get").is_none());
     }
 }
