@@ -415,11 +415,12 @@ impl Engine {
     }
 }
 
-/// Poisons the log if dropped while its thread unwinds. Held from a
-/// record's append to its publication: a panic in between (in a batch's
-/// code, or in a helper thread the commit waits for) leaves the log with a
-/// record the state may not hold, and the sequencer not past its ts, so no
-/// commit may follow it. A reopen replays the log.
+/// Poisons the log if dropped while its thread unwinds. `append_record`
+/// gives one with every record it appends, held until the record is
+/// published: a panic in between (in a batch's code, or in a helper thread
+/// the commit waits for) leaves the log with a record the state may not
+/// hold, and the sequencer not past its ts, so no commit may follow it. A
+/// reopen replays the log.
 struct PoisonOnPanic<'a>(&'a Log);
 
 impl Drop for PoisonOnPanic<'_> {
@@ -534,11 +535,10 @@ impl Inner {
         // The record is encoded and appended before the install, which
         // moves the values. A group leader may then sync it before it is
         // installed: the visible ts waits for both (`Log::installed`).
-        let buffered = self.append_record(seq, ts, |record| match logged {
+        let (buffered, _unwinding) = self.append_record(seq, ts, |record| match logged {
             Logged::Physical => record::encode_commit(record, ts, writes.count(), writes.each()),
             Logged::Logical(body) => record::encode_logical(record, ts, body),
         });
-        let _unwinding = PoisonOnPanic(&self.log);
         let horizon = self.gc.horizon_hint();
         // A big commit: the disk writes and syncs the record while the
         // index installs it, what the caller will wait for anyway.
@@ -579,13 +579,14 @@ impl Inner {
     }
 
     /// Step 4: encodes the record for `ts` (in the sequencer's scratch
-    /// buffer) and appends it to the log. Returns the bytes now buffered.
+    /// buffer) and appends it to the log. Returns the bytes now buffered,
+    /// and a guard to hold until the record is published (`PoisonOnPanic`).
     fn append_record(
         &self,
         seq: &mut Sequencer,
         ts: u64,
         encode: impl FnOnce(&mut Vec<u8>),
-    ) -> usize {
+    ) -> (usize, PoisonOnPanic<'_>) {
         let mut record = std::mem::take(&mut seq.scratch);
         record.clear();
         encode(&mut record);
@@ -593,7 +594,7 @@ impl Inner {
         if record.capacity() <= 1 << 20 {
             seq.scratch = record;
         }
-        buffered
+        (buffered, PoisonOnPanic(&self.log))
     }
 
     /// Steps 5 (its end), 6 and 7, out of the sequencer. `synced`: the
@@ -629,10 +630,9 @@ impl Inner {
         // 3. Take the commit ts; 4. append the redo record, before the
         // batch runs (and start its sync, for a big one).
         let ts = seq.last_ts + 1;
-        let buffered = self.append_record(&mut seq, ts, |record| {
+        let (buffered, _unwinding) = self.append_record(&mut seq, ts, |record| {
             record::encode_logical(record, ts, &body);
         });
-        let _unwinding = PoisonOnPanic(&self.log);
         let (ran, synced) = self.beside_sync(body.len() >= EARLY_SYNC_BYTES, || {
             f(&mut batch, p).map(|out| {
                 // 5. Install.
