@@ -266,9 +266,16 @@ fn pending_transfers_are_posted_and_voided() {
     assert!(out.contains("balance  70"), "{out}");
 }
 
-/// A ledger with two accounts and `transfers` transfers between them, in
-/// `dir`, closed; with a checkpoint after the first transfer when asked.
-fn ledger_with_records(dir: &Path, transfers: u128, checkpoint: bool) {
+/// A ledger in `dir` with two accounts, 1 and 2, and `transfers`
+/// transfers from 1 to 2 (ids 1, 2, ...; transfer `id` moves
+/// `amount(id)`), with a checkpoint after each transfer `id` for which
+/// `checkpoint(id)` holds. Closed when it returns.
+fn ledger_with_transfers(
+    dir: &Path,
+    transfers: u128,
+    amount: impl Fn(u128) -> u128,
+    checkpoint: impl Fn(u128) -> bool,
+) {
     let ledger = Ledger::open(dir, LedgerOptions::default()).expect("open");
     let account = |id| Account {
         id,
@@ -284,16 +291,22 @@ fn ledger_with_records(dir: &Path, transfers: u128, checkpoint: bool) {
             id,
             debit_account_id: 1,
             credit_account_id: 2,
-            amount: id,
+            amount: amount(id),
             ledger: 1,
             code: 1,
             ..Transfer::default()
         };
         ledger.create_transfers(&[t]).expect("transfer");
-        if checkpoint && id == 1 {
+        if checkpoint(id) {
             ledger.checkpoint().expect("checkpoint");
         }
     }
+}
+
+/// `ledger_with_transfers` with transfer `id` moving `id`, and a
+/// checkpoint after the first transfer when asked.
+fn ledger_with_records(dir: &Path, transfers: u128, checkpoint: bool) {
+    ledger_with_transfers(dir, transfers, |id| id, |id| checkpoint && id == 1);
 }
 
 fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
@@ -427,33 +440,8 @@ fn inspect_of_a_missing_directory_fails() {
 fn a_damaged_checkpoint_is_reported_by_open_and_by_inspect() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    {
-        let ledger = Ledger::open(dir, LedgerOptions::default()).expect("open");
-        let account = |id| Account {
-            id,
-            ledger: 1,
-            code: 1,
-            ..Account::default()
-        };
-        ledger
-            .create_accounts(&[account(1), account(2)])
-            .expect("accounts");
-        for id in 1..=3u128 {
-            let t = Transfer {
-                id,
-                debit_account_id: 1,
-                credit_account_id: 2,
-                amount: 10,
-                ledger: 1,
-                code: 1,
-                ..Transfer::default()
-            };
-            ledger.create_transfers(&[t]).expect("transfer");
-            if id < 3 {
-                ledger.checkpoint().expect("checkpoint");
-            }
-        }
-    }
+    // Two checkpoints (after transfers 1 and 2), then a third transfer.
+    ledger_with_transfers(dir, 3, |_| 10, |id| id < 3);
     let checkpoints = files_with(dir, "ckpt");
     assert_eq!(checkpoints.len(), 2, "{checkpoints:?}");
     let newest = checkpoints.last().expect("newest");
