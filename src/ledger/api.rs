@@ -21,7 +21,7 @@ use super::codec::{
     TRANSFER,
 };
 use super::codes::{CreateAccountResult, CreateTransferResult};
-use super::machine::{MAX_BATCH_EVENTS, Machine, first_timestamp};
+use super::machine::{MAX_BATCH_EVENTS, Machine, Shared, first_timestamp};
 use super::types::{
     Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, Transfer,
 };
@@ -49,7 +49,7 @@ impl Default for LedgerOptions {
 /// Re-executes the ledger's logical records on recovery.
 #[derive(Debug)]
 struct LedgerReplay {
-    expiry_hint: Arc<AtomicU64>,
+    shared: Arc<Shared>,
 }
 
 fn malformed(what: &str) -> Error {
@@ -64,19 +64,19 @@ impl Replay for LedgerReplay {
             OP_CREATE_ACCOUNTS => {
                 let accounts: Vec<Account> =
                     events.filter_map(|r| codec::decode_account(&r)).collect();
-                execute_accounts(batch, first_ts, &accounts, &self.expiry_hint)?;
+                execute_accounts(batch, first_ts, &accounts, &self.shared)?;
             }
             OP_CREATE_TRANSFERS => {
                 let transfers: Vec<Transfer> =
                     events.filter_map(|r| codec::decode_transfer(&r)).collect();
-                execute_transfers(batch, first_ts, &transfers, &self.expiry_hint)?;
+                execute_transfers(batch, first_ts, &transfers, &self.shared)?;
             }
-            OP_EXPIRE => execute_expire(batch, first_ts, &self.expiry_hint)?,
+            OP_EXPIRE => execute_expire(batch, first_ts, &self.shared)?,
             OP_TRANSFERS_EXTRA => {
                 let writes = codec::decode_extra(trailer).ok_or_else(|| malformed("bad extra"))?;
                 let transfers: Vec<Transfer> =
                     events.filter_map(|r| codec::decode_transfer(&r)).collect();
-                execute_transfers(batch, first_ts, &transfers, &self.expiry_hint)?;
+                execute_transfers(batch, first_ts, &transfers, &self.shared)?;
                 for (key, value) in writes {
                     match value {
                         Some(v) => batch.put(key, v)?,
@@ -112,9 +112,9 @@ fn execute_accounts(
     batch: &mut Batch<'_>,
     first_ts: u64,
     accounts: &[Account],
-    expiry_hint: &AtomicU64,
+    shared: &Shared,
 ) -> Result<Vec<CreateAccountResult>> {
-    let mut m = Machine::with_capacity(batch, accounts.len(), expiry_hint);
+    let mut m = Machine::with_capacity(batch, accounts.len(), shared);
     m.expire(first_ts);
     let results = m.create_accounts(first_ts, accounts);
     m.finish(last_of(first_ts, accounts.len()))?;
@@ -125,9 +125,9 @@ fn execute_transfers(
     batch: &mut Batch<'_>,
     first_ts: u64,
     transfers: &[Transfer],
-    expiry_hint: &AtomicU64,
+    shared: &Shared,
 ) -> Result<Vec<CreateTransferResult>> {
-    let mut m = Machine::with_capacity(batch, transfers.len(), expiry_hint);
+    let mut m = Machine::with_capacity(batch, transfers.len(), shared);
     m.expire(first_ts);
     m.prefetch(transfers);
     let results = m.create_transfers(first_ts, transfers);
@@ -135,8 +135,8 @@ fn execute_transfers(
     Ok(results)
 }
 
-fn execute_expire(batch: &mut Batch<'_>, now: u64, expiry_hint: &AtomicU64) -> Result<()> {
-    let mut m = Machine::with_capacity(batch, 0, expiry_hint);
+fn execute_expire(batch: &mut Batch<'_>, now: u64, shared: &Shared) -> Result<()> {
+    let mut m = Machine::with_capacity(batch, 0, shared);
     m.expire(now);
     m.finish(now)
 }
@@ -155,16 +155,16 @@ pub struct Reply<R> {
 }
 
 /// Runs a batch of events of type `E` with results `R`, live or on replay.
-type Execute<E, R> = fn(&mut Batch<'_>, u64, &[E], &AtomicU64) -> Result<Vec<R>>;
+type Execute<E, R> = fn(&mut Batch<'_>, u64, &[E], &Shared) -> Result<Vec<R>>;
 
 /// The double-entry ledger. `Send + Sync`: share it between threads.
 #[derive(Debug)]
 pub struct Ledger {
     engine: Engine,
     clock: Arc<dyn Clock>,
-    /// A lower bound of every pending transfer's expiry time, shared with
-    /// the replay hook (see `Machine::expire`).
-    expiry_hint: Arc<AtomicU64>,
+    /// The expiry hint and the state machine's kept caches, shared with
+    /// the replay hook (`machine::Shared`).
+    shared: Arc<Shared>,
 }
 
 fn check_batch(len: usize) -> Result<()> {
@@ -181,15 +181,15 @@ impl Ledger {
     /// acknowledged batch.
     pub fn open(dir: impl AsRef<Path>, options: LedgerOptions) -> Result<Ledger> {
         let mut engine_options = options.engine;
-        let expiry_hint = Arc::new(AtomicU64::new(0));
+        let shared = Arc::new(Shared::default());
         engine_options.replay = Some(Arc::new(LedgerReplay {
-            expiry_hint: Arc::clone(&expiry_hint),
+            shared: Arc::clone(&shared),
         }));
         let engine = Engine::open(dir, engine_options)?;
         Ok(Ledger {
             engine,
             clock: options.clock,
-            expiry_hint,
+            shared,
         })
     }
 
@@ -242,7 +242,7 @@ impl Ledger {
         check_batch(transfers.len())?;
         let now = self.clock.now_ns();
         let (commit_ts, (timestamp, results, r)) = self.engine.apply(|batch| {
-            restoring_hint(&self.expiry_hint, || {
+            restoring_hint(&self.shared.expiry_hint, || {
                 let first_ts = first_timestamp(batch, now, transfers.len())?;
                 let mut body = codec::encode_body(
                     OP_TRANSFERS_EXTRA,
@@ -250,7 +250,7 @@ impl Ledger {
                     transfers,
                     codec::encode_transfer,
                 );
-                let results = execute_transfers(batch, first_ts, transfers, &self.expiry_hint)?;
+                let results = execute_transfers(batch, first_ts, transfers, &self.shared)?;
                 let mut extra = Extra {
                     batch,
                     trailer: body,
@@ -296,8 +296,8 @@ impl Ledger {
                 Ok((codec::encode_body(op, first_ts, events, encode), first_ts))
             },
             |batch, first_ts| {
-                restoring_hint(&self.expiry_hint, || {
-                    let results = execute(batch, first_ts, events, &self.expiry_hint)?;
+                restoring_hint(&self.shared.expiry_hint, || {
+                    let results = execute(batch, first_ts, events, &self.shared)?;
                     Ok((first_ts, results))
                 })
             },
@@ -316,7 +316,7 @@ impl Ledger {
         let now = self.clock.now_ns();
         self.engine.apply(|batch| {
             let now = first_timestamp(batch, now, 0)?;
-            execute_expire(batch, now, &self.expiry_hint)?;
+            execute_expire(batch, now, &self.shared)?;
             batch.log_as(codec::encode_body::<Account>(
                 OP_EXPIRE,
                 now,

@@ -20,8 +20,22 @@ use crate::mvcc::KeyHasher;
 /// Records of type `T` by `u128` id, in insertion order.
 #[derive(Debug)]
 pub(crate) struct IdSlab<T> {
-    items: Vec<(u128, T)>,
+    items: Vec<Entry<T>>,
     index: HashTable<u32>,
+}
+
+/// A record and its id, which only the slab may change (the index holds
+/// the record's position under the id's hash).
+#[derive(Debug)]
+pub(crate) struct Entry<T> {
+    id: u128,
+    pub(crate) value: T,
+}
+
+impl<T> Entry<T> {
+    pub(crate) fn id(&self) -> u128 {
+        self.id
+    }
 }
 
 fn hash(id: u128) -> u64 {
@@ -47,19 +61,25 @@ impl<T> IdSlab<T> {
     pub(crate) fn reserve(&mut self, n: usize) {
         self.items.reserve(n);
         let items = &self.items;
-        self.index.reserve(n, |&at| hash(items[at as usize].0));
+        self.index.reserve(n, |&at| hash(items[at as usize].id));
+    }
+
+    /// Removes every record, keeping the room.
+    pub(crate) fn clear(&mut self) {
+        self.items.clear();
+        self.index.clear();
     }
 
     /// The position of `id`'s record.
     pub(crate) fn position(&self, id: u128) -> Option<usize> {
         let items = &self.items;
         self.index
-            .find(hash(id), |&at| items[at as usize].0 == id)
+            .find(hash(id), |&at| items[at as usize].id == id)
             .map(|&at| at as usize)
     }
 
     pub(crate) fn get(&self, id: u128) -> Option<&T> {
-        self.position(id).map(|at| &self.items[at].1)
+        self.position(id).map(|at| &self.items[at].value)
     }
 
     pub(crate) fn contains(&self, id: u128) -> bool {
@@ -68,7 +88,7 @@ impl<T> IdSlab<T> {
 
     /// The record at `at` (a position `position` or `push_new` gave).
     pub(crate) fn at_mut(&mut self, at: usize) -> &mut T {
-        &mut self.items[at].1
+        &mut self.items[at].value
     }
 
     /// Adds the record of an id known to be absent (the caller looked);
@@ -81,10 +101,10 @@ impl<T> IdSlab<T> {
             // records each: far below 2^32.
             panic!("an IdSlab of 2^32 records");
         };
-        self.items.push((id, value));
+        self.items.push(Entry { id, value });
         let items = &self.items;
         self.index
-            .insert_unique(hash(id), position, |&p| hash(items[p as usize].0));
+            .insert_unique(hash(id), position, |&p| hash(items[p as usize].id));
         at
     }
 
@@ -99,13 +119,13 @@ impl<T> IdSlab<T> {
         let items = &self.items;
         match self.index.entry(
             hash(id),
-            |&p| items[p as usize].0 == id,
-            |&p| hash(items[p as usize].0),
+            |&p| items[p as usize].id == id,
+            |&p| hash(items[p as usize].id),
         ) {
             hashbrown::hash_table::Entry::Occupied(_) => None,
             hashbrown::hash_table::Entry::Vacant(slot) => {
                 slot.insert(position);
-                self.items.push((id, value));
+                self.items.push(Entry { id, value });
                 Some(at)
             }
         }
@@ -115,14 +135,14 @@ impl<T> IdSlab<T> {
     /// latest `push_new`).
     pub(crate) fn pop(&mut self, id: u128) -> Option<T> {
         let last = self.items.len().checked_sub(1)?;
-        if self.items[last].0 != id {
+        if self.items[last].id != id {
             return None;
         }
         let Ok(slot) = self.index.find_entry(hash(id), |&at| at as usize == last) else {
             unreachable!("an item missing from the index");
         };
         slot.remove();
-        self.items.pop().map(|(_, v)| v)
+        self.items.pop().map(|e| e.value)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -130,13 +150,19 @@ impl<T> IdSlab<T> {
     }
 
     /// Every record with its id, in insertion order, as a slice.
-    pub(crate) fn as_slice(&self) -> &[(u128, T)] {
+    pub(crate) fn as_slice(&self) -> &[Entry<T>] {
         &self.items
+    }
+
+    /// The records from position `first` on, to change in place (their
+    /// ids stay as they are).
+    pub(crate) fn tail_mut(&mut self, first: usize) -> &mut [Entry<T>] {
+        &mut self.items[first..]
     }
 
     /// Every record with its id, in insertion order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u128, &T)> {
-        self.items.iter().map(|(id, v)| (*id, v))
+        self.items.iter().map(|e| (e.id, &e.value))
     }
 }
 
@@ -151,6 +177,9 @@ mod tests {
         Insert(u128, u32),
         InsertIfAbsent(u128, u32),
         PopLast,
+        /// Adds 1 to every value from this position on (`tail_mut`).
+        BumpFrom(usize),
+        Clear,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -159,6 +188,9 @@ mod tests {
             (0u128..40, any::<u32>()).prop_map(|(id, v)| Op::Insert(id << 64 | id, v)),
             (0u128..40, any::<u32>()).prop_map(|(id, v)| Op::InsertIfAbsent(id << 64 | id, v)),
             Just(Op::PopLast),
+            (0usize..50).prop_map(Op::BumpFrom),
+            // Rarely: a clear empties everything the ops built up.
+            (0u8..20).prop_map(|n| if n == 0 { Op::Clear } else { Op::PopLast }),
         ]
     }
 
@@ -210,6 +242,21 @@ mod tests {
                         }
                         prop_assert_eq!(slab.pop(last), model.remove(&last));
                         order.pop();
+                    }
+                    Op::BumpFrom(first) => {
+                        let first = first.min(order.len());
+                        for e in slab.tail_mut(first) {
+                            e.value = e.value.wrapping_add(1);
+                        }
+                        for id in &order[first..] {
+                            let v = model.get_mut(id).unwrap();
+                            *v = v.wrapping_add(1);
+                        }
+                    }
+                    Op::Clear => {
+                        slab.clear();
+                        model.clear();
+                        order.clear();
                     }
                 }
                 prop_assert_eq!(slab.len(), order.len());

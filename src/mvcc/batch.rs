@@ -41,10 +41,6 @@ pub(crate) struct BatchWrites {
 pub(crate) struct OnceWrites(Vec<Hashed>);
 
 impl OnceWrites {
-    pub(crate) fn with_capacity(n: usize) -> Self {
-        OnceWrites(Vec::with_capacity(n))
-    }
-
     /// Sets `key` to `value`, built in `spare` when it is the right size
     /// (`Spares::take`).
     pub(crate) fn put_once(
@@ -94,6 +90,14 @@ impl BatchWrites {
         let map = self.map.into_values().map(|b| (hash_of(b.key()), b));
         map.chain(self.once.0)
     }
+
+    /// `into_hashed` as a vector: the once-writes' own, the map's writes
+    /// added.
+    pub(crate) fn into_hashed_vec(self) -> Vec<Hashed> {
+        let mut all = self.once.0;
+        all.extend(self.map.into_values().map(|b| (hash_of(b.key()), b)));
+        all
+    }
 }
 
 /// A buffer left by a pruned version, to build a write in without an
@@ -121,6 +125,12 @@ impl Spares<'_> {
     pub(crate) fn take(self, n: usize, key_len: usize, value_len: usize) -> Vec<Spare> {
         let len = Blob::size(key_len, value_len);
         self.0.take_spare(n, len).into_iter().map(Spare).collect()
+    }
+
+    /// Empty once-writes with room for `n` writes, in a vector an earlier
+    /// batch emptied when there is one (`Index::take_writes`).
+    pub(crate) fn writes(self, n: usize) -> OnceWrites {
+        OnceWrites(self.0.take_writes(n))
     }
 }
 
@@ -170,25 +180,29 @@ impl<'a> Batch<'a> {
         }
     }
 
-    /// Calls `decode` with each of `keys` and its newest value (as
-    /// `get_with`) and `place(i, decoded value of keys[i])` for every `i`,
-    /// in no particular order: many lookups at once, faster than one by
-    /// one (`Index::latest_many`).
-    pub(crate) fn get_many<K, T>(
+    /// Calls `fill(key, value, &mut dest[i])` with each key `keys[i]` and
+    /// its newest value (as `get_with`): many lookups at once, faster than
+    /// one by one (`Index::latest_into`).
+    ///
+    /// # Panics
+    ///
+    /// When `dest` and `keys` differ in length.
+    pub(crate) fn get_into<K, D>(
         &self,
         keys: &[K],
-        decode: impl Fn(&[u8], Option<&[u8]>) -> T + Sync,
-        mut place: impl FnMut(u32, T),
+        dest: &mut [D],
+        fill: impl Fn(&[u8], Option<&[u8]>, &mut D) + Sync,
     ) where
         K: AsRef<[u8]> + Sync,
-        T: Send,
+        D: Send,
     {
         if self.writes.map.is_empty() {
-            return self.index.latest_many(keys, decode, place);
+            return self.index.latest_into(keys, dest, fill);
         }
-        for (i, key) in (0u32..).zip(keys) {
+        assert_eq!(keys.len(), dest.len(), "get_into: a destination per key");
+        for (key, dest) in keys.iter().zip(dest) {
             let key = key.as_ref();
-            place(i, self.get_with(key, |value| decode(key, value)));
+            self.get_with(key, |value| fill(key, value, dest));
         }
     }
 
@@ -226,11 +240,13 @@ impl<'a> Batch<'a> {
     /// taken apart).
     pub(crate) fn extend_once(&mut self, writes: OnceWrites) {
         let once = &mut self.writes.once.0;
-        if once.is_empty() && once.capacity() <= writes.0.capacity() {
-            *once = writes.0;
+        let mut emptied = writes.0;
+        if once.is_empty() && once.capacity() <= emptied.capacity() {
+            std::mem::swap(once, &mut emptied);
         } else {
-            once.extend(writes.0);
+            once.append(&mut emptied);
         }
+        self.index.keep_writes(emptied);
     }
 
     /// Deletes `key` in this batch.

@@ -9,24 +9,27 @@
 //! no lock is held across user code and writers are never blocked for long.
 //!
 //! Lock order: a thread that holds several shard locks at once (a small
-//! commit's install, `install_small`, and a few lookups, `latest_few`, which
-//! the sequencer runs and so does `Engine::warm` for its callers) takes
-//! them in shard order; every other holder takes one at a time and waits
-//! for no other lock meanwhile. So no cycle of waits can form.
+//! commit's install, `install_small`, and bulk lookups, `latest_claim`,
+//! which the sequencer runs and so does `Engine::warm` for its callers)
+//! takes them in shard order; every other holder takes one at a time and
+//! waits for no other lock meanwhile. So no cycle of waits can form.
 //!
 //! Writers are the sequencer (installs, in ts order), recovery, and the
 //! garbage collector (prunes). A version at ts T is invisible to readers
 //! until the engine's visible ts reaches T; the index itself does not know
 //! what is visible, readers pass their ts.
 //!
-//! Big batches go through the index in bulk (`install_all`, and
-//! `latest_many` for the ledger's lookups before a batch runs): grouped by
-//! shard, a lock hold per `CHUNK` keys, and shared between the caller and a
-//! helper thread past `PARALLEL_MIN` keys, each taking the next untaken
-//! shard (`by_shards`: shards are disjoint, so the two never touch the same
-//! lock; the caller publishes nothing until both are done). Within a
-//! chunk, the entries (and what an install will prune) are read in passes
-//! of independent loads first (`warm`), so that their cache misses overlap.
+//! Big batches go through the index in bulk, shared between the caller and
+//! a helper thread past `PARALLEL_MIN` keys, each taking the next untaken
+//! part (`by_parts`). Installs (`install_all`) and prunes are grouped by
+//! shard, a part per shard and a write lock hold per `CHUNK` keys: the
+//! parts are disjoint, so the two threads never touch the same lock, and
+//! the caller publishes nothing until both are done. Lookups
+//! (`latest_into`, the ledger's before a batch runs) go in claims of
+//! `CLAIM` keys in input order, each claim's shards read-locked at once,
+//! and write each answer in place. Within a chunk, the entries (and what
+//! an install will prune) are read in passes of independent loads first
+//! (`warm`), so that their cache misses overlap.
 //! The blobs of small versions pruned at install are kept for new versions
 //! of the same length (`take_spare`).
 //!
@@ -56,8 +59,19 @@ const PARALLEL_MIN: usize = 4096;
 /// kept (a few MiB at most).
 const SPARE_BYTES: usize = 256;
 const SPARE_MAX: usize = 1 << 14;
-/// The most writes installed under one hold of a shard's lock.
+/// `keep_writes` keeps at most `KEPT_VECTORS` emptied vectors of writes,
+/// each with room for at most `KEPT_WRITES_MAX` (a batch of 8,190
+/// transfers writes about 40,000 keys; a bigger one's vectors go).
+const KEPT_VECTORS: usize = 4;
+const KEPT_WRITES_MAX: usize = 1 << 17;
+/// The most writes installed under one hold of a shard's lock, and the
+/// keys of a lookup pass.
 const CHUNK: usize = 64;
+/// The keys of a claim of `latest_into`: its shards' read locks are taken
+/// once for them: about 32 keys a lock, spread over the 64 shards. Both
+/// threads take the same shards' read locks, whose lock words then move
+/// between the cores: a lock per few keys would cost more than the keys.
+const CLAIM: usize = 2048;
 
 /// A set of writes to install and log: key and new value (`None` deletes).
 /// Installing takes them by move, as the blobs the index keeps (a batch
@@ -68,6 +82,13 @@ pub(crate) trait Writes {
     /// The writes as the index holds them, moved out, each with its key's
     /// hash (`hash_of`).
     fn into_hashed(self) -> impl Iterator<Item = Hashed>;
+    /// `into_hashed`, as a vector.
+    fn into_hashed_vec(self) -> Vec<Hashed>
+    where
+        Self: Sized,
+    {
+        self.into_hashed().collect()
+    }
 }
 
 impl Writes for super::txn::WriteSet {
@@ -91,6 +112,9 @@ impl Writes for super::batch::BatchWrites {
     }
     fn into_hashed(self) -> impl Iterator<Item = Hashed> {
         self.into_hashed()
+    }
+    fn into_hashed_vec(self) -> Vec<Hashed> {
+        self.into_hashed_vec()
     }
 }
 
@@ -173,62 +197,60 @@ fn shard_groups(sorted: impl ExactSizeIterator<Item = usize>) -> (Vec<usize>, Ve
 }
 
 /// Counts items by shard (`hash` gives an item's `hash_of`), then moves
-/// each into its shard's bucket, each bucket sized exactly. Separate
-/// passes: one loop doing all of it was slower.
-fn bucket_by_shard<T>(items: Vec<T>, hash: impl Fn(&T) -> u64) -> Vec<Vec<T>> {
+/// each into its shard's bucket, each bucket sized exactly, leaving
+/// `items` empty. Separate passes: one loop doing all of it was slower.
+fn bucket_by_shard<T>(items: &mut Vec<T>, hash: impl Fn(&T) -> u64) -> Vec<Vec<T>> {
     let mut counts = [0usize; SHARDS];
-    for item in &items {
+    for item in items.iter() {
         counts[shard_of_hash(hash(item))] += 1;
     }
     let mut buckets: Vec<Vec<T>> = counts.iter().map(|&n| Vec::with_capacity(n)).collect();
-    for item in items {
+    for item in items.drain(..) {
         buckets[shard_of_hash(hash(&item))].push(item);
     }
     buckets
 }
 
-/// Runs `run(shard, bucket, out)` for every shard's bucket (`total` items
-/// in all) and returns all that the runs pushed to `out`, in no particular
-/// order: on this thread alone under `PARALLEL_MIN` items, else on this
-/// thread and a helper, each taking the next shard not yet taken until
-/// none is left. The shards are disjoint, so the two never touch the same
-/// lock. Taking shards one at a time lets the faster thread do more: the
-/// helper starts about 60 us late and shares its core with the log's sync,
-/// and with the shards split in two halves up front this thread waited
-/// for it 0.3 to 0.5 ms a batch of 8,190 transfers. `room`: the capacity
-/// each thread's `out` starts with.
-fn by_shards<T: Send, R: Send>(
-    buckets: Vec<T>,
+/// Runs `run(i, part, out)` for every part (a shard's bucket, or a claim
+/// of keys; `total` items in all) and returns all that the runs pushed to
+/// `out`, in no particular order: on this thread alone under
+/// `PARALLEL_MIN` items, else on this thread and a helper, each taking the
+/// next part not yet taken until none is left. Taking parts one at a time
+/// lets the faster thread do more: the helper starts about 60 us late and
+/// shares its core with the log's sync, and with the shards split in two
+/// halves up front this thread waited for it 0.3 to 0.5 ms a batch of
+/// 8,190 transfers.
+fn by_parts<T: Send, R: Send>(
+    parts: Vec<T>,
     total: usize,
-    room: usize,
     run: impl Fn(usize, T, &mut Vec<R>) + Sync,
 ) -> Vec<R> {
     if total < PARALLEL_MIN || cfg!(loom) {
-        let mut out = Vec::with_capacity(room);
-        for (shard, bucket) in buckets.into_iter().enumerate() {
-            run(shard, bucket, &mut out);
+        let mut out = Vec::new();
+        for (i, part) in parts.into_iter().enumerate() {
+            run(i, part, &mut out);
         }
         return out;
     }
     // Local to the two threads, and never under loom (above): std's and
-    // parking_lot's types, not the `crate::sync` shim. Each bucket is
-    // taken out of its slot before it runs: no slot's lock is held while
-    // `run` takes shard locks.
-    let buckets: Vec<parking_lot::Mutex<Option<T>>> = buckets
+    // parking_lot's types, not the `crate::sync` shim. Each part is taken
+    // out of its slot before it runs: no slot's lock is held while `run`
+    // takes shard locks.
+    let parts: Vec<parking_lot::Mutex<Option<T>>> = parts
         .into_iter()
-        .map(|b| parking_lot::Mutex::new(Some(b)))
+        .map(|p| parking_lot::Mutex::new(Some(p)))
         .collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let work = || {
-        let mut out = Vec::with_capacity(room);
+        let mut out = Vec::new();
         loop {
-            let shard = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(slot) = buckets.get(shard) else {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(slot) = parts.get(i) else {
                 return out;
             };
-            let bucket = slot.lock().take();
-            if let Some(bucket) = bucket {
-                run(shard, bucket, &mut out);
+            let part = slot.lock().take();
+            if let Some(part) = part {
+                run(i, part, &mut out);
             }
         }
     };
@@ -349,6 +371,9 @@ pub(crate) struct Index {
     /// never does pays nothing for them.
     spare: Mutex<Vec<Blob>>,
     spare_wanted: AtomicBool,
+    /// Emptied vectors of writes, for the next big batch's once-writes
+    /// (`take_writes`).
+    emptied: Mutex<Vec<Vec<Hashed>>>,
 }
 
 /// The shard of `key`: bits 40..46 of its hash. Not the low 32 bits: the
@@ -497,6 +522,7 @@ impl Index {
             reclaimed: AtomicU64::new(0),
             spare: Mutex::new(Vec::new()),
             spare_wanted: AtomicBool::new(false),
+            emptied: Mutex::new(Vec::new()),
         }
     }
 
@@ -538,99 +564,88 @@ impl Index {
     }
 
     /// Looks up the newest value of each of `keys` (visible or not, as
-    /// `latest_with`) and calls `place(i, decode(value of keys[i]))` for
-    /// every `i`, in no particular order, on the calling thread. In bulk:
-    /// the lookups are grouped by shard (a read lock per `CHUNK` of them),
-    /// and a loop of independent lookups lets the processor wait for
-    /// several cache misses at once where lookups spread through other
-    /// work wait for each in turn; many keys are shared between this
-    /// thread and a helper, as `install_all`. Fewer than `GROUP_MIN` keys go to
-    /// `latest_few`.
-    pub(crate) fn latest_many<K, T>(
+    /// `latest_with`) and calls `fill(key, value, &mut dest[i])` for the
+    /// key `keys[i]`: the answers land where the caller wants them, in
+    /// input order, with no list of answers in between (one of a batch's
+    /// 16,000 account lookups was 8 MB, allocated and freed per batch).
+    ///
+    /// In bulk: a loop of independent lookups lets the processor wait for
+    /// several cache misses at once, where lookups spread through other
+    /// work wait for each in turn. The keys go in claims of `CLAIM`; a
+    /// claim's shards are read-locked at once, in shard order (the module's
+    /// lock order), and its keys read in passes of `CHUNK` (`latest_claim`).
+    /// Past `PARALLEL_MIN` keys, this thread and a helper each take the
+    /// next claim not yet taken (`by_parts`): each claim writes its own
+    /// part of `dest`.
+    ///
+    /// # Panics
+    ///
+    /// When `dest` and `keys` differ in length.
+    pub(crate) fn latest_into<K, D>(
         &self,
         keys: &[K],
-        decode: impl Fn(&[u8], Option<&[u8]>) -> T + Sync,
-        mut place: impl FnMut(u32, T),
+        dest: &mut [D],
+        fill: impl Fn(&[u8], Option<&[u8]>, &mut D) + Sync,
     ) where
         K: AsRef<[u8]> + Sync,
-        T: Send,
+        D: Send,
     {
-        if keys.len() < GROUP_MIN {
-            return self.latest_few(keys, decode, place);
-        }
-        let mut by_shard: Vec<Vec<(u32, u64)>> = vec![Vec::new(); SHARDS];
-        for (i, key) in (0u32..).zip(keys) {
-            let hash = hash_of(key.as_ref());
-            by_shard[shard_of_hash(hash)].push((i, hash));
-        }
-        // Each thread's answers go to a vector with room for three quarters
-        // of them up front (one thread may do more than half): grown by
-        // doubling from nothing, they were copied again and again (records
-        // of up to 160 bytes, by the thousand).
-        let room = keys.len() - keys.len() / 4;
-        let found = by_shards(by_shard, keys.len(), room, |s, bucket, out| {
-            for chunk in bucket.chunks(CHUNK) {
-                let shard = self.shards[s].read();
-                // Pass by pass, as `warm`: every entry's bucket; every
-                // entry by its hash bits, asking for its blob's lines;
-                // then each found for real (from the cache, mostly) and
-                // decoded.
-                for &(i, hash) in chunk {
-                    shard.prefetch(hash, keys[i as usize].as_ref());
-                }
-                for &(i, hash) in chunk {
-                    if let Some(chain) = shard.peek(hash, keys[i as usize].as_ref()) {
-                        chain.newest.prefetch(VALUE_LINES);
-                    }
-                }
-                for &(i, hash) in chunk {
-                    let key = keys[i as usize].as_ref();
-                    let value = shard.get(hash, key).and_then(|c| c.newest.value());
-                    out.push((i, decode(key, value)));
-                }
-            }
+        assert_eq!(keys.len(), dest.len(), "latest_into: a destination per key");
+        let claims: Vec<(&[K], &mut [D])> =
+            keys.chunks(CLAIM).zip(dest.chunks_mut(CLAIM)).collect();
+        by_parts(claims, keys.len(), |_, (keys, dest), _: &mut Vec<()>| {
+            self.latest_claim(keys, dest, &fill);
         });
-        for (i, found) in found {
-            place(i, found);
-        }
     }
 
     /// Brings the newest versions of `keys` into the processor's cache, in
-    /// passes whose misses overlap (`latest_many` with nothing to decode):
+    /// passes whose misses overlap (`latest_into` with nothing to fill):
     /// a hint for a caller about to read them one by one.
     pub(crate) fn warm_keys<K: AsRef<[u8]> + Sync>(&self, keys: &[K]) {
-        self.latest_many(keys, |_, _| (), |_, ()| ());
+        let mut nothing = vec![(); keys.len()];
+        self.latest_into(keys, &mut nothing, |_, _, ()| ());
     }
 
-    /// `latest_many` for a few keys: every shard they fall in is read
-    /// locked at once, in shard order (as `install_small`), and the entries
-    /// and values are asked for in a pass of independent loads, then found
-    /// and decoded.
-    fn latest_few<K: AsRef<[u8]>, T>(
+    /// `latest_into`'s work for one claim: every shard its keys fall in is
+    /// read-locked at once, in shard order, then the keys are read in
+    /// order, `CHUNK` at a time, each chunk in three passes: every entry's
+    /// bucket is asked for (`Shard::prefetch`, which reads nothing); every
+    /// entry is found by its hash bits (`Shard::peek`) and its blob's
+    /// lines asked for; then each is found for real (from the cache,
+    /// mostly) and handed to `fill`.
+    fn latest_claim<K: AsRef<[u8]>, D>(
         &self,
         keys: &[K],
-        decode: impl Fn(&[u8], Option<&[u8]>) -> T,
-        mut place: impl FnMut(u32, T),
+        dest: &mut [D],
+        fill: &impl Fn(&[u8], Option<&[u8]>, &mut D),
     ) {
-        let mut found: Vec<(usize, u32, u64)> = (0u32..)
-            .zip(keys)
-            .map(|(i, key)| {
-                let hash = hash_of(key.as_ref());
-                (shard_of_hash(hash), i, hash)
-            })
-            .collect();
-        found.sort_unstable_by_key(|f| f.0);
-        let (locked, at) = shard_groups(found.iter().map(|f| f.0));
-        let guards: Vec<_> = locked.iter().map(|&s| self.shards[s].read()).collect();
-        for (&(_, i, hash), &g) in found.iter().zip(&at) {
-            if let Some(chain) = guards[g].peek(hash, keys[i as usize].as_ref()) {
-                chain.newest.prefetch(VALUE_LINES);
-            }
+        let hashes: Vec<u64> = keys.iter().map(|k| hash_of(k.as_ref())).collect();
+        let mut touched = [false; SHARDS];
+        for &hash in &hashes {
+            touched[shard_of_hash(hash)] = true;
         }
-        for (&(_, i, hash), &g) in found.iter().zip(&at) {
-            let key = keys[i as usize].as_ref();
-            let value = guards[g].get(hash, key).and_then(|c| c.newest.value());
-            place(i, decode(key, value));
+        let mut guard_of = [0u8; SHARDS];
+        let mut guards = Vec::with_capacity(SHARDS);
+        for (shard, _) in touched.iter().enumerate().filter(|(_, t)| **t) {
+            guard_of[shard] = guards.len() as u8;
+            guards.push(self.shards[shard].read());
+        }
+        let shard = |hash: u64| &*guards[guard_of[shard_of_hash(hash)] as usize];
+        let chunks = keys.chunks(CHUNK).zip(hashes.chunks(CHUNK));
+        for ((keys, hashes), dest) in chunks.zip(dest.chunks_mut(CHUNK)) {
+            for (key, &hash) in keys.iter().zip(hashes) {
+                shard(hash).prefetch(hash, key.as_ref());
+            }
+            for (key, &hash) in keys.iter().zip(hashes) {
+                if let Some(chain) = shard(hash).peek(hash, key.as_ref()) {
+                    chain.newest.prefetch(VALUE_LINES);
+                }
+            }
+            for ((key, &hash), dest) in keys.iter().zip(hashes).zip(dest) {
+                let key = key.as_ref();
+                let value = shard(hash).get(hash, key).and_then(|c| c.newest.value());
+                fill(key, value, dest);
+            }
         }
     }
 
@@ -666,7 +681,7 @@ impl Index {
     /// A big commit's writes are grouped by shard, so that each lock hold
     /// (of at most `CHUNK` writes, to keep readers' waits short) and each
     /// counter update covers many of them, and its shards are shared
-    /// between this thread and a helper (`PARALLEL_MIN`, `by_shards`): the
+    /// between this thread and a helper (`PARALLEL_MIN`, `by_parts`): the
     /// shards are disjoint, and the caller publishes nothing before both
     /// are done. Small commits skip the bucketing, which costs more than it
     /// saves on a few writes (`install_small`), and a single write goes
@@ -688,9 +703,10 @@ impl Index {
         // The hashes come with the writes: a batch takes each as it builds
         // the write, while the key is in the cache (a pass over the blobs
         // here missed the cache on most of them, 20 ns a write).
-        let writes: Vec<Hashed> = writes.into_hashed().collect();
-        let buckets = bucket_by_shard(writes, |&(hash, _)| hash);
-        by_shards(buckets, count, 0, |shard, bucket, visit| {
+        let mut writes = writes.into_hashed_vec();
+        let buckets = bucket_by_shard(&mut writes, |&(hash, _)| hash);
+        self.keep_writes(writes);
+        by_parts(buckets, count, |shard, bucket, visit| {
             self.install_shard(shard, bucket.into_iter(), ts, h, visit);
         })
     }
@@ -819,6 +835,28 @@ impl Index {
         taken
     }
 
+    /// An empty vector with room for `n` writes, one that an earlier
+    /// batch's writes emptied when there is one (`keep_writes`): a batch
+    /// of 8,190 transfers builds 2 MB of once-writes, and the memory of a
+    /// fresh vector comes from the system page by page, each page a fault.
+    pub(crate) fn take_writes(&self, n: usize) -> Vec<Hashed> {
+        let mut v = self.emptied.lock().pop().unwrap_or_default();
+        v.reserve(n);
+        v
+    }
+
+    /// Keeps an emptied vector of writes for `take_writes`: a few, of the
+    /// sizes big batches use.
+    pub(crate) fn keep_writes(&self, v: Vec<Hashed>) {
+        debug_assert!(v.is_empty(), "keep_writes of a vector with writes");
+        if (GROUP_MIN..=KEPT_WRITES_MAX).contains(&v.capacity()) && v.is_empty() {
+            let mut kept = self.emptied.lock();
+            if kept.len() < KEPT_VECTORS {
+                kept.push(v);
+            }
+        }
+    }
+
     /// Recovery's install: no reader exists yet, so the new version simply
     /// replaces the key's state (a tombstone removes the key). The version
     /// is a key's only one: it goes without room for an older one
@@ -870,7 +908,7 @@ impl Index {
     /// `GROUP_MIN` of them, grouped by shard, `CHUNK` per lock hold, each
     /// chunk's entries and older versions read in a pass of independent
     /// loads first (as `warm`), and shared with a helper thread past
-    /// `PARALLEL_MIN` keys (`by_shards`, as `install_all`). Returns the
+    /// `PARALLEL_MIN` keys (`by_parts`, as `install_all`). Returns the
     /// keys that still hold versions above `watermark`, with their newest
     /// ts.
     pub(crate) fn prune_all(&self, keys: Vec<Key>, h: &Horizon) -> Vec<(u64, Key)> {
@@ -882,15 +920,15 @@ impl Index {
                 .collect();
         }
         let total = keys.len();
-        let hashed: Vec<(Key, u64)> = keys
+        let mut hashed: Vec<(Key, u64)> = keys
             .into_iter()
             .map(|k| {
                 let hash = hash_of(k.as_bytes());
                 (k, hash)
             })
             .collect();
-        let buckets = bucket_by_shard(hashed, |&(_, hash)| hash);
-        by_shards(buckets, total, 0, |shard, bucket, again| {
+        let buckets = bucket_by_shard(&mut hashed, |&(_, hash)| hash);
+        by_parts(buckets, total, |shard, bucket, again| {
             self.prune_shard(shard, &bucket, h, again);
         })
     }
@@ -1150,6 +1188,44 @@ mod tests {
     /// `prune_all` (grouped by shard, in chunks, on two threads past
     /// `PARALLEL_MIN` keys) leaves the same index and returns the same keys
     /// as `prune` key by key: versions kept, tombstones removed, counters.
+    /// `latest_into` writes each key's newest value (as `latest_with`) to
+    /// the key's own place, for every size of call: under `GROUP_MIN`, one
+    /// claim, several claims on one thread, and past `PARALLEL_MIN` on two;
+    /// with keys present, absent, deleted and repeated.
+    #[test]
+    fn latest_into_answers_each_key_in_its_place() {
+        let index = Index::new();
+        let key = |i: usize| format!("key-{i:06}").into_bytes();
+        for i in 0..3 * CLAIM {
+            // A second version for every third key, a tombstone for every
+            // fifth, none at all for every seventh.
+            if i % 7 == 0 {
+                continue;
+            }
+            index.install(&key(i), 1, b(&format!("{i}@1")), 0);
+            if i % 3 == 0 {
+                index.install(&key(i), 2, b(&format!("{i}@2")), 0);
+            }
+            if i % 5 == 0 {
+                index.install(&key(i), 3, None, 0);
+            }
+        }
+        for n in [0, 5, GROUP_MIN + 1, CLAIM + 7, PARALLEL_MIN + 1000] {
+            // Spread over all keys, some asked twice, in no order.
+            let keys: Vec<Vec<u8>> = (0..n).map(|i| key((i * 7919) % (3 * CLAIM + 50))).collect();
+            // Each place gets its key and value, "?" before.
+            type Answer = (Vec<u8>, Option<Vec<u8>>);
+            let mut dest: Vec<Answer> = vec![(b"?".to_vec(), None); n];
+            index.latest_into(&keys, &mut dest, |k, v, d| {
+                *d = (k.to_vec(), v.map(<[u8]>::to_vec));
+            });
+            for (k, d) in keys.iter().zip(&dest) {
+                let want = index.latest_with(k, |v| v.map(<[u8]>::to_vec));
+                assert_eq!(d, &(k.clone(), want), "n {n}");
+            }
+        }
+    }
+
     #[test]
     fn prune_all_does_what_prune_does_key_by_key() {
         for n in [GROUP_MIN - 1, 3 * CHUNK * SHARDS, PARALLEL_MIN + 500] {
