@@ -153,16 +153,20 @@ impl<const N: usize> Ahead for std::array::IntoIter<Hashed, N> {
 /// cache misses side by side, where the install, which writes as it goes,
 /// would wait for each in turn. Each pass only asks for the lines the next
 /// one reads (`prefetch`): the entries' buckets (`Shard::prefetch`, which
-/// reads nothing), the entries by their hash bits (`Shard::peek`, which
-/// does not wait for the key), then the blobs and lists behind them.
+/// reads nothing, not even the key: the part is in the hash) and the new
+/// blobs' first lines (the install compares their keys and sets their ts;
+/// a batch built them a while ago), the entries by their hash bits
+/// (`Shard::peek`, which does not wait for the key), then the blobs and
+/// lists behind them.
 fn warm(shard: &Shard<Chain>, writes: &[Hashed]) {
     let writes = &writes[..writes.len().min(CHUNK)];
     for (hash, blob) in writes {
-        shard.prefetch(*hash, blob.key());
+        shard.prefetch(*hash);
+        blob.prefetch(1);
     }
     let mut chains: [Option<&Chain>; CHUNK] = [None; CHUNK];
-    for (slot, (hash, blob)) in chains.iter_mut().zip(writes) {
-        *slot = shard.peek(*hash, blob.key());
+    for (slot, (hash, _)) in chains.iter_mut().zip(writes) {
+        *slot = shard.peek(*hash);
         if let Some(chain) = slot {
             chain.prefetch();
         }
@@ -633,11 +637,11 @@ impl Index {
         let shard = |hash: u64| &*guards[guard_of[shard_of_hash(hash)] as usize];
         let chunks = keys.chunks(CHUNK).zip(hashes.chunks(CHUNK));
         for ((keys, hashes), dest) in chunks.zip(dest.chunks_mut(CHUNK)) {
-            for (key, &hash) in keys.iter().zip(hashes) {
-                shard(hash).prefetch(hash, key.as_ref());
+            for &hash in hashes {
+                shard(hash).prefetch(hash);
             }
-            for (key, &hash) in keys.iter().zip(hashes) {
-                if let Some(chain) = shard(hash).peek(hash, key.as_ref()) {
+            for &hash in hashes {
+                if let Some(chain) = shard(hash).peek(hash) {
                     chain.newest.prefetch(VALUE_LINES);
                 }
             }
@@ -735,7 +739,7 @@ impl Index {
             let chains: Vec<Option<&Chain>> = writes
                 .iter()
                 .zip(&at)
-                .map(|((_, (hash, blob)), &g)| guards[g].peek(*hash, blob.key()))
+                .map(|((_, (hash, _)), &g)| guards[g].peek(*hash))
                 .collect();
             for chain in chains.iter().flatten() {
                 chain.prefetch();

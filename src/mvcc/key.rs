@@ -44,12 +44,19 @@ pub(crate) fn mix(mut h: u64) -> u64 {
     h ^ (h >> 33)
 }
 
-/// The hash of a key's bytes, as `KeyHasher` gives it for a `Key`: the
-/// index computes it once per key and uses it for the shard and the map.
+/// The index's hash of a key's bytes: `KeyHasher`'s for a `Key` in the
+/// low 56 bits, and the key's first byte (0 for the empty key) in the
+/// top 8. The index computes it once per key: bits 40..46 pick the shard,
+/// the top byte the shard's part (`shard::part_of_hash`), the low 32 bits
+/// the entry in the part's map. With the part in the hash, the passes
+/// that only ask for a map's lines (`Shard::prefetch`, `Shard::peek`)
+/// need not read the key: a write's key lives in its blob, which was a
+/// cache miss of its own before the first pass could even start.
 pub(crate) fn hash_of(bytes: &[u8]) -> u64 {
     let mut h = KeyHasher::default();
     h.write(bytes);
-    h.finish()
+    let first = bytes.first().copied().unwrap_or(0);
+    (h.finish() & !(0xFF << 56)) | (u64::from(first) << 56)
 }
 
 impl Hasher for KeyHasher {
@@ -163,12 +170,16 @@ mod tests {
         hash_of(bytes)
     }
 
+    /// `hash_of` is the hash maps see for a `Key` in its low 56 bits,
+    /// with the key's first byte on top.
     #[test]
-    fn hash_of_is_the_hash_maps_see() {
+    fn hash_of_is_the_hash_maps_see_with_the_first_byte_on_top() {
         use std::hash::BuildHasher;
         let build = std::hash::BuildHasherDefault::<KeyHasher>::default();
-        for k in [&b""[..], b"a", b"t0123456789abcdef", &[7u8; 40]] {
-            assert_eq!(hash_of(k), build.hash_one(Key::new(k)));
+        let low = (1u64 << 56) - 1;
+        for k in [&b""[..], b"a", b"t0123456789abcdef", &[7u8; 40], &[0xFF; 3]] {
+            assert_eq!(hash_of(k) & low, build.hash_one(Key::new(k)) & low);
+            assert_eq!(hash_of(k) >> 56, u64::from(k.first().copied().unwrap_or(0)));
         }
     }
 
@@ -179,8 +190,8 @@ mod tests {
     fn big_endian_ids_get_distinct_hashes_and_spread_tags() {
         let n = 200_000u128;
         let mut all = std::collections::HashSet::new();
-        // Within a shard (bits 40..46), the map's 7-bit tag (top bits)
-        // must stay spread too.
+        // Within a shard (bits 40..46), the top 7 bits of the map's 32
+        // (which pick most of the home bucket) must stay spread too.
         let mut tags = vec![[0u32; 128]; 64];
         for id in 1..=n {
             let mut k = [0u8; 17];
@@ -188,7 +199,7 @@ mod tests {
             k[1..].copy_from_slice(&id.to_be_bytes());
             let h = hash(&k);
             all.insert(h);
-            tags[((h >> 40) & 63) as usize][(h >> 57) as usize] += 1;
+            tags[((h >> 40) & 63) as usize][((h >> 25) & 127) as usize] += 1;
         }
         assert_eq!(all.len(), n as usize);
         for shard in &tags {

@@ -92,6 +92,11 @@ fn part_of(key: &[u8]) -> usize {
     usize::from(key.first().copied().unwrap_or(0))
 }
 
+/// `part_of` the key whose `hash_of` is `hash`: its top byte.
+fn part_of_hash(hash: u64) -> usize {
+    (hash >> 56) as usize
+}
+
 fn indexes(parts: &RangeInclusive<u8>) -> RangeInclusive<usize> {
     usize::from(*parts.start())..=usize::from(*parts.end())
 }
@@ -128,20 +133,22 @@ impl<V: Keyed> Shard<V> {
         self.part(key)?.get(hash, key)
     }
 
-    /// The entry whose kept hash bits are those of `hash` (the key's
-    /// `hash_of`), keys not compared: usually `key`'s, but maybe another
-    /// key's. A hint, for passes that only bring entries into the cache:
-    /// it waits for the map's bucket, not for the key behind the entry.
-    /// Asks for the line where the entry of `key` (whose `hash_of` is
-    /// `hash`) is looked for first, without waiting for it (a hint).
-    pub(crate) fn prefetch(&self, hash: u64, key: &[u8]) {
-        if let Some(part) = self.part(key) {
+    /// Asks for the line where the entry of the key whose `hash_of` is
+    /// `hash` is looked for first, without waiting for it (a hint). Reads
+    /// no key: the part is in the hash.
+    pub(crate) fn prefetch(&self, hash: u64) {
+        if let Some(part) = self.parts[part_of_hash(hash)].as_deref() {
             part.map.prefetch(table_hash(hash));
         }
     }
 
-    pub(crate) fn peek(&self, hash: u64, key: &[u8]) -> Option<&V> {
-        let part = self.part(key)?;
+    /// The entry whose kept hash bits are those of `hash` (a key's
+    /// `hash_of`), keys not compared: usually that key's, but maybe
+    /// another's. A hint, for passes that only bring entries into the
+    /// cache: it waits for the map's bucket, not for the key behind the
+    /// entry, and reads no key.
+    pub(crate) fn peek(&self, hash: u64) -> Option<&V> {
+        let part = self.parts[part_of_hash(hash)].as_deref()?;
         part.map.find(table_hash(hash), |_| true)
     }
 
