@@ -124,6 +124,8 @@ pub(crate) struct Machine<'b, 'i> {
     named: Vec<u128>,
     /// The expiry hint, and where the caches go back to (`finish`).
     shared: &'b Shared,
+    /// Whether the caches are the kept ones (`Scratch`), to give back.
+    kept: bool,
 }
 
 /// What a ledger's batches share, live and on replay (one batch at a time:
@@ -152,10 +154,16 @@ struct Scratch {
     named: Vec<u128>,
 }
 
-/// The most events of a batch that runs in the kept caches: a bigger one
-/// (up to `MAX_BATCH_EVENTS`) gets caches of its own, so that what is
-/// kept stays at the size of the usual batch.
-const SCRATCH_EVENTS: usize = 16_384;
+/// Room for the writes a batch makes besides its records: the two meta
+/// keys, and a few a layer above adds (`Ledger::submit_transfers_with`).
+const LATER_WRITES: usize = 16;
+
+/// The events of a batch that runs in the kept caches: a bigger one (up
+/// to `MAX_BATCH_EVENTS`) gets caches of its own, so that what is kept
+/// stays at the size of the usual batch; so does a small one (under
+/// `PREFETCH_MIN`), whose few allocations cost less than emptying the
+/// kept ones (hashbrown's `clear` writes every control byte).
+const SCRATCH_EVENTS: std::ops::RangeInclusive<usize> = PREFETCH_MIN..=16_384;
 
 /// The highest timestamp the ledger gives out: 2^63 - 1, as in
 /// TigerBeetle (whose timestamps keep the top bit clear).
@@ -230,32 +238,34 @@ impl<'b, 'i> Machine<'b, 'i> {
         shared: &'b Shared,
     ) -> Self {
         let max_stored = max_stored_id(batch);
-        let mut kept = if events <= SCRATCH_EVENTS {
+        let kept = SCRATCH_EVENTS.contains(&events);
+        let mut room = if kept {
             std::mem::take(&mut *shared.scratch.lock())
         } else {
             Scratch::default()
         };
-        kept.accounts.reserve(events * 2);
-        kept.transfers.reserve(events);
-        kept.history.reserve(events * 2);
+        room.accounts.reserve(events * 2);
+        room.transfers.reserve(events);
+        room.history.reserve(events * 2);
         Machine {
             batch,
-            accounts: kept.accounts,
-            transfers: kept.transfers,
+            accounts: room.accounts,
+            transfers: room.transfers,
             settled: IdMap::default(),
-            history: kept.history,
+            history: room.history,
             balances: Vec::new(),
             expiry_added: Vec::new(),
             expiry_removed: Vec::new(),
             failed: IdMap::default(),
-            stored: kept.stored,
+            stored: room.stored,
             max_stored,
             // A transfer's changes (its transfer, two accounts, two
             // history entries): the log is cut back after each chain.
             undo: Vec::with_capacity(8),
-            keys: kept.keys,
-            named: kept.named,
+            keys: room.keys,
+            named: room.named,
             shared,
+            kept,
         }
     }
 
@@ -366,7 +376,7 @@ impl<'b, 'i> Machine<'b, 'i> {
             }
         }
         self.batch
-            .get_into(&keys, self.stored.tail_mut(first), |_, v, entry| {
+            .get_into(&keys, self.stored.tail_mut(first), |v, entry| {
                 entry.value = stored_slot(entry.id(), v);
             });
         let pending_accounts = |t: &Transfer| match self.stored.get(t.pending_id) {
@@ -402,7 +412,7 @@ impl<'b, 'i> Machine<'b, 'i> {
             }
         }
         self.batch
-            .get_into(&keys, self.accounts.tail_mut(first), |_, v, entry| {
+            .get_into(&keys, self.accounts.tail_mut(first), |v, entry| {
                 entry.value.account = v.and_then(|v| codec::decode_stored_account(entry.id(), v));
             });
         self.keys = keys;
@@ -511,9 +521,10 @@ impl<'b, 'i> Machine<'b, 'i> {
             failed,
             mut stored,
             max_stored,
-            keys,
-            named,
+            mut keys,
+            mut named,
             shared,
+            kept,
             ..
         } = self;
         // Every transfer id written below counts, failed ones too.
@@ -524,9 +535,16 @@ impl<'b, 'i> Machine<'b, 'i> {
         // Each record below is written once and never read back
         // (`OnceWrites`). A big batch builds them on two threads (`Part`):
         // this one takes a first part of the accounts, transfers and
-        // history entries, in that order, and a helper the rest. The helper's
-        // vector has room for this thread's part, which is then appended to
-        // it without growing it.
+        // history entries, in that order, and a helper the rest. The
+        // helper's vector has room for this thread's part, which is then
+        // appended to it without growing it, and for the writes below and
+        // those already in the batch, which join them at the install.
+        let later = settled.len()
+            + expiry_added.len()
+            + expiry_removed.len()
+            + failed.len()
+            + batch.len()
+            + LATER_WRITES;
         let all = Part {
             accounts: accounts.as_slice(),
             transfers: transfers.as_slice(),
@@ -542,7 +560,7 @@ impl<'b, 'i> Machine<'b, 'i> {
         if all.len() >= PARALLEL_RECORDS && !cfg!(loom) {
             let (mine, theirs) = all.split();
             let (mine, theirs) = std::thread::scope(|scope| {
-                let helper = scope.spawn(|| build(theirs, all.len()));
+                let helper = scope.spawn(|| build(theirs, all.len() + later));
                 let mine = build(mine, mine.len());
                 let theirs = helper
                     .join()
@@ -555,15 +573,16 @@ impl<'b, 'i> Machine<'b, 'i> {
             batch.extend_once(theirs);
             batch.extend_once(mine);
         } else {
-            batch.extend_once(build(all, all.len())?);
+            batch.extend_once(build(all, all.len() + later)?);
         }
-        // The caches go back, emptied, for the next batch (unless this
-        // one was too big to run in them).
-        if accounts.len() <= 2 * SCRATCH_EVENTS {
+        // The kept caches go back, emptied, for the next batch.
+        if kept {
             accounts.clear();
             transfers.clear();
             history.clear();
             stored.clear();
+            keys.clear();
+            named.clear();
             *shared.scratch.lock() = Scratch {
                 accounts,
                 transfers,
@@ -1370,6 +1389,66 @@ impl<'a> Part<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A batch of the usual size runs in the kept caches and gives them
+    /// back emptied, with their room; a batch too big or too small for
+    /// them runs in caches of its own and leaves the kept ones as they
+    /// were.
+    #[test]
+    fn the_kept_caches_come_back_emptied_and_keep_their_size() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = crate::Engine::open(dir.path(), crate::Options::default()).expect("open");
+        let shared = Shared::default();
+        let next_id = std::cell::Cell::new(1u128);
+        let run = |events: usize| {
+            let first_id = next_id.replace(next_id.get() + events as u128);
+            let accounts: Vec<Account> = (first_id..first_id + events as u128)
+                .map(|id| Account {
+                    id,
+                    ledger: 1,
+                    code: 1,
+                    ..Account::default()
+                })
+                .collect();
+            engine
+                .apply(|batch| {
+                    let first = first_timestamp(batch, 1, events)?;
+                    let mut m = Machine::with_capacity(batch, events, &shared);
+                    let results = m.create_accounts(first, &accounts);
+                    assert!(results.iter().all(|r| *r == AR::Ok));
+                    m.finish(first + events as u64)
+                })
+                .expect("apply");
+        };
+        let kept = || {
+            let k = shared.scratch.lock();
+            let lens = [
+                k.accounts.len(),
+                k.transfers.len(),
+                k.history.len(),
+                k.stored.len(),
+                k.keys.len(),
+                k.named.len(),
+            ];
+            (lens, k.accounts.capacity(), k.history.capacity())
+        };
+        run(1_000);
+        let (lens, accounts, history) = kept();
+        assert_eq!(lens, [0; 6], "the kept caches come back emptied");
+        assert!(accounts >= 2_000 && history >= 2_000, "with their room");
+        run(20_000);
+        assert_eq!(
+            kept(),
+            (lens, accounts, history),
+            "a big batch keeps its own"
+        );
+        run(3);
+        assert_eq!(
+            kept(),
+            (lens, accounts, history),
+            "a small batch keeps its own"
+        );
+    }
 
     /// `Part::split` gives two parts that are, together, the whole, each
     /// record once and in order (the first part a prefix of each list),

@@ -149,6 +149,12 @@ impl<T> IdSlab<T> {
         self.items.len()
     }
 
+    /// The records it has room for.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.items.capacity()
+    }
+
     /// Every record with its id, in insertion order, as a slice.
     pub(crate) fn as_slice(&self) -> &[Entry<T>] {
         &self.items

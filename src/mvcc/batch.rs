@@ -85,14 +85,8 @@ impl BatchWrites {
             .map(|b| (b.key(), b.value()))
     }
 
-    /// Every write with its key's hash, moved out, in no particular order.
-    pub(crate) fn into_hashed(self) -> impl Iterator<Item = Hashed> {
-        let map = self.map.into_values().map(|b| (hash_of(b.key()), b));
-        map.chain(self.once.0)
-    }
-
-    /// `into_hashed` as a vector: the once-writes' own, the map's writes
-    /// added.
+    /// Every write with its key's hash, moved out, in no particular order:
+    /// in the once-writes' vector, the map's writes added.
     pub(crate) fn into_hashed_vec(self) -> Vec<Hashed> {
         let mut all = self.once.0;
         all.extend(self.map.into_values().map(|b| (hash_of(b.key()), b)));
@@ -180,9 +174,9 @@ impl<'a> Batch<'a> {
         }
     }
 
-    /// Calls `fill(key, value, &mut dest[i])` with each key `keys[i]` and
-    /// its newest value (as `get_with`): many lookups at once, faster than
-    /// one by one (`Index::latest_into`).
+    /// Calls `fill(value, &mut dest[i])` with the newest value of each key
+    /// `keys[i]` (as `get_with`): many lookups at once, faster than one by
+    /// one (`Index::latest_into`, whose terms `fill` follows).
     ///
     /// # Panics
     ///
@@ -191,7 +185,7 @@ impl<'a> Batch<'a> {
         &self,
         keys: &[K],
         dest: &mut [D],
-        fill: impl Fn(&[u8], Option<&[u8]>, &mut D) + Sync,
+        fill: impl Fn(Option<&[u8]>, &mut D) + Sync,
     ) where
         K: AsRef<[u8]> + Sync,
         D: Send,
@@ -201,8 +195,7 @@ impl<'a> Batch<'a> {
         }
         assert_eq!(keys.len(), dest.len(), "get_into: a destination per key");
         for (key, dest) in keys.iter().zip(dest) {
-            let key = key.as_ref();
-            self.get_with(key, |value| fill(key, value, dest));
+            self.get_with(key, |value| fill(value, dest));
         }
     }
 

@@ -193,6 +193,10 @@ mod tests {
         // Within a shard (bits 40..46), the top 7 bits of the map's 32
         // (which pick most of the home bucket) must stay spread too.
         let mut tags = vec![[0u32; 128]; 64];
+        // hashbrown's maps keyed by `Key` (a batch's writes) compare the
+        // top 7 bits of `KeyHasher`'s hash first: those must spread too.
+        let build = std::hash::BuildHasherDefault::<KeyHasher>::default();
+        let mut top = [0u32; 128];
         for id in 1..=n {
             let mut k = [0u8; 17];
             k[0] = b't';
@@ -200,9 +204,10 @@ mod tests {
             let h = hash(&k);
             all.insert(h);
             tags[((h >> 40) & 63) as usize][((h >> 25) & 127) as usize] += 1;
+            top[(std::hash::BuildHasher::hash_one(&build, Key::new(&k)) >> 57) as usize] += 1;
         }
         assert_eq!(all.len(), n as usize);
-        for shard in &tags {
+        for shard in tags.iter().chain([&top]) {
             let total: u32 = shard.iter().sum();
             let collide: f64 = shard
                 .iter()
