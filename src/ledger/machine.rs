@@ -154,10 +154,6 @@ struct Scratch {
     named: Vec<u128>,
 }
 
-/// Room for the writes a batch makes besides its records: the two meta
-/// keys, and a few a layer above adds (`Ledger::submit_transfers_with`).
-const LATER_WRITES: usize = 16;
-
 /// The events of a batch that runs in the kept caches: a bigger one (up
 /// to `MAX_BATCH_EVENTS`) gets caches of its own, so that what is kept
 /// stays at the size of the usual batch; so does a small one (under
@@ -537,14 +533,7 @@ impl<'b, 'i> Machine<'b, 'i> {
         // this one takes a first part of the accounts, transfers and
         // history entries, in that order, and a helper the rest. The
         // helper's vector has room for this thread's part, which is then
-        // appended to it without growing it, and for the writes below and
-        // those already in the batch, which join them at the install.
-        let later = settled.len()
-            + expiry_added.len()
-            + expiry_removed.len()
-            + failed.len()
-            + batch.len()
-            + LATER_WRITES;
+        // appended to it without growing it.
         let all = Part {
             accounts: accounts.as_slice(),
             transfers: transfers.as_slice(),
@@ -560,7 +549,7 @@ impl<'b, 'i> Machine<'b, 'i> {
         if all.len() >= PARALLEL_RECORDS && !cfg!(loom) {
             let (mine, theirs) = all.split();
             let (mine, theirs) = std::thread::scope(|scope| {
-                let helper = scope.spawn(|| build(theirs, all.len() + later));
+                let helper = scope.spawn(|| build(theirs, all.len()));
                 let mine = build(mine, mine.len());
                 let theirs = helper
                     .join()
@@ -573,7 +562,7 @@ impl<'b, 'i> Machine<'b, 'i> {
             batch.extend_once(theirs);
             batch.extend_once(mine);
         } else {
-            batch.extend_once(build(all, all.len() + later)?);
+            batch.extend_once(build(all, all.len())?);
         }
         // The kept caches go back, emptied, for the next batch.
         if kept {

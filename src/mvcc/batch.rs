@@ -86,11 +86,11 @@ impl BatchWrites {
     }
 
     /// Every write with its key's hash, moved out, in no particular order:
-    /// in the once-writes' vector, the map's writes added.
-    pub(crate) fn into_hashed_vec(self) -> Vec<Hashed> {
-        let mut all = self.once.0;
-        all.extend(self.map.into_values().map(|b| (hash_of(b.key()), b)));
-        all
+    /// the once-writes in their own vector (which the index keeps for a
+    /// later batch), the map's in another.
+    pub(crate) fn into_hashed_parts(self) -> [Vec<Hashed>; 2] {
+        let map = self.map.into_values().map(|b| (hash_of(b.key()), b));
+        [self.once.0, map.collect()]
     }
 }
 

@@ -85,12 +85,14 @@ pub(crate) trait Writes {
     /// The writes as the index holds them, moved out, each with its key's
     /// hash (`hash_of`).
     fn into_hashed(self) -> impl Iterator<Item = Hashed>;
-    /// `into_hashed`, as a vector.
-    fn into_hashed_vec(self) -> Vec<Hashed>
+    /// `into_hashed`, in two vectors: the bulk, in a vector the index may
+    /// keep for a later batch once it is emptied (`keep_writes`), and the
+    /// rest. Two, so that neither grows to take the other.
+    fn into_hashed_parts(self) -> [Vec<Hashed>; 2]
     where
         Self: Sized,
     {
-        self.into_hashed().collect()
+        [self.into_hashed().collect(), Vec::new()]
     }
 }
 
@@ -114,10 +116,11 @@ impl Writes for super::batch::BatchWrites {
         self.iter()
     }
     fn into_hashed(self) -> impl Iterator<Item = Hashed> {
-        self.into_hashed_vec().into_iter()
+        let [once, map] = self.into_hashed_parts();
+        once.into_iter().chain(map)
     }
-    fn into_hashed_vec(self) -> Vec<Hashed> {
-        self.into_hashed_vec()
+    fn into_hashed_parts(self) -> [Vec<Hashed>; 2] {
+        self.into_hashed_parts()
     }
 }
 
@@ -203,16 +206,17 @@ fn shard_groups(sorted: impl ExactSizeIterator<Item = usize>) -> (Vec<usize>, Ve
     (distinct, at)
 }
 
-/// Counts items by shard (`hash` gives an item's `hash_of`), then moves
-/// each into its shard's bucket, each bucket sized exactly, leaving
-/// `items` empty. Separate passes: one loop doing all of it was slower.
-fn bucket_by_shard<T>(items: &mut Vec<T>, hash: impl Fn(&T) -> u64) -> Vec<Vec<T>> {
+/// Counts the items of `lists` by shard (`hash` gives an item's
+/// `hash_of`), then moves each into its shard's bucket, each bucket sized
+/// exactly, leaving the lists empty (with their room). Separate passes:
+/// one loop doing all of it was slower.
+fn bucket_by_shard<T>(lists: &mut [Vec<T>], hash: impl Fn(&T) -> u64) -> Vec<Vec<T>> {
     let mut counts = [0usize; SHARDS];
-    for item in items.iter() {
+    for item in lists.iter().flatten() {
         counts[shard_of_hash(hash(item))] += 1;
     }
     let mut buckets: Vec<Vec<T>> = counts.iter().map(|&n| Vec::with_capacity(n)).collect();
-    for item in items.drain(..) {
+    for item in lists.iter_mut().flat_map(|list| list.drain(..)) {
         buckets[shard_of_hash(hash(&item))].push(item);
     }
     buckets
@@ -712,9 +716,10 @@ impl Index {
         // The hashes come with the writes: a batch takes each as it builds
         // the write, while the key is in the cache (a pass over the blobs
         // here missed the cache on most of them, 20 ns a write).
-        let mut writes = writes.into_hashed_vec();
-        let buckets = bucket_by_shard(&mut writes, |&(hash, _)| hash);
-        self.keep_writes(writes);
+        let mut parts = writes.into_hashed_parts();
+        let buckets = bucket_by_shard(&mut parts, |&(hash, _)| hash);
+        let [bulk, _] = parts;
+        self.keep_writes(bulk);
         by_parts(buckets, count, |shard, bucket, visit| {
             self.install_shard(shard, bucket.into_iter(), ts, h, visit);
         })
@@ -938,7 +943,7 @@ impl Index {
                 (k, hash)
             })
             .collect();
-        let buckets = bucket_by_shard(&mut hashed, |&(_, hash)| hash);
+        let buckets = bucket_by_shard(std::slice::from_mut(&mut hashed), |&(_, hash)| hash);
         by_parts(buckets, total, |shard, bucket, again| {
             self.prune_shard(shard, &bucket, h, again);
         })
