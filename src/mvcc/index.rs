@@ -191,19 +191,21 @@ fn warm_older(chains: &[Option<&Chain>]) {
     }
 }
 
-/// Groups items already sorted by shard: the distinct shards, in order,
-/// and for each item the position of its shard among them (which lock
-/// guard it is under, when a guard is taken per distinct shard).
-fn shard_groups(sorted: impl ExactSizeIterator<Item = usize>) -> (Vec<usize>, Vec<usize>) {
-    let n = sorted.len();
-    let (mut distinct, mut at) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    for shard in sorted {
-        if distinct.last() != Some(&shard) {
-            distinct.push(shard);
-        }
-        at.push(distinct.len() - 1);
+/// The shards `hashes` fall in, in shard order (the module's lock order:
+/// a guard is taken for each, in that order), and for every shard its
+/// position among them: an item whose hash is `h` is under guard
+/// `at[shard_of_hash(h)]`.
+fn shards_of(hashes: impl Iterator<Item = u64>) -> (Vec<usize>, [u8; SHARDS]) {
+    let mut touched = [false; SHARDS];
+    for hash in hashes {
+        touched[shard_of_hash(hash)] = true;
     }
-    (distinct, at)
+    let (mut shards, mut at) = (Vec::with_capacity(SHARDS), [0u8; SHARDS]);
+    for (shard, _) in touched.iter().enumerate().filter(|(_, t)| **t) {
+        at[shard] = shards.len() as u8;
+        shards.push(shard);
+    }
+    (shards, at)
 }
 
 /// Counts the items of `lists` by shard (`hash` gives an item's
@@ -633,17 +635,9 @@ impl Index {
         fill: &impl Fn(Option<&[u8]>, &mut D),
     ) {
         let hashes: Vec<u64> = keys.iter().map(|k| hash_of(k.as_ref())).collect();
-        let mut touched = [false; SHARDS];
-        for &hash in &hashes {
-            touched[shard_of_hash(hash)] = true;
-        }
-        let mut guard_of = [0u8; SHARDS];
-        let mut guards = Vec::with_capacity(SHARDS);
-        for (shard, _) in touched.iter().enumerate().filter(|(_, t)| **t) {
-            guard_of[shard] = guards.len() as u8;
-            guards.push(self.shards[shard].read());
-        }
-        let shard = |hash: u64| &*guards[guard_of[shard_of_hash(hash)] as usize];
+        let (locked, at) = shards_of(hashes.iter().copied());
+        let guards: Vec<_> = locked.iter().map(|&s| self.shards[s].read()).collect();
+        let shard = |hash: u64| &*guards[at[shard_of_hash(hash)] as usize];
         let chunks = keys.chunks(CHUNK).zip(hashes.chunks(CHUNK));
         for ((keys, hashes), dest) in chunks.zip(dest.chunks_mut(CHUNK)) {
             for &hash in hashes {
@@ -739,17 +733,14 @@ impl Index {
         h: &Horizon,
         visit: &mut Vec<Key>,
     ) {
-        let mut writes: Vec<(usize, Hashed)> = writes
-            .map(|(hash, blob)| (shard_of_hash(hash), (hash, blob)))
-            .collect();
-        writes.sort_unstable_by_key(|(shard, _)| *shard);
-        let (locked, at) = shard_groups(writes.iter().map(|(shard, _)| *shard));
+        let writes: Vec<Hashed> = writes.collect();
+        let (locked, at) = shards_of(writes.iter().map(|&(hash, _)| hash));
+        let guard = |hash: u64| at[shard_of_hash(hash)] as usize;
         let mut guards: Vec<_> = locked.iter().map(|&s| self.shards[s].write()).collect();
         {
             let chains: Vec<Option<&Chain>> = writes
                 .iter()
-                .zip(&at)
-                .map(|((_, (hash, _)), &g)| guards[g].peek(*hash))
+                .map(|&(hash, _)| guards[guard(hash)].peek(hash))
                 .collect();
             for chain in chains.iter().flatten() {
                 chain.prefetch();
@@ -759,10 +750,10 @@ impl Index {
         let recycling = self.spare_wanted.load(Ordering::Relaxed);
         let mut spare = Vec::new();
         let (mut added, mut keys, mut dropped) = (0u64, 0u64, 0u64);
-        for ((_, write), g) in writes.into_iter().zip(at) {
+        for write in writes {
             added += 1;
             let (new, gone) = install_locked(
-                &mut guards[g],
+                &mut guards[guard(write.0)],
                 write,
                 ts,
                 h,
