@@ -1192,6 +1192,44 @@ mod tests {
         assert_eq!(index.reclaimed(), 4);
     }
 
+    /// A big commit's once-write vector comes back from the install
+    /// emptied, with its room, and the next batch's once-writes take it
+    /// (`take_writes`); a vector too small to matter is not kept.
+    #[test]
+    fn a_big_commits_write_vector_is_kept_for_the_next_batch() {
+        let index = Index::new();
+        let mut batch = crate::Batch::new(&index);
+        let mut once = batch.spares().writes(2 * GROUP_MIN);
+        for i in 0..2 * GROUP_MIN {
+            once.put_new(format!("once-{i:04}").as_bytes(), b"v")
+                .expect("put");
+        }
+        batch.extend_once(once);
+        batch.put(b"map", b"v").expect("put");
+        let (writes, _) = batch.into_parts();
+        index.install_all(writes, 1, &Horizon::at(0));
+        assert_eq!(
+            index.keys(),
+            2 * GROUP_MIN as u64 + 1,
+            "every write installed"
+        );
+        let kept: Vec<(usize, usize)> = index
+            .emptied
+            .lock()
+            .iter()
+            .map(|v| (v.len(), v.capacity()))
+            .collect();
+        assert!(
+            matches!(kept[..], [(0, room)] if room >= 2 * GROUP_MIN),
+            "{kept:?}"
+        );
+        let next = index.take_writes(10);
+        assert!(next.is_empty() && next.capacity() >= 2 * GROUP_MIN);
+        assert!(index.emptied.lock().is_empty(), "taken");
+        index.keep_writes(Vec::with_capacity(GROUP_MIN - 1));
+        assert!(index.emptied.lock().is_empty(), "too small to keep");
+    }
+
     /// `latest_into` writes each key's newest value (as `latest_with`) to
     /// the key's own place, for every size of call: none, a few keys, one
     /// claim, several claims on one thread, and past `PARALLEL_MIN` on two;
