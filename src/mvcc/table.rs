@@ -136,9 +136,9 @@ impl<V> Table<V> {
         self.buckets[at.bucket].slots[at.slot].as_mut()
     }
 
-    #[inline]
     /// Asks for the line of `hash`'s home bucket, where a lookup or an
     /// insert of it starts, without waiting for it (a hint).
+    #[inline]
     pub(crate) fn prefetch(&self, hash: u32) {
         if !self.buckets.is_empty() {
             let home = Self::home(hash, self.buckets.len());
@@ -146,6 +146,7 @@ impl<V> Table<V> {
         }
     }
 
+    #[inline]
     pub(crate) fn find(&self, hash: u32, eq: impl FnMut(&V) -> bool) -> Option<&V> {
         let at = self.locate(hash, eq)?;
         self.buckets[at.bucket].slots[at.slot].as_ref()
