@@ -14,10 +14,11 @@
 //! Afterwards the replies, sorted by commit timestamp, are run through the
 //! serial model (`tests/model`) with their ledger timestamps: timestamps
 //! must increase in commit order, every result code must be the model's,
-//! the accounts in every 16th snapshot must be the model's after the
-//! batches committed at or before the snapshot's timestamp, and the final
-//! state (every account and transfer, before and after reopening) must be
-//! the model's.
+//! the accounts and every account's transfers (`get_account_transfers`)
+//! in every 16th snapshot must be the model's after the batches committed
+//! at or before the snapshot's timestamp, and the final state (every
+//! account, transfer and account history, before and after reopening)
+//! must be the model's.
 
 mod model;
 
@@ -27,8 +28,9 @@ use std::thread;
 
 use model::{Model, NS_PER_S, check_invariants};
 use mvledger::{
-    Account, AccountFlags, CreateAccountResult, CreateTransferResult, Ledger, LedgerOptions,
-    ManualClock, Options, Reply, SyncMode, Transfer, TransferFlags,
+    Account, AccountFilter, AccountFilterFlags, AccountFlags, CreateAccountResult,
+    CreateTransferResult, Ledger, LedgerOptions, LedgerSnapshot, ManualClock, Options, Reply,
+    SyncMode, Transfer, TransferFlags,
 };
 
 const WRITERS: usize = 4;
@@ -215,10 +217,44 @@ fn writer(
     out
 }
 
+/// What a snapshot showed: its timestamp, the accounts, and the ids of
+/// each account's transfers (`histories`).
+type Seen = (u64, Vec<Account>, Vec<Vec<u128>>);
+
+/// Every account's transfers, oldest first: all of them, both sides.
+fn account_filter(id: u128) -> AccountFilter {
+    AccountFilter {
+        account_id: id,
+        limit: u32::MAX,
+        flags: AccountFilterFlags::DEBITS | AccountFilterFlags::CREDITS,
+        ..AccountFilter::default()
+    }
+}
+
+/// The ids of each account's transfers at `snap`.
+fn histories(snap: &LedgerSnapshot) -> Vec<Vec<u128>> {
+    (1..=ACCOUNTS)
+        .map(|id| {
+            let found = snap.get_account_transfers(account_filter(id));
+            found.expect("history").iter().map(|t| t.id).collect()
+        })
+        .collect()
+}
+
+/// The model's `histories`.
+fn model_histories(model: &Model) -> Vec<Vec<u128>> {
+    (1..=ACCOUNTS)
+        .map(|id| {
+            let found = model.get_account_transfers(account_filter(id));
+            found.iter().map(|t| t.id).collect()
+        })
+        .collect()
+}
+
 /// Snapshots until told to stop; checks the invariants in each. Returns
-/// how many it checked, and every 16th snapshot's accounts (with its
-/// timestamp) for a later comparison with the model.
-fn reader(ledger: &Ledger, stop: &AtomicBool) -> (usize, Vec<(u64, Vec<Account>)>) {
+/// how many it checked, and what every 16th snapshot showed for a later
+/// comparison with the model.
+fn reader(ledger: &Ledger, stop: &AtomicBool) -> (usize, Vec<Seen>) {
     let mut checked = 0;
     let mut kept = Vec::new();
     let mut last_ts = 0;
@@ -232,7 +268,7 @@ fn reader(ledger: &Ledger, stop: &AtomicBool) -> (usize, Vec<(u64, Vec<Account>)
             panic!("snapshot at {}: {e}\n{accounts:#?}", snap.ts());
         }
         if checked % 16 == 0 {
-            kept.push((snap.ts(), accounts));
+            kept.push((snap.ts(), accounts, histories(&snap)));
         }
         checked += 1;
         if done {
@@ -266,7 +302,7 @@ fn concurrent_transfers_balance_in_every_snapshot_and_match_the_model_in_commit_
     let stop = AtomicBool::new(false);
     let snapshots = AtomicUsize::new(0);
     let mut submitted: Vec<Submitted> = vec![(funded, funding)];
-    let mut seen: Vec<(u64, Vec<Account>)> = Vec::new();
+    let mut seen: Vec<Seen> = Vec::new();
     thread::scope(|s| {
         let readers: Vec<_> = (0..READERS)
             .map(|_| s.spawn(|| reader(&ledger, &stop)))
@@ -288,7 +324,7 @@ fn concurrent_transfers_balance_in_every_snapshot_and_match_the_model_in_commit_
         }
     });
     assert!(snapshots.load(Ordering::SeqCst) >= READERS);
-    seen.sort_by_key(|(ts, _)| *ts);
+    seen.sort_by_key(|(ts, ..)| *ts);
 
     // The batches in commit order, through the model.
     submitted.sort_by_key(|(reply, _)| reply.commit_ts);
@@ -308,11 +344,16 @@ fn concurrent_transfers_balance_in_every_snapshot_and_match_the_model_in_commit_
     let mut seen = seen.into_iter().peekable();
     let mut compared = 0;
     for (reply, batch) in &submitted {
-        while let Some((ts, accounts)) = seen.next_if(|(ts, _)| *ts < reply.commit_ts) {
+        while let Some((ts, accounts, histories)) = seen.next_if(|(ts, ..)| *ts < reply.commit_ts) {
             assert_eq!(
                 accounts,
                 model.accounts(),
                 "the snapshot at {ts} is not the state after the batches before it"
+            );
+            assert_eq!(
+                histories,
+                model_histories(&model),
+                "the histories at {ts} are not those after the batches before it"
             );
             compared += 1;
         }
@@ -328,8 +369,9 @@ fn concurrent_transfers_balance_in_every_snapshot_and_match_the_model_in_commit_
             .count();
         model.check().expect("model invariants");
     }
-    for (ts, accounts) in seen {
+    for (ts, accounts, histories) in seen {
         assert_eq!(accounts, model.accounts(), "the snapshot at {ts}");
+        assert_eq!(histories, model_histories(&model), "the histories at {ts}");
         compared += 1;
     }
     // The mix was rich enough to mean something.
@@ -348,6 +390,11 @@ fn concurrent_transfers_balance_in_every_snapshot_and_match_the_model_in_commit_
             snap.lookup_transfers(&ids).expect("lookup_transfers"),
             model.lookup_transfers(&ids),
             "{when}: transfers"
+        );
+        assert_eq!(
+            histories(&snap),
+            model_histories(&model),
+            "{when}: histories"
         );
     };
     check_state(&ledger, "after the threads");

@@ -5,7 +5,9 @@
 
 mod common;
 
-use mvledger::{CreateTransferResult, Error, Ledger, LedgerOptions};
+use mvledger::{
+    AccountFilter, AccountFilterFlags, CreateTransferResult, Error, Ledger, LedgerOptions,
+};
 
 use common::{account, transfer};
 
@@ -86,9 +88,26 @@ fn a_failing_f_writes_nothing_of_the_call() {
     assert!(l.lookup_transfers(&[10]).unwrap().is_empty());
     assert_eq!(l.lookup_accounts(&[1]).unwrap()[0].debits_posted, 0);
     assert_eq!(l.snapshot().extra_get(b"k").unwrap(), None);
-    // The same transfer goes through afterwards: its id was not spent.
+    assert!(history(&l, 1).is_empty());
+    // The same transfer goes through afterwards: its id was not spent,
+    // and the accounts' histories show it once (the failed call left no
+    // entry in the transfer index).
     let rs = l.create_transfers(&[transfer(10, 1, 2, 5)]).unwrap();
     assert_eq!(rs, [CreateTransferResult::Ok]);
+    assert_eq!(history(&l, 1), [10]);
+    assert_eq!(history(&l, 2), [10]);
+}
+
+/// The ids of `account`'s transfers, oldest first.
+fn history(l: &Ledger, account: u128) -> Vec<u128> {
+    let filter = AccountFilter {
+        account_id: account,
+        limit: 100,
+        flags: AccountFilterFlags::DEBITS | AccountFilterFlags::CREDITS,
+        ..AccountFilter::default()
+    };
+    let found = l.get_account_transfers(filter).unwrap();
+    found.iter().map(|t| t.id).collect()
 }
 
 #[test]

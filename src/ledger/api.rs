@@ -21,6 +21,7 @@ use super::codec::{
     TRANSFER,
 };
 use super::codes::{CreateAccountResult, CreateTransferResult};
+use super::history::{History, Item};
 use super::machine::{MAX_BATCH_EVENTS, Machine, Shared, first_timestamp};
 use super::types::{
     Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, Transfer,
@@ -165,6 +166,8 @@ pub struct Ledger {
     /// The expiry hint and the state machine's kept caches, shared with
     /// the replay hook (`machine::Shared`).
     shared: Arc<Shared>,
+    /// The accounts' transfer index (`history.rs`), also in `shared`.
+    history: Arc<History>,
 }
 
 fn check_batch(len: usize) -> Result<()> {
@@ -186,10 +189,28 @@ impl Ledger {
             shared: Arc::clone(&shared),
         }));
         let engine = Engine::open(dir, engine_options)?;
+        // The transfer index, from the transfer records (failed ids' one
+        // byte records decode to nothing).
+        let history = Arc::new(History::default());
+        let mut entries = Vec::new();
+        engine.for_each_latest_in(TRANSFER, |key, value| {
+            let Some(id) = codec::parse_id_key(key) else {
+                return;
+            };
+            if let Some(t) = value.and_then(|v| codec::decode_stored_transfer(id, v)) {
+                let item = Item::new(t.timestamp, id);
+                entries.push((t.debit_account_id, item));
+                entries.push((t.credit_account_id, item));
+            }
+        });
+        history.rebuild(entries);
+        // Nothing has run a live batch yet: this is the first set.
+        let _ = shared.history.set(Arc::clone(&history));
         Ok(Ledger {
             engine,
             clock: options.clock,
             shared,
+            history,
         })
     }
 
@@ -332,6 +353,7 @@ impl Ledger {
     pub fn snapshot(&self) -> LedgerSnapshot {
         LedgerSnapshot {
             snap: self.engine.snapshot(),
+            history: Arc::clone(&self.history),
         }
     }
 
@@ -486,12 +508,15 @@ fn prefix_end(prefix: &[u8]) -> Bound<Vec<u8>> {
 
 /// A history entry: timestamp, transfer, balances after it (if kept).
 type HistoryEntry = (u64, Transfer, Option<[u128; 4]>);
+/// A history entry as found: timestamp, transfer id, balances (if kept).
+type Found = (u64, u128, Option<[u128; 4]>);
 
 /// The ledger's reads at one engine snapshot: every call sees the same
 /// whole batches.
 #[derive(Debug, Clone)]
 pub struct LedgerSnapshot {
     snap: Snapshot,
+    history: Arc<History>,
 }
 
 impl LedgerSnapshot {
@@ -561,32 +586,47 @@ impl LedgerSnapshot {
             .collect())
     }
 
-    /// The history entries of `filter` that pass it, in the order asked:
-    /// (timestamp, transfer, balances if stored).
-    fn history(&self, filter: &AccountFilter) -> Result<Vec<HistoryEntry>> {
+    /// The timestamp range of `filter`, or `None` when it breaks one of
+    /// TigerBeetle's constraints (and so matches nothing).
+    fn filter_range(filter: &AccountFilter) -> Option<(u64, u64)> {
         let sides = AccountFilterFlags::DEBITS | AccountFilterFlags::CREDITS;
         let max = if filter.timestamp_max == 0 {
             u64::MAX
         } else {
             filter.timestamp_max
         };
-        // TigerBeetle's constraints: a filter that breaks one gets nothing.
-        if filter.limit == 0
+        let broken = filter.limit == 0
             || !filter.flags.intersects(sides)
             || AccountFilterFlags::from_bits(filter.flags.bits()).is_none()
             || filter.account_id == 0
             || filter.account_id == u128::MAX
             || filter.timestamp_min == u64::MAX
             || filter.timestamp_max == u64::MAX
-            || filter.timestamp_min > max
-        {
-            return Ok(Vec::new());
-        }
-        // The entries under both key forms (a ledger written before
-        // history keys were spread over families has the old), by time.
-        let mut entries: Vec<(u64, u128, Option<[u128; 4]>)> = Vec::new();
+            || filter.timestamp_min > max;
+        (!broken).then_some((filter.timestamp_min, max))
+    }
+
+    /// The transfers of `filter`'s account in its range, from the transfer
+    /// index, as (timestamp, transfer id, no balances), by time. The index
+    /// may hold entries of a batch this snapshot does not see (appended
+    /// before it became visible): `history` skips them, as their transfers
+    /// are not found at this snapshot.
+    fn indexed(&self, filter: &AccountFilter, (min, max): (u64, u64)) -> Vec<Found> {
+        self.history
+            .range(filter.account_id, min, max)
+            .into_iter()
+            .map(|item| (item.ts(), item.id(), None))
+            .collect()
+    }
+
+    /// The history records of `filter`'s account in its range (kept for
+    /// `HISTORY` accounts, with their balances), by time.
+    fn recorded(&self, filter: &AccountFilter, (min, max): (u64, u64)) -> Result<Vec<Found>> {
+        // Under both key forms (a ledger written before history keys were
+        // spread over families has the old).
+        let mut entries = Vec::new();
         for key in [codec::history_key, codec::history_key_old] {
-            let lower = key(filter.account_id, filter.timestamp_min);
+            let lower = key(filter.account_id, min);
             let upper = key(filter.account_id, max);
             entries.extend(self.snap.scan(lower..=upper)?.filter_map(|(k, v)| {
                 let ts = codec::parse_history_ts(&k)?;
@@ -595,11 +635,27 @@ impl LedgerSnapshot {
             }));
         }
         entries.sort_by_key(|&(ts, ..)| ts);
+        Ok(entries)
+    }
+
+    /// The entries of `filter` (from the transfer index, or with
+    /// `balances` from the history records) that pass it, in the order
+    /// asked: (timestamp, transfer, balances if asked and stored).
+    fn history(&self, filter: &AccountFilter, balances: bool) -> Result<Vec<HistoryEntry>> {
+        let Some(range) = Self::filter_range(filter) else {
+            return Ok(Vec::new());
+        };
+        let mut entries = if balances {
+            self.recorded(filter, range)?
+        } else {
+            self.indexed(filter, range)
+        };
         if filter.flags.contains(AccountFilterFlags::REVERSED) {
             entries.reverse();
         }
         let mut out = Vec::new();
         for (ts, id, balances) in entries {
+            // Not found: a batch after this snapshot (see `indexed`).
             let Some(t) = self.transfer(id)? else {
                 continue;
             };
@@ -627,7 +683,7 @@ impl LedgerSnapshot {
     /// limit 0, min after max, a reserved account id) matches nothing.
     pub fn get_account_transfers(&self, filter: AccountFilter) -> Result<Vec<Transfer>> {
         Ok(self
-            .history(&filter)?
+            .history(&filter, false)?
             .into_iter()
             .map(|(_, t, _)| t)
             .collect())
@@ -643,7 +699,7 @@ impl LedgerSnapshot {
             return Ok(Vec::new());
         }
         Ok(self
-            .history(&filter)?
+            .history(&filter, true)?
             .into_iter()
             .filter_map(|(ts, _, balances)| {
                 let [dp, dpo, cp, cpo] = balances?;
@@ -675,23 +731,25 @@ mod tests {
         Ledger::open(dir, options).expect("open")
     }
 
-    /// History entries written before history keys were spread over
+    /// History records written before history keys were spread over
     /// families (first byte `h`) are still found, in time order with the
-    /// new ones, live and after a reopen.
+    /// new ones, live and after a reopen: the balances of a `HISTORY`
+    /// account (its transfers come from the transfer index either way).
     #[test]
     fn history_reads_entries_under_the_old_key_form_too() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let account = |id| Account {
+        let account = |id, flags| Account {
             id,
             ledger: 1,
             code: 1,
+            flags,
             ..Account::default()
         };
-        let transfer = |id| Transfer {
+        let transfer = |id, amount| Transfer {
             id,
             debit_account_id: 1,
             credit_account_id: 2,
-            amount: 1,
+            amount,
             ledger: 1,
             code: 1,
             ..Transfer::default()
@@ -702,18 +760,26 @@ mod tests {
             flags: AccountFilterFlags::DEBITS | AccountFilterFlags::CREDITS | flags,
             ..AccountFilter::default()
         };
-        let ids = |l: &Ledger, flags| -> Vec<u128> {
-            let found = l.get_account_transfers(filter(flags)).expect("history");
-            found.iter().map(|t| t.id).collect()
+        let debits = |l: &Ledger, flags| -> Vec<u128> {
+            let found = l.get_account_balances(filter(flags)).expect("balances");
+            found.iter().map(|b| b.debits_posted).collect()
+        };
+        let ids = |l: &Ledger| -> Vec<u128> {
+            let found = l.get_account_transfers(filter(AccountFilterFlags::empty()));
+            found.expect("transfers").iter().map(|t| t.id).collect()
         };
         {
             let l = open(dir.path());
-            l.create_accounts(&[account(1), account(2)])
-                .expect("accounts");
+            let accounts = [
+                account(1, AccountFlags::HISTORY),
+                account(2, AccountFlags::empty()),
+            ];
+            l.create_accounts(&accounts).expect("accounts");
             for id in 10..13 {
-                l.create_transfers(&[transfer(id)]).expect("transfers");
+                l.create_transfers(&[transfer(id, id - 9)])
+                    .expect("transfers");
             }
-            // Move transfer 11's entry of account 1 to the old key form.
+            // Move transfer 11's record of account 1 to the old key form.
             let ts = l.lookup_transfers(&[11]).expect("lookup")[0].timestamp;
             let new = codec::history_key(1, ts);
             let value = l.engine().snapshot().get(new).expect("get").expect("entry");
@@ -721,10 +787,12 @@ mod tests {
             tx.delete(new).expect("delete");
             tx.put(codec::history_key_old(1, ts), &value).expect("put");
             tx.commit().expect("commit");
-            assert_eq!(ids(&l, AccountFilterFlags::empty()), [10, 11, 12]);
-            assert_eq!(ids(&l, AccountFilterFlags::REVERSED), [12, 11, 10]);
+            assert_eq!(debits(&l, AccountFilterFlags::empty()), [1, 3, 6]);
+            assert_eq!(debits(&l, AccountFilterFlags::REVERSED), [6, 3, 1]);
+            assert_eq!(ids(&l), [10, 11, 12]);
         }
         let l = open(dir.path());
-        assert_eq!(ids(&l, AccountFilterFlags::empty()), [10, 11, 12]);
+        assert_eq!(debits(&l, AccountFilterFlags::empty()), [1, 3, 6]);
+        assert_eq!(ids(&l), [10, 11, 12]);
     }
 }

@@ -8,7 +8,7 @@
 //! | `t` id:16 | the transfer, compact (`encode_stored_transfer`: a mask, then its nonzero 8-byte words but the id's; 128 bytes in older data); or, for an id spent by a transient failure, its result code: 1 byte |
 //! | `s` pending_id:16 | how a pending transfer was settled: 1 byte (`Settled`) |
 //! | `x` expires_at:8 id:16 | (empty) a pending transfer with a timeout |
-//! | 0x20 + family(account) account:16 timestamp:8 | the transfer id (8 bytes when below 2^64, else 16), then for `HISTORY` accounts the four balances after it (64) |
+//! | 0x20 + family(account) account:16 timestamp:8 | for `HISTORY` accounts: the transfer id (8 bytes when below 2^64, else 16), then the four balances after it (64); ledgers written before the transfer index (`history.rs`) hold such a record, without balances, for every account too (left unread) |
 //! | `h` account:16 timestamp:8 | as above, in ledgers written before history keys were spread over families (read, never written) |
 //! | `m` `ts` | the last timestamp given out: 8 |
 //! | `m` `id` | the highest transfer id stored under `t`: 16 (absent before any batch, and in ledgers written before it was kept) |

@@ -21,9 +21,11 @@ use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, OnceLock};
 
 use super::codec::{self, ACCOUNT, EXPIRY, META_MAX_ID, META_TS, SETTLED, Settled, TRANSFER};
 use super::codes::{CreateAccountResult as AR, CreateTransferResult as TR};
+use super::history::{History, Item};
 use super::slab::{Entry, IdSlab};
 use super::types::{Account, AccountFlags, Transfer, TransferFlags};
 use crate::Batch;
@@ -137,6 +139,9 @@ pub(crate) struct Shared {
     pub(crate) expiry_hint: AtomicU64,
     /// The machine's caches between batches, emptied (`Scratch`).
     scratch: parking_lot::Mutex<Scratch>,
+    /// The accounts' transfer index, once `Ledger::open` has built it:
+    /// live batches append to it, replayed ones (before it exists) not.
+    pub(crate) history: OnceLock<Arc<History>>,
 }
 
 /// The room of a machine's caches, kept from one batch to the next. A
@@ -534,10 +539,27 @@ impl<'b, 'i> Machine<'b, 'i> {
         // history entries, in that order, and a helper the rest. The
         // helper's vector has room for this thread's part, which is then
         // appended to it without growing it.
+        // The transfer index takes every entry once the batch is
+        // installed; only the balances of `HISTORY` accounts are records.
+        if let Some(index) = shared.history.get().filter(|_| !history.is_empty()) {
+            let mut entries = index.take_spare();
+            entries.extend(
+                history
+                    .iter()
+                    .map(|h| (h.account, Item::new(h.ts, h.transfer_id))),
+            );
+            let index = Arc::clone(index);
+            batch.after_install(Box::new(move || index.append_and_keep(entries)));
+        }
+        let with_balances: Vec<HistoryEntry> = history
+            .iter()
+            .filter(|h| h.balances.is_some())
+            .copied()
+            .collect();
         let all = Part {
             accounts: accounts.as_slice(),
             transfers: transfers.as_slice(),
-            history: &history,
+            history: &with_balances,
         };
         let spares = batch.spares();
         let build = |part: Part<'_>, room: usize| {
@@ -1297,8 +1319,9 @@ fn put_accounts(out: &mut OnceWrites, spares: Spares<'_>, from: &[Entry<Cached>]
 }
 
 /// Builds a batch's new records (`Machine::finish`): its transfers and
-/// history entries, new keys never rewritten, whose versions need no room
-/// for an older one (`OnceWrites::put_new`).
+/// the history entries of `HISTORY` accounts (with their balances), new
+/// keys never rewritten, whose versions need no room for an older one
+/// (`OnceWrites::put_new`).
 fn put_records(
     out: &mut OnceWrites,
     transfers: &[Entry<Transfer>],

@@ -2,11 +2,14 @@
 //! multi-account transfers, two-phase transfers, balance limits, idempotent
 //! ids, history, after TigerBeetle's model.
 //!
-//! Every account, transfer and index entry is a record of the key-value
-//! core (layout in `codec.rs`), so snapshots, the redo log, recovery,
-//! checkpoints and GC cover the ledger with no second mechanism. A batch is
-//! logged as itself (a logical record) and re-executed on recovery by the
-//! same deterministic state machine (`machine.rs`) that ran it live.
+//! Every account and transfer is a record of the key-value core (layout in
+//! `codec.rs`), so snapshots, the redo log, recovery, checkpoints and GC
+//! cover the ledger with no second mechanism. The one thing kept beside
+//! the core is derived from those records: the index of each account's
+//! transfers (`history.rs`), built at open and appended by each batch
+//! before it becomes visible. A batch is logged as itself (a logical
+//! record) and re-executed on recovery by the same deterministic state
+//! machine (`machine.rs`) that ran it live.
 //!
 //! Invariants: in every snapshot, the sum of all accounts' posted debits
 //! equals the sum of posted credits, and likewise pending; every account's
@@ -16,6 +19,7 @@ mod api;
 mod clock;
 mod codec;
 mod codes;
+mod history;
 mod machine;
 mod slab;
 mod types;

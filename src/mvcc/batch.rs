@@ -128,13 +128,27 @@ impl Spares<'_> {
     }
 }
 
+/// Work to run once a batch's writes are installed, before they become
+/// visible (`Batch::after_install`).
+pub(crate) type AfterInstall = Box<dyn FnOnce() + Send>;
+
 /// A batch of writes computed inside the sequencer (`Engine::apply`), or by
 /// the `Replay` hook during recovery.
-#[derive(Debug)]
 pub struct Batch<'a> {
     index: &'a Index,
     writes: BatchWrites,
     body: Option<Vec<u8>>,
+    after: Option<AfterInstall>,
+}
+
+impl std::fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("writes", &self.writes)
+            .field("body", &self.body.as_ref().map(Vec::len))
+            .field("after_install", &self.after.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> Batch<'a> {
@@ -143,7 +157,22 @@ impl<'a> Batch<'a> {
             index,
             writes: BatchWrites::default(),
             body: None,
+            after: None,
         }
+    }
+
+    /// Has the engine run `f` once this batch's writes are installed,
+    /// inside the sequencer, before any reader can see them; never if the
+    /// batch fails, nor during recovery (whose replayed batches drop it).
+    /// For what a layer above keeps beside the index, in step with it
+    /// (the ledger's history). A second call replaces the first.
+    pub(crate) fn after_install(&mut self, f: AfterInstall) {
+        self.after = Some(f);
+    }
+
+    /// The work `after_install` set, taken out.
+    pub(crate) fn take_after_install(&mut self) -> Option<AfterInstall> {
+        self.after.take()
     }
 
     pub(crate) fn into_parts(self) -> (BatchWrites, Option<Vec<u8>>) {

@@ -26,7 +26,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::batch::Batch;
+use super::batch::{AfterInstall, Batch};
 use super::checkpoint;
 use super::gc::Collector;
 use super::index::{Index, Writes};
@@ -375,6 +375,12 @@ impl Engine {
         self.inner.index.warm_keys(keys);
     }
 
+    /// Calls `f` with each key starting with `first` and its newest value
+    /// (`None`: deleted), in no order (`Index::for_each_latest_in`).
+    pub(crate) fn for_each_latest_in(&self, first: u8, f: impl FnMut(&[u8], Option<&[u8]>)) {
+        self.inner.index.for_each_latest_in(first, f);
+    }
+
     /// Writes everything buffered in the log and syncs it.
     pub fn sync(&self) -> Result<()> {
         self.inner.log.check()?;
@@ -515,21 +521,23 @@ impl Inner {
         }
         // 3. Take the commit ts; 4. append the redo record; 5. install.
         let count = writes.len();
-        let (ts, buffered, synced) = self.install_and_log(&mut seq, writes, Logged::Physical);
+        let (ts, buffered, synced) = self.install_and_log(&mut seq, writes, Logged::Physical, None);
         drop(seq);
         release();
         // 6. GC rides on the commit; 7. wait per sync mode.
         self.after_commit(ts, count, buffered, synced)
     }
 
-    /// Steps 3 to 5, inside the sequencer. Returns the commit ts, the bytes
-    /// now buffered in the log, and the outcome of the sync run beside
-    /// the install (a big commit under `Always`).
+    /// Steps 3 to 5, inside the sequencer, running `after` once the writes
+    /// are installed (`Batch::after_install`). Returns the commit ts, the
+    /// bytes now buffered in the log, and the outcome of the sync run
+    /// beside the install (a big commit under `Always`).
     fn install_and_log(
         &self,
         seq: &mut Sequencer,
         writes: impl Writes,
         logged: Logged<'_>,
+        after: Option<AfterInstall>,
     ) -> (u64, usize, Option<Result<()>>) {
         let ts = seq.last_ts + 1;
         // The record is encoded and appended before the install, which
@@ -543,7 +551,11 @@ impl Inner {
         // A big commit: the disk writes and syncs the record while the
         // index installs it, what the caller will wait for anyway.
         let (visit, synced) = self.beside_sync(writes.count() >= OVERLAP_MIN, || {
-            self.index.install_all(writes, ts, &horizon)
+            let visit = self.index.install_all(writes, ts, &horizon);
+            if let Some(after) = after {
+                after();
+            }
+            visit
         });
         self.publish(seq, ts, visit);
         (ts, buffered, synced)
@@ -636,10 +648,15 @@ impl Inner {
         let (ran, synced) = self.beside_sync(body.len() >= EARLY_SYNC_BYTES, || {
             f(&mut batch, p).map(|out| {
                 // 5. Install.
+                let after = batch.take_after_install();
                 let (writes, _) = batch.into_parts();
                 let count = writes.count();
                 let horizon = self.gc.horizon_hint();
-                (out, count, self.index.install_all(writes, ts, &horizon))
+                let visit = self.index.install_all(writes, ts, &horizon);
+                if let Some(after) = after {
+                    after();
+                }
+                (out, count, visit)
             })
         });
         let (out, count, visit) = match ran {
@@ -662,6 +679,7 @@ impl Inner {
         let mut seq = self.seq.lock();
         let mut batch = Batch::new(&self.index);
         let out = f(&mut batch)?;
+        let after = batch.take_after_install();
         let (writes, body) = batch.into_parts();
         if writes.is_empty() {
             // Nothing to write, but `f` may have read commits that are not
@@ -679,7 +697,7 @@ impl Inner {
         };
         check_payload(&writes, logged)?;
         let count = writes.len();
-        let (ts, buffered, synced) = self.install_and_log(&mut seq, writes, logged);
+        let (ts, buffered, synced) = self.install_and_log(&mut seq, writes, logged, after);
         drop(seq);
         self.after_commit(ts, count, buffered, synced)?;
         Ok((ts, out))

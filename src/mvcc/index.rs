@@ -1046,6 +1046,19 @@ impl Index {
         })
     }
 
+    /// Calls `f` with each key starting with `first` and its newest value
+    /// (`None`: deleted), visible or not, in no order, under each shard's
+    /// read lock in turn: a cheap walk (no key order is built) for a
+    /// caller that knows nothing is being written, as at open.
+    pub(crate) fn for_each_latest_in(&self, first: u8, mut f: impl FnMut(&[u8], Option<&[u8]>)) {
+        for lock in &self.shards {
+            let shard = lock.read();
+            for chain in shard.part_entries(first) {
+                f(chain.newest.key(), chain.newest.value());
+            }
+        }
+    }
+
     /// Calls `f` with every live `(key, value)` at `ts`, shard by shard,
     /// copying at most `chunk` entries per lock hold.
     pub(crate) fn for_each_at(

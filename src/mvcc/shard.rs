@@ -128,6 +128,14 @@ impl<V: Keyed> Shard<V> {
         })
     }
 
+    /// Every entry of the keys starting with `first`, in no order.
+    pub(crate) fn part_entries(&self, first: u8) -> impl Iterator<Item = &V> {
+        self.parts[usize::from(first)]
+            .as_deref()
+            .into_iter()
+            .flat_map(|part| part.map.iter())
+    }
+
     /// The entry of `key`, whose `hash_of` is `hash`.
     pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<&V> {
         self.part(key)?.get(hash, key)
