@@ -752,6 +752,63 @@ mod tests {
             .map(|(ts, ())| ts)
     }
 
+    /// `Batch::after_install` runs once the writes are installed and
+    /// before they are visible, through `apply` and `apply_logged` alike;
+    /// never for a batch that fails. What each run saw: whether the
+    /// batch's key was visible then, and whether the batch could read it.
+    #[test]
+    fn after_install_runs_between_install_and_visibility_and_only_on_success() {
+        type Seen = Arc<std::sync::Mutex<Vec<(Option<bytes::Bytes>, u64)>>>;
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = Arc::new(open(dir.path(), SyncMode::Never));
+        let seen: Seen = Arc::default();
+        // A hook that records what a snapshot shows of `key` and the
+        // visible ts, from inside the commit.
+        let hook = |key: &'static [u8]| -> AfterInstall {
+            let (engine, seen) = (Arc::clone(&engine), Arc::clone(&seen));
+            Box::new(move || {
+                let snap = engine.snapshot();
+                let value = snap.get(key).expect("get");
+                seen.lock().expect("seen").push((value, snap.ts()));
+            })
+        };
+        let (ts, ()) = engine
+            .apply(|batch| {
+                batch.put(b"a", b"1")?;
+                batch.after_install(hook(b"a"));
+                Ok(())
+            })
+            .expect("apply");
+        assert_eq!(seen.lock().expect("seen").as_slice(), [(None, ts - 1)]);
+        assert_eq!(
+            engine.snapshot().get(b"a").expect("get").as_deref(),
+            Some(&b"1"[..])
+        );
+        let (ts, ()) = engine
+            .apply_logged(
+                |_| Ok((b"b=2".to_vec(), ())),
+                |batch, ()| {
+                    batch.put(b"b", b"2")?;
+                    batch.after_install(hook(b"b"));
+                    Ok(())
+                },
+            )
+            .expect("apply_logged");
+        assert_eq!(seen.lock().expect("seen")[1], (None, ts - 1));
+        assert_eq!(
+            engine.snapshot().get(b"b").expect("get").as_deref(),
+            Some(&b"2"[..])
+        );
+        // A batch that fails after setting its hook: never run.
+        let failed = engine.apply(|batch| {
+            batch.put(b"c", b"3")?;
+            batch.after_install(hook(b"c"));
+            Err::<(), _>(Error::invalid("the batch fails"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(seen.lock().expect("seen").len(), 2);
+    }
+
     #[test]
     fn apply_logged_commits_its_writes_and_logs_its_body_for_replay() {
         for sync in [SyncMode::Always, SyncMode::Never] {
