@@ -36,6 +36,9 @@ use crate::mvcc::KeyHasher;
 
 /// Shards of the index, each behind its own lock: a power of two.
 const SHARDS: usize = 64;
+/// Appends of more entries than this are sorted by shard first, for a
+/// lock hold per shard (`append`).
+const SORT_MIN: usize = 16;
 /// Appends of at least this many entries run on two threads (a thread's
 /// start costs about 100 us here, an entry about 50-100 ns).
 const PARALLEL_MIN: usize = 4096;
@@ -159,6 +162,14 @@ impl History {
     /// account has: a batch's, in event order, so in timestamp order. One
     /// lock hold per shard that `entries` touch.
     pub(crate) fn append(&self, entries: &[(u128, Item)]) {
+        if entries.len() <= SORT_MIN {
+            // A call of a few transfers: a lock hold per entry costs less
+            // than sorting them by shard.
+            for &(account, item) in entries {
+                push(&mut self.shards[shard_of(account)].write(), account, item);
+            }
+            return;
+        }
         // A counting sort of the entries by shard, stable: an account's
         // entries keep their order.
         let mut starts = [0u32; SHARDS + 1];
