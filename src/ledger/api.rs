@@ -510,6 +510,9 @@ fn prefix_end(prefix: &[u8]) -> Bound<Vec<u8>> {
 type HistoryEntry = (u64, Transfer, Option<[u128; 4]>);
 /// A history entry as found: timestamp, transfer id, balances (if kept).
 type Found = (u64, u128, Option<[u128; 4]>);
+/// The entries a history read copies from the transfer index at a time
+/// (`LedgerSnapshot::history`).
+const PAGE: usize = 256;
 
 /// The ledger's reads at one engine snapshot: every call sees the same
 /// whole batches.
@@ -606,19 +609,6 @@ impl LedgerSnapshot {
         (!broken).then_some((filter.timestamp_min, max))
     }
 
-    /// The transfers of `filter`'s account in its range, from the transfer
-    /// index, as (timestamp, transfer id, no balances), by time. The index
-    /// may hold entries of a batch this snapshot does not see (appended
-    /// before it became visible): `history` skips them, as their transfers
-    /// are not found at this snapshot.
-    fn indexed(&self, filter: &AccountFilter, (min, max): (u64, u64)) -> Vec<Found> {
-        self.history
-            .range(filter.account_id, min, max)
-            .into_iter()
-            .map(|item| (item.ts(), item.id(), None))
-            .collect()
-    }
-
     /// The history records of `filter`'s account in its range (kept for
     /// `HISTORY` accounts, with their balances), by time.
     fn recorded(&self, filter: &AccountFilter, (min, max): (u64, u64)) -> Result<Vec<Found>> {
@@ -642,20 +632,62 @@ impl LedgerSnapshot {
     /// `balances` from the history records) that pass it, in the order
     /// asked: (timestamp, transfer, balances if asked and stored).
     fn history(&self, filter: &AccountFilter, balances: bool) -> Result<Vec<HistoryEntry>> {
-        let Some(range) = Self::filter_range(filter) else {
+        let Some((min, max)) = Self::filter_range(filter) else {
             return Ok(Vec::new());
         };
-        let mut entries = if balances {
-            self.recorded(filter, range)?
-        } else {
-            self.indexed(filter, range)
-        };
-        if filter.flags.contains(AccountFilterFlags::REVERSED) {
-            entries.reverse();
-        }
+        let reversed = filter.flags.contains(AccountFilterFlags::REVERSED);
         let mut out = Vec::new();
+        if balances {
+            let mut entries = self.recorded(filter, (min, max))?;
+            if reversed {
+                entries.reverse();
+            }
+            self.keep_matching(filter, entries, &mut out)?;
+            return Ok(out);
+        }
+        // From the transfer index, a page at a time in the order asked,
+        // until `limit` match: a small limit reads a few entries of an
+        // account of millions. An account has one entry per timestamp (a
+        // transfer's two accounts differ), so the next page starts past
+        // the last one read.
+        let (mut lo, mut hi) = (min, max);
+        loop {
+            let page = self.history.page(filter.account_id, lo, hi, reversed, PAGE);
+            let (full, last) = (page.len() == PAGE, page.last().map(Item::ts));
+            let entries = page.iter().map(|item| (item.ts(), item.id(), None));
+            self.keep_matching(filter, entries, &mut out)?;
+            let next = match last {
+                Some(ts) if full && out.len() < filter.limit as usize => {
+                    if reversed {
+                        ts.checked_sub(1).map(|ts| (lo, ts))
+                    } else {
+                        ts.checked_add(1).map(|ts| (ts, hi))
+                    }
+                }
+                _ => None,
+            };
+            match next {
+                Some((l, h)) if l <= h => (lo, hi) = (l, h),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Appends to `out` the transfers of `entries` (in the order asked)
+    /// that pass `filter`, until it holds `limit`. An entry whose
+    /// transfer this snapshot does not find is skipped: the transfer
+    /// index may hold entries of a batch after this snapshot (appended
+    /// before it became visible).
+    fn keep_matching(
+        &self,
+        filter: &AccountFilter,
+        entries: impl IntoIterator<Item = Found>,
+        out: &mut Vec<HistoryEntry>,
+    ) -> Result<()> {
         for (ts, id, balances) in entries {
-            // Not found: a batch after this snapshot (see `indexed`).
+            if out.len() >= filter.limit as usize {
+                break;
+            }
             let Some(t) = self.transfer(id)? else {
                 continue;
             };
@@ -669,12 +701,9 @@ impl LedgerSnapshot {
                 && (filter.code == 0 || t.code == filter.code);
             if side_ok && fields_ok {
                 out.push((ts, t, balances));
-                if out.len() >= filter.limit as usize {
-                    break;
-                }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// An account's transfers that match `filter`: by timestamp range,

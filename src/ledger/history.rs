@@ -100,12 +100,36 @@ impl Entries {
         self.open.push(item);
     }
 
-    fn chunks(&self) -> impl Iterator<Item = &[Item]> {
+    fn chunks(&self) -> impl DoubleEndedIterator<Item = &[Item]> {
         self.full.iter().map(|c| &c[..]).chain([&self.open[..]])
     }
 
-    /// The entries with a timestamp in `min..=max`, oldest first.
-    fn range(&self, min: u64, max: u64) -> Vec<Item> {
+    /// Up to `n` entries with a timestamp in `min..=max`: the oldest,
+    /// oldest first, or (`reversed`) the newest, newest first.
+    fn page(&self, min: u64, max: u64, reversed: bool, n: usize) -> Vec<Item> {
+        if !reversed {
+            let mut out = self.range(min, max, n);
+            out.truncate(n);
+            return out;
+        }
+        let mut out = Vec::new();
+        for chunk in self.chunks().rev() {
+            if chunk.first().is_some_and(|i| i.ts > max) {
+                continue;
+            }
+            let from = chunk.partition_point(|i| i.ts < min);
+            let to = chunk.partition_point(|i| i.ts <= max);
+            out.extend(chunk[from..to.max(from)].iter().rev().take(n - out.len()));
+            if from > 0 || out.len() == n {
+                break;
+            }
+        }
+        out
+    }
+
+    /// The entries with a timestamp in `min..=max`, oldest first: all of
+    /// them, or at least `n` when there are that many.
+    fn range(&self, min: u64, max: u64, n: usize) -> Vec<Item> {
         // The first full chunk that may hold one: the one whose last entry
         // is at or after `min` (full chunks are never empty).
         let first = self.full.partition_point(|c| c[c.len() - 1].ts < min);
@@ -114,7 +138,7 @@ impl Entries {
             let from = chunk.partition_point(|i| i.ts < min);
             let to = chunk.partition_point(|i| i.ts <= max);
             out.extend_from_slice(&chunk[from..to.max(from)]);
-            if to < chunk.len() {
+            if to < chunk.len() || out.len() >= n {
                 break;
             }
         }
@@ -259,10 +283,24 @@ impl History {
     }
 
     /// `account`'s entries with a timestamp in `min..=max`, oldest first.
+    #[cfg(test)]
     pub(crate) fn range(&self, account: u128, min: u64, max: u64) -> Vec<Item> {
+        self.page(account, min, max, false, usize::MAX)
+    }
+
+    /// Up to `n` of `account`'s entries with a timestamp in `min..=max`:
+    /// the oldest, oldest first, or (`reversed`) the newest, newest first.
+    pub(crate) fn page(
+        &self,
+        account: u128,
+        min: u64,
+        max: u64,
+        reversed: bool,
+        n: usize,
+    ) -> Vec<Item> {
         let map = self.shards[shard_of(account)].read();
         map.get(&account)
-            .map_or_else(Vec::new, |entries| entries.range(min, max))
+            .map_or_else(Vec::new, |entries| entries.page(min, max, reversed, n))
     }
 
     /// How many entries the index holds.
@@ -334,7 +372,8 @@ mod tests {
 
     /// Every range of an account whose entries span many chunks, before
     /// and after a rebuild (which leaves one big chunk, then appends
-    /// start new ones), is the entries a plain filter keeps.
+    /// start new ones), is the entries a plain filter keeps; and a page
+    /// of it, either way, their first or last ones.
     #[test]
     fn ranges_across_chunk_boundaries_are_what_a_filter_keeps() {
         let appended = History::default();
@@ -363,6 +402,19 @@ mod tests {
                     .collect();
                 assert_eq!(appended.range(9, min, max), want, "appended {min}..={max}");
                 assert_eq!(rebuilt.range(9, min, max), want, "rebuilt {min}..={max}");
+                let newest: Vec<Item> = want.iter().rev().copied().collect();
+                for n in [1, 7, 8, 9, 100, 256, 1000] {
+                    for h in [&appended, &rebuilt] {
+                        let first = &want[..n.min(want.len())];
+                        assert_eq!(
+                            h.page(9, min, max, false, n),
+                            first,
+                            "{min}..={max} first {n}"
+                        );
+                        let last = &newest[..n.min(want.len())];
+                        assert_eq!(h.page(9, min, max, true, n), last, "{min}..={max} last {n}");
+                    }
+                }
             }
         }
     }
