@@ -21,7 +21,7 @@ use super::codec::{
     TRANSFER,
 };
 use super::codes::{CreateAccountResult, CreateTransferResult};
-use super::history::{History, Item};
+use super::history::{self, History, Item};
 use super::machine::{MAX_BATCH_EVENTS, Machine, Shared, first_timestamp};
 use super::types::{
     Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, Transfer,
@@ -191,19 +191,18 @@ impl Ledger {
         let engine = Engine::open(dir, engine_options)?;
         // The transfer index, from the transfer records (failed ids' one
         // byte records decode to nothing).
-        let history = Arc::new(History::default());
-        let mut entries = Vec::new();
+        let mut builder = history::Builder::default();
         engine.for_each_latest_in(TRANSFER, |key, value| {
             let Some(id) = codec::parse_id_key(key) else {
                 return;
             };
             if let Some(t) = value.and_then(|v| codec::decode_stored_transfer(id, v)) {
                 let item = Item::new(t.timestamp, id);
-                entries.push((t.debit_account_id, item));
-                entries.push((t.credit_account_id, item));
+                builder.add(t.debit_account_id, item);
+                builder.add(t.credit_account_id, item);
             }
         });
-        history.rebuild(entries);
+        let history = Arc::new(builder.finish());
         // Nothing has run a live batch yet: this is the first set.
         let _ = shared.history.set(Arc::clone(&history));
         Ok(Ledger {

@@ -3,7 +3,7 @@
 //!
 //! It is derived from the transfer records, the one place a transfer's
 //! accounts and timestamp are kept: `Ledger::open` builds it from them
-//! (`rebuild`), and each batch appends its new transfers (`append`) once
+//! (`Builder`), and each batch appends its new transfers (`append`) once
 //! its writes are installed, before any reader can see them
 //! (`Batch::after_install`). It is not logged nor checkpointed: it holds
 //! nothing the records do not.
@@ -181,6 +181,53 @@ impl Default for History {
     }
 }
 
+/// Builds a `History` from entries in any order, as `Ledger::open` walks
+/// the transfer records: entry by entry, with no list of them all (a
+/// ledger of millions of transfers would hold it twice over).
+#[derive(Debug)]
+pub(crate) struct Builder {
+    found: Vec<HashMap<u128, Vec<Item>, BuildHasherDefault<KeyHasher>>>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            found: (0..SHARDS).map(|_| HashMap::default()).collect(),
+        }
+    }
+}
+
+impl Builder {
+    pub(crate) fn add(&mut self, account: u128, item: Item) {
+        self.found[shard_of(account)]
+            .entry(account)
+            .or_default()
+            .push(item);
+    }
+
+    /// The index: each account's entries sorted, as its one open chunk
+    /// (its room left for appends; once full, a chunk of `CHUNK_MAX`
+    /// follows).
+    pub(crate) fn finish(self) -> History {
+        let history = History::default();
+        for (lock, found) in history.shards.iter().zip(self.found) {
+            let mut map = lock.write();
+            map.reserve(found.len());
+            for (account, mut open) in found {
+                open.sort_unstable_by_key(|i| (i.ts, i.id));
+                map.insert(
+                    account,
+                    Entries {
+                        full: Vec::new(),
+                        open,
+                    },
+                );
+            }
+        }
+        history
+    }
+}
+
 impl History {
     /// Appends `entries` (account, entry), each after every entry its
     /// account has: a batch's, in event order, so in timestamp order. One
@@ -251,34 +298,6 @@ impl History {
         entries.clear();
         if entries.capacity() <= KEPT_ENTRIES {
             *self.spare.lock() = entries;
-        }
-    }
-
-    /// Builds the index of `entries`, in any order, into an empty one.
-    pub(crate) fn rebuild(&self, entries: impl IntoIterator<Item = (u128, Item)>) {
-        let mut maps: Vec<_> = self.shards.iter().map(|s| s.write()).collect();
-        let mut found: Vec<HashMap<u128, Vec<Item>, BuildHasherDefault<KeyHasher>>> =
-            (0..SHARDS).map(|_| HashMap::default()).collect();
-        for (account, item) in entries {
-            found[shard_of(account)]
-                .entry(account)
-                .or_default()
-                .push(item);
-        }
-        // Each account's entries sorted, as its one open chunk: the next
-        // append starts a chunk of its own.
-        for (map, found) in maps.iter_mut().zip(found) {
-            for (account, mut items) in found {
-                items.sort_unstable_by_key(|i| (i.ts, i.id));
-                items.shrink_to_fit();
-                map.insert(
-                    account,
-                    Entries {
-                        full: Vec::new(),
-                        open: items,
-                    },
-                );
-            }
         }
     }
 
@@ -371,13 +390,12 @@ mod tests {
     }
 
     /// Every range of an account whose entries span many chunks, before
-    /// and after a rebuild (which leaves one big chunk, then appends
+    /// and after a build from records (which leaves one big chunk, then appends
     /// start new ones), is the entries a plain filter keeps; and a page
     /// of it, either way, their first or last ones.
     #[test]
     fn ranges_across_chunk_boundaries_are_what_a_filter_keeps() {
         let appended = History::default();
-        let rebuilt = History::default();
         // Timestamps 2, 4, ...: a bound can fall on an entry or between.
         let all: Vec<Item> = (1..=700u64)
             .map(|n| Item::new(2 * n, u128::from(n)))
@@ -385,7 +403,11 @@ mod tests {
         for item in &all[..500] {
             appended.append(&[(9, *item)]);
         }
-        rebuilt.rebuild(all[..500].iter().map(|i| (9, *i)));
+        let mut builder = Builder::default();
+        for item in all[..500].iter().rev() {
+            builder.add(9, *item);
+        }
+        let rebuilt = builder.finish();
         for item in &all[500..] {
             appended.append(&[(9, *item)]);
             rebuilt.append(&[(9, *item)]);
@@ -420,7 +442,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rebuild_from_entries_in_any_order_sorts_each_account() {
+    fn a_build_from_entries_in_any_order_sorts_each_account() {
         let appended = History::default();
         let mut entries = Vec::new();
         for ts in 1..=1_000u64 {
@@ -428,10 +450,13 @@ mod tests {
             entries.push((account, Item::new(ts, u128::from(ts) * 3)));
         }
         appended.append(&entries);
-        let rebuilt = History::default();
         entries.reverse();
         entries.swap(3, 500);
-        rebuilt.rebuild(entries);
+        let mut builder = Builder::default();
+        for (account, item) in entries {
+            builder.add(account, item);
+        }
+        let rebuilt = builder.finish();
         for account in 0..17 {
             let got = rebuilt.range(account, 0, u64::MAX);
             assert_eq!(got, appended.range(account, 0, u64::MAX));
