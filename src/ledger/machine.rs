@@ -533,12 +533,6 @@ impl<'b, 'i> Machine<'b, 'i> {
             let written = transfers.iter().map(|(id, _)| id);
             written.chain(failed.keys().copied()).fold(max, u128::max)
         });
-        // Each record below is written once and never read back
-        // (`OnceWrites`). A big batch builds them on two threads (`Part`):
-        // this one takes a first part of the accounts, transfers and
-        // history entries, in that order, and a helper the rest. The
-        // helper's vector has room for this thread's part, which is then
-        // appended to it without growing it.
         // The transfer index takes every entry once the batch is
         // installed; only the balances of `HISTORY` accounts are records.
         if let Some(index) = shared.history.get().filter(|_| !history.is_empty()) {
@@ -556,6 +550,12 @@ impl<'b, 'i> Machine<'b, 'i> {
             .filter(|h| h.balances.is_some())
             .copied()
             .collect();
+        // Each record below is written once and never read back
+        // (`OnceWrites`). A big batch builds them on two threads (`Part`):
+        // this one takes a first part of the accounts, transfers and
+        // history records, in that order, and a helper the rest. The
+        // helper's vector has room for this thread's part, which is then
+        // appended to it without growing it.
         let all = Part {
             accounts: accounts.as_slice(),
             transfers: transfers.as_slice(),

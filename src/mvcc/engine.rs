@@ -754,8 +754,8 @@ mod tests {
 
     /// `Batch::after_install` runs once the writes are installed and
     /// before they are visible, through `apply` and `apply_logged` alike;
-    /// never for a batch that fails. What each run saw: whether the
-    /// batch's key was visible then, and whether the batch could read it.
+    /// never for a batch that fails. Each run records what a snapshot
+    /// taken then shows of the batch's key, and that snapshot's ts.
     #[test]
     fn after_install_runs_between_install_and_visibility_and_only_on_success() {
         type Seen = Arc<std::sync::Mutex<Vec<(Option<bytes::Bytes>, u64)>>>;
