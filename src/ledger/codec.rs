@@ -79,10 +79,17 @@ pub(crate) fn parse_id_key(k: &[u8]) -> Option<u128> {
 }
 
 pub(crate) fn history_key(account: u128, timestamp: u64) -> [u8; 25] {
+    history_key_with(HISTORY_FIRST + account_family(account), account, timestamp)
+}
+
+/// An account's family, one of `HISTORY_FAMILIES` (64), spread by a hash
+/// of its id: what history keys start with, and the transfer index's
+/// shard (`history.rs`).
+pub(crate) fn account_family(account: u128) -> u8 {
     let folded = (account as u64) ^ ((account >> 64) as u64);
     let family = (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as u8;
     debug_assert!(family < HISTORY_FAMILIES);
-    history_key_with(HISTORY_FIRST + family, account, timestamp)
+    family
 }
 
 /// `history_key` as written before history keys were spread over

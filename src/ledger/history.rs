@@ -32,16 +32,14 @@ use std::hash::BuildHasherDefault;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::mvcc::KeyHasher;
+use super::codec;
+use crate::mvcc::{KeyHasher, bucket_by, by_parts};
 
 /// Shards of the index, each behind its own lock: a power of two.
 const SHARDS: usize = 64;
-/// Appends of more entries than this are sorted by shard first, for a
+/// Appends of more entries than this are bucketed by shard first, for a
 /// lock hold per shard (`append`).
 const SORT_MIN: usize = 16;
-/// Appends of at least this many entries run on two threads (a thread's
-/// start costs about 100 us here, an entry about 50-100 ns).
-const PARALLEL_MIN: usize = 4096;
 /// The room of an account's first chunk of entries (192 bytes), and of
 /// its biggest: each chunk has twice the room of the one before, up to
 /// `CHUNK_MAX` (6 KB).
@@ -156,8 +154,7 @@ impl Entries {
 type Map = HashMap<u128, Entries, BuildHasherDefault<KeyHasher>>;
 
 fn shard_of(account: u128) -> usize {
-    let folded = (account as u64) ^ ((account >> 64) as u64);
-    (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize
+    usize::from(codec::account_family(account))
 }
 
 /// Appends `item` to `account`'s entries in `map`.
@@ -232,59 +229,32 @@ impl Builder {
 
 impl History {
     /// Appends `entries` (account, entry), each after every entry its
-    /// account has: a batch's, in event order, so in timestamp order. One
-    /// lock hold per shard that `entries` touch.
-    pub(crate) fn append(&self, entries: &[(u128, Item)]) {
+    /// account has: a batch's, in event order, so in timestamp order.
+    /// Leaves `entries` empty, with its room. One lock hold per shard
+    /// that `entries` touch, on two threads for a big batch (the index's
+    /// `bucket_by` and `by_parts`).
+    pub(crate) fn append(&self, entries: &mut Vec<(u128, Item)>) {
         if entries.len() <= SORT_MIN {
             // A call of a few transfers: a lock hold per entry costs less
-            // than sorting them by shard.
-            for &(account, item) in entries {
+            // than bucketing them by shard.
+            for (account, item) in entries.drain(..) {
                 push(&mut self.shards[shard_of(account)].write(), account, item);
             }
             return;
         }
-        // A counting sort of the entries by shard, stable: an account's
-        // entries keep their order.
-        let mut starts = [0u32; SHARDS + 1];
-        for (account, _) in entries {
-            starts[shard_of(*account) + 1] += 1;
-        }
-        for s in 0..SHARDS {
-            starts[s + 1] += starts[s];
-        }
-        let mut next = starts;
-        let mut order = vec![0u32; entries.len()];
-        for (i, (account, _)) in entries.iter().enumerate() {
-            let s = shard_of(*account);
-            order[next[s] as usize] = i as u32;
-            next[s] += 1;
-        }
-        let fill = |shards: std::ops::Range<usize>| {
-            for s in shards {
-                let (from, to) = (starts[s] as usize, starts[s + 1] as usize);
-                if from == to {
-                    continue;
-                }
-                let mut map = self.shards[s].write();
-                for &i in &order[from..to] {
-                    let (account, item) = entries[i as usize];
-                    push(&mut map, account, item);
-                }
+        let total = entries.len();
+        let buckets = bucket_by(std::slice::from_mut(entries), SHARDS, |(account, _)| {
+            shard_of(*account)
+        });
+        by_parts(buckets, total, |shard, bucket, _: &mut Vec<()>| {
+            if bucket.is_empty() {
+                return;
             }
-        };
-        if entries.len() < PARALLEL_MIN || cfg!(loom) {
-            fill(0..SHARDS);
-        } else {
-            // Half the shards each, on this thread and a helper: disjoint
-            // locks, so neither waits for the other.
-            std::thread::scope(|scope| {
-                let helper = scope.spawn(|| fill(SHARDS / 2..SHARDS));
-                fill(0..SHARDS / 2);
-                helper
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            });
-        }
+            let mut map = self.shards[shard].write();
+            for (account, item) in bucket {
+                push(&mut map, account, item);
+            }
+        });
     }
 
     /// An empty vector for a batch's entries, with the room an earlier
@@ -296,8 +266,7 @@ impl History {
     /// `append`, then keeps the emptied vector for the next batch (one
     /// with room for `KEPT_ENTRIES` at most).
     pub(crate) fn append_and_keep(&self, mut entries: Vec<(u128, Item)>) {
-        self.append(&entries);
-        entries.clear();
+        self.append(&mut entries);
         if entries.capacity() <= KEPT_ENTRIES {
             *self.spare.lock() = entries;
         }
@@ -375,7 +344,7 @@ mod tests {
                 entries.push((a, item));
                 model.entry(a).or_default().push(item);
             }
-            h.append(&entries);
+            h.append(&mut entries);
         }
         assert_eq!(h.len(), model.values().map(Vec::len).sum::<usize>());
         for (a, items) in &model {
@@ -403,7 +372,7 @@ mod tests {
             .map(|n| Item::new(2 * n, u128::from(n)))
             .collect();
         for item in &all[..500] {
-            appended.append(&[(9, *item)]);
+            appended.append(&mut vec![(9, *item)]);
         }
         let mut builder = Builder::default();
         for item in all[..500].iter().rev() {
@@ -411,8 +380,8 @@ mod tests {
         }
         let rebuilt = builder.finish();
         for item in &all[500..] {
-            appended.append(&[(9, *item)]);
-            rebuilt.append(&[(9, *item)]);
+            appended.append(&mut vec![(9, *item)]);
+            rebuilt.append(&mut vec![(9, *item)]);
         }
         let bounds = [
             0, 1, 2, 3, 15, 16, 17, 47, 48, 49, 500, 999, 1000, 1001, 1400, 1401, 1402, 5000,
@@ -451,7 +420,7 @@ mod tests {
             let account = u128::from(ts % 17);
             entries.push((account, Item::new(ts, u128::from(ts) * 3)));
         }
-        appended.append(&entries);
+        appended.append(&mut entries.clone());
         entries.reverse();
         entries.swap(3, 500);
         let mut builder = Builder::default();

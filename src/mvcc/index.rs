@@ -208,18 +208,28 @@ fn shards_of(hashes: impl Iterator<Item = u64>) -> (Vec<usize>, [u8; SHARDS]) {
     (shards, at)
 }
 
-/// Counts the items of `lists` by shard (`hash` gives an item's
-/// `hash_of`), then moves each into its shard's bucket, each bucket sized
-/// exactly, leaving the lists empty (with their room). Separate passes:
-/// one loop doing all of it was slower.
+/// `bucket_by` the index's shards (`hash` gives an item's `hash_of`).
 fn bucket_by_shard<T>(lists: &mut [Vec<T>], hash: impl Fn(&T) -> u64) -> Vec<Vec<T>> {
-    let mut counts = [0usize; SHARDS];
+    bucket_by(lists, SHARDS, |item| shard_of_hash(hash(item)))
+}
+
+/// Counts the items of `lists` by bucket (`bucket` gives an item's, below
+/// `n`), then moves each into its bucket in order, each bucket sized
+/// exactly, leaving the lists empty (with their room). Separate passes:
+/// one loop doing all of it was slower. Also for what the ledger keeps
+/// beside the index in shards of its own (`ledger/history.rs`).
+pub(crate) fn bucket_by<T>(
+    lists: &mut [Vec<T>],
+    n: usize,
+    bucket: impl Fn(&T) -> usize,
+) -> Vec<Vec<T>> {
+    let mut counts = vec![0usize; n];
     for item in lists.iter().flatten() {
-        counts[shard_of_hash(hash(item))] += 1;
+        counts[bucket(item)] += 1;
     }
     let mut buckets: Vec<Vec<T>> = counts.iter().map(|&n| Vec::with_capacity(n)).collect();
     for item in lists.iter_mut().flat_map(|list| list.drain(..)) {
-        buckets[shard_of_hash(hash(&item))].push(item);
+        buckets[bucket(&item)].push(item);
     }
     buckets
 }
@@ -232,8 +242,8 @@ fn bucket_by_shard<T>(lists: &mut [Vec<T>], hash: impl Fn(&T) -> u64) -> Vec<Vec
 /// lets the faster thread do more: the helper starts about 60 us late and
 /// shares its core with the log's sync, and with the shards split in two
 /// halves up front this thread waited for it 0.3 to 0.5 ms a batch of
-/// 8,190 transfers.
-fn by_parts<T: Send, R: Send>(
+/// 8,190 transfers. Also for the ledger's history (`ledger/history.rs`).
+pub(crate) fn by_parts<T: Send, R: Send>(
     parts: Vec<T>,
     total: usize,
     run: impl Fn(usize, T, &mut Vec<R>) + Sync,
