@@ -547,18 +547,30 @@ impl Inner {
             Logged::Physical => record::encode_commit(record, ts, writes.count(), writes.each()),
             Logged::Logical(body) => record::encode_logical(record, ts, body),
         });
-        let horizon = self.gc.horizon_hint();
         // A big commit: the disk writes and syncs the record while the
         // index installs it, what the caller will wait for anyway.
         let (visit, synced) = self.beside_sync(writes.count() >= OVERLAP_MIN, || {
-            let visit = self.index.install_all(writes, ts, &horizon);
-            if let Some(after) = after {
-                after();
-            }
-            visit
+            self.install(writes, ts, after)
         });
         self.publish(seq, ts, visit);
         (ts, buffered, synced)
+    }
+
+    /// Step 5: installs `writes` at `ts`, then runs `after` (a batch's
+    /// `Batch::after_install`), before anything is published. Returns the
+    /// keys the collector must visit.
+    fn install(
+        &self,
+        writes: impl Writes,
+        ts: u64,
+        after: Option<AfterInstall>,
+    ) -> Vec<super::key::Key> {
+        let horizon = self.gc.horizon_hint();
+        let visit = self.index.install_all(writes, ts, &horizon);
+        if let Some(after) = after {
+            after();
+        }
+        visit
     }
 
     /// Runs `work`; under `Always`, when `big`, with the log written and
@@ -651,12 +663,7 @@ impl Inner {
                 let after = batch.take_after_install();
                 let (writes, _) = batch.into_parts();
                 let count = writes.count();
-                let horizon = self.gc.horizon_hint();
-                let visit = self.index.install_all(writes, ts, &horizon);
-                if let Some(after) = after {
-                    after();
-                }
-                (out, count, visit)
+                (out, count, self.install(writes, ts, after))
             })
         });
         let (out, count, visit) = match ran {
