@@ -543,7 +543,7 @@ impl<'b, 'i> Machine<'b, 'i> {
                     .map(|h| (h.account, Item::new(h.ts, h.transfer_id))),
             );
             let index = Arc::clone(index);
-            batch.after_install(Box::new(move || index.append_and_keep(entries)));
+            batch.after_install(Box::new(move || index.add_batch(entries)));
         }
         let with_balances: Vec<HistoryEntry> = history
             .iter()
