@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use mvledger::{AccountFilter, AccountFilterFlags, AccountFlags, Ledger, LedgerSnapshot, Transfer};
 
-use common::{SplitMix64, account, open, transfer};
+use common::{SplitMix64, account, open, open_with_accounts, transfer};
 
 const ACCOUNTS: u128 = 200;
 
@@ -80,11 +80,7 @@ fn batch(
 #[test]
 fn readers_find_exactly_what_their_snapshot_sees_while_big_batches_commit() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let l = Arc::new(open(dir.path()));
-    let accounts: Vec<_> = (1..=ACCOUNTS)
-        .map(|id| account(id, AccountFlags::empty()))
-        .collect();
-    l.create_accounts(&accounts).expect("accounts");
+    let l = Arc::new(open_with_accounts(dir.path(), ACCOUNTS));
     let done = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..2u64)
         .map(|r| {
@@ -142,11 +138,7 @@ fn readers_find_exactly_what_their_snapshot_sees_while_big_batches_commit() {
 #[test]
 fn a_big_batch_is_in_the_history_at_once_and_a_small_one_after_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let l = open(dir.path());
-    let accounts: Vec<_> = (1..=3)
-        .map(|id| account(id, AccountFlags::empty()))
-        .collect();
-    l.create_accounts(&accounts).expect("accounts");
+    let l = open_with_accounts(dir.path(), 3);
     let big: Vec<Transfer> = (0..2_000u128).map(|i| transfer(10 + i, 1, 2, 1)).collect();
     l.create_transfers(&big).expect("transfers");
     let ids = |l: &Ledger, a| -> Vec<u128> {

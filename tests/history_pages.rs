@@ -9,7 +9,7 @@ mod common;
 
 use mvledger::{AccountFilter, AccountFilterFlags, AccountFlags, Ledger, Transfer};
 
-use common::{account, open, transfer};
+use common::{account, open, open_with_accounts, transfer};
 
 /// Account 1's transfers: 1,100 of them, debits and credits with
 /// accounts 2 and 3, codes 1 to 3; and 300 between 2 and 3 mixed in.
@@ -131,11 +131,7 @@ fn pages_of_a_long_history_give_what_a_filter_gives() {
 #[test]
 fn a_snapshot_does_not_see_the_history_of_later_batches() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let l = open(dir.path());
-    let accounts: Vec<_> = (1..=3)
-        .map(|id| account(id, AccountFlags::empty()))
-        .collect();
-    l.create_accounts(&accounts).expect("accounts");
+    let l = open_with_accounts(dir.path(), 3);
     l.create_transfers(&[transfer(10, 1, 2, 1)])
         .expect("transfers");
     let before = l.snapshot();

@@ -52,6 +52,16 @@ pub fn open(dir: &Path) -> Ledger {
     open_clocked(dir, &Arc::new(ManualClock::new(T0)))
 }
 
+/// `open`, with the plain accounts 1 to `n` created.
+pub fn open_with_accounts(dir: &Path, n: u128) -> Ledger {
+    let l = open(dir);
+    let accounts: Vec<Account> = (1..=n)
+        .map(|id| account(id, AccountFlags::empty()))
+        .collect();
+    l.create_accounts(&accounts).expect("accounts");
+    l
+}
+
 /// An account on ledger 1 with code 1 and `flags`.
 pub fn account(id: u128, flags: AccountFlags) -> Account {
     Account {
