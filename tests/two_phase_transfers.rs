@@ -89,10 +89,11 @@ fn a_post_of_amount_zero_posts_the_full_pending_amount() {
     assert_eq!(l.lookup_transfers(&[11]).unwrap()[0].amount, 100);
 }
 
-/// TigerBeetle since 0.16 spells "the whole pending amount" `AMOUNT_MAX`
-/// (`u128::MAX`); 0 keeps its older meaning here (zero-amount transfers
-/// are refused), so both post the whole amount, a void of either voids
-/// it, and a post sent again with either is `Exists`.
+/// TigerBeetle since 0.16 spells "the whole pending amount" of a post
+/// `AMOUNT_MAX` (`u128::MAX`); 0 keeps its older meaning here (zero-amount
+/// transfers are refused), so both post the whole amount, and a post sent
+/// again with either is `Exists`. A void's amount is 0 or exactly the
+/// pending amount, as in TigerBeetle: `u128::MAX` exceeds it.
 #[test]
 fn a_post_or_void_of_u128_max_settles_the_whole_pending_amount() {
     let dir = tempfile::tempdir().unwrap();
@@ -107,11 +108,13 @@ fn a_post_or_void_of_u128_max_settles_the_whole_pending_amount() {
     submit(&l, post(11, 10, 100), R::Exists);
     submit(&l, post(11, 10, 99), R::ExistsWithDifferentAmount);
     submit(&l, pending(20, 1, 2, 30), R::Ok);
-    let void_all = mvledger::Transfer {
+    let void_max = mvledger::Transfer {
         amount: u128::MAX,
         ..void(21, 20)
     };
-    submit(&l, void_all, R::Ok);
+    submit(&l, void_max, R::ExceedsPendingTransferAmount);
+    assert_eq!(sides(&l, 1, 2), [30, 100, 30, 100], "nothing voided");
+    submit(&l, void(22, 20), R::Ok);
     assert_eq!(sides(&l, 1, 2), [0, 100, 0, 100], "the void released 30");
     // Above the pending amount but below u128::MAX it still exceeds it.
     submit(&l, pending(30, 1, 2, 5), R::Ok);

@@ -1009,7 +1009,7 @@ impl<'b, 'i> Machine<'b, 'i> {
             return TR::PendingTransferHasDifferentCode;
         }
         let post = t.flags.contains(TransferFlags::POST_PENDING_TRANSFER);
-        let amount = settled_amount(t.amount, p.amount);
+        let amount = settled_amount(t.amount, p.amount, post);
         if amount > p.amount {
             return TR::ExceedsPendingTransferAmount;
         }
@@ -1162,26 +1162,29 @@ pub(crate) fn transfer_exists(t: &Transfer, e: &Transfer, pending: Option<&Trans
     TR::Exists
 }
 
-/// A post or void `t` of pending transfer `p` as it is stored: zero fields
-/// inherited from `p`, amount 0 meaning all of `p`'s.
-/// The amount a post or void of `asked` settles of a pending `pending`:
-/// the whole of it for 0 (TigerBeetle before 0.16) or `u128::MAX`
-/// (`AMOUNT_MAX`, TigerBeetle since 0.16, where a zero-amount transfer is
-/// allowed; here it is not, so 0 keeps its older meaning and both work).
-fn settled_amount(asked: u128, pending: u128) -> u128 {
-    if asked == 0 || asked == u128::MAX {
+/// The amount a post (`post`) or void of `asked` settles of a pending
+/// `pending`: the whole of it for 0 (TigerBeetle before 0.16), and on a
+/// post for `u128::MAX` too (`AMOUNT_MAX`, TigerBeetle since 0.16, where a
+/// zero-amount transfer is allowed; here it is not, so 0 keeps its older
+/// meaning and both work). A void's nonzero amount is its own, as in
+/// TigerBeetle: above the pending amount it exceeds it, below it differs.
+fn settled_amount(asked: u128, pending: u128, post: bool) -> u128 {
+    if asked == 0 || (post && asked == u128::MAX) {
         pending
     } else {
         asked
     }
 }
 
+/// A post or void `t` of pending transfer `p` as it is stored: zero fields
+/// inherited from `p`, the amount as `settled_amount` resolves it.
 fn resolve_settlement(t: &Transfer, p: &Transfer) -> Transfer {
     let or = |own: u128, inherited: u128| if own == 0 { inherited } else { own };
+    let post = t.flags.contains(TransferFlags::POST_PENDING_TRANSFER);
     Transfer {
         debit_account_id: or(t.debit_account_id, p.debit_account_id),
         credit_account_id: or(t.credit_account_id, p.credit_account_id),
-        amount: settled_amount(t.amount, p.amount),
+        amount: settled_amount(t.amount, p.amount, post),
         user_data_128: or(t.user_data_128, p.user_data_128),
         user_data_64: if t.user_data_64 == 0 {
             p.user_data_64

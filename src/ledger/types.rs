@@ -105,9 +105,10 @@ pub struct Transfer {
     /// The account credited (0 on a post/void: the pending transfer's).
     pub credit_account_id: u128,
     /// How much; not 0 except on balancing and post/void transfers. On a
-    /// post or void, 0 or `u128::MAX` means the pending transfer's whole
-    /// amount; on a balancing transfer, 0 or `u128::MAX` means as much as
-    /// the balance allows.
+    /// post, 0 or `u128::MAX` means the pending transfer's whole amount; on
+    /// a void, 0 does, and any other amount must be exactly the pending
+    /// transfer's; on a balancing transfer, 0 or `u128::MAX` means as much
+    /// as the balance allows.
     pub amount: u128,
     /// The pending transfer a post or void settles.
     pub pending_id: u128,

@@ -9,10 +9,11 @@
 //! taken at its start, and expiry scans every pending transfer.
 //!
 //! The choices the documents leave open, and what the model takes:
-//! - Amounts: post/void with amount 0 or `u128::MAX` mean the pending
-//!   amount (TigerBeetle's older and newer spelling); a post above
-//!   it is `ExceedsPendingTransferAmount`, a void with another non-zero
-//!   amount `PendingTransferHasDifferentAmount`. A balancing transfer with
+//! - Amounts: a post with amount 0 or `u128::MAX` means the pending
+//!   amount (TigerBeetle's older and newer spelling), a void with 0 (a
+//!   void's nonzero amount is its own, as in TigerBeetle); an amount
+//!   above the pending one is `ExceedsPendingTransferAmount`, a void's
+//!   below it `PendingTransferHasDifferentAmount`. A balancing transfer with
 //!   amount 0 means "at most `u128::MAX`"; if balancing leaves nothing to
 //!   move it fails with `ExceedsCredits` / `ExceedsDebits` (amounts are
 //!   never 0, as in TigerBeetle before 0.16, which still has
@@ -613,7 +614,7 @@ impl Model {
         if t.code != 0 && t.code != p.code {
             return TR::PendingTransferHasDifferentCode;
         }
-        let amount = if t.amount == 0 || t.amount == u128::MAX {
+        let amount = if t.amount == 0 || (!void && t.amount == u128::MAX) {
             p.amount
         } else {
             t.amount
@@ -721,7 +722,8 @@ impl Model {
             if t.credit_account_id != 0 && t.credit_account_id != e.credit_account_id {
                 return TR::ExistsWithDifferentCreditAccountId;
             }
-            let amount = if t.amount == 0 || t.amount == u128::MAX {
+            let void = t.flags.contains(TransferFlags::VOID_PENDING_TRANSFER);
+            let amount = if t.amount == 0 || (!void && t.amount == u128::MAX) {
                 p.amount
             } else {
                 t.amount
