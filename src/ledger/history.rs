@@ -63,13 +63,13 @@ const SORT_MIN: usize = 16;
 /// `CHUNK_MAX` (6 KB).
 const FIRST_ROOM: usize = 8;
 const CHUNK_MAX: usize = 256;
-/// The most entries whose vector `append_and_keep` keeps: those of 16,384
+/// The most entries whose vector `keep_spare` keeps: those of 16,384
 /// transfers (the biggest batch that runs in the machine's kept caches).
 const KEPT_ENTRIES: usize = 2 * 16_384;
 /// A batch of this many entries or more is queued, not appended at once
 /// (`add_batch`): the next batch's helper thread costs some 60 us to
 /// start, the append of 1,024 entries about as much.
-pub(crate) const DEFER_MIN: usize = 1_024;
+const DEFER_MIN: usize = 1_024;
 
 /// One entry: a transfer of the account, at `ts`. The id in two words, so
 /// that an entry takes 24 bytes, not 32 (a `u128` aligns to 16).
@@ -281,7 +281,7 @@ impl History {
         self.append_on(entries);
     }
 
-    /// `append`, for `add_batch`.
+    /// `append` (the small batches of `add_batch` go through it).
     fn append_on(&self, entries: &mut Vec<(u128, Item)>) {
         if entries.len() <= SORT_MIN {
             // A call of a few transfers: a lock hold per entry costs less
@@ -403,7 +403,7 @@ impl History {
     }
 
     /// An empty vector for a batch's entries, with the room an earlier
-    /// batch left in it (`append_and_keep`).
+    /// batch left in it (`keep_spare`).
     pub(crate) fn take_spare(&self) -> Vec<(u128, Item)> {
         std::mem::take(&mut *self.spare.lock())
     }
