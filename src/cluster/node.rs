@@ -489,17 +489,17 @@ impl Node {
         }
     }
 
-    /// Appends `events` to transfer `id`'s record, sets what it owes, and
-    /// writes it back; returns the new state.
+    /// Appends `events` to transfer `id`'s record `rec` (whose events fold
+    /// to `agg`), sets what it owes, and writes it back; returns the new
+    /// state.
     fn advance(
         &self,
         extra: &mut Extra<'_, '_>,
-        mut rec: CoordinatorRecord,
+        (mut rec, mut agg): (CoordinatorRecord, Aggregate),
         id: u128,
         events: &[Event],
         owed: Owed,
     ) -> Result<Aggregate> {
-        let mut agg = self.fold(&rec)?;
         for e in events {
             agg.apply(e).map_err(|why| self.damaged(why))?;
         }
@@ -562,7 +562,9 @@ impl Node {
                         };
                         let prepare = Message::Prepare { transfer: u };
                         let events = [Event::LegPrepared(self.shard)];
-                        self.advance(extra, rec, u.id, &events, Some((credit_shard, prepare)))?;
+                        let agg = self.fold(&rec)?;
+                        let owed = Some((credit_shard, prepare));
+                        self.advance(extra, (rec, agg), u.id, &events, owed)?;
                         effects.send.push((credit_shard, prepare));
                         Started::InFlight
                     }
@@ -790,22 +792,9 @@ impl Node {
                     )));
                 }
             },
-            Message::Done { id, commit } => match self.aggregate(snap, id)? {
-                Some(agg) if !agg.settled[1] && agg.prepared[1] => {
-                    let expect = if commit {
-                        TransferState::Committing
-                    } else {
-                        TransferState::Aborting
-                    };
-                    if agg.state != expect {
-                        return Err(
-                            self.damaged(format!("done({commit}) for {id} in {:?}", agg.state))
-                        );
-                    }
-                    Step::Record { commit }
-                }
-                _ => Step::Nothing,
-            },
+            // Checked inside the commit, where the record is read anyway
+            // (`commit_step`): a duplicate changes nothing there.
+            Message::Done { commit, .. } => Step::Record { commit },
         })
     }
 
@@ -852,7 +841,8 @@ impl Node {
             Step::Decide { commit, .. } => {
                 self.expect_settled(result, id)?;
                 let rec = self.coordinator_latest(extra, id)?;
-                let credit = self.fold(&rec)?.credit_shard;
+                let folded = self.fold(&rec)?;
+                let credit = folded.credit_shard;
                 let agg = if commit {
                     let events = [
                         Event::LegPrepared(credit),
@@ -861,7 +851,7 @@ impl Node {
                     ];
                     let decision = Message::Decision { id, commit: true };
                     sends.push((credit, decision));
-                    self.advance(extra, rec, id, &events, Some((credit, decision)))?
+                    self.advance(extra, (rec, folded), id, &events, Some((credit, decision)))?
                 } else {
                     let code = match m {
                         Message::Vote {
@@ -875,7 +865,7 @@ impl Node {
                         Event::AbortDecided,
                         Event::LegVoided(me),
                     ];
-                    self.advance(extra, rec, id, &events, None)?
+                    self.advance(extra, (rec, folded), id, &events, None)?
                 };
                 if agg.state.is_final() {
                     finished.push(Outcome {
@@ -899,13 +889,30 @@ impl Node {
                 sends.push((from, Message::Done { id, commit }));
             }
             Step::Record { commit } => {
-                let rec = self.coordinator_latest(extra, id)?;
+                let Some(rec) = self.decode_coordinator(extra.get(&id_key(COORDINATOR, id))?)?
+                else {
+                    return Ok(()); // not a transfer of this shard's
+                };
+                let agg = self.fold(&rec)?;
+                if agg.settled[1] || !agg.prepared[1] {
+                    // A duplicate, or a transfer whose credit leg never
+                    // held a reservation: nothing to record.
+                    return Ok(());
+                }
+                let expect = if commit {
+                    TransferState::Committing
+                } else {
+                    TransferState::Aborting
+                };
+                if agg.state != expect {
+                    return Err(self.damaged(format!("done({commit}) for {id} in {:?}", agg.state)));
+                }
                 let e = if commit {
                     Event::LegPosted(from)
                 } else {
                     Event::LegVoided(from)
                 };
-                let agg = self.advance(extra, rec, id, &[e], None)?;
+                let agg = self.advance(extra, (rec, agg), id, &[e], None)?;
                 finished.push(Outcome {
                     shard: me,
                     id,
