@@ -61,6 +61,8 @@ impl Replay for LedgerReplay {
     fn replay(&self, batch: &mut Batch<'_>, body: &[u8]) -> Result<()> {
         let (op, first_ts, events, trailer) =
             codec::decode_body(body).ok_or_else(|| malformed("bad length"))?;
+        // As it ran when it was logged.
+        let rules_2 = codec::body_rules_2(body);
         match op {
             OP_CREATE_ACCOUNTS => {
                 let accounts: Vec<Account> =
@@ -70,14 +72,14 @@ impl Replay for LedgerReplay {
             OP_CREATE_TRANSFERS => {
                 let transfers: Vec<Transfer> =
                     events.filter_map(|r| codec::decode_transfer(&r)).collect();
-                execute_transfers(batch, first_ts, &transfers, &self.shared)?;
+                run_transfers(batch, first_ts, &transfers, &self.shared, rules_2)?;
             }
             OP_EXPIRE => execute_expire(batch, first_ts, &self.shared)?,
             OP_TRANSFERS_EXTRA => {
                 let writes = codec::decode_extra(trailer).ok_or_else(|| malformed("bad extra"))?;
                 let transfers: Vec<Transfer> =
                     events.filter_map(|r| codec::decode_transfer(&r)).collect();
-                execute_transfers(batch, first_ts, &transfers, &self.shared)?;
+                run_transfers(batch, first_ts, &transfers, &self.shared, rules_2)?;
                 for (key, value) in writes {
                     match value {
                         Some(v) => batch.put(key, v)?,
@@ -133,7 +135,22 @@ fn execute_transfers(
     transfers: &[Transfer],
     shared: &Shared,
 ) -> Result<Vec<CreateTransferResult>> {
+    run_transfers(batch, first_ts, transfers, shared, true)
+}
+
+/// `execute_transfers`, under the rules of a record logged with
+/// `codec::RULES_2` (`rules_2`) or before it (replay of older records).
+fn run_transfers(
+    batch: &mut Batch<'_>,
+    first_ts: u64,
+    transfers: &[Transfer],
+    shared: &Shared,
+    rules_2: bool,
+) -> Result<Vec<CreateTransferResult>> {
     let mut m = Machine::with_capacity(batch, transfers.len(), shared);
+    if !rules_2 {
+        m.legacy_void_max();
+    }
     m.expire(first_ts);
     m.prefetch(transfers);
     // The state machine runs on this thread alone: a helper appends what
@@ -772,6 +789,7 @@ impl LedgerSnapshot {
 mod tests {
     use super::*;
     use crate::SyncMode;
+    use crate::ledger::TransferFlags;
 
     fn open(dir: &Path) -> Ledger {
         let options = LedgerOptions {
@@ -847,5 +865,87 @@ mod tests {
         let l = open(dir.path());
         assert_eq!(debits(&l, AccountFilterFlags::empty()), [1, 3, 6]);
         assert_eq!(ids(&l), [10, 11, 12]);
+    }
+
+    /// A record logged before `codec::RULES_2` replays under the rule it
+    /// ran under: there a void of `u128::MAX` voided the whole pending
+    /// amount (now `ExceedsPendingTransferAmount`). Without the rule bit,
+    /// the reopened ledger would hold the reservation again and lose the
+    /// void (tried).
+    #[test]
+    fn a_record_logged_under_the_old_void_rule_replays_under_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let account = |id| Account {
+            id,
+            ledger: 1,
+            code: 1,
+            ..Account::default()
+        };
+        let pending = Transfer {
+            id: 10,
+            debit_account_id: 1,
+            credit_account_id: 2,
+            amount: 30,
+            ledger: 1,
+            code: 1,
+            flags: TransferFlags::PENDING,
+            ..Transfer::default()
+        };
+        let void_max = Transfer {
+            id: 11,
+            pending_id: 10,
+            amount: u128::MAX,
+            flags: TransferFlags::VOID_PENDING_TRANSFER,
+            ..Transfer::default()
+        };
+        let reserved = |l: &Ledger| l.lookup_accounts(&[1]).expect("lookup")[0].debits_pending;
+        {
+            let l = open(dir.path());
+            l.create_accounts(&[account(1), account(2)])
+                .expect("accounts");
+            l.create_transfers(&[pending]).expect("pending");
+            // As a build before the rule bit logged and ran it.
+            let now = l.clock.now_ns();
+            let (_, results) = l
+                .engine
+                .apply_logged(
+                    |batch| {
+                        let first_ts = first_timestamp(batch, now, 1)?;
+                        let mut body = codec::encode_body(
+                            OP_CREATE_TRANSFERS,
+                            first_ts,
+                            &[void_max],
+                            codec::encode_transfer,
+                        );
+                        body[0] &= !codec::RULES_2;
+                        Ok((body, first_ts))
+                    },
+                    |batch, first_ts| run_transfers(batch, first_ts, &[void_max], &l.shared, false),
+                )
+                .expect("old void");
+            assert_eq!(results, [CreateTransferResult::Ok]);
+            assert_eq!(reserved(&l), 0);
+        }
+        let l = open(dir.path());
+        assert_eq!(reserved(&l), 0, "the old void replays as it ran");
+        let stored = l.lookup_transfers(&[11]).expect("lookup");
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].amount, 30);
+        // Today's rule, live, refuses the same void.
+        l.create_transfers(&[Transfer {
+            id: 13,
+            amount: 5,
+            ..pending
+        }])
+        .expect("pending");
+        let again = Transfer {
+            id: 14,
+            pending_id: 13,
+            ..void_max
+        };
+        assert_eq!(
+            l.create_transfers(&[again]).expect("void"),
+            [CreateTransferResult::ExceedsPendingTransferAmount]
+        );
     }
 }

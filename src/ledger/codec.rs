@@ -350,6 +350,17 @@ pub(crate) const EXTRA_DELETE: u8 = 2;
 /// A bit of the op byte: the events are compact (`compact_record`), not
 /// 128 bytes each. Records written before it existed have it clear.
 const COMPACT: u8 = 0x10;
+/// A bit of the op byte: the record's transfers ran under the rules of
+/// session 12 on, where a void's nonzero amount is its own
+/// (`machine::settled_amount`). Replay runs a record without it under the
+/// rule it ran under when it was logged, where a void of `u128::MAX`
+/// voided the whole pending amount, so that it gives what it gave then.
+pub(crate) const RULES_2: u8 = 0x20;
+
+/// Whether a logical record's transfers ran under `RULES_2`.
+pub(crate) fn body_rules_2(body: &[u8]) -> bool {
+    body.first().is_some_and(|op| op & RULES_2 != 0)
+}
 const BODY_HEADER: usize = 13;
 
 /// Appends a 128-byte record in its compact form: a 16-bit mask of its
@@ -409,7 +420,7 @@ pub(crate) fn encode_body<T>(
     encode: impl Fn(&T, &mut [u8; RECORD_BYTES]),
 ) -> Vec<u8> {
     let mut body = Vec::with_capacity(BODY_HEADER + events.len() * RECORD_BYTES / 2);
-    body.push(op | COMPACT);
+    body.push(op | COMPACT | RULES_2);
     body.extend_from_slice(&first_ts.to_le_bytes());
     body.extend_from_slice(&(events.len() as u32).to_le_bytes());
     let mut rec = [0u8; RECORD_BYTES];
@@ -458,9 +469,9 @@ pub(crate) fn decode_body(body: &[u8]) -> Option<(u8, u64, Events<'_>, &[u8])> {
         for _ in 0..count {
             len += compact_len(rest.get(len..)?)?;
         }
-        (op & !COMPACT, len)
+        (op & !(COMPACT | RULES_2), len)
     } else {
-        (op, count.checked_mul(RECORD_BYTES)?)
+        (op & !RULES_2, count.checked_mul(RECORD_BYTES)?)
     };
     let (events, trailer) = (rest.get(..len)?, rest.get(len..)?);
     if !trailer.is_empty() && op != OP_TRANSFERS_EXTRA {

@@ -120,6 +120,9 @@ pub(crate) struct Machine<'b, 'i> {
     /// holds nothing, without a lookup: ids that grow (as TigerBeetle
     /// advises, for time-ordered ids) skip a cache miss each.
     max_stored: Option<u128>,
+    /// A void of `u128::MAX` voids the whole pending amount, as before
+    /// `codec::RULES_2` (`legacy_void_max`; replay of older records only).
+    void_max_whole: bool,
     undo: Vec<Undo>,
     /// `prefetch`'s lists of keys and ids, kept with the caches above.
     keys: Vec<[u8; 17]>,
@@ -233,6 +236,13 @@ fn stored_slot(id: u128, value: Option<&[u8]>) -> Slot {
 impl<'b, 'i> Machine<'b, 'i> {
     /// A machine for about `events` events: its caches sized up front, in
     /// the room kept from earlier batches (`Scratch`) when there is some.
+    /// Runs posts and voids under the rule of records logged before
+    /// `codec::RULES_2`: a void of `u128::MAX` voids the whole pending
+    /// amount (replay only).
+    pub(crate) fn legacy_void_max(&mut self) {
+        self.void_max_whole = true;
+    }
+
     pub(crate) fn with_capacity(
         batch: &'b mut Batch<'i>,
         events: usize,
@@ -260,6 +270,7 @@ impl<'b, 'i> Machine<'b, 'i> {
             failed: IdMap::default(),
             stored: room.stored,
             max_stored,
+            void_max_whole: false,
             // A transfer's changes (its transfer, two accounts, two
             // history entries): the log is cut back after each chain.
             undo: Vec::with_capacity(8),
@@ -1009,7 +1020,7 @@ impl<'b, 'i> Machine<'b, 'i> {
             return TR::PendingTransferHasDifferentCode;
         }
         let post = t.flags.contains(TransferFlags::POST_PENDING_TRANSFER);
-        let amount = settled_amount(t.amount, p.amount, post);
+        let amount = settled_amount(t.amount, p.amount, post || self.void_max_whole);
         if amount > p.amount {
             return TR::ExceedsPendingTransferAmount;
         }
@@ -1075,7 +1086,7 @@ impl<'b, 'i> Machine<'b, 'i> {
             pending_id: p.id,
             timeout: 0,
             timestamp: ts,
-            ..resolve_settlement(t, &p)
+            ..resolve_settlement(t, &p, self.void_max_whole)
         };
         self.add_transfer(stored);
         self.record_history(&dr, ts, t.id);
@@ -1123,7 +1134,7 @@ pub(crate) fn transfer_exists(t: &Transfer, e: &Transfer, pending: Option<&Trans
         return TR::ExistsWithDifferentTimeout;
     }
     let asked = match pending {
-        Some(p) => resolve_settlement(t, p),
+        Some(p) => resolve_settlement(t, p, false),
         None => *t,
     };
     if asked.debit_account_id != e.debit_account_id {
@@ -1162,14 +1173,16 @@ pub(crate) fn transfer_exists(t: &Transfer, e: &Transfer, pending: Option<&Trans
     TR::Exists
 }
 
-/// The amount a post (`post`) or void of `asked` settles of a pending
-/// `pending`: the whole of it for 0 (TigerBeetle before 0.16), and on a
-/// post for `u128::MAX` too (`AMOUNT_MAX`, TigerBeetle since 0.16, where a
-/// zero-amount transfer is allowed; here it is not, so 0 keeps its older
-/// meaning and both work). A void's nonzero amount is its own, as in
-/// TigerBeetle: above the pending amount it exceeds it, below it differs.
-fn settled_amount(asked: u128, pending: u128, post: bool) -> u128 {
-    if asked == 0 || (post && asked == u128::MAX) {
+/// The amount a post or void of `asked` settles of a pending `pending`:
+/// the whole of it for 0 (TigerBeetle before 0.16), and for `u128::MAX`
+/// when `max_is_whole`: on a post (`AMOUNT_MAX`, TigerBeetle since 0.16,
+/// where a zero-amount transfer is allowed; here it is not, so 0 keeps its
+/// older meaning and both work), and on a void replayed from a record
+/// logged before `codec::RULES_2`. Else a void's nonzero amount is its own,
+/// as in TigerBeetle: above the pending amount it exceeds it, below it
+/// differs.
+fn settled_amount(asked: u128, pending: u128, max_is_whole: bool) -> u128 {
+    if asked == 0 || (max_is_whole && asked == u128::MAX) {
         pending
     } else {
         asked
@@ -1177,14 +1190,15 @@ fn settled_amount(asked: u128, pending: u128, post: bool) -> u128 {
 }
 
 /// A post or void `t` of pending transfer `p` as it is stored: zero fields
-/// inherited from `p`, the amount as `settled_amount` resolves it.
-fn resolve_settlement(t: &Transfer, p: &Transfer) -> Transfer {
+/// inherited from `p`, the amount as `settled_amount` resolves it (with
+/// `void_max_whole`, a void's `u128::MAX` as a post's).
+fn resolve_settlement(t: &Transfer, p: &Transfer, void_max_whole: bool) -> Transfer {
     let or = |own: u128, inherited: u128| if own == 0 { inherited } else { own };
     let post = t.flags.contains(TransferFlags::POST_PENDING_TRANSFER);
     Transfer {
         debit_account_id: or(t.debit_account_id, p.debit_account_id),
         credit_account_id: or(t.credit_account_id, p.credit_account_id),
-        amount: settled_amount(t.amount, p.amount, post),
+        amount: settled_amount(t.amount, p.amount, post || void_max_whole),
         user_data_128: or(t.user_data_128, p.user_data_128),
         user_data_64: if t.user_data_64 == 0 {
             p.user_data_64
