@@ -663,10 +663,23 @@ impl Node {
         let snap = self.ledger.snapshot();
         // Plan: what each message needs from the ledger, decided from the
         // snapshot (only this thread changes these records).
+        // Which `Done`s are about a transfer this shard still coordinates
+        // (not final): the others are duplicates, or about no transfer of
+        // ours, and need nothing (no commit, no sync). Known without
+        // reading their records.
+        let unfinished: HashSet<u128> = {
+            let owing = self.owing.lock();
+            msgs.iter()
+                .filter_map(|(_, m)| match m {
+                    Message::Done { id, .. } if owing.coordinating.contains(id) => Some(*id),
+                    _ => None,
+                })
+                .collect()
+        };
         let mut transfers = Vec::new();
         let mut plan = Vec::with_capacity(msgs.len());
         for &(from, m) in msgs {
-            let step = self.plan(&snap, from, m, fx)?;
+            let step = self.plan(&snap, from, m, fx, &unfinished)?;
             if let Some(t) = step.transfer() {
                 transfers.push(t);
             }
@@ -711,13 +724,16 @@ impl Node {
         Ok(())
     }
 
-    /// Decides what message `m` needs, replying at once to duplicates.
+    /// Decides what message `m` needs, replying at once to duplicates
+    /// (`unfinished`: the transfers of this chunk's `Done`s that this
+    /// shard still coordinates).
     fn plan(
         &self,
         snap: &LedgerSnapshot,
         from: ShardId,
         m: Message,
         fx: &mut Effects,
+        unfinished: &HashSet<u128>,
     ) -> Result<Step> {
         Ok(match m {
             Message::Prepare { transfer } => {
@@ -792,9 +808,11 @@ impl Node {
                     )));
                 }
             },
-            // Checked inside the commit, where the record is read anyway
-            // (`commit_step`): a duplicate changes nothing there.
-            Message::Done { commit, .. } => Step::Record { commit },
+            // Checked against the record inside the commit, which reads it
+            // anyway (`commit_step`); a transfer that is final here, or no
+            // transfer of ours, needs nothing.
+            Message::Done { id, commit } if unfinished.contains(&id) => Step::Record { commit },
+            Message::Done { .. } => Step::Nothing,
         })
     }
 
@@ -1046,5 +1064,42 @@ impl Step {
             }
             Step::Nothing | Step::Record { .. } => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Options;
+
+    /// A `Done` about no transfer this shard still coordinates (a
+    /// duplicate after the transfer became final, or an unknown id) needs
+    /// no commit: nothing is logged nor synced for it. Fails when such a
+    /// `Done` plans a step (tried: one commit and one sync per call).
+    #[test]
+    fn a_done_about_no_unfinished_transfer_commits_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = LedgerOptions {
+            engine: Options {
+                sync: SyncMode::Always,
+                ..Options::default()
+            },
+            ..LedgerOptions::default()
+        };
+        let node = Node::open(0, dir.path(), options, None).expect("open");
+        let before = node.ledger.stats();
+        for commit in [true, false, true] {
+            let env = Envelope {
+                from: 1,
+                messages: vec![Message::Done { id: 42, commit }],
+            };
+            let fx = node.handle(&[env]).expect("handle");
+            assert!(fx.send.is_empty() && fx.finished.is_empty());
+        }
+        let after = node.ledger.stats();
+        assert_eq!(
+            (after.commits, after.syncs, after.log_bytes),
+            (before.commits, before.syncs, before.log_bytes)
+        );
     }
 }
