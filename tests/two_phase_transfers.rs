@@ -95,7 +95,7 @@ fn a_post_of_amount_zero_posts_the_full_pending_amount() {
 /// again with either is `Exists`. A void's amount is 0 or exactly the
 /// pending amount, as in TigerBeetle: `u128::MAX` exceeds it.
 #[test]
-fn a_post_or_void_of_u128_max_settles_the_whole_pending_amount() {
+fn a_post_of_u128_max_settles_the_whole_pending_amount_and_a_void_of_it_exceeds_it() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
     let l = setup(dir.path(), &clock);

@@ -31,9 +31,11 @@
 //! other idle. So a batch of `DEFER_MIN` entries or more only queues them
 //! (`add_batch`); the next batch of transfers appends them, shard by
 //! shard, on a helper thread beside its state machine until the machine
-//! is done (`catch_up_until`, from `api::execute_transfers`); the batch
-//! after that appends what is left (on two threads) before it queues its
-//! own, so the queue holds one batch at most. A reader first appends
+//! is done (`catch_up_until`, from `api::execute_transfers`); the next
+//! batch with entries of its own appends what is left (on two threads)
+//! before it queues its own, so the queue holds one batch at most (a
+//! call with none, such as `create_accounts`, leaves the queue to the
+//! next helper or reader). A reader first appends
 //! whatever is queued (`catch_up`), so it finds every entry of the
 //! batches it sees, as before: a batch queues its entries before it
 //! becomes visible.
