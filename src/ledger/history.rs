@@ -181,6 +181,14 @@ fn shard_of(account: u128) -> usize {
     usize::from(codec::account_family(account))
 }
 
+/// `entries` by shard, in order within each (the index's `bucket_by`),
+/// leaving `entries` empty with its room.
+fn by_shard(entries: &mut Vec<(u128, Item)>) -> Vec<Vec<(u128, Item)>> {
+    bucket_by(std::slice::from_mut(entries), SHARDS, |(account, _)| {
+        shard_of(*account)
+    })
+}
+
 /// Appends `item` to `account`'s entries in `map`.
 fn push(map: &mut Map, account: u128, item: Item) {
     map.entry(account).or_default().push(item);
@@ -293,12 +301,15 @@ impl History {
             }
             return;
         }
-        let total = entries.len();
-        let buckets = bucket_by(std::slice::from_mut(entries), SHARDS, |(account, _)| {
-            shard_of(*account)
-        });
-        by_parts(buckets, total, |shard, bucket, _: &mut Vec<()>| {
-            self.append_bucket(shard, bucket);
+        self.append_buckets(by_shard(entries), 0);
+    }
+
+    /// Appends `buckets` (those of shards `first..`, in order), on two
+    /// threads for many entries (the index's `by_parts`).
+    fn append_buckets(&self, buckets: Vec<Vec<(u128, Item)>>, first: usize) {
+        let total = buckets.iter().map(Vec::len).sum();
+        by_parts(buckets, total, |i, bucket, _: &mut Vec<()>| {
+            self.append_bucket(first + i, bucket);
         });
     }
 
@@ -357,22 +368,14 @@ impl History {
             };
             let (mut buckets, next) = match front {
                 Queued::Entries(mut entries) => {
-                    let buckets = bucket_by(std::slice::from_mut(&mut entries), SHARDS, |e| {
-                        shard_of(e.0)
-                    });
+                    let buckets = by_shard(&mut entries);
                     self.keep_spare(entries);
                     (buckets, 0)
                 }
                 Queued::Buckets { buckets, next } => (buckets, next),
             };
             match stop {
-                None => {
-                    let rest = buckets.split_off(next);
-                    let total = rest.iter().map(Vec::len).sum();
-                    by_parts(rest, total, |i, bucket, _: &mut Vec<()>| {
-                        self.append_bucket(next + i, bucket);
-                    });
-                }
+                None => self.append_buckets(buckets.split_off(next), next),
                 Some(stop) => {
                     for shard in next..SHARDS {
                         if stop() {
