@@ -11,7 +11,7 @@
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicU64;
 
 use super::clock::{Clock, SystemClock};
 use bytes::Bytes;
@@ -159,18 +159,7 @@ fn run_transfers(
     let queued = shared.history.get().filter(|h| h.has_queued());
     let results = match queued {
         Some(history) if transfers.len() >= HELPER_MIN && !cfg!(loom) => {
-            let stop = AtomicBool::new(false);
-            std::thread::scope(|scope| {
-                let helper = scope.spawn(|| {
-                    history.catch_up_until(|| stop.load(std::sync::atomic::Ordering::Relaxed));
-                });
-                let results = m.create_transfers(first_ts, transfers);
-                stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                if let Err(panic) = helper.join() {
-                    std::panic::resume_unwind(panic);
-                }
-                results
-            })
+            history.catch_up_beside(|| m.create_transfers(first_ts, transfers))
         }
         _ => m.create_transfers(first_ts, transfers),
     };

@@ -31,7 +31,7 @@
 //! other idle. So a batch of `DEFER_MIN` entries or more only queues them
 //! (`add_batch`); the next batch of transfers appends them, shard by
 //! shard, on a helper thread beside its state machine until the machine
-//! is done (`catch_up_until`, from `api::execute_transfers`); the next
+//! is done (`catch_up_beside`, from `api::run_transfers`); the next
 //! batch with entries of its own appends what is left (on two threads)
 //! before it queues its own, so the queue holds one batch at most (a
 //! call with none, such as `create_accounts`, leaves the queue to the
@@ -48,7 +48,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
@@ -317,7 +317,7 @@ impl History {
     /// visible. First appends what is still queued (on two threads): the
     /// queue never holds more than one batch. Then queues the entries when
     /// there are `DEFER_MIN` or more (the next batch of transfers appends
-    /// what it can beside its state machine, `catch_up_until`; a reader
+    /// what it can beside its state machine, `catch_up_beside`; a reader
     /// all of them, `catch_up`), else appends them now.
     pub(crate) fn add_batch(&self, mut entries: Vec<(u128, Item)>) {
         let _turn = self.turn.lock();
@@ -346,9 +346,24 @@ impl History {
         }
     }
 
+    /// Runs `work` on this thread while a helper thread appends what is
+    /// queued, shard by shard, until `work` is done (`catch_up_until`).
+    pub(crate) fn catch_up_beside<R>(&self, work: impl FnOnce() -> R) -> R {
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let helper = scope.spawn(|| self.catch_up_until(|| stop.load(Ordering::Relaxed)));
+            let out = work();
+            stop.store(true, Ordering::Relaxed);
+            if let Err(panic) = helper.join() {
+                std::panic::resume_unwind(panic);
+            }
+            out
+        })
+    }
+
     /// `catch_up` on this thread alone, shard by shard, until `stop()`
     /// (asked before each shard): what is left stays queued, first in line.
-    pub(crate) fn catch_up_until(&self, stop: impl Fn() -> bool) {
+    fn catch_up_until(&self, stop: impl Fn() -> bool) {
         if self.has_queued() {
             let _turn = self.turn.lock();
             self.append_queued(Some(&stop));
