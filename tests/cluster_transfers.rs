@@ -182,6 +182,65 @@ fn the_ledgers_own_rules_give_per_item_codes_across_shards() {
     assert_eq!(balances(&c, 3), (0, 0, 0, 0));
 }
 
+/// What a ledger refuses before it reads anything (a nonzero timestamp,
+/// an undefined flag bit) gets that item's code across shards too, even
+/// with flags no cross-shard transfer may carry, or as a post that names
+/// no accounts: not a refusal of the whole call.
+#[test]
+fn a_transfer_refused_on_its_first_checks_gets_its_code_across_shards() {
+    use CreateTransferResult as R;
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::open(dir.path(), options(4)).unwrap();
+    // Modulo: 1 on shard 1, 2 on shard 2.
+    c.create_accounts(&[
+        account(1, AccountFlags::empty()),
+        account(2, AccountFlags::empty()),
+    ])
+    .unwrap();
+    let undefined = TransferFlags::from_bits_retain(1 << 9);
+    let with = |id, flags, timestamp| Transfer {
+        flags,
+        timestamp,
+        ..transfer(id, 1, 2, 10)
+    };
+    let post = Transfer {
+        id: 5,
+        pending_id: 77,
+        flags: TransferFlags::POST_PENDING_TRANSFER,
+        timestamp: 1,
+        ..Transfer::default()
+    };
+    let rs = c
+        .create_transfers(&[
+            with(1, undefined, 0),
+            with(2, undefined | TransferFlags::PENDING, 0),
+            with(3, TransferFlags::PENDING, 9),
+            post,
+            with(4, TransferFlags::empty(), 0),
+        ])
+        .unwrap();
+    assert_eq!(
+        rs,
+        [
+            R::ReservedFlag,
+            R::ReservedFlag,
+            R::TimestampMustBeZero,
+            R::TimestampMustBeZero,
+            R::Ok
+        ]
+    );
+    assert_eq!(
+        balances(&c, 1),
+        (0, 10, 0, 0),
+        "only transfer 4 moved money"
+    );
+    // None of them spent its id.
+    let rs = c
+        .create_transfers(&[with(1, TransferFlags::empty(), 0)])
+        .unwrap();
+    assert_eq!(rs, [R::Ok]);
+}
+
 #[test]
 fn a_refused_debit_leg_records_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -241,6 +300,55 @@ fn duplicates_are_idempotent_and_different_fields_are_named() {
         vec![CreateTransferResult::ExistsWithDifferentCreditAccountId]
     );
     assert_eq!(balances(&c, 2), (0, 0, 0, 5));
+}
+
+/// One ledger runs a call in input order: of two transfers with one id,
+/// the first takes it, and the second's code names how it differs from
+/// the first. The cluster's shard runs its part of a call (transfers
+/// within it and the cross-shard ones it coordinates) as one commit in
+/// input order, and a transfer within the shard whose id a cross-shard
+/// transfer took is compared with that transfer, not with its debit leg.
+#[test]
+fn a_shard_runs_its_part_of_a_call_in_input_order_whatever_the_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::open(dir.path(), options(4)).unwrap();
+    // Modulo: 1 and 5 on shard 1, 2 on shard 2; 9 (shard 1) may not
+    // debit more than its credits.
+    let limited = account(9, AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS);
+    c.create_accounts(&[
+        account(1, AccountFlags::empty()),
+        account(2, AccountFlags::empty()),
+        account(5, AccountFlags::empty()),
+        limited,
+    ])
+    .unwrap();
+    let differs = CreateTransferResult::ExistsWithDifferentCreditAccountId;
+    let ok = CreateTransferResult::Ok;
+    // Across shards first, then within one, and the other way round.
+    let rs = c
+        .create_transfers(&[transfer(10, 1, 2, 5), transfer(10, 1, 5, 5)])
+        .unwrap();
+    assert_eq!(rs, vec![ok, differs]);
+    let rs = c
+        .create_transfers(&[transfer(11, 1, 5, 5), transfer(11, 1, 2, 5)])
+        .unwrap();
+    assert_eq!(rs, vec![ok, differs]);
+    // In a later call: compared with the cross-shard transfer itself.
+    let rs = c.create_transfers(&[transfer(10, 1, 5, 5)]).unwrap();
+    assert_eq!(rs, vec![differs]);
+    let rs = c.create_transfers(&[transfer(10, 1, 2, 5)]).unwrap();
+    assert_eq!(rs, vec![CreateTransferResult::Exists]);
+    // Balance limits in input order: 9 has 10 to spend; the cross-shard
+    // transfer comes first and takes 8 of it.
+    c.create_transfers(&[transfer(20, 5, 9, 10)]).unwrap();
+    let rs = c
+        .create_transfers(&[transfer(21, 9, 2, 8), transfer(22, 9, 1, 8)])
+        .unwrap();
+    assert_eq!(rs, vec![ok, CreateTransferResult::ExceedsCredits]);
+    assert_eq!(balances(&c, 9), (0, 8, 0, 10));
+    assert_eq!(balances(&c, 2), (0, 0, 0, 5 + 8));
+    assert_eq!(balances(&c, 1), (0, 10, 0, 0));
+    assert_eq!(balances(&c, 5), (0, 10, 0, 5));
 }
 
 #[test]

@@ -327,6 +327,9 @@ impl Cluster {
             if super::ids::is_reserved(t.pending_id) {
                 continue; // refused whole by the router
             }
+            if route::refused_first(t) {
+                continue; // refused by a ledger before it looks
+            }
             let mut found = None;
             let mut leg = false;
             for node in &self.shared.nodes {
@@ -381,28 +384,28 @@ impl Cluster {
     ) -> Result<Vec<Wait>> {
         type Part = Result<(Vec<(usize, CreateTransferResult)>, Vec<Wait>)>;
         let shared = &self.shared;
-        let run = |node: &Node,
-                   local: &[(usize, Transfer)],
-                   cross: &[(usize, Transfer, ShardId)]|
-         -> Part {
+        let run = |node: &Node| -> Part {
+            let shard = node.shard as usize;
             let mut done = Vec::new();
             let mut waits = Vec::new();
-            if !local.is_empty() {
+            if routes.cross[shard].is_empty() {
+                // Within the shard alone: the ledger's own call.
+                let local = &routes.local[shard];
                 let batch: Vec<Transfer> = local.iter().map(|(_, t)| *t).collect();
-                let rs = node.ledger.create_transfers(&batch)?;
+                let rs = node.create_local(&batch)?;
                 done.extend(local.iter().map(|(i, _)| *i).zip(rs));
+                return Ok((done, waits));
             }
-            if !cross.is_empty() {
-                let items: Vec<(Transfer, ShardId)> =
-                    cross.iter().map(|(_, t, c)| (*t, *c)).collect();
-                let (started, fx) = node.initiate(&items)?;
-                shared.dispatch(node.shard, fx);
-                for ((i, t, _), s) in cross.iter().zip(started) {
-                    match s {
-                        Started::Refused(r) => done.push((*i, r)),
-                        Started::InFlight => waits.push((*i, (node.shard, t.id), false)),
-                        Started::Existing => waits.push((*i, (node.shard, t.id), true)),
-                    }
+            let part = routes.part(shard);
+            let items: Vec<(Transfer, Option<ShardId>)> =
+                part.iter().map(|&(_, t, c)| (t, c)).collect();
+            let (started, fx) = node.initiate(&items)?;
+            shared.dispatch(node.shard, fx);
+            for ((i, t, _), s) in part.iter().zip(started) {
+                match s {
+                    Started::Done(r) | Started::Refused(r) => done.push((*i, r)),
+                    Started::InFlight => waits.push((*i, (node.shard, t.id), false)),
+                    Started::Existing => waits.push((*i, (node.shard, t.id), true)),
                 }
             }
             Ok((done, waits))
@@ -413,16 +416,14 @@ impl Cluster {
         let parts: Vec<Part> = if busy.len() <= 1 {
             // One shard's work (the common case for small calls): no
             // thread to start.
-            busy.iter()
-                .map(|&i| run(&shared.nodes[i], &routes.local[i], &routes.cross[i]))
-                .collect()
+            busy.iter().map(|&i| run(&shared.nodes[i])).collect()
         } else {
             std::thread::scope(|s| {
                 let handles: Vec<_> = busy
                     .iter()
                     .map(|&i| {
                         let run = &run;
-                        s.spawn(move || run(&shared.nodes[i], &routes.local[i], &routes.cross[i]))
+                        s.spawn(move || run(&shared.nodes[i]))
                     })
                     .collect();
                 handles

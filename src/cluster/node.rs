@@ -91,9 +91,11 @@ pub(crate) struct Effects {
     pub(crate) finished: Vec<Outcome>,
 }
 
-/// What `initiate` did with one cross-shard transfer.
+/// What `initiate` did with one item of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Started {
+    /// A transfer within the shard: its result.
+    Done(CreateTransferResult),
     /// Refused before anything was recorded (the debit leg's rule, or a
     /// duplicate id with different fields).
     Refused(CreateTransferResult),
@@ -514,104 +516,166 @@ impl Node {
         extra.put(&leg_key(rec.coordinator, id), &rec.encode())
     }
 
-    /// Starts cross-shard transfers this shard coordinates: `(transfer,
-    /// credit shard)`. One commit reserves every debit leg that its rules
-    /// allow and records, for each, `TransferInitiated` and `LegPrepared`
-    /// with `Prepare` owed to the credit shard; the same `Prepare`s are
-    /// returned to send.
+    /// Runs a call's part on this shard, in input order, in one commit:
+    /// transfers within the shard (`(transfer, None)`) as they are, and
+    /// cross-shard transfers it coordinates (`(transfer, Some(credit
+    /// shard))`): each debit leg its rules allow is reserved and recorded
+    /// (`TransferInitiated`, `LegPrepared`) with `Prepare` owed to the
+    /// credit shard; the same `Prepare`s are returned to send. One commit
+    /// in input order, as one ledger runs a call: of two items with the
+    /// same id, the first takes it, whichever kind each is.
     pub(crate) fn initiate(
         &self,
-        items: &[(Transfer, ShardId)],
+        items: &[(Transfer, Option<ShardId>)],
     ) -> Result<(Vec<Started>, Effects)> {
         // A plain transfer may not carry a timeout; its legs cannot either
         // (one that expired on its own would break the protocol).
-        let (timed, items): (Vec<_>, Vec<_>) = items
-            .iter()
-            .enumerate()
-            .partition(|(_, (u, _))| u.timeout != 0);
         let mut started =
             vec![
                 Started::Refused(CreateTransferResult::TimeoutReservedForPendingTransfer);
-                timed.len() + items.len()
+                items.len()
             ];
-        if items.is_empty() {
+        let run: Vec<usize> = (0..items.len())
+            .filter(|&i| items[i].1.is_none() || items[i].0.timeout == 0)
+            .collect();
+        if run.is_empty() {
             return Ok((started, Effects::default()));
         }
-        self.ensure_settlement(items.iter().map(|(_, (u, _))| u.ledger))?;
-        let legs: Vec<Transfer> = items
+        self.ensure_settlement(
+            run.iter()
+                .filter(|&&i| items[i].1.is_some())
+                .map(|&i| items[i].0.ledger),
+        )?;
+        let batch: Vec<Transfer> = run
             .iter()
-            .map(|(_, (u, _))| leg_of(u, self.shard, true))
+            .map(|&i| match items[i] {
+                (u, None) => u,
+                (u, Some(_)) => leg_of(&u, self.shard, true),
+            })
             .collect();
         let mut effects = Effects::default();
-        // Items whose id is taken by a transfer on this shard alone (by
-        // position in `items`): compared with it after the commit.
+        // Cross-shard items whose id is taken by a transfer on this shard
+        // alone (by position in `run`): compared with it after the commit.
         let mut taken = Vec::new();
-        let (_, outcome) = self.ledger.submit_transfers_with(&legs, |results, extra| {
-            let mut started = Vec::with_capacity(items.len());
-            for (k, (&(_, &(u, credit_shard)), &r)) in items.iter().zip(results).enumerate() {
-                started.push(match r {
-                    CreateTransferResult::Ok => {
-                        let first = Event::TransferInitiated {
-                            transfer: u,
-                            debit_shard: self.shard,
-                            credit_shard,
-                        };
-                        let rec = CoordinatorRecord {
-                            owed: None,
-                            events: vec![first],
-                        };
-                        let prepare = Message::Prepare { transfer: u };
-                        let events = [Event::LegPrepared(self.shard)];
-                        let agg = self.fold(&rec)?;
-                        let owed = Some((credit_shard, prepare));
-                        self.advance(extra, (rec, agg), u.id, &events, owed)?;
-                        effects.send.push((credit_shard, prepare));
-                        Started::InFlight
-                    }
-                    // The debit leg's credit account is the settlement
-                    // account of the transfer's ledger: a debit account
-                    // on another ledger is the transfer's mismatch.
-                    CreateTransferResult::AccountsMustHaveTheSameLedger => Started::Refused(
-                        CreateTransferResult::TransferMustHaveTheSameLedgerAsAccounts,
-                    ),
-                    r if r.is_transient() || !is_exists(r) => Started::Refused(r),
-                    r => match self.decode_coordinator(extra.get(&id_key(COORDINATOR, u.id))?)? {
-                        // The id belongs to a transfer on this shard alone.
-                        None => {
-                            taken.push(k);
-                            Started::Refused(r)
+        let (_, outcome) = self
+            .ledger
+            .submit_transfers_with(&batch, |results, extra| {
+                let mut started = Vec::with_capacity(run.len());
+                for (k, (&i, &r)) in run.iter().zip(results).enumerate() {
+                    let (u, credit_shard) = items[i];
+                    let Some(credit_shard) = credit_shard else {
+                        started.push(Started::Done(self.local_result(extra, &u, r)?));
+                        continue;
+                    };
+                    started.push(match r {
+                        CreateTransferResult::Ok => {
+                            let first = Event::TransferInitiated {
+                                transfer: u,
+                                debit_shard: self.shard,
+                                credit_shard,
+                            };
+                            let rec = CoordinatorRecord {
+                                owed: None,
+                                events: vec![first],
+                            };
+                            let prepare = Message::Prepare { transfer: u };
+                            let events = [Event::LegPrepared(self.shard)];
+                            let agg = self.fold(&rec)?;
+                            let owed = Some((credit_shard, prepare));
+                            self.advance(extra, (rec, agg), u.id, &events, owed)?;
+                            effects.send.push((credit_shard, prepare));
+                            Started::InFlight
                         }
-                        Some(rec) => match transfer_exists(&u, &self.fold(&rec)?.transfer, None) {
-                            CreateTransferResult::Exists => Started::Existing,
-                            differs => Started::Refused(differs),
-                        },
-                    },
-                });
-            }
-            Ok(started)
-        })?;
+                        // The debit leg's credit account is the settlement
+                        // account of the transfer's ledger: a debit account
+                        // on another ledger is the transfer's mismatch.
+                        CreateTransferResult::AccountsMustHaveTheSameLedger => Started::Refused(
+                            CreateTransferResult::TransferMustHaveTheSameLedgerAsAccounts,
+                        ),
+                        r if r.is_transient() || !is_exists(r) => Started::Refused(r),
+                        r => {
+                            match self.decode_coordinator(extra.get(&id_key(COORDINATOR, u.id))?)? {
+                                // The id belongs to a transfer on this shard alone.
+                                None => {
+                                    taken.push(k);
+                                    Started::Refused(r)
+                                }
+                                Some(rec) => {
+                                    match transfer_exists(&u, &self.fold(&rec)?.transfer, None) {
+                                        CreateTransferResult::Exists => Started::Existing,
+                                        differs => Started::Refused(differs),
+                                    }
+                                }
+                            }
+                        }
+                    });
+                }
+                Ok(started)
+            })?;
         // `r` compared the debit leg with that transfer; the user's
         // transfer is what the code must describe.
         let mut outcome = outcome;
         if !taken.is_empty() {
-            let ids: Vec<u128> = taken.iter().map(|&k| items[k].1.0.id).collect();
+            let ids: Vec<u128> = taken.iter().map(|&k| items[run[k]].0.id).collect();
             let stored = self.ledger.lookup_transfers(&ids)?;
             for &k in &taken {
-                let u = &items[k].1.0;
+                let u = &items[run[k]].0;
                 if let Some(e) = stored.iter().find(|e| e.id == u.id) {
                     outcome[k] = Started::Refused(transfer_exists(u, e, None));
                 }
             }
         }
         let mut owing = self.owing.lock();
-        for (s, &(i, (u, _))) in outcome.into_iter().zip(&items) {
+        for (s, &i) in outcome.into_iter().zip(&run) {
             if s == Started::InFlight {
-                owing.coordinating.insert(u.id);
+                owing.coordinating.insert(items[i].0.id);
             }
             started[i] = s;
         }
+        drop(owing);
         self.durable_before_send(&effects)?;
         Ok((started, effects))
+    }
+
+    /// Transfers within this shard, through its ledger's own call (the
+    /// fast path, when the call has no cross-shard transfer for this
+    /// shard to coordinate), with `local_result`'s codes.
+    pub(crate) fn create_local(&self, transfers: &[Transfer]) -> Result<Vec<CreateTransferResult>> {
+        let mut results = self.ledger.create_transfers(transfers)?;
+        if results.iter().any(|&r| is_exists(r)) {
+            // A record, once written, keeps its transfer: a snapshot
+            // after the call reads the one `r` compared.
+            let snap = self.ledger.snapshot();
+            for (u, r) in transfers.iter().zip(&mut results) {
+                if is_exists(*r)
+                    && let Some(agg) = self.aggregate(&snap, u.id)?
+                {
+                    *r = transfer_exists(u, &agg.transfer, None);
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    /// The result of transfer `u` within this shard, whose ledger gave
+    /// `r`: when its id is a cross-shard transfer's that this shard
+    /// coordinates, `r` compared it with that transfer's debit leg, and
+    /// the code must describe the difference from the transfer itself.
+    fn local_result(
+        &self,
+        extra: &Extra<'_, '_>,
+        u: &Transfer,
+        r: CreateTransferResult,
+    ) -> Result<CreateTransferResult> {
+        if !is_exists(r) {
+            return Ok(r);
+        }
+        Ok(
+            match self.decode_coordinator(extra.get(&id_key(COORDINATOR, u.id))?)? {
+                Some(rec) => transfer_exists(u, &self.fold(&rec)?.transfer, None),
+                None => r,
+            },
+        )
     }
 
     /// Handles envelopes of messages as one commit (at most; none if

@@ -8,10 +8,15 @@
 //! must be a plain one (no flags: pending, post, void, balancing and
 //! linked transfers stay within one shard); a linked chain must lie on one
 //! shard; a post or void routes by its accounts, or, when it names none,
-//! to the shard `Cluster` found its pending transfer on (a pin); closing transfers are refused altogether, since an account
-//! closed while a cross-shard leg waits for its decision could not take
-//! the decision (a posted leg must always be postable). Each is an
-//! `Error::InvalidArgument` for the whole call, naming the item.
+//! to the shard `Cluster` found its pending transfer on (a pin); closing
+//! transfers are refused altogether, since an account closed while a
+//! cross-shard leg waits for its decision could not take the decision (a
+//! posted leg must always be postable). Each is an
+//! `Error::InvalidArgument` for the whole call, naming the item. A
+//! transfer that any ledger refuses before it reads anything (a nonzero
+//! timestamp, an undefined flag bit: `refused_first`) is none of these:
+//! it goes to its debit account's shard for that item's code, as on one
+//! ledger.
 
 use super::ids::{Placement, ShardId, is_reserved};
 use crate::error::{Error, Result};
@@ -33,6 +38,19 @@ pub(crate) struct Routes {
     pub(crate) local: Vec<Vec<(usize, Transfer)>>,
     /// Per coordinator shard: (input index, transfer, credit shard).
     pub(crate) cross: Vec<Vec<(usize, Transfer, ShardId)>>,
+}
+
+impl Routes {
+    /// Shard `shard`'s part of the call, in input order: (input index,
+    /// transfer, `None` within the shard or `Some(credit shard)` for a
+    /// transfer it coordinates), as `Node::initiate` takes it.
+    pub(crate) fn part(&self, shard: usize) -> Vec<(usize, Transfer, Option<ShardId>)> {
+        let local = self.local[shard].iter().map(|&(i, t)| (i, t, None));
+        let cross = self.cross[shard].iter().map(|&(i, t, c)| (i, t, Some(c)));
+        let mut part: Vec<_> = local.chain(cross).collect();
+        part.sort_unstable_by_key(|&(i, ..)| i);
+        part
+    }
 }
 
 /// Where a linked chain's items go: every item of a chain on one shard.
@@ -94,6 +112,14 @@ pub(crate) fn accounts(
     Ok(out)
 }
 
+/// Whether a ledger refuses `t` before it reads anything, on any shard
+/// (`TimestampMustBeZero`, `ReservedFlag`: its first two checks). Such a
+/// transfer goes to its debit account's shard as it is, for that code,
+/// whatever else it names: it moves nothing and spends no id.
+pub(crate) fn refused_first(t: &Transfer) -> bool {
+    t.timestamp != 0 || TransferFlags::from_bits(t.flags.bits()).is_none()
+}
+
 /// Splits transfers into same-shard ones and cross-shard ones.
 pub(crate) fn transfers(
     transfers: &[Transfer],
@@ -117,6 +143,10 @@ pub(crate) fn transfers_pinned(
     let pin = |i: usize| pins.get(i).copied().flatten();
     let shard_at = |i: usize, t: &Transfer| match pin(i) {
         Some(s) => (s, s),
+        None if refused_first(t) => {
+            let d = placement.shard(t.debit_account_id, shards);
+            (d, d)
+        }
         None => (
             placement.shard(t.debit_account_id, shards),
             placement.shard(t.credit_account_id, shards),
@@ -135,6 +165,9 @@ pub(crate) fn transfers_pinned(
                     "transfer {i}: {what} {id:#x} is in the range the cluster reserves (top byte 0xFF)"
                 )));
             }
+        }
+        if refused_first(t) {
+            continue;
         }
         let settles = t.flags.intersects(
             TransferFlags::POST_PENDING_TRANSFER | TransferFlags::VOID_PENDING_TRANSFER,

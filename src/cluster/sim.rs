@@ -276,38 +276,34 @@ impl Sim {
             let Some(node) = self.shards[shard].node.as_ref() else {
                 continue;
             };
-            if !local.is_empty() {
+            // As `Cluster::run_routes` does: the ledger's own call when
+            // the shard's part stays within it, else one `initiate`.
+            if cross.is_empty() {
                 let part: Vec<Transfer> = local.iter().map(|(_, t)| *t).collect();
-                match node.ledger.create_transfers(&part) {
+                match node.create_local(&part) {
                     Ok(rs) => {
                         for ((k, _), r) in local.iter().zip(rs) {
                             self.status[idx[*k]] = Status::Done(r);
                         }
                     }
-                    Err(e) => {
-                        self.on_error(shard, e)?;
-                        continue;
-                    }
-                }
-            }
-            let Some(node) = self.shards[shard].node.as_ref() else {
-                continue;
-            };
-            if !cross.is_empty() {
-                let items: Vec<(Transfer, ShardId)> =
-                    cross.iter().map(|(_, t, c)| (*t, *c)).collect();
-                match node.initiate(&items) {
-                    Ok((started, fx)) => {
-                        self.dispatch(shard, fx);
-                        for ((k, _, _), s) in cross.iter().zip(started) {
-                            self.status[idx[*k]] = match s {
-                                Started::Refused(r) => Status::Done(r),
-                                Started::InFlight | Started::Existing => Status::Cross,
-                            };
-                        }
-                    }
                     Err(e) => self.on_error(shard, e)?,
                 }
+                continue;
+            }
+            let part = routes.part(shard);
+            let items: Vec<(Transfer, Option<ShardId>)> =
+                part.iter().map(|&(_, t, c)| (t, c)).collect();
+            match node.initiate(&items) {
+                Ok((started, fx)) => {
+                    self.dispatch(shard, fx);
+                    for ((k, _, _), s) in part.iter().zip(started) {
+                        self.status[idx[*k]] = match s {
+                            Started::Done(r) | Started::Refused(r) => Status::Done(r),
+                            Started::InFlight | Started::Existing => Status::Cross,
+                        };
+                    }
+                }
+                Err(e) => self.on_error(shard, e)?,
             }
         }
         Ok(())
