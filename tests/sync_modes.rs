@@ -213,6 +213,45 @@ fn interval_is_visible_at_once_and_durable_within_a_bounded_wait() {
     assert_eq!(dump(&engine), state_after(n));
 }
 
+/// Under `Interval(d)` the commits and the interval thread together sync
+/// at most once per `d` (each sync starts at least `d` after the last one
+/// ended), however fast the commits come: two threads commit without a
+/// pause, and the syncs over the run are at most its length over `d`,
+/// plus one. (Before, a commit synced whenever the last sync was `d` old
+/// and the thread on its own fixed tick as well: about two per `d`.)
+#[test]
+fn interval_syncs_at_most_once_per_interval() {
+    let sim = machine();
+    let every = Duration::from_millis(20);
+    let (engine, _faulty) = open(&sim, SyncMode::Interval(every));
+    let before = engine.stats().syncs;
+    let started = Instant::now();
+    let run = Duration::from_millis(400);
+    std::thread::scope(|s| {
+        for t in 0..2 {
+            let engine = &engine;
+            s.spawn(move || {
+                let mut i = t;
+                while started.elapsed() < run {
+                    // Keys of its own: no conflicts.
+                    let mut txn = engine.begin();
+                    txn.put(key(i), value(i)).unwrap();
+                    txn.commit().unwrap();
+                    i += 2;
+                }
+            });
+        }
+    });
+    let syncs = engine.stats().syncs - before;
+    let elapsed = started.elapsed();
+    let most = (elapsed.as_millis() / every.as_millis()) as u64 + 1;
+    assert!(syncs >= 1, "no sync in {elapsed:?}");
+    assert!(
+        syncs <= most,
+        "{syncs} syncs in {elapsed:?} under Interval({every:?}): more than one per interval"
+    );
+}
+
 #[test]
 fn a_power_cut_keeps_a_prefix_that_reaches_the_reported_durable_ts() {
     for sync in [
