@@ -30,7 +30,9 @@
 //! account and from B's settlement account to `C`; per ledger, the
 //! settlement accounts of all shards net to zero once every transfer is
 //! final. Nothing is ever created or lost: each shard's ledger is
-//! double-entry by itself.
+//! double-entry by itself. (A settlement account's posted amounts only
+//! grow: once they near `u128::MAX`, the legs that would overflow them are
+//! refused with their `Overflows*` code.)
 //!
 //! Transports (`transport.rs`): in-process channels with a thread per shard
 //! (`Cluster`), and a deterministic simulator (`sim.rs`) that loses,
