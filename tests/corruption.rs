@@ -294,11 +294,27 @@ fn damage_at_the_end_of_a_sealed_segment_is_corruption_not_a_torn_tail() {
     )
     .unwrap();
     assert_eq!(dump(&engine), state_after(&log.commits[..last_of_first]));
+    // `open` says what the repair dropped: the damaged segment's rest,
+    // then every later segment whole.
+    let cuts = engine.recovery_cuts();
+    let later = log.records.iter().map(|r| r.0).max().unwrap();
+    assert_eq!(cuts.len(), 1 + later - file, "{cuts:?}");
+    assert_eq!(
+        (&cuts[0].file, cuts[0].offset),
+        (&log.path(flipped.path(), file), start)
+    );
+    for (k, cut) in cuts[1..].iter().enumerate() {
+        assert_eq!(
+            (&cut.file, cut.offset),
+            (&log.path(flipped.path(), file + 1 + k), 0)
+        );
+    }
     let mut txn = engine.begin();
     txn.put(b"after repair", b"yes").unwrap();
     txn.commit().unwrap();
     drop(engine);
     let engine = Engine::open(flipped.path(), options()).unwrap();
+    assert_eq!(engine.recovery_cuts(), []);
     let mut expected = state_after(&log.commits[..last_of_first]);
     expected.insert(b"after repair".to_vec(), b"yes".to_vec());
     assert_eq!(dump(&engine), expected);

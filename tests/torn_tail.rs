@@ -93,13 +93,29 @@ fn log_of(n: usize, options: &Options) -> (tempfile::TempDir, u64) {
 
 /// Opens `dir` (whose log holds commits `0..n`, the last one damaged at the
 /// tail), checks that exactly the commits before the damaged one are back
-/// and the segment was cut at `cut`, commits more, and checks that a further
-/// reopen sees them.
+/// and the segment was cut at `cut` (and that `open` reports the cut,
+/// unless only zeros went), commits more, and checks that a further
+/// reopen sees them and reports no cut.
 fn check_cut_and_append(dir: &Path, options: &Options, survivors: usize, cut: u64) {
     let segment = last_segment(dir);
+    let size = std::fs::metadata(&segment).unwrap().len();
+    let only_zeros = std::fs::read(&segment).unwrap()[cut as usize..]
+        .iter()
+        .all(|&b| b == 0);
     {
         let engine = Engine::open(dir, options.clone()).unwrap();
         assert_eq!(dump(&engine), expected(survivors), "state after the cut");
+        let cuts = engine.recovery_cuts();
+        if only_zeros {
+            assert!(cuts.is_empty(), "zeros reported as a cut: {cuts:?}");
+        } else {
+            assert_eq!(cuts.len(), 1, "{cuts:?}");
+            assert_eq!(
+                (&cuts[0].file, cuts[0].offset, cuts[0].bytes),
+                (&segment, cut, size - cut),
+                "{cuts:?}"
+            );
+        }
         assert_eq!(
             std::fs::metadata(&segment).unwrap().len(),
             cut,
@@ -119,6 +135,7 @@ fn check_cut_and_append(dir: &Path, options: &Options, survivors: usize, cut: u6
             expected(survivors + 3),
             "commits after the cut are not back after reopen"
         );
+        assert_eq!(engine.recovery_cuts(), [], "a cut after a clean close");
     }
 }
 
@@ -251,6 +268,17 @@ fn a_segment_whose_header_was_never_written_whole_is_dropped() {
         {
             let engine = Engine::open(dir.path(), options.clone()).unwrap();
             assert_eq!(dump(&engine), expected(n));
+            // Reported as a cut when it held more than zeros.
+            let cuts: Vec<_> = engine
+                .recovery_cuts()
+                .iter()
+                .map(|c| (c.file.clone(), c.offset, c.bytes))
+                .collect();
+            if content.iter().all(|&b| b == 0) {
+                assert_eq!(cuts, []);
+            } else {
+                assert_eq!(cuts, [(torn.clone(), 0, content.len() as u64)]);
+            }
             let mut txn = engine.begin();
             txn.put(key(n), value(n)).unwrap();
             txn.commit().unwrap();

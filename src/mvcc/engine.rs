@@ -78,6 +78,8 @@ pub(crate) struct Inner {
     pub(crate) checkpoints: checkpoint::State,
     /// The damaged checkpoints `open` recovered around.
     set_aside: Vec<SetAside>,
+    /// What `open` cut off the end of the log (`TailCut`).
+    cuts: Vec<crate::wal::TailCut>,
 }
 
 /// A damaged checkpoint that `Engine::open` found and recovered around:
@@ -245,7 +247,7 @@ impl Engine {
             )));
         }
         let mut set_aside = Vec::new();
-        let replayed = match (replayed, loaded.damage) {
+        let mut replayed = match (replayed, loaded.damage) {
             (Ok(r), None) => r,
             // The log cannot reach back to the fallback: the damaged
             // checkpoint is the cause worth reporting.
@@ -273,6 +275,7 @@ impl Engine {
             }
         };
         let last_ts = replayed.last_ts.max(loaded.ts);
+        let cuts = std::mem::take(&mut replayed.cut);
         index.prune_all(visit, &Horizon::at(last_ts));
         if last_ts >= u64::MAX / 2 {
             // Only a forged file gets here: checksums passed, yet no engine
@@ -316,6 +319,7 @@ impl Engine {
             conflicts: AtomicU64::new(0),
             checkpoints: checkpoint::State::new(loaded.ts),
             set_aside,
+            cuts,
         };
         Ok(Engine {
             inner: Arc::new(inner),
@@ -408,6 +412,16 @@ impl Engine {
     /// reports it.
     pub fn set_aside(&self) -> &[SetAside] {
         &self.inner.set_aside
+    }
+
+    /// What this engine's `open` cut off the end of the log, or removed,
+    /// other than zeros: a torn tail (a record a crash interrupted, never
+    /// acknowledged under `SyncMode::Always`), a segment torn at its
+    /// creation, or what an explicit repair dropped. Empty after a clean
+    /// close. Recovery does this on its own, as it must to append again;
+    /// this is how `open` says that it did.
+    pub fn recovery_cuts(&self) -> &[crate::wal::TailCut] {
+        &self.inner.cuts
     }
 
     /// The engine's counters.

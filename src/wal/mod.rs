@@ -25,6 +25,7 @@ use std::time::Duration;
 pub use fault::{FaultyFs, Op};
 pub use fs::{DirLock, FileSystem, StdFs, WritableFile};
 pub use mem::MemFs;
+pub use reader::TailCut;
 pub use sim::SimFs;
 
 /// When the log is synced to disk.

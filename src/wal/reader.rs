@@ -10,7 +10,7 @@
 //!   `Error::Corruption` names the file and offset, unless the caller asked
 //!   for repair, which truncates the log there and removes what follows.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::fs::FileSystem;
 use super::record::{self, Frame};
@@ -32,6 +32,39 @@ pub(crate) struct Replayed {
     /// segment wholly covered by the checkpoint was not read, and may hold
     /// damage that new records must never follow.
     pub tail_read: bool,
+    /// What recovery cut off or removed that held more than zeros (a torn
+    /// tail, a segment torn at its creation, what a repair dropped): never
+    /// an acknowledged commit but under `repair` (see `TailCut`).
+    pub cut: Vec<TailCut>,
+}
+
+/// Bytes that recovery cut off the end of the log (or removed with their
+/// segment), other than the zeros a log keeps ahead of its last record:
+/// what a crash left of a record it interrupted, which was never
+/// acknowledged under `SyncMode::Always`, or, after `repair`, what the
+/// repair dropped. A data directory that was closed cleanly and not
+/// touched since never has any: `Engine::recovery_cuts` reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailCut {
+    /// The segment file.
+    pub file: PathBuf,
+    /// Where the cut began (0: the file was removed).
+    pub offset: u64,
+    /// How many bytes went.
+    pub bytes: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// A `TailCut` of `bytes[offset..]` in `path`, unless they are all zeros.
+fn cut_of(path: &Path, bytes: &[u8], offset: usize, reason: String) -> Option<TailCut> {
+    let gone = bytes.get(offset..).unwrap_or(&[]);
+    gone.iter().any(|&b| b != 0).then(|| TailCut {
+        file: path.to_path_buf(),
+        offset: offset as u64,
+        bytes: gone.len() as u64,
+        reason,
+    })
 }
 
 /// Lists the segments in `dir`, ascending by first timestamp.
@@ -88,6 +121,7 @@ pub(crate) fn replay(
         last_ts: after_ts,
         segments: Vec::with_capacity(firsts.len()),
         tail_read: false,
+        cut: Vec::new(),
     };
     let Some(&oldest) = firsts.first() else {
         return Ok(replayed);
@@ -137,6 +171,8 @@ pub(crate) fn replay(
             if is_last && segment::torn_at_creation(&bytes) {
                 // Created but its header never made durable: it held
                 // nothing (see `torn_at_creation`).
+                let why = format!("removed a segment torn at its creation ({})", e.reason());
+                replayed.cut.extend(cut_of(&path, &bytes, 0, why));
                 fs.remove(&path)?;
                 fs.sync_dir(dir)?;
                 break;
@@ -178,6 +214,12 @@ pub(crate) fn replay(
                     if !torn && !repair {
                         return Err(Error::corruption(path, offset as u64, e.reason()));
                     }
+                    let why = if torn {
+                        format!("cut a torn tail ({})", e.reason())
+                    } else {
+                        format!("repair cut damage and what followed ({})", e.reason())
+                    };
+                    replayed.cut.extend(cut_of(&path, &bytes, offset, why));
                     cut = Some(offset);
                     break;
                 }
@@ -189,7 +231,14 @@ pub(crate) fn replay(
             replayed.tail_read = true;
             // Under repair, whatever followed the damage goes too.
             for &later in &firsts[i + 1..] {
-                fs.remove(&segment::path(dir, later))?;
+                let later = segment::path(dir, later);
+                replayed.cut.push(TailCut {
+                    bytes: fs.size(&later)?,
+                    file: later.clone(),
+                    offset: 0,
+                    reason: "repair removed a segment after the damage".to_string(),
+                });
+                fs.remove(&later)?;
             }
             fs.sync_dir(dir)?;
             break;
