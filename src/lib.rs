@@ -43,7 +43,7 @@ pub use error::{Error, Result};
 pub use ledger::{
     Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, Clock,
     CreateAccountResult, CreateTransferResult, Ledger, LedgerOptions, LedgerSnapshot, ManualClock,
-    Reply, SystemClock, TIMESTAMP_MAX, Transfer, TransferFlags,
+    PendingState, Reply, SystemClock, TIMESTAMP_MAX, Transfer, TransferFlags,
 };
 pub use mvcc::checkpoint::{CheckpointInfo, verify as verify_checkpoint};
 pub use mvcc::{

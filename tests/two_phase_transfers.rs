@@ -577,3 +577,56 @@ fn posting_a_closing_transfer_is_refused_because_its_account_is_closed() {
     assert_eq!(sides(&l, 1, 2), [5, 0, 5, 0]);
     assert_eq!(sides(&l, 3, 4), [5, 0, 5, 0]);
 }
+
+/// `pending_states` says where each pending transfer stands: still
+/// reserved, posted (in full or in part), voided or expired; `None` for a
+/// transfer that is not pending and for an unknown id; the same after a
+/// reopen, and a snapshot keeps what it saw.
+#[test]
+fn pending_states_tell_reserved_posted_voided_and_expired_apart() {
+    use mvledger::PendingState as S;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let l = setup(dir.path(), &clock);
+    let timed = Transfer {
+        timeout: 10,
+        ..pending(13, 1, 2, 4)
+    };
+    let rs = l
+        .create_transfers(&[
+            pending(10, 1, 2, 1),
+            pending(11, 1, 2, 2),
+            pending(12, 1, 2, 3),
+            timed,
+            transfer(14, 1, 2, 5),
+        ])
+        .unwrap();
+    assert_eq!(rs, [R::Ok; 5]);
+    let before = l.snapshot();
+    let rs = l
+        .create_transfers(&[post(20, 10, 0), void(21, 11)])
+        .unwrap();
+    assert_eq!(rs, [R::Ok; 2]);
+    clock.set(ts_of(&l, 13) + 10 * NS);
+    l.expire_pending().unwrap();
+    let ids = [10, 11, 12, 13, 14, 20, 99];
+    let now = [
+        Some(S::Posted),
+        Some(S::Voided),
+        Some(S::Pending),
+        Some(S::Expired),
+        None,
+        None,
+        None,
+    ];
+    assert_eq!(l.pending_states(&ids).unwrap(), now);
+    assert_eq!(
+        before.pending_states(&ids[..4]).unwrap(),
+        [Some(S::Pending); 4],
+        "a snapshot from before the settlements"
+    );
+    drop(before);
+    drop(l);
+    let l = open_clocked(dir.path(), &clock);
+    assert_eq!(l.pending_states(&ids).unwrap(), now, "after a reopen");
+}

@@ -18,13 +18,14 @@ use bytes::Bytes;
 
 use super::codec::{
     self, ACCOUNT, EXTRA, OP_CREATE_ACCOUNTS, OP_CREATE_TRANSFERS, OP_EXPIRE, OP_TRANSFERS_EXTRA,
-    TRANSFER,
+    SETTLED, Settled, TRANSFER,
 };
 use super::codes::{CreateAccountResult, CreateTransferResult};
 use super::history::{self, History, Item};
 use super::machine::{MAX_BATCH_EVENTS, Machine, Shared, first_timestamp};
 use super::types::{
-    Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, Transfer,
+    Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, PendingState,
+    Transfer, TransferFlags,
 };
 use crate::error::{Error, Result};
 use crate::{Batch, Engine, Options, Replay, Snapshot, Stats};
@@ -397,6 +398,12 @@ impl Ledger {
         self.snapshot().lookup_transfers(ids)
     }
 
+    /// Where the pending transfers with these ids stand
+    /// (`LedgerSnapshot::pending_states`).
+    pub fn pending_states(&self, ids: &[u128]) -> Result<Vec<Option<PendingState>>> {
+        self.snapshot().pending_states(ids)
+    }
+
     /// An account's transfers that match `filter`.
     pub fn get_account_transfers(&self, filter: AccountFilter) -> Result<Vec<Transfer>> {
         self.snapshot().get_account_transfers(filter)
@@ -588,6 +595,41 @@ impl LedgerSnapshot {
             if let Some(t) = self.transfer(id)? {
                 out.push(t);
             }
+        }
+        Ok(out)
+    }
+
+    /// For each id, in input order, where the pending transfer with that
+    /// id stands; `None` when no transfer has the id or it is not a
+    /// pending one.
+    pub fn pending_states(&self, ids: &[u128]) -> Result<Vec<Option<PendingState>>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let pending = self
+                .transfer(id)?
+                .is_some_and(|t| t.flags.contains(TransferFlags::PENDING));
+            out.push(if pending {
+                let settled = self.snap.get_with(codec::id_key(SETTLED, id), |v| {
+                    v.and_then(|v| v.first().copied()).map(Settled::from_byte)
+                })?;
+                Some(match settled {
+                    None => PendingState::Pending,
+                    Some(Some(Settled::Posted)) => PendingState::Posted,
+                    Some(Some(Settled::Voided)) => PendingState::Voided,
+                    Some(Some(Settled::Expired)) => PendingState::Expired,
+                    Some(None) => {
+                        return Err(Error::corruption(
+                            self.snap.dir(),
+                            0,
+                            format!(
+                                "pending transfer {id} has a settlement record of no known kind"
+                            ),
+                        ));
+                    }
+                })
+            } else {
+                None
+            });
         }
         Ok(out)
     }

@@ -32,6 +32,6 @@ pub use codes::{CreateAccountResult, CreateTransferResult};
 pub(crate) use machine::transfer_exists;
 pub use machine::{MAX_BATCH_EVENTS, TIMESTAMP_MAX};
 pub use types::{
-    Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, Transfer,
-    TransferFlags,
+    Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, PendingState,
+    Transfer, TransferFlags,
 };

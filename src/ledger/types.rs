@@ -210,3 +210,17 @@ impl Account {
         }
     }
 }
+
+/// Where a pending transfer stands (`LedgerSnapshot::pending_states`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PendingState {
+    /// Its amount is still reserved. (Past its timeout, it stays so until
+    /// the ledger expires it: at the next call, or `Ledger::expire_pending`.)
+    Pending,
+    /// A post settled it (the whole amount or a part).
+    Posted,
+    /// A void released it.
+    Voided,
+    /// Its timeout passed and the ledger released it.
+    Expired,
+}

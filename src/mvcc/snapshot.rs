@@ -29,6 +29,11 @@ impl Snapshot {
         self.ts
     }
 
+    /// The engine's data directory (for errors about what it read).
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        &self.inner.dir
+    }
+
     /// The value of `key` at this snapshot: a copy. A small value (up to
     /// 512 bytes) shares a 4 KiB chunk with the values read just before
     /// and after it on this thread, so a value kept keeps its chunk:
