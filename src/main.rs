@@ -16,7 +16,11 @@
 //! Exit codes: 0 on success; 1 on an engine or disk error, a failed
 //! verification, damage found by `inspect`, a refused account or transfer
 //! or an id not found; 2 on bad arguments (clap's own exit code for usage
-//! errors).
+//! errors), among them a data directory path that names the wrong kind of
+//! thing: a file, a directory that is not empty for `bench`, one with no
+//! ledger in it for the other commands (`account create` alone starts one
+//! in a missing or empty directory). Once a directory is taken as a data
+//! directory, whatever goes wrong opening or reading it is 1.
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
@@ -65,7 +69,8 @@ enum Command {
     /// directory and a check that debits equal credits, that every limit
     /// holds and that every acknowledged transfer is there.
     #[command(after_help = "Exit codes: 0 ok; 1 engine or disk error, or a failed \
-                            verification (the data directory is then kept); 2 bad arguments.")]
+                            verification (the data directory is then kept); 2 bad arguments, \
+                            among them a --dir that is a file or a directory that is not empty.")]
     Bench(BenchArgs),
     /// Lists a data directory's log segments, checkpoints and LOCK file,
     /// then checks every record and checkpoint block. Reads the files
@@ -74,7 +79,8 @@ enum Command {
         after_help = "Exit codes: 0 everything checks out (a torn tail at the end of the \
                             log is a warning: the next open cuts it off); 1 damage found (each \
                             printed with its file and byte offset) or the directory unreadable; \
-                            2 bad arguments."
+                            2 bad arguments, among them a DIR that is missing, a file, or a \
+                            directory with no log segment or checkpoint in it."
     )]
     Inspect(InspectArgs),
     /// Account commands.
@@ -84,13 +90,14 @@ enum Command {
     /// the post or void of a pending one (--post/--void).
     #[command(
         after_help = "Exit codes: 0 accepted; 1 refused (the result code is printed in \
-                            words) or an engine error; 2 bad arguments."
+                            words) or an engine error; 2 bad arguments, among them a --dir \
+                            with no ledger in it."
     )]
     Transfer(cli::account::TransferArgs),
     /// Prints accounts (balances) and transfers by id.
     #[command(
         after_help = "Exit codes: 0 all found; 1 an id not found or an engine error; \
-                            2 bad arguments."
+                            2 bad arguments, among them a --dir with no ledger in it."
     )]
     Lookup(cli::account::LookupArgs),
     /// Lists an account's transfers, oldest first, and for accounts with
@@ -104,7 +111,8 @@ enum AccountCommand {
     /// Creates one account.
     #[command(
         after_help = "Exit codes: 0 created; 1 refused (the result code is printed in \
-                            words) or an engine error; 2 bad arguments."
+                            words) or an engine error; 2 bad arguments, among them a --dir \
+                            that is a file or holds other files and no ledger."
     )]
     Create(cli::account::CreateAccountArgs),
 }
@@ -372,7 +380,7 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("mvledger: {e}");
-            ExitCode::from(1)
+            ExitCode::from(e.exit.code())
         }
     }
 }

@@ -9,6 +9,8 @@
 //! - `inspect` passes a healthy directory (even one held open), fails a
 //!   damaged one naming the file and byte offset, and passes a torn tail
 //!   with a warning.
+//! - A `--dir` (or `inspect DIR`) naming a file, a directory of other
+//!   files or nothing at all is a bad argument (exit 2) in every command.
 
 #![cfg(feature = "cli")]
 
@@ -425,10 +427,10 @@ fn inspect_passes_a_torn_tail_with_a_warning() {
 }
 
 #[test]
-fn inspect_of_a_missing_directory_fails() {
+fn inspect_of_a_missing_directory_is_a_bad_argument() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = mvledger(&["inspect", tmp.path().join("nope").to_str().expect("utf-8")]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("nope"), "{}", stderr(&out));
 }
 
@@ -470,9 +472,10 @@ fn a_damaged_checkpoint_is_reported_by_open_and_by_inspect() {
 
 /// Commands never turn a directory of other files into a data directory,
 /// and say what is wrong with a path that is not a directory or holds no
-/// log.
+/// log; such a path is a bad argument (exit 2, as the README says), in
+/// every command.
 #[test]
-fn other_directories_and_files_are_refused_and_left_alone() {
+fn other_directories_and_files_are_refused_as_bad_arguments_and_left_alone() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let other = tmp.path().join("other");
     std::fs::create_dir(&other).expect("mkdir");
@@ -486,7 +489,7 @@ fn other_directories_and_files_are_refused_and_left_alone() {
         ],
     ] {
         let out = mvledger(&args);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(
             stderr(&out).contains("not an mvledger data directory"),
             "{args:?}: {}",
@@ -494,7 +497,7 @@ fn other_directories_and_files_are_refused_and_left_alone() {
         );
     }
     let out = mvledger(&["inspect", o]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("not an mvledger data directory"),
         "{}",
@@ -509,13 +512,36 @@ fn other_directories_and_files_are_refused_and_left_alone() {
     let file = tmp.path().join("a-file");
     std::fs::write(&file, "x").expect("write");
     let f = file.to_str().expect("utf-8");
-    let out = mvledger(&[
-        "account", "create", "--dir", f, "--id", "1", "--ledger", "1", "--code", "1",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
+    for args in [
+        vec![
+            "account", "create", "--dir", f, "--id", "1", "--ledger", "1", "--code", "1",
+        ],
+        vec!["bench", "--dir", f, "--accounts", "10", "--transfers", "10"],
+    ] {
+        let out = mvledger(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&out).contains("is not a directory"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(std::fs::read(&file).expect("read"), b"x");
+
+    // bench wants a new or empty directory, not one of other files.
+    let out = mvledger(&["bench", "--dir", o, "--accounts", "10", "--transfers", "10"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
+
+    // The commands that need a ledger refuse a directory with none.
+    let missing = tmp.path().join("missing");
+    let m = missing.to_str().expect("utf-8");
+    let out = mvledger(&["lookup", "--dir", m, "--account", "1"]);
+    assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("is not a directory"),
+        stderr(&out).contains("create an account first"),
         "{}",
         stderr(&out)
     );
+    assert!(!missing.exists());
 }

@@ -282,7 +282,7 @@ mod compare {
         assert!(dir.join("sqlite").join("ledger.sqlite3").is_file());
         // Not empty any more: a second run there is refused.
         let out = mvledger(&[&["bench"][..], &args].concat());
-        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
     }
 

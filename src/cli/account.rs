@@ -6,7 +6,11 @@
 //! Failure paths: a refused account or transfer prints its result code in
 //! words ("transfer 7 refused: exceeds credits") and an unknown id in
 //! `lookup` or `history` prints "not found"; both give exit code 1, as do
-//! engine and disk errors. Ids and amounts are u128 in decimal.
+//! engine and disk errors, and a data directory that `open` refuses (held
+//! by another process, damaged). A `--dir` that cannot be a data directory
+//! (a file, a directory of other files, or for all but `account create`
+//! none at all) is a bad argument, exit code 2, refused before any open.
+//! Ids and amounts are u128 in decimal.
 
 use std::path::{Path, PathBuf};
 
@@ -157,18 +161,18 @@ pub struct HistoryArgs {
 fn open(dir: &Path, must_exist: bool) -> Result<Ledger, Failure> {
     let shown = dir.display();
     if dir.exists() && !dir.is_dir() {
-        return Err(Failure(format!("{shown} is not a directory")));
+        return Err(Failure::bad_argument(format!("{shown} is not a directory")));
     }
     if !super::inspect::is_data_dir(dir) {
         // A missing directory reads as empty.
         let empty = std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none());
         if !empty {
-            return Err(Failure(format!(
+            return Err(Failure::bad_argument(format!(
                 "{shown} is not an mvledger data directory (it holds other files and no log)"
             )));
         }
         if must_exist {
-            return Err(Failure(format!(
+            return Err(Failure::bad_argument(format!(
                 "no data directory at {shown} (create an account first)"
             )));
         }
@@ -218,7 +222,7 @@ pub fn create_account(args: &CreateAccountArgs) -> Result<bool, Failure> {
             say!("account {} refused: {code}", args.id);
             Ok(false)
         }
-        None => Err(Failure("create account: no result".into())),
+        None => Err(Failure::new("create account: no result".into())),
     }
 }
 
@@ -262,7 +266,7 @@ pub fn transfer(args: &TransferArgs) -> Result<bool, Failure> {
             say!("transfer {} refused: {code}", args.id);
             Ok(false)
         }
-        None => Err(Failure("transfer: no result".into())),
+        None => Err(Failure::new("transfer: no result".into())),
     }
 }
 

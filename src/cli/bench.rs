@@ -31,19 +31,64 @@ use crate::BenchArgs;
 /// Accounts per `create_accounts` call.
 const ACCOUNT_BATCH: usize = 8_190;
 
-/// Why a run failed: printed as one line, exit code 1.
+/// Why a command failed: printed as one line on stderr; `exit` says the
+/// exit code.
 #[derive(Debug)]
-pub struct Failure(pub String);
+pub struct Failure {
+    /// What went wrong, for a person.
+    pub message: String,
+    /// The exit code it gives.
+    pub exit: Exit,
+}
+
+/// The exit code of a `Failure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 1: an engine or disk error, or a failed check.
+    Failed,
+    /// 2: a bad argument, as clap's own usage errors; here a path that
+    /// names the wrong kind of thing (a file, a directory that is not
+    /// empty or holds no ledger), refused before anything is opened.
+    BadArgument,
+}
+
+impl Exit {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Failed => 1,
+            Exit::BadArgument => 2,
+        }
+    }
+}
+
+impl Failure {
+    /// An engine or disk error, or a failed check: exit code 1.
+    pub fn new(message: String) -> Failure {
+        Failure {
+            message,
+            exit: Exit::Failed,
+        }
+    }
+
+    /// A bad argument: exit code 2.
+    pub fn bad_argument(message: String) -> Failure {
+        Failure {
+            message,
+            exit: Exit::BadArgument,
+        }
+    }
+}
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
 /// Wraps an engine error with what was being done.
 pub fn fail(context: impl fmt::Display) -> impl FnOnce(Error) -> Failure {
-    move |e| Failure(format!("{context}: {e}"))
+    move |e| Failure::new(format!("{context}: {e}"))
 }
 
 /// What the transfer phase measured.
@@ -98,7 +143,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     if verification.ok() {
         Ok(())
     } else {
-        Err(Failure(format!(
+        Err(Failure::new(format!(
             "verification FAILED after reopen: {}",
             verification.summary()
         )))
@@ -121,7 +166,7 @@ pub fn create_accounts(ledger: &Ledger, args: &BenchArgs) -> Result<(), Failure>
             .zip(&results)
             .find(|(_, r)| **r != CreateAccountResult::Ok);
         if let Some((account, result)) = refused {
-            return Err(Failure(format!(
+            return Err(Failure::new(format!(
                 "creating account {}: {result}",
                 account.id
             )));
@@ -176,7 +221,7 @@ pub fn run_transfers(
             .into_iter()
             .map(|t| {
                 t.join()
-                    .unwrap_or_else(|_| Err(Failure("a transfer thread panicked".into())))
+                    .unwrap_or_else(|_| Err(Failure::new("a transfer thread panicked".into())))
             })
             .collect()
     });
@@ -246,7 +291,7 @@ fn submit(shared: &Shared<'_>, plans: &mut [Plan]) -> Result<Vec<u64>, Failure> 
         let started = Instant::now();
         let results = shared.ledger.create_transfers(&events).map_err(|e| {
             shared.stop.store(true, Ordering::Relaxed);
-            Failure(format!(
+            Failure::new(format!(
                 "create_transfers of {} transfers (first id {}): {e}",
                 events.len(),
                 events.first().map_or(0, |t| t.id)
@@ -255,7 +300,7 @@ fn submit(shared: &Shared<'_>, plans: &mut [Plan]) -> Result<Vec<u64>, Failure> 
         latencies_ns.push(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
         if results.len() != events.len() {
             shared.stop.store(true, Ordering::Relaxed);
-            return Err(Failure(format!(
+            return Err(Failure::new(format!(
                 "create_transfers answered {} results for {} transfers",
                 results.len(),
                 events.len()

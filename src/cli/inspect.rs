@@ -92,14 +92,21 @@ pub fn run(dir: &Path, as_json: bool) -> Result<bool, Failure> {
 }
 
 fn read_error(path: &Path) -> impl FnOnce(std::io::Error) -> Failure + '_ {
-    move |e| Failure(format!("cannot read {}: {e}", path.display()))
+    move |e| Failure::new(format!("cannot read {}: {e}", path.display()))
 }
 
 fn inspect(dir: &Path) -> Result<Inspection, Failure> {
     let mut found = Inspection::default();
     let mut segment_firsts = Vec::new();
     let mut checkpoint_tss = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(read_error(dir))? {
+    let entries = std::fs::read_dir(dir).map_err(|e| match e.kind() {
+        // DIR names no directory: a bad argument, as in the other commands.
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => {
+            Failure::bad_argument(format!("{}: {e}", dir.display()))
+        }
+        _ => read_error(dir)(e),
+    })?;
+    for entry in entries {
         let entry = entry.map_err(read_error(dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Some(first) = parse_name(&name) {
@@ -130,7 +137,7 @@ fn inspect(dir: &Path) -> Result<Inspection, Failure> {
         }
     }
     if segment_firsts.is_empty() && checkpoint_tss.is_empty() {
-        return Err(Failure(format!(
+        return Err(Failure::bad_argument(format!(
             "{} is not an mvledger data directory: no log segment or checkpoint in it",
             dir.display()
         )));

@@ -216,7 +216,7 @@ pub fn batch_timestamp() -> u64 {
 pub fn peer_fail<E: std::fmt::Display>(
     context: impl std::fmt::Display,
 ) -> impl FnOnce(E) -> Failure {
-    move |e| Failure(format!("{context}: {e}"))
+    move |e| Failure::new(format!("{context}: {e}"))
 }
 
 /// The syncs of a run: mvledger counts its own; for a peer, the commits
@@ -384,7 +384,7 @@ pub fn run(args: &BenchArgs, engines: &[EngineName]) -> Result<(), Failure> {
     for &engine in engines {
         let path = dir.path().join(engine.name());
         std::fs::create_dir_all(&path)
-            .map_err(|e| Failure(format!("creating {}: {e}", path.display())))?;
+            .map_err(|e| Failure::new(format!("creating {}: {e}", path.display())))?;
         if !args.json {
             say!("{}:", engine.name());
         }
@@ -411,9 +411,11 @@ pub fn run(args: &BenchArgs, engines: &[EngineName]) -> Result<(), Failure> {
     if ok {
         Ok(())
     } else if !checked {
-        Err(Failure("a check after the run FAILED (see above)".into()))
+        Err(Failure::new(
+            "a check after the run FAILED (see above)".into(),
+        ))
     } else {
-        Err(Failure(
+        Err(Failure::new(
             "the engines' final balances DIFFER on a single-threaded run".into(),
         ))
     }
@@ -506,7 +508,7 @@ fn run_transfers(
             .into_iter()
             .map(|t| {
                 t.join()
-                    .unwrap_or_else(|_| Err(Failure("a transfer thread panicked".into())))
+                    .unwrap_or_else(|_| Err(Failure::new("a transfer thread panicked".into())))
             })
             .collect()
     });
@@ -537,7 +539,7 @@ fn submit(
         let started = Instant::now();
         peer.create_transfers(&transfers, &mut results)
             .map_err(|e| {
-                Failure(format!(
+                Failure::new(format!(
                     "a batch of {} (first id {}): {e}",
                     transfers.len(),
                     transfers.first().map_or(0, |t| t.id)
@@ -545,7 +547,7 @@ fn submit(
             })?;
         latencies_ns.push(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
         if results.len() != chunk.len() {
-            return Err(Failure(format!(
+            return Err(Failure::new(format!(
                 "{} results for {} transfers",
                 results.len(),
                 chunk.len()
