@@ -9,13 +9,14 @@
 //! number generator and the Zipf sampler, all from the seed), `bench.rs`
 //! (the run: threads, batches, progress bar), `report.rs` (the figures, as
 //! text or JSON), `verify.rs` (the checks after the reopen) and
-//! `datadir.rs` (the data directory's life); `inspect.rs` and
+//! `datadir.rs` (the data directory's life), `interrupt.rs` (Ctrl-C);
+//! `inspect.rs` and
 //! `account.rs` (the account commands); `compare/` (feature `compare`:
 //! `bench --engine` on SQLite, redb and fjall, side by side).
 //!
 //! Exit codes: 0 on success; 1 on an engine or disk error, a failed
 //! verification, damage found by `inspect`, a refused account or transfer
-//! or an id not found; 2 on bad arguments (clap's own exit code for usage
+//! or an id not found; 130 when Ctrl-C stopped a `bench`; 2 on bad arguments (clap's own exit code for usage
 //! errors), among them a data directory path that names the wrong kind of
 //! thing: a file, a directory that is not empty for `bench`, one with no
 //! ledger in it for the other commands (`account create` alone starts one
@@ -40,6 +41,7 @@ mod cli {
     pub mod compare;
     pub mod datadir;
     pub mod inspect;
+    pub mod interrupt;
     pub mod report;
     pub mod verify;
     pub mod workload;
@@ -70,7 +72,8 @@ enum Command {
     /// holds and that every acknowledged transfer is there.
     #[command(after_help = "Exit codes: 0 ok; 1 engine or disk error, or a failed \
                             verification (the data directory is then kept); 2 bad arguments, \
-                            among them a --dir that is a file or a directory that is not empty.")]
+                            among them a --dir that is a file or a directory that is not empty; \
+                            130 stopped by Ctrl-C (a temporary data directory is removed).")]
     Bench(BenchArgs),
     /// Lists a data directory's log segments, checkpoints and LOCK file,
     /// then checks every record and checkpoint block. Reads the files
@@ -355,6 +358,9 @@ fn bench(args: &BenchArgs) -> Result<(), cli::bench::Failure> {
             .error(ErrorKind::InvalidValue, message)
             .exit(),
     };
+    // Before the data directory exists: Ctrl-C then stops the run and
+    // removes a temporary one.
+    cli::interrupt::install();
     #[cfg(feature = "compare")]
     if engines != [EngineName::Mvledger] {
         return cli::compare::run(args, &engines);

@@ -2,7 +2,8 @@
 //! the built binary and checks its exit code and what it prints.
 //!
 //! - `bench` on a small workload exits 0 and prints its rate; `--json`
-//!   parses; bad arguments exit 2 naming the argument.
+//!   parses; bad arguments exit 2 naming the argument; Ctrl-C stops it,
+//!   removes its temporary directory and exits 130.
 //! - The account commands round-trip through a data directory: a refused
 //!   transfer prints its result code in words and exits 1; pending
 //!   transfers are posted and voided; an unknown id is "not found", exit 1.
@@ -72,6 +73,94 @@ fn bench_json_is_one_object_with_the_figures() {
     assert!(v["transfers_per_s"].as_f64().expect("a rate") > 0.0);
     assert!(v["latency_per_call_ns"]["p99"].is_u64());
     assert_eq!(v["verification"]["ok"], true);
+}
+
+/// README: the temporary data directory is "removed afterwards unless
+/// `--keep`"; Ctrl-C in the middle of the transfers must not leave it
+/// behind either. The run stops, removes it, says so, and exits 130.
+#[test]
+fn ctrl_c_during_bench_removes_the_temporary_directory_and_exits_130() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // One synced call per transfer: many seconds of work, little memory.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mvledger"))
+        .args([
+            "bench",
+            "--accounts",
+            "1000",
+            "--transfers",
+            "1000000",
+            "--batch",
+            "1",
+        ])
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mvledger bench");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut printed = String::new();
+    // The transfer phase starts right after this line.
+    while !printed.contains("created 1,000 accounts") {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("bench ended early:\n{printed}"))
+            .expect("read stdout");
+        printed.push_str(&line);
+        printed.push('\n');
+    }
+    let made: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("read TMPDIR")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(made.len(), 1, "one data directory in TMPDIR: {made:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("bench still running 60 s after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("read stderr");
+    for line in lines {
+        printed.push_str(&line.expect("read stdout"));
+    }
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout:\n{printed}\nstderr:\n{err}"
+    );
+    assert!(
+        !printed.contains("verified"),
+        "it stopped early:\n{printed}"
+    );
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(
+        err.contains(&format!("data directory removed: {}", made[0].display())),
+        "{err}"
+    );
+    assert!(!made[0].exists(), "{} left behind", made[0].display());
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("read TMPDIR")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]

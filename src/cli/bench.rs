@@ -10,7 +10,9 @@
 //! the plans, which the report and the verification read afterwards.
 //!
 //! Failure paths: an engine error in any thread stops the others and the
-//! run ends with exit code 1; nothing is retried.
+//! run ends with exit code 1; nothing is retried. Ctrl-C stops every
+//! thread before its next call and ends the run with exit code 130
+//! (`interrupt.rs`), removing a temporary data directory.
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -23,6 +25,7 @@ use mvledger::{
 };
 
 use super::datadir::DataDir;
+use super::interrupt;
 use super::report::{self, Report};
 use super::verify;
 use super::workload::{self, Plan, Settle};
@@ -50,6 +53,8 @@ pub enum Exit {
     /// names the wrong kind of thing (a file, a directory that is not
     /// empty or holds no ledger), refused before anything is opened.
     BadArgument,
+    /// 130: stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
+    Interrupted,
 }
 
 impl Exit {
@@ -58,6 +63,7 @@ impl Exit {
         match self {
             Exit::Failed => 1,
             Exit::BadArgument => 2,
+            Exit::Interrupted => 130,
         }
     }
 }
@@ -76,6 +82,14 @@ impl Failure {
         Failure {
             message,
             exit: Exit::BadArgument,
+        }
+    }
+
+    /// Stopped by Ctrl-C (`interrupt.rs`): exit code 130.
+    pub fn interrupted() -> Failure {
+        Failure {
+            message: "interrupted by Ctrl-C; the run stopped".into(),
+            exit: Exit::Interrupted,
         }
     }
 }
@@ -121,6 +135,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     let mut plans = workload::plans(args);
     let before = ledger.stats();
     let run = run_transfers(&ledger, args, &mut plans)?;
+    interrupt::check()?;
     let after_run = ledger.stats();
     // Everything durable under every sync mode before the reopen; and see
     // the error if that fails (a drop would swallow it).
@@ -156,6 +171,7 @@ pub fn create_accounts(ledger: &Ledger, args: &BenchArgs) -> Result<(), Failure>
     let accounts = workload::accounts(args.accounts);
     let mut calls = 0u64;
     for chunk in accounts.chunks(ACCOUNT_BATCH) {
+        interrupt::check()?;
         let results = ledger
             .create_accounts(chunk)
             .map_err(fail("creating accounts"))?;
@@ -190,7 +206,8 @@ struct Shared<'a> {
     batch: usize,
     transfers: u64,
     progress: ProgressBar,
-    /// Set when a thread fails: the others stop.
+    /// Set when a thread fails: the others stop. (Ctrl-C stops them
+    /// all through `interrupt::requested`.)
     stop: AtomicBool,
 }
 
@@ -276,7 +293,10 @@ fn submit(shared: &Shared<'_>, plans: &mut [Plan]) -> Result<Vec<u64>, Failure> 
     let mut to_settle: Vec<usize> = Vec::new();
     let mut next = 0;
     let mut latencies_ns = Vec::with_capacity(plans.len() / batch + 1);
-    while (next < plans.len() || !to_settle.is_empty()) && !shared.stop.load(Ordering::Relaxed) {
+    while (next < plans.len() || !to_settle.is_empty())
+        && !shared.stop.load(Ordering::Relaxed)
+        && !interrupt::requested()
+    {
         events.clear();
         slots.clear();
         for i in to_settle.drain(..) {

@@ -2,7 +2,7 @@
 //! always kept; a file or a directory with anything in it is a bad
 //! argument, exit code 2), or a new one under the system's temporary directory,
 //! removed when the run ends unless `--keep` or a failed verification says
-//! to keep it.
+//! to keep it; also when Ctrl-C ends it (`interrupt.rs`).
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -78,8 +78,14 @@ impl DataDir {
 impl Drop for DataDir {
     fn drop(&mut self) {
         if self.remove {
-            if let Err(e) = std::fs::remove_dir_all(&self.path) {
-                eprintln!("mvledger: removing {}: {e}", self.path.display());
+            match std::fs::remove_dir_all(&self.path) {
+                Err(e) => eprintln!("mvledger: removing {}: {e}", self.path.display()),
+                // A run cut short says where its data went; a finished one
+                // printed the directory in its header and needs no more.
+                Ok(()) if super::interrupt::requested() => {
+                    eprintln!("data directory removed: {}", self.path.display());
+                }
+                Ok(()) => {}
             }
         } else if self.path.exists() {
             eprintln!("data directory kept: {}", self.path.display());

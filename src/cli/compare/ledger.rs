@@ -53,6 +53,7 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<Outcome, Failure> {
     let mut plans = workload::plans(args);
     let before = ledger.stats();
     let run = bench::run_transfers(&ledger, args, &mut plans)?;
+    crate::cli::interrupt::check()?;
     let after = ledger.stats();
     ledger.engine().sync().map_err(fail("syncing the log"))?;
     let accounts = ledger

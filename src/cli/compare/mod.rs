@@ -38,7 +38,8 @@
 //! acknowledged). Each engine's final balances are summed up in a digest;
 //! with one thread every engine must accept and refuse the same transfers,
 //! so the digests must agree. A failed check or disagreeing digests exit 1
-//! (data directories kept).
+//! (data directories kept). Ctrl-C stops the engine running before its
+//! next batch and skips the rest (`interrupt.rs`: exit code 130).
 
 mod fjall;
 mod ledger;
@@ -55,6 +56,7 @@ use serde_json::{Value, json};
 
 use super::bench::{self, Failure};
 use super::datadir::DataDir;
+use super::interrupt;
 use super::report::{self, fmt_ns, group, percentile};
 use super::workload::{self, Plan};
 use crate::{BenchArgs, EngineName};
@@ -382,6 +384,7 @@ pub fn run(args: &BenchArgs, engines: &[EngineName]) -> Result<(), Failure> {
     }
     let mut outcomes = Vec::with_capacity(engines.len());
     for &engine in engines {
+        interrupt::check()?;
         let path = dir.path().join(engine.name());
         std::fs::create_dir_all(&path)
             .map_err(|e| Failure::new(format!("creating {}: {e}", path.display())))?;
@@ -437,6 +440,7 @@ fn run_peer(args: &BenchArgs, engine: EngineName, peer: &dyn Peer) -> Result<Out
     let started = Instant::now();
     let accounts = workload::accounts(args.accounts);
     for chunk in accounts.chunks(ACCOUNT_BATCH) {
+        interrupt::check()?;
         peer.create_accounts(chunk)?;
     }
     if !args.json {
@@ -450,6 +454,7 @@ fn run_peer(args: &BenchArgs, engine: EngineName, peer: &dyn Peer) -> Result<Out
     let mut plans = workload::plans(args);
     let syncs_before = peer.syncs();
     let (elapsed, latencies_ns) = run_transfers(peer, args, &mut plans)?;
+    interrupt::check()?;
     let syncs = match (syncs_before, peer.syncs()) {
         (Some(before), Some(after)) => Syncs::AtLeast(after.saturating_sub(before)),
         _ => Syncs::Unknown,
@@ -533,6 +538,9 @@ fn submit(
     let mut results = Vec::with_capacity(batch);
     let mut latencies_ns = Vec::with_capacity(plans.len() / batch + 1);
     for chunk in plans.chunks_mut(batch) {
+        if interrupt::requested() {
+            break;
+        }
         transfers.clear();
         transfers.extend(chunk.iter().map(|p| p.transfer));
         results.clear();
