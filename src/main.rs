@@ -105,6 +105,10 @@ enum Command {
     Lookup(cli::account::LookupArgs),
     /// Lists an account's transfers, oldest first, and for accounts with
     /// the history flag its balance after each.
+    #[command(
+        after_help = "Exit codes: 0 listed; 1 the account not found or an engine error; \
+                            2 bad arguments, among them a --dir with no ledger in it."
+    )]
     History(cli::account::HistoryArgs),
 }
 

@@ -188,6 +188,51 @@ fn bad_arguments_exit_2_naming_the_argument() {
     assert!(stderr(&out).contains("--account"), "{}", stderr(&out));
 }
 
+/// A count of one reads "1 call", not "1 calls", in every command; and
+/// every command's --help ends with its exit codes.
+#[test]
+fn counts_of_one_read_in_the_singular_and_every_help_says_its_exit_codes() {
+    let out = expect(0, &["bench", "--accounts", "2", "--transfers", "1"]);
+    assert!(out.contains(", 1 transfer (0% pending)"), "{out}");
+    assert!(out.contains("1 thread,"), "{out}");
+    assert!(out.contains("created 2 accounts in 1 call,"), "{out}");
+    assert!(out.contains("ran 1 transfer in"), "{out}");
+    assert!(out.contains(" s, 1 call\n"), "{out}");
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    ledger_with_records(tmp.path(), 1, false);
+    let out = inspect(0, tmp.path());
+    assert!(
+        out.contains("ok: 1 segment (2 records) and 0 checkpoints check out"),
+        "{out}"
+    );
+    let segment = &files_with(tmp.path(), "wal")[0];
+    let mut bytes = std::fs::read(segment).expect("read");
+    bytes[32 + 9 + 20] ^= 0x40;
+    std::fs::write(segment, &bytes).expect("write");
+    let out = inspect(1, tmp.path());
+    assert!(out.contains("failed: 1 damaged place\n"), "{out}");
+
+    let d = tmp.path().join("books");
+    let d = d.to_str().expect("utf-8");
+    two_accounts(d);
+    transfer(0, d, "10", "1", "2", "100");
+    let out = expect(0, &["history", "--dir", d, "--account", "2"]);
+    assert!(out.contains("\n1 transfer:\n"), "{out}");
+
+    for command in [
+        &["bench"][..],
+        &["inspect"],
+        &["account", "create"],
+        &["transfer"],
+        &["lookup"],
+        &["history"],
+    ] {
+        let out = expect(0, &[command, &["--help"]].concat());
+        assert!(out.contains("Exit codes: 0 "), "{command:?}: {out}");
+    }
+}
+
 /// Creates the bank's account 1 (no limit) and a customer's account 2
 /// (debits must not exceed credits, with history) in `dir`.
 fn two_accounts(dir: &str) {
@@ -290,7 +335,7 @@ fn accounts_transfers_lookup_and_history_round_trip() {
         ],
     );
     assert!(
-        out.contains("1 transfers:") && out.contains("transfer 12"),
+        out.contains("1 transfer:") && out.contains("transfer 12"),
         "{out}"
     );
     assert!(!out.contains("transfer 10"), "{out}");

@@ -21,6 +21,7 @@ use mvledger::{
 };
 
 use super::bench::{Failure, fail};
+use super::report::count;
 
 /// The flags of `mvledger account create`.
 #[derive(Debug, Clone, Args)]
@@ -332,7 +333,7 @@ pub fn history(args: &HistoryArgs) -> Result<bool, Failure> {
         .get_account_balances(filter)
         .map_err(fail("history"))?;
     print_account(&account);
-    say!("{} transfers:", transfers.len());
+    say!("{}:", count(transfers.len() as u64, "transfer"));
     for t in &transfers {
         let (side, other) = if t.debit_account_id == account.id {
             ("debit ", t.credit_account_id)

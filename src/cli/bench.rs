@@ -190,10 +190,9 @@ pub fn create_accounts(ledger: &Ledger, args: &BenchArgs) -> Result<(), Failure>
     }
     if !args.json {
         say!(
-            "created {} accounts in {} call{}, {:.2} s",
-            report::group(args.accounts),
-            report::group(calls),
-            if calls == 1 { "" } else { "s" },
+            "created {} in {}, {:.2} s",
+            report::count(args.accounts, "account"),
+            report::count(calls, "call"),
             started.elapsed().as_secs_f64()
         );
     }

@@ -24,6 +24,7 @@ use mvledger::{Error, verify_checkpoint};
 use serde_json::{Value, json};
 
 use super::bench::Failure;
+use super::report::count;
 
 /// One log segment as found.
 #[derive(Debug, Default)]
@@ -427,12 +428,16 @@ fn print_text(dir: &Path, found: &Inspection) {
     let records: u64 = found.segments.iter().map(|s| s.records).sum();
     if found.damages.is_empty() {
         say!(
-            "  ok: {} segments ({records} records) and {} checkpoints check out",
-            found.segments.len(),
-            found.checkpoints.len()
+            "  ok: {} ({}) and {} check out",
+            count(found.segments.len() as u64, "segment"),
+            count(records, "record"),
+            count(found.checkpoints.len() as u64, "checkpoint")
         );
     } else {
-        say!("  failed: {} damaged places", found.damages.len());
+        say!(
+            "  failed: {}",
+            count(found.damages.len() as u64, "damaged place")
+        );
     }
 }
 

@@ -140,10 +140,10 @@ impl Report {
             String::new()
         };
         say!(
-            "ran {} transfers{of_which} in {:.2} s, {} calls",
-            group(self.events()),
+            "ran {}{of_which} in {:.2} s, {}",
+            count(self.events(), "transfer"),
             self.elapsed.as_secs_f64(),
-            group(self.calls)
+            count(self.calls, "call")
         );
         say!("  transfers/s             {}", group(self.per_s() as u64));
         let l = &self.latency_ns;
@@ -232,12 +232,11 @@ pub fn print_header(args: &BenchArgs, dir: &Path) {
     // Rounded so that 0.3 reads 30, not 30.000000000000004.
     let pending_percent = (args.pending * 100_000.0).round() / 1000.0;
     say!(
-        "mvledger bench: {} accounts, {} transfers ({pending_percent}% pending), batch {}, {} thread{}, {dist}, sync {}, seed {}",
-        group(args.accounts),
-        group(args.transfers),
+        "mvledger bench: {}, {} ({pending_percent}% pending), batch {}, {}, {dist}, sync {}, seed {}",
+        count(args.accounts, "account"),
+        count(args.transfers, "transfer"),
         group(args.batch as u64),
-        args.threads,
-        if args.threads == 1 { "" } else { "s" },
+        count(args.threads as u64, "thread"),
         args.sync.name(),
         args.seed
     );
@@ -260,6 +259,16 @@ pub fn fmt_ns(ns: u64) -> String {
         0..=9_999 => format!("{ns} ns"),
         10_000..=999_999 => format!("{:.1} us", ns as f64 / 1e3),
         _ => format!("{:.2} ms", ns as f64 / 1e6),
+    }
+}
+
+/// `n` grouped and `noun`, plural unless `n` is 1: `count(1, "call")` is
+/// "1 call", `count(8190, "call")` "8,190 calls".
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{} {noun}s", group(n))
     }
 }
 
@@ -290,5 +299,8 @@ mod tests {
         assert_eq!(group(1_234_567), "1,234,567");
         assert_eq!(group(999), "999");
         assert_eq!(fmt_ns(1_500_000), "1.50 ms");
+        assert_eq!(count(1, "call"), "1 call");
+        assert_eq!(count(0, "call"), "0 calls");
+        assert_eq!(count(8_190, "damaged place"), "8,190 damaged places");
     }
 }

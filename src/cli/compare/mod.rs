@@ -295,8 +295,8 @@ impl Outcome {
     fn print_text(&self) {
         let l = &self.latencies_ns;
         say!(
-            "  {} transfers in {:.2} s: {}/s; latency per batch p50 {}, p99 {}, max {}",
-            group(self.events()),
+            "  {} in {:.2} s: {}/s; latency per batch p50 {}, p99 {}, max {}",
+            report::count(self.events(), "transfer"),
             self.elapsed.as_secs_f64(),
             group(self.per_s() as u64),
             fmt_ns(percentile(l, 0.5)),
