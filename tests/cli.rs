@@ -335,10 +335,29 @@ fn accounts_transfers_lookup_and_history_round_trip() {
         ],
     );
     assert!(
-        out.contains("1 transfer:") && out.contains("transfer 12"),
+        out.contains("the last 1 transfer, newest first (more with --limit N):")
+            && out.contains("transfer 12"),
         "{out}"
     );
     assert!(!out.contains("transfer 10"), "{out}");
+    // Cut at the limit, the heading must not read like the total; at
+    // exactly the limit, nothing is cut.
+    let out = expect(
+        0,
+        &["history", "--dir", dir, "--account", "2", "--limit", "1"],
+    );
+    assert!(
+        out.contains("the first 1 transfer, oldest first (more with --limit N):")
+            && out.contains("transfer 10")
+            && !out.contains("transfer 12"),
+        "{out}"
+    );
+    let out = expect(
+        0,
+        &["history", "--dir", dir, "--account", "2", "--limit", "2"],
+    );
+    assert!(out.contains("\n2 transfers:\n"), "{out}");
+    assert!(!out.contains("more with"), "{out}");
     let out = expect(1, &["history", "--dir", dir, "--account", "3"]);
     assert!(out.contains("account 3 not found"), "{out}");
 }

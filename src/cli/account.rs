@@ -147,7 +147,8 @@ pub struct HistoryArgs {
     /// The account whose transfers to list.
     #[arg(long, value_name = "ID")]
     pub account: u128,
-    /// At most this many transfers.
+    /// At most this many transfers; when there are more, the heading says
+    /// so.
     #[arg(long, default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: u32,
@@ -320,20 +321,29 @@ pub fn history(args: &HistoryArgs) -> Result<bool, Failure> {
     if args.reverse {
         flags |= AccountFilterFlags::REVERSED;
     }
+    // One more than asked for, to tell "all of them" from "cut at the
+    // limit" (at u32::MAX, the most a filter takes, it cannot tell).
     let filter = AccountFilter {
         account_id: args.account,
-        limit: args.limit,
+        limit: args.limit.saturating_add(1),
         flags,
         ..AccountFilter::default()
     };
-    let transfers = snapshot
+    let mut transfers = snapshot
         .get_account_transfers(filter)
         .map_err(fail("history"))?;
     let balances = snapshot
         .get_account_balances(filter)
         .map_err(fail("history"))?;
+    let more = transfers.len() > args.limit as usize;
+    transfers.truncate(args.limit as usize);
     print_account(&account);
-    say!("{}:", count(transfers.len() as u64, "transfer"));
+    let listed = count(transfers.len() as u64, "transfer");
+    match (more, args.reverse) {
+        (false, _) => say!("{listed}:"),
+        (true, false) => say!("the first {listed}, oldest first (more with --limit N):"),
+        (true, true) => say!("the last {listed}, newest first (more with --limit N):"),
+    }
     for t in &transfers {
         let (side, other) = if t.debit_account_id == account.id {
             ("debit ", t.credit_account_id)
