@@ -233,6 +233,58 @@ fn counts_of_one_read_in_the_singular_and_every_help_says_its_exit_codes() {
     }
 }
 
+/// `--theta` is the skew of `--dist zipf`; given without it, it would be
+/// ignored without a word, so it is refused; and it has an upper bound
+/// (1e308 used to run and print a 309-digit banner).
+#[test]
+fn theta_needs_dist_zipf_and_stays_in_range() {
+    let out = mvledger(&["bench", "--theta", "0.5", "--transfers", "10"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("--theta 0.5 needs --dist zipf"), "{err}");
+
+    for theta in ["1e308", "100.5", "-1", "NaN", "inf"] {
+        let out = mvledger(&["bench", "--dist", "zipf", &format!("--theta={theta}")]);
+        assert_eq!(out.status.code(), Some(2), "{theta}");
+        assert!(
+            stderr(&out).contains("--theta"),
+            "{theta}: {}",
+            stderr(&out)
+        );
+    }
+
+    let out = expect(
+        0,
+        &[
+            "bench",
+            "--dist",
+            "zipf",
+            "--theta",
+            "100",
+            "--accounts",
+            "10",
+            "--transfers",
+            "100",
+        ],
+    );
+    assert!(out.contains("zipf (theta 100)"), "{out}");
+    let out = expect(
+        0,
+        &[
+            "bench",
+            "--dist",
+            "zipf",
+            "--accounts",
+            "10",
+            "--transfers",
+            "100",
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("bench --json parses");
+    assert_eq!(v["config"]["theta"], 0.99);
+}
+
 /// Creates the bank's account 1 (no limit) and a customer's account 2
 /// (debits must not exceed credits, with history) in `dir`.
 fn two_accounts(dir: &str) {

@@ -18,7 +18,7 @@ use super::bench::Run;
 use super::datadir::DataDir;
 use super::verify::Verification;
 use super::workload::{Plan, Settle};
-use crate::{BenchArgs, Dist};
+use crate::BenchArgs;
 
 /// Transfers accepted, by kind.
 #[derive(Debug, Default)]
@@ -192,7 +192,7 @@ impl Report {
                 "batch": args.batch,
                 "threads": args.threads,
                 "dist": args.dist.name(),
-                "theta": (args.dist == Dist::Zipf).then_some(args.theta),
+                "theta": args.zipf_theta(),
                 "sync": args.sync.name(),
                 "pending": args.pending,
                 "seed": args.seed,
@@ -225,9 +225,9 @@ impl Report {
 
 /// The run's settings, one line, and where the data lives.
 pub fn print_header(args: &BenchArgs, dir: &Path) {
-    let dist = match args.dist {
-        Dist::Uniform => "uniform".to_string(),
-        Dist::Zipf => format!("zipf (theta {})", args.theta),
+    let dist = match args.zipf_theta() {
+        None => args.dist.name().to_string(),
+        Some(theta) => format!("zipf (theta {theta})"),
     };
     // Rounded so that 0.3 reads 30, not 30.000000000000004.
     let pending_percent = (args.pending * 100_000.0).round() / 1000.0;

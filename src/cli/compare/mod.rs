@@ -721,7 +721,7 @@ fn print_json(args: &BenchArgs, dir: &DataDir, outcomes: &[Outcome], agree: bool
             "batch": args.batch,
             "threads": args.threads,
             "dist": args.dist.name(),
-            "theta": (args.dist == crate::Dist::Zipf).then_some(args.theta),
+            "theta": args.zipf_theta(),
             "sync": args.sync.name(),
             "pending": args.pending,
             "seed": args.seed,
