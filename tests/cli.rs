@@ -631,6 +631,59 @@ fn inspect_passes_a_torn_tail_with_a_warning() {
     assert_eq!(std::fs::metadata(segment).expect("stat").len(), len - 5);
 }
 
+/// A directory or a dangling symlink under a segment's name is damage at
+/// offset 0, reported beside everything else, as a checkpoint's is; it
+/// used to abort the whole inspection with nothing listed.
+#[test]
+fn inspect_reports_an_unreadable_segment_as_damage_and_lists_the_rest() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    ledger_with_records(tmp.path(), 3, false);
+    let as_dir = tmp.path().join("00000000000000000300.wal");
+    std::fs::create_dir(&as_dir).expect("mkdir");
+    let dangling = tmp.path().join("00000000000000000400.wal");
+    std::os::unix::fs::symlink(tmp.path().join("gone"), &dangling).expect("symlink");
+
+    let out = inspect(1, tmp.path());
+    assert!(out.contains("log segments: 3"), "{out}");
+    assert!(out.contains("00000000000000000001.wal"), "{out}");
+    for path in [&as_dir, &dangling] {
+        assert!(
+            out.contains(&format!(
+                "DAMAGE: {} at offset 0: I/O error",
+                path.display()
+            )),
+            "{out}"
+        );
+    }
+    assert!(out.contains("failed: 2 damaged places"), "{out}");
+}
+
+/// `inspect --json` prints one object even when it cannot inspect the
+/// directory at all: `ok` false and the message, which also goes to
+/// stderr.
+#[test]
+fn inspect_json_of_a_directory_it_cannot_inspect_is_still_one_object() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).expect("mkdir");
+    std::fs::write(other.join("notes.txt"), "hi").expect("write");
+    let missing = tmp.path().join("missing");
+    for dir in [&empty, &other, &missing] {
+        let d = dir.to_str().expect("utf-8");
+        let out = mvledger(&["inspect", "--json", d]);
+        assert_eq!(out.status.code(), Some(2), "{d}");
+        let v: serde_json::Value = serde_json::from_str(stdout(&out).trim())
+            .unwrap_or_else(|e| panic!("{d}: {e}: {:?}", stdout(&out)));
+        assert_eq!(v["ok"], false, "{v}");
+        assert_eq!(v["dir"], d, "{v}");
+        let error = v["error"].as_str().expect("an error message");
+        assert!(error.contains(d), "{error}");
+        assert!(stderr(&out).contains(error), "{}", stderr(&out));
+    }
+}
+
 #[test]
 fn inspect_of_a_missing_directory_is_a_bad_argument() {
     let tmp = tempfile::tempdir().expect("tempdir");
