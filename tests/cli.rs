@@ -73,6 +73,10 @@ fn bench_json_is_one_object_with_the_figures() {
     assert!(v["transfers_per_s"].as_f64().expect("a rate") > 0.0);
     assert!(v["latency_per_call_ns"]["p99"].is_u64());
     assert_eq!(v["verification"]["ok"], true);
+    // The account phase, as the text's "created 100 accounts in 1 call".
+    assert_eq!(v["accounts_created"]["accounts"], 100, "{v}");
+    assert_eq!(v["accounts_created"]["calls"], 1, "{v}");
+    assert!(v["accounts_created"]["seconds"].as_f64().expect("seconds") >= 0.0);
 }
 
 /// README: the temporary data directory is "removed afterwards unless

@@ -128,7 +128,10 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     };
     let ledger = Ledger::open(dir.path(), options)
         .map_err(fail(format!("opening {}", dir.path().display())))?;
-    create_accounts(&ledger, args)?;
+    let created = create_accounts(&ledger, args)?;
+    if !args.json {
+        created.print_text();
+    }
     // Accounts on disk under every sync mode, so that the transfer phase's
     // log bytes and syncs count only its own.
     ledger.engine().sync().map_err(fail("syncing the log"))?;
@@ -142,7 +145,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     ledger.engine().sync().map_err(fail("syncing the log"))?;
     let after_sync = ledger.stats();
     drop(ledger);
-    let report = Report::new(&plans, run, &before, &after_run, &after_sync);
+    let report = Report::new(&plans, created, run, &before, &after_run, &after_sync);
     if !args.json {
         report.print_text();
     }
@@ -165,8 +168,31 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     }
 }
 
+/// What the account phase did.
+#[derive(Debug, Clone, Copy)]
+pub struct Created {
+    /// Accounts created.
+    pub accounts: u64,
+    /// `create_accounts` calls.
+    pub calls: u64,
+    /// From the first call to the last reply.
+    pub elapsed: Duration,
+}
+
+impl Created {
+    /// One line for a person.
+    pub fn print_text(&self) {
+        say!(
+            "created {} in {}, {:.2} s",
+            report::count(self.accounts, "account"),
+            report::count(self.calls, "call"),
+            self.elapsed.as_secs_f64()
+        );
+    }
+}
+
 /// Creates the accounts, `ACCOUNT_BATCH` a call; any refusal is an error.
-pub fn create_accounts(ledger: &Ledger, args: &BenchArgs) -> Result<(), Failure> {
+pub fn create_accounts(ledger: &Ledger, args: &BenchArgs) -> Result<Created, Failure> {
     let started = Instant::now();
     let accounts = workload::accounts(args.accounts);
     let mut calls = 0u64;
@@ -188,15 +214,11 @@ pub fn create_accounts(ledger: &Ledger, args: &BenchArgs) -> Result<(), Failure>
             )));
         }
     }
-    if !args.json {
-        say!(
-            "created {} in {}, {:.2} s",
-            report::count(args.accounts, "account"),
-            report::count(calls, "call"),
-            started.elapsed().as_secs_f64()
-        );
-    }
-    Ok(())
+    Ok(Created {
+        accounts: accounts.len() as u64,
+        calls,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// What every transfer thread shares.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use mvledger::{CreateTransferResult, Stats};
 use serde_json::{Value, json};
 
-use super::bench::Run;
+use super::bench::{Created, Run};
 use super::datadir::DataDir;
 use super::verify::Verification;
 use super::workload::{Plan, Settle};
@@ -37,6 +37,8 @@ impl Accepted {
 
 /// The figures of one run.
 pub struct Report {
+    /// The account phase, before the transfers.
+    created: Created,
     elapsed: Duration,
     calls: u64,
     latency_ns: Latency,
@@ -60,6 +62,7 @@ impl Report {
     /// Adds up the results in `plans` and the counters' deltas.
     pub fn new(
         plans: &[Plan],
+        created: Created,
         run: Run,
         before: &Stats,
         after_run: &Stats,
@@ -88,6 +91,7 @@ impl Report {
         let settles = plans.iter().filter(|p| p.settle_result.is_some()).count();
         let sorted = &run.latencies_ns;
         Report {
+            created,
             elapsed: run.elapsed,
             calls: sorted.len() as u64,
             latency_ns: Latency {
@@ -198,6 +202,11 @@ impl Report {
                 "seed": args.seed,
                 "dir": dir.path().display().to_string(),
                 "dir_kept": dir.kept(),
+            },
+            "accounts_created": {
+                "accounts": self.created.accounts,
+                "calls": self.created.calls,
+                "seconds": self.created.elapsed.as_secs_f64(),
             },
             "transfers": self.events(),
             "posts_and_voids": self.settles,

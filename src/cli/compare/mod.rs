@@ -261,6 +261,9 @@ pub struct Outcome {
     syncs: Syncs,
     /// `digest` of the final accounts.
     digest: u64,
+    /// Log bytes written per transfer: mvledger's alone (the peers' files
+    /// hold more than their logs, so no like figure is measured).
+    log_bytes_per_transfer: Option<f64>,
     /// Broken checks after the run (empty: all held).
     problems: Vec<String>,
 }
@@ -295,14 +298,18 @@ impl Outcome {
     fn print_text(&self) {
         let l = &self.latencies_ns;
         say!(
-            "  {} in {:.2} s: {}/s; latency per batch p50 {}, p99 {}, max {}",
+            "  {} in {:.2} s: {}/s; latency per batch p50 {}, p99 {}, p99.9 {}, max {}",
             report::count(self.events(), "transfer"),
             self.elapsed.as_secs_f64(),
             group(self.per_s() as u64),
             fmt_ns(percentile(l, 0.5)),
             fmt_ns(percentile(l, 0.99)),
+            fmt_ns(percentile(l, 0.999)),
             fmt_ns(l.last().copied().unwrap_or(0)),
         );
+        if let Some(bytes) = self.log_bytes_per_transfer {
+            say!("  log bytes per transfer {bytes:.1}");
+        }
         say!(
             "  accepted {}, rejected {}; syncs {}",
             group(self.accepted),
@@ -334,8 +341,10 @@ impl Outcome {
             "latency_per_batch_ns": {
                 "p50": percentile(l, 0.5),
                 "p99": percentile(l, 0.99),
+                "p99_9": percentile(l, 0.999),
                 "max": l.last().copied().unwrap_or(0),
             },
+            "log_bytes_per_transfer": self.log_bytes_per_transfer,
             "accepted": self.accepted,
             "rejected": { "total": self.rejected.values().sum::<u64>(), "by_code": by_code },
             "syncs": self.syncs.json(),
@@ -478,6 +487,7 @@ fn run_peer(args: &BenchArgs, engine: EngineName, peer: &dyn Peer) -> Result<Out
         rejected,
         syncs,
         digest: digest(&stored),
+        log_bytes_per_transfer: None,
         problems,
     })
 }
