@@ -9,14 +9,19 @@
 //! number generator and the Zipf sampler, all from the seed), `bench.rs`
 //! (the run: threads, batches, progress bar), `report.rs` (the figures, as
 //! text or JSON), `verify.rs` (the checks after the reopen) and
-//! `datadir.rs` (the data directory's life); `inspect.rs` and
+//! `datadir.rs` (the data directory's life), `interrupt.rs` (Ctrl-C);
+//! `inspect.rs` and
 //! `account.rs` (the account commands); `compare/` (feature `compare`:
 //! `bench --engine` on SQLite, redb and fjall, side by side).
 //!
 //! Exit codes: 0 on success; 1 on an engine or disk error, a failed
 //! verification, damage found by `inspect`, a refused account or transfer
-//! or an id not found; 2 on bad arguments (clap's own exit code for usage
-//! errors).
+//! or an id not found; 130 when Ctrl-C stopped a `bench`; 2 on bad arguments (clap's own exit code for usage
+//! errors), among them a data directory path that names the wrong kind of
+//! thing: a file, a directory that is not empty for `bench`, one with no
+//! ledger in it for the other commands (`account create` alone starts one
+//! in a missing or empty directory). Once a directory is taken as a data
+//! directory, whatever goes wrong opening or reading it is 1.
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
@@ -36,6 +41,7 @@ mod cli {
     pub mod compare;
     pub mod datadir;
     pub mod inspect;
+    pub mod interrupt;
     pub mod report;
     pub mod verify;
     pub mod workload;
@@ -65,7 +71,9 @@ enum Command {
     /// directory and a check that debits equal credits, that every limit
     /// holds and that every acknowledged transfer is there.
     #[command(after_help = "Exit codes: 0 ok; 1 engine or disk error, or a failed \
-                            verification (the data directory is then kept); 2 bad arguments.")]
+                            verification (the data directory is then kept); 2 bad arguments, \
+                            among them a --dir that is a file or a directory that is not empty; \
+                            130 stopped by Ctrl-C (a temporary data directory is removed).")]
     Bench(BenchArgs),
     /// Lists a data directory's log segments, checkpoints and LOCK file,
     /// then checks every record and checkpoint block. Reads the files
@@ -74,7 +82,8 @@ enum Command {
         after_help = "Exit codes: 0 everything checks out (a torn tail at the end of the \
                             log is a warning: the next open cuts it off); 1 damage found (each \
                             printed with its file and byte offset) or the directory unreadable; \
-                            2 bad arguments."
+                            2 bad arguments, among them a DIR that is missing, a file, or a \
+                            directory with no log segment or checkpoint in it."
     )]
     Inspect(InspectArgs),
     /// Account commands.
@@ -84,17 +93,22 @@ enum Command {
     /// the post or void of a pending one (--post/--void).
     #[command(
         after_help = "Exit codes: 0 accepted; 1 refused (the result code is printed in \
-                            words) or an engine error; 2 bad arguments."
+                            words) or an engine error; 2 bad arguments, among them a --dir \
+                            with no ledger in it."
     )]
     Transfer(cli::account::TransferArgs),
     /// Prints accounts (balances) and transfers by id.
     #[command(
         after_help = "Exit codes: 0 all found; 1 an id not found or an engine error; \
-                            2 bad arguments."
+                            2 bad arguments, among them a --dir with no ledger in it."
     )]
     Lookup(cli::account::LookupArgs),
     /// Lists an account's transfers, oldest first, and for accounts with
     /// the history flag its balance after each.
+    #[command(
+        after_help = "Exit codes: 0 listed; 1 the account not found or an engine error; \
+                            2 bad arguments, among them a --dir with no ledger in it."
+    )]
     History(cli::account::HistoryArgs),
 }
 
@@ -104,7 +118,8 @@ enum AccountCommand {
     /// Creates one account.
     #[command(
         after_help = "Exit codes: 0 created; 1 refused (the result code is printed in \
-                            words) or an engine error; 2 bad arguments."
+                            words) or an engine error; 2 bad arguments, among them a --dir \
+                            that is a file or holds other files and no ledger."
     )]
     Create(cli::account::CreateAccountArgs),
 }
@@ -127,6 +142,11 @@ const MAX_ACCOUNTS: u64 = 10_000_000;
 const MAX_TRANSFERS: u64 = 50_000_000;
 /// A bound on `--threads`.
 const MAX_THREADS: u64 = 1024;
+/// `--theta` when not given.
+const DEFAULT_THETA: f64 = 0.99;
+/// A bound on `--theta`: far past the point (about 5) where the hottest
+/// two accounts take nearly everything, and a number that prints short.
+const MAX_THETA: f64 = 100.0;
 /// The sync period of `--sync interval`.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -154,10 +174,11 @@ pub struct BenchArgs {
     /// How the debit and credit accounts are picked.
     #[arg(long, value_enum, default_value_t = Dist::Uniform)]
     pub dist: Dist,
-    /// The Zipf skew of `--dist zipf`: 0 is uniform, 0.99 is YCSB's
-    /// default, higher is hotter.
-    #[arg(long, default_value_t = 0.99, value_parser = parse_theta)]
-    pub theta: f64,
+    /// The Zipf skew, with `--dist zipf` only: from 0 (uniform) to 100;
+    /// 0.99 (YCSB's, the default) is hot, anything above about 5 puts
+    /// nearly all transfers on accounts 1 and 2.
+    #[arg(long, value_parser = parse_theta)]
+    pub theta: Option<f64>,
     /// When the log is synced.
     #[arg(long, value_enum, default_value_t = SyncFlag::Always)]
     pub sync: SyncFlag,
@@ -214,6 +235,23 @@ impl EngineName {
 }
 
 impl BenchArgs {
+    /// The Zipf skew of the run: `None` unless `--dist zipf`.
+    pub fn zipf_theta(&self) -> Option<f64> {
+        (self.dist == Dist::Zipf).then(|| self.theta.unwrap_or(DEFAULT_THETA))
+    }
+
+    /// `Err` when `--theta` was given without `--dist zipf`: it would be
+    /// ignored without a word.
+    fn check_theta(&self) -> Result<(), String> {
+        match self.theta {
+            Some(theta) if self.dist != Dist::Zipf => Err(format!(
+                "--theta {theta} needs --dist zipf: with --dist {} it would have no effect",
+                self.dist.name()
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The engines of `--engine`, `all` spelled out, each once, in the
     /// order given; mvledger alone when the flag is absent. `Err` says why
     /// the flags cannot run: a peer engine in a build without the
@@ -317,13 +355,13 @@ fn parse_f64(text: &str) -> Result<f64, String> {
         .map_err(|_| format!("'{text}' is not a number"))
 }
 
-/// A Zipf skew: any finite number from 0 (uniform) up.
+/// A Zipf skew: from 0 (uniform) to `MAX_THETA`.
 fn parse_theta(text: &str) -> Result<f64, String> {
     let theta = parse_f64(text)?;
-    if theta.is_finite() && theta >= 0.0 {
+    if (0.0..=MAX_THETA).contains(&theta) {
         Ok(theta)
     } else {
-        Err(format!("{theta} is not a skew of 0 or more"))
+        Err(format!("{text} is not a skew from 0 to {MAX_THETA}"))
     }
 }
 
@@ -341,12 +379,15 @@ fn parse_share(text: &str) -> Result<f64, String> {
 /// `--engine` side by side. Flags that cannot run exit with code 2, as
 /// clap's own usage errors do.
 fn bench(args: &BenchArgs) -> Result<(), cli::bench::Failure> {
-    let engines = match args.engines() {
+    let engines = match args.check_theta().and_then(|()| args.engines()) {
         Ok(engines) => engines,
         Err(message) => Cli::command()
             .error(ErrorKind::InvalidValue, message)
             .exit(),
     };
+    // Before the data directory exists: Ctrl-C then stops the run and
+    // removes a temporary one.
+    cli::interrupt::install();
     #[cfg(feature = "compare")]
     if engines != [EngineName::Mvledger] {
         return cli::compare::run(args, &engines);
@@ -372,7 +413,7 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("mvledger: {e}");
-            ExitCode::from(1)
+            ExitCode::from(e.exit.code())
         }
     }
 }

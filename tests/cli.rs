@@ -2,13 +2,16 @@
 //! the built binary and checks its exit code and what it prints.
 //!
 //! - `bench` on a small workload exits 0 and prints its rate; `--json`
-//!   parses; bad arguments exit 2 naming the argument.
+//!   parses; bad arguments exit 2 naming the argument; Ctrl-C stops it,
+//!   removes its temporary directory and exits 130.
 //! - The account commands round-trip through a data directory: a refused
 //!   transfer prints its result code in words and exits 1; pending
 //!   transfers are posted and voided; an unknown id is "not found", exit 1.
 //! - `inspect` passes a healthy directory (even one held open), fails a
 //!   damaged one naming the file and byte offset, and passes a torn tail
 //!   with a warning.
+//! - A `--dir` (or `inspect DIR`) naming a file, a directory of other
+//!   files or nothing at all is a bad argument (exit 2) in every command.
 
 #![cfg(feature = "cli")]
 
@@ -70,6 +73,98 @@ fn bench_json_is_one_object_with_the_figures() {
     assert!(v["transfers_per_s"].as_f64().expect("a rate") > 0.0);
     assert!(v["latency_per_call_ns"]["p99"].is_u64());
     assert_eq!(v["verification"]["ok"], true);
+    // The account phase, as the text's "created 100 accounts in 1 call".
+    assert_eq!(v["accounts_created"]["accounts"], 100, "{v}");
+    assert_eq!(v["accounts_created"]["calls"], 1, "{v}");
+    assert!(v["accounts_created"]["seconds"].as_f64().expect("seconds") >= 0.0);
+}
+
+/// README: the temporary data directory is "removed afterwards unless
+/// `--keep`"; Ctrl-C in the middle of the transfers must not leave it
+/// behind either. The run stops, removes it, says so, and exits 130.
+#[test]
+fn ctrl_c_during_bench_removes_the_temporary_directory_and_exits_130() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // One synced call per transfer: many seconds of work, little memory.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mvledger"))
+        .args([
+            "bench",
+            "--accounts",
+            "1000",
+            "--transfers",
+            "1000000",
+            "--batch",
+            "1",
+        ])
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mvledger bench");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut printed = String::new();
+    // The transfer phase starts right after this line.
+    while !printed.contains("created 1,000 accounts") {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("bench ended early:\n{printed}"))
+            .expect("read stdout");
+        printed.push_str(&line);
+        printed.push('\n');
+    }
+    let made: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("read TMPDIR")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(made.len(), 1, "one data directory in TMPDIR: {made:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("bench still running 60 s after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("read stderr");
+    for line in lines {
+        printed.push_str(&line.expect("read stdout"));
+    }
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "stdout:\n{printed}\nstderr:\n{err}"
+    );
+    assert!(
+        !printed.contains("verified"),
+        "it stopped early:\n{printed}"
+    );
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(
+        err.contains(&format!("data directory removed: {}", made[0].display())),
+        "{err}"
+    );
+    assert!(!made[0].exists(), "{} left behind", made[0].display());
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("read TMPDIR")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
@@ -95,6 +190,103 @@ fn bad_arguments_exit_2_naming_the_argument() {
     let out = mvledger(&["lookup", "--dir", "x"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--account"), "{}", stderr(&out));
+}
+
+/// A count of one reads "1 call", not "1 calls", in every command; and
+/// every command's --help ends with its exit codes.
+#[test]
+fn counts_of_one_read_in_the_singular_and_every_help_says_its_exit_codes() {
+    let out = expect(0, &["bench", "--accounts", "2", "--transfers", "1"]);
+    assert!(out.contains(", 1 transfer (0% pending)"), "{out}");
+    assert!(out.contains("1 thread,"), "{out}");
+    assert!(out.contains("created 2 accounts in 1 call,"), "{out}");
+    assert!(out.contains("ran 1 transfer in"), "{out}");
+    assert!(out.contains(" s, 1 call\n"), "{out}");
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    ledger_with_records(tmp.path(), 1, false);
+    let out = inspect(0, tmp.path());
+    assert!(
+        out.contains("ok: 1 segment (2 records) and 0 checkpoints check out"),
+        "{out}"
+    );
+    let segment = &files_with(tmp.path(), "wal")[0];
+    let mut bytes = std::fs::read(segment).expect("read");
+    bytes[32 + 9 + 20] ^= 0x40;
+    std::fs::write(segment, &bytes).expect("write");
+    let out = inspect(1, tmp.path());
+    assert!(out.contains("failed: 1 damaged place\n"), "{out}");
+
+    let d = tmp.path().join("books");
+    let d = d.to_str().expect("utf-8");
+    two_accounts(d);
+    transfer(0, d, "10", "1", "2", "100");
+    let out = expect(0, &["history", "--dir", d, "--account", "2"]);
+    assert!(out.contains("\n1 transfer:\n"), "{out}");
+
+    for command in [
+        &["bench"][..],
+        &["inspect"],
+        &["account", "create"],
+        &["transfer"],
+        &["lookup"],
+        &["history"],
+    ] {
+        let out = expect(0, &[command, &["--help"]].concat());
+        assert!(out.contains("Exit codes: 0 "), "{command:?}: {out}");
+    }
+}
+
+/// `--theta` is the skew of `--dist zipf`; given without it, it would be
+/// ignored without a word, so it is refused; and it has an upper bound
+/// (1e308 used to run and print a 309-digit banner).
+#[test]
+fn theta_needs_dist_zipf_and_stays_in_range() {
+    let out = mvledger(&["bench", "--theta", "0.5", "--transfers", "10"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("--theta 0.5 needs --dist zipf"), "{err}");
+
+    for theta in ["1e308", "100.5", "-1", "NaN", "inf"] {
+        let out = mvledger(&["bench", "--dist", "zipf", &format!("--theta={theta}")]);
+        assert_eq!(out.status.code(), Some(2), "{theta}");
+        assert!(
+            stderr(&out).contains("--theta"),
+            "{theta}: {}",
+            stderr(&out)
+        );
+    }
+
+    let out = expect(
+        0,
+        &[
+            "bench",
+            "--dist",
+            "zipf",
+            "--theta",
+            "100",
+            "--accounts",
+            "10",
+            "--transfers",
+            "100",
+        ],
+    );
+    assert!(out.contains("zipf (theta 100)"), "{out}");
+    let out = expect(
+        0,
+        &[
+            "bench",
+            "--dist",
+            "zipf",
+            "--accounts",
+            "10",
+            "--transfers",
+            "100",
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("bench --json parses");
+    assert_eq!(v["config"]["theta"], 0.99);
 }
 
 /// Creates the bank's account 1 (no limit) and a customer's account 2
@@ -199,10 +391,29 @@ fn accounts_transfers_lookup_and_history_round_trip() {
         ],
     );
     assert!(
-        out.contains("1 transfers:") && out.contains("transfer 12"),
+        out.contains("the last 1 transfer, newest first (more with --limit N):")
+            && out.contains("transfer 12"),
         "{out}"
     );
     assert!(!out.contains("transfer 10"), "{out}");
+    // Cut at the limit, the heading must not read like the total; at
+    // exactly the limit, nothing is cut.
+    let out = expect(
+        0,
+        &["history", "--dir", dir, "--account", "2", "--limit", "1"],
+    );
+    assert!(
+        out.contains("the first 1 transfer, oldest first (more with --limit N):")
+            && out.contains("transfer 10")
+            && !out.contains("transfer 12"),
+        "{out}"
+    );
+    let out = expect(
+        0,
+        &["history", "--dir", dir, "--account", "2", "--limit", "2"],
+    );
+    assert!(out.contains("\n2 transfers:\n"), "{out}");
+    assert!(!out.contains("more with"), "{out}");
     let out = expect(1, &["history", "--dir", dir, "--account", "3"]);
     assert!(out.contains("account 3 not found"), "{out}");
 }
@@ -424,11 +635,64 @@ fn inspect_passes_a_torn_tail_with_a_warning() {
     assert_eq!(std::fs::metadata(segment).expect("stat").len(), len - 5);
 }
 
+/// A directory or a dangling symlink under a segment's name is damage at
+/// offset 0, reported beside everything else, as a checkpoint's is; it
+/// used to abort the whole inspection with nothing listed.
 #[test]
-fn inspect_of_a_missing_directory_fails() {
+fn inspect_reports_an_unreadable_segment_as_damage_and_lists_the_rest() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    ledger_with_records(tmp.path(), 3, false);
+    let as_dir = tmp.path().join("00000000000000000300.wal");
+    std::fs::create_dir(&as_dir).expect("mkdir");
+    let dangling = tmp.path().join("00000000000000000400.wal");
+    std::os::unix::fs::symlink(tmp.path().join("gone"), &dangling).expect("symlink");
+
+    let out = inspect(1, tmp.path());
+    assert!(out.contains("log segments: 3"), "{out}");
+    assert!(out.contains("00000000000000000001.wal"), "{out}");
+    for path in [&as_dir, &dangling] {
+        assert!(
+            out.contains(&format!(
+                "DAMAGE: {} at offset 0: I/O error",
+                path.display()
+            )),
+            "{out}"
+        );
+    }
+    assert!(out.contains("failed: 2 damaged places"), "{out}");
+}
+
+/// `inspect --json` prints one object even when it cannot inspect the
+/// directory at all: `ok` false and the message, which also goes to
+/// stderr.
+#[test]
+fn inspect_json_of_a_directory_it_cannot_inspect_is_still_one_object() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).expect("mkdir");
+    std::fs::write(other.join("notes.txt"), "hi").expect("write");
+    let missing = tmp.path().join("missing");
+    for dir in [&empty, &other, &missing] {
+        let d = dir.to_str().expect("utf-8");
+        let out = mvledger(&["inspect", "--json", d]);
+        assert_eq!(out.status.code(), Some(2), "{d}");
+        let v: serde_json::Value = serde_json::from_str(stdout(&out).trim())
+            .unwrap_or_else(|e| panic!("{d}: {e}: {:?}", stdout(&out)));
+        assert_eq!(v["ok"], false, "{v}");
+        assert_eq!(v["dir"], d, "{v}");
+        let error = v["error"].as_str().expect("an error message");
+        assert!(error.contains(d), "{error}");
+        assert!(stderr(&out).contains(error), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn inspect_of_a_missing_directory_is_a_bad_argument() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = mvledger(&["inspect", tmp.path().join("nope").to_str().expect("utf-8")]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("nope"), "{}", stderr(&out));
 }
 
@@ -470,9 +734,10 @@ fn a_damaged_checkpoint_is_reported_by_open_and_by_inspect() {
 
 /// Commands never turn a directory of other files into a data directory,
 /// and say what is wrong with a path that is not a directory or holds no
-/// log.
+/// log; such a path is a bad argument (exit 2, as the README says), in
+/// every command.
 #[test]
-fn other_directories_and_files_are_refused_and_left_alone() {
+fn other_directories_and_files_are_refused_as_bad_arguments_and_left_alone() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let other = tmp.path().join("other");
     std::fs::create_dir(&other).expect("mkdir");
@@ -486,7 +751,7 @@ fn other_directories_and_files_are_refused_and_left_alone() {
         ],
     ] {
         let out = mvledger(&args);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(
             stderr(&out).contains("not an mvledger data directory"),
             "{args:?}: {}",
@@ -494,7 +759,7 @@ fn other_directories_and_files_are_refused_and_left_alone() {
         );
     }
     let out = mvledger(&["inspect", o]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("not an mvledger data directory"),
         "{}",
@@ -509,13 +774,36 @@ fn other_directories_and_files_are_refused_and_left_alone() {
     let file = tmp.path().join("a-file");
     std::fs::write(&file, "x").expect("write");
     let f = file.to_str().expect("utf-8");
-    let out = mvledger(&[
-        "account", "create", "--dir", f, "--id", "1", "--ledger", "1", "--code", "1",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
+    for args in [
+        vec![
+            "account", "create", "--dir", f, "--id", "1", "--ledger", "1", "--code", "1",
+        ],
+        vec!["bench", "--dir", f, "--accounts", "10", "--transfers", "10"],
+    ] {
+        let out = mvledger(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&out).contains("is not a directory"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(std::fs::read(&file).expect("read"), b"x");
+
+    // bench wants a new or empty directory, not one of other files.
+    let out = mvledger(&["bench", "--dir", o, "--accounts", "10", "--transfers", "10"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
+
+    // The commands that need a ledger refuse a directory with none.
+    let missing = tmp.path().join("missing");
+    let m = missing.to_str().expect("utf-8");
+    let out = mvledger(&["lookup", "--dir", m, "--account", "1"]);
+    assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("is not a directory"),
+        stderr(&out).contains("create an account first"),
         "{}",
         stderr(&out)
     );
+    assert!(!missing.exists());
 }

@@ -133,6 +133,26 @@ mod compare {
         let engines = engines(&v);
         assert_eq!(engines[0]["ratio_to_mvledger"], 1.0);
         assert_eq!(engines[0]["syncs"]["exact"], true);
+        // The figures of the plain bench: the tail at p99.9 for all, and
+        // mvledger's log bytes per transfer (the peers have no like one).
+        for e in engines {
+            let l = &e["latency_per_batch_ns"];
+            let (p99, p99_9, max) = (&l["p99"], &l["p99_9"], &l["max"]);
+            let p99_9 = p99_9.as_u64().unwrap_or_else(|| panic!("p99_9: {e}"));
+            assert!(
+                p99.as_u64() <= Some(p99_9) && Some(p99_9) <= max.as_u64(),
+                "{e}"
+            );
+        }
+        assert!(
+            engines[0]["log_bytes_per_transfer"]
+                .as_f64()
+                .expect("mvledger's log bytes")
+                > 0.0
+        );
+        for peer in &engines[1..] {
+            assert!(peer["log_bytes_per_transfer"].is_null(), "{peer}");
+        }
         for peer in &engines[1..] {
             assert!(peer["ratio_to_mvledger"].as_f64().expect("a ratio") > 0.0);
             // One synced commit per batch: 5000 / 64 batches.
@@ -210,6 +230,8 @@ mod compare {
             ],
         );
         assert!(out.contains("ratio to mvledger"), "{out}");
+        assert!(out.contains(", p99.9 "), "{out}");
+        assert!(out.contains("log bytes per transfer"), "{out}");
         // A table row: the engine's name first, a 16-digit hex digest last.
         let row = |name: &str| {
             out.lines()
@@ -282,7 +304,7 @@ mod compare {
         assert!(dir.join("sqlite").join("ledger.sqlite3").is_file());
         // Not empty any more: a second run there is refused.
         let out = mvledger(&[&["bench"][..], &args].concat());
-        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
     }
 

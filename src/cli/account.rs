@@ -6,7 +6,11 @@
 //! Failure paths: a refused account or transfer prints its result code in
 //! words ("transfer 7 refused: exceeds credits") and an unknown id in
 //! `lookup` or `history` prints "not found"; both give exit code 1, as do
-//! engine and disk errors. Ids and amounts are u128 in decimal.
+//! engine and disk errors, and a data directory that `open` refuses (held
+//! by another process, damaged). A `--dir` that cannot be a data directory
+//! (a file, a directory of other files, or for all but `account create`
+//! none at all) is a bad argument, exit code 2, refused before any open.
+//! Ids and amounts are u128 in decimal.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +21,7 @@ use mvledger::{
 };
 
 use super::bench::{Failure, fail};
+use super::report::count;
 
 /// The flags of `mvledger account create`.
 #[derive(Debug, Clone, Args)]
@@ -142,7 +147,8 @@ pub struct HistoryArgs {
     /// The account whose transfers to list.
     #[arg(long, value_name = "ID")]
     pub account: u128,
-    /// At most this many transfers.
+    /// At most this many transfers; when there are more, the heading says
+    /// so.
     #[arg(long, default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: u32,
@@ -157,18 +163,18 @@ pub struct HistoryArgs {
 fn open(dir: &Path, must_exist: bool) -> Result<Ledger, Failure> {
     let shown = dir.display();
     if dir.exists() && !dir.is_dir() {
-        return Err(Failure(format!("{shown} is not a directory")));
+        return Err(Failure::bad_argument(format!("{shown} is not a directory")));
     }
     if !super::inspect::is_data_dir(dir) {
         // A missing directory reads as empty.
         let empty = std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none());
         if !empty {
-            return Err(Failure(format!(
+            return Err(Failure::bad_argument(format!(
                 "{shown} is not an mvledger data directory (it holds other files and no log)"
             )));
         }
         if must_exist {
-            return Err(Failure(format!(
+            return Err(Failure::bad_argument(format!(
                 "no data directory at {shown} (create an account first)"
             )));
         }
@@ -218,7 +224,7 @@ pub fn create_account(args: &CreateAccountArgs) -> Result<bool, Failure> {
             say!("account {} refused: {code}", args.id);
             Ok(false)
         }
-        None => Err(Failure("create account: no result".into())),
+        None => Err(Failure::new("create account: no result".into())),
     }
 }
 
@@ -262,7 +268,7 @@ pub fn transfer(args: &TransferArgs) -> Result<bool, Failure> {
             say!("transfer {} refused: {code}", args.id);
             Ok(false)
         }
-        None => Err(Failure("transfer: no result".into())),
+        None => Err(Failure::new("transfer: no result".into())),
     }
 }
 
@@ -315,20 +321,29 @@ pub fn history(args: &HistoryArgs) -> Result<bool, Failure> {
     if args.reverse {
         flags |= AccountFilterFlags::REVERSED;
     }
+    // One more than asked for, to tell "all of them" from "cut at the
+    // limit" (at u32::MAX, the most a filter takes, it cannot tell).
     let filter = AccountFilter {
         account_id: args.account,
-        limit: args.limit,
+        limit: args.limit.saturating_add(1),
         flags,
         ..AccountFilter::default()
     };
-    let transfers = snapshot
+    let mut transfers = snapshot
         .get_account_transfers(filter)
         .map_err(fail("history"))?;
     let balances = snapshot
         .get_account_balances(filter)
         .map_err(fail("history"))?;
+    let more = transfers.len() > args.limit as usize;
+    transfers.truncate(args.limit as usize);
     print_account(&account);
-    say!("{} transfers:", transfers.len());
+    let listed = count(transfers.len() as u64, "transfer");
+    match (more, args.reverse) {
+        (false, _) => say!("{listed}:"),
+        (true, false) => say!("the first {listed}, oldest first (more with --limit N):"),
+        (true, true) => say!("the last {listed}, newest first (more with --limit N):"),
+    }
     for t in &transfers {
         let (side, other) = if t.debit_account_id == account.id {
             ("debit ", t.credit_account_id)

@@ -10,7 +10,9 @@
 //! the plans, which the report and the verification read afterwards.
 //!
 //! Failure paths: an engine error in any thread stops the others and the
-//! run ends with exit code 1; nothing is retried.
+//! run ends with exit code 1; nothing is retried. Ctrl-C stops every
+//! thread before its next call and ends the run with exit code 130
+//! (`interrupt.rs`), removing a temporary data directory.
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -23,6 +25,7 @@ use mvledger::{
 };
 
 use super::datadir::DataDir;
+use super::interrupt;
 use super::report::{self, Report};
 use super::verify;
 use super::workload::{self, Plan, Settle};
@@ -31,19 +34,75 @@ use crate::BenchArgs;
 /// Accounts per `create_accounts` call.
 const ACCOUNT_BATCH: usize = 8_190;
 
-/// Why a run failed: printed as one line, exit code 1.
+/// Why a command failed: printed as one line on stderr; `exit` says the
+/// exit code.
 #[derive(Debug)]
-pub struct Failure(pub String);
+pub struct Failure {
+    /// What went wrong, for a person.
+    pub message: String,
+    /// The exit code it gives.
+    pub exit: Exit,
+}
+
+/// The exit code of a `Failure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 1: an engine or disk error, or a failed check.
+    Failed,
+    /// 2: a bad argument, as clap's own usage errors; here a path that
+    /// names the wrong kind of thing (a file, a directory that is not
+    /// empty or holds no ledger), refused before anything is opened.
+    BadArgument,
+    /// 130: stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
+    Interrupted,
+}
+
+impl Exit {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Failed => 1,
+            Exit::BadArgument => 2,
+            Exit::Interrupted => 130,
+        }
+    }
+}
+
+impl Failure {
+    /// An engine or disk error, or a failed check: exit code 1.
+    pub fn new(message: String) -> Failure {
+        Failure {
+            message,
+            exit: Exit::Failed,
+        }
+    }
+
+    /// A bad argument: exit code 2.
+    pub fn bad_argument(message: String) -> Failure {
+        Failure {
+            message,
+            exit: Exit::BadArgument,
+        }
+    }
+
+    /// Stopped by Ctrl-C (`interrupt.rs`): exit code 130.
+    pub fn interrupted() -> Failure {
+        Failure {
+            message: "interrupted by Ctrl-C; the run stopped".into(),
+            exit: Exit::Interrupted,
+        }
+    }
+}
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
 /// Wraps an engine error with what was being done.
 pub fn fail(context: impl fmt::Display) -> impl FnOnce(Error) -> Failure {
-    move |e| Failure(format!("{context}: {e}"))
+    move |e| Failure::new(format!("{context}: {e}"))
 }
 
 /// What the transfer phase measured.
@@ -69,20 +128,24 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     };
     let ledger = Ledger::open(dir.path(), options)
         .map_err(fail(format!("opening {}", dir.path().display())))?;
-    create_accounts(&ledger, args)?;
+    let created = create_accounts(&ledger, args)?;
+    if !args.json {
+        created.print_text();
+    }
     // Accounts on disk under every sync mode, so that the transfer phase's
     // log bytes and syncs count only its own.
     ledger.engine().sync().map_err(fail("syncing the log"))?;
     let mut plans = workload::plans(args);
     let before = ledger.stats();
     let run = run_transfers(&ledger, args, &mut plans)?;
+    interrupt::check()?;
     let after_run = ledger.stats();
     // Everything durable under every sync mode before the reopen; and see
     // the error if that fails (a drop would swallow it).
     ledger.engine().sync().map_err(fail("syncing the log"))?;
     let after_sync = ledger.stats();
     drop(ledger);
-    let report = Report::new(&plans, run, &before, &after_run, &after_sync);
+    let report = Report::new(&plans, created, run, &before, &after_run, &after_sync);
     if !args.json {
         report.print_text();
     }
@@ -98,19 +161,43 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     if verification.ok() {
         Ok(())
     } else {
-        Err(Failure(format!(
+        Err(Failure::new(format!(
             "verification FAILED after reopen: {}",
             verification.summary()
         )))
     }
 }
 
+/// What the account phase did.
+#[derive(Debug, Clone, Copy)]
+pub struct Created {
+    /// Accounts created.
+    pub accounts: u64,
+    /// `create_accounts` calls.
+    pub calls: u64,
+    /// From the first call to the last reply.
+    pub elapsed: Duration,
+}
+
+impl Created {
+    /// One line for a person.
+    pub fn print_text(&self) {
+        say!(
+            "created {} in {}, {:.2} s",
+            report::count(self.accounts, "account"),
+            report::count(self.calls, "call"),
+            self.elapsed.as_secs_f64()
+        );
+    }
+}
+
 /// Creates the accounts, `ACCOUNT_BATCH` a call; any refusal is an error.
-pub fn create_accounts(ledger: &Ledger, args: &BenchArgs) -> Result<(), Failure> {
+pub fn create_accounts(ledger: &Ledger, args: &BenchArgs) -> Result<Created, Failure> {
     let started = Instant::now();
     let accounts = workload::accounts(args.accounts);
     let mut calls = 0u64;
     for chunk in accounts.chunks(ACCOUNT_BATCH) {
+        interrupt::check()?;
         let results = ledger
             .create_accounts(chunk)
             .map_err(fail("creating accounts"))?;
@@ -121,22 +208,17 @@ pub fn create_accounts(ledger: &Ledger, args: &BenchArgs) -> Result<(), Failure>
             .zip(&results)
             .find(|(_, r)| **r != CreateAccountResult::Ok);
         if let Some((account, result)) = refused {
-            return Err(Failure(format!(
+            return Err(Failure::new(format!(
                 "creating account {}: {result}",
                 account.id
             )));
         }
     }
-    if !args.json {
-        say!(
-            "created {} accounts in {} call{}, {:.2} s",
-            report::group(args.accounts),
-            report::group(calls),
-            if calls == 1 { "" } else { "s" },
-            started.elapsed().as_secs_f64()
-        );
-    }
-    Ok(())
+    Ok(Created {
+        accounts: accounts.len() as u64,
+        calls,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// What every transfer thread shares.
@@ -145,7 +227,8 @@ struct Shared<'a> {
     batch: usize,
     transfers: u64,
     progress: ProgressBar,
-    /// Set when a thread fails: the others stop.
+    /// Set when a thread fails: the others stop. (Ctrl-C stops them
+    /// all through `interrupt::requested`.)
     stop: AtomicBool,
 }
 
@@ -176,7 +259,7 @@ pub fn run_transfers(
             .into_iter()
             .map(|t| {
                 t.join()
-                    .unwrap_or_else(|_| Err(Failure("a transfer thread panicked".into())))
+                    .unwrap_or_else(|_| Err(Failure::new("a transfer thread panicked".into())))
             })
             .collect()
     });
@@ -231,7 +314,10 @@ fn submit(shared: &Shared<'_>, plans: &mut [Plan]) -> Result<Vec<u64>, Failure> 
     let mut to_settle: Vec<usize> = Vec::new();
     let mut next = 0;
     let mut latencies_ns = Vec::with_capacity(plans.len() / batch + 1);
-    while (next < plans.len() || !to_settle.is_empty()) && !shared.stop.load(Ordering::Relaxed) {
+    while (next < plans.len() || !to_settle.is_empty())
+        && !shared.stop.load(Ordering::Relaxed)
+        && !interrupt::requested()
+    {
         events.clear();
         slots.clear();
         for i in to_settle.drain(..) {
@@ -246,7 +332,7 @@ fn submit(shared: &Shared<'_>, plans: &mut [Plan]) -> Result<Vec<u64>, Failure> 
         let started = Instant::now();
         let results = shared.ledger.create_transfers(&events).map_err(|e| {
             shared.stop.store(true, Ordering::Relaxed);
-            Failure(format!(
+            Failure::new(format!(
                 "create_transfers of {} transfers (first id {}): {e}",
                 events.len(),
                 events.first().map_or(0, |t| t.id)
@@ -255,7 +341,7 @@ fn submit(shared: &Shared<'_>, plans: &mut [Plan]) -> Result<Vec<u64>, Failure> 
         latencies_ns.push(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
         if results.len() != events.len() {
             shared.stop.store(true, Ordering::Relaxed);
-            return Err(Failure(format!(
+            return Err(Failure::new(format!(
                 "create_transfers answered {} results for {} transfers",
                 results.len(),
                 events.len()

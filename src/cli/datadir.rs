@@ -1,7 +1,8 @@
 //! The bench's data directory: the one given with `--dir` (new or empty,
-//! always kept), or a new one under the system's temporary directory,
+//! always kept; a file or a directory with anything in it is a bad
+//! argument, exit code 2), or a new one under the system's temporary directory,
 //! removed when the run ends unless `--keep` or a failed verification says
-//! to keep it.
+//! to keep it; also when Ctrl-C ends it (`interrupt.rs`).
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -21,14 +22,21 @@ impl DataDir {
             match std::fs::read_dir(path) {
                 Ok(mut entries) => {
                     if entries.next().is_some() {
-                        return Err(Failure(format!(
+                        return Err(Failure::bad_argument(format!(
                             "--dir {} is not empty: bench needs a new or empty directory",
                             path.display()
                         )));
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Failure(format!("--dir {}: {e}", path.display()))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                    return Err(Failure::bad_argument(format!(
+                        "--dir {} is not a directory",
+                        path.display()
+                    )));
+                }
+                // Permissions, I/O: the disk's answer, not the argument's.
+                Err(e) => return Err(Failure::new(format!("--dir {}: {e}", path.display()))),
             }
             return Ok(DataDir {
                 path: path.to_path_buf(),
@@ -44,7 +52,7 @@ impl DataDir {
         // `create_dir`, not `create_dir_all`: fails rather than share a
         // directory that somebody else made.
         std::fs::create_dir(&path)
-            .map_err(|e| Failure(format!("creating {}: {e}", path.display())))?;
+            .map_err(|e| Failure::new(format!("creating {}: {e}", path.display())))?;
         Ok(DataDir {
             path,
             remove: !keep,
@@ -70,8 +78,14 @@ impl DataDir {
 impl Drop for DataDir {
     fn drop(&mut self) {
         if self.remove {
-            if let Err(e) = std::fs::remove_dir_all(&self.path) {
-                eprintln!("mvledger: removing {}: {e}", self.path.display());
+            match std::fs::remove_dir_all(&self.path) {
+                Err(e) => eprintln!("mvledger: removing {}: {e}", self.path.display()),
+                // A run cut short says where its data went; a finished one
+                // printed the directory in its header and needs no more.
+                Ok(()) if super::interrupt::requested() => {
+                    eprintln!("data directory removed: {}", self.path.display());
+                }
+                Ok(()) => {}
             }
         } else if self.path.exists() {
             eprintln!("data directory kept: {}", self.path.display());

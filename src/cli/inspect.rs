@@ -10,7 +10,8 @@
 //! newest valid checkpoint covers is allowed: the log was cut there), and
 //! every checkpoint block and footer (`mvledger::verify_checkpoint`).
 //!
-//! Findings: a damage (file, offset, reason) fails the check (exit 1). A
+//! Findings: a damage (file, offset, reason) fails the check (exit 1); a
+//! segment or checkpoint file that cannot be read is one, at offset 0. A
 //! bad frame at the very end of the last segment with no valid record after
 //! it is a torn tail: a warning, since the next open cuts it off; so are a
 //! last segment whose header was never written whole and a leftover
@@ -24,6 +25,7 @@ use mvledger::{Error, verify_checkpoint};
 use serde_json::{Value, json};
 
 use super::bench::Failure;
+use super::report::count;
 
 /// One log segment as found.
 #[derive(Debug, Default)]
@@ -80,9 +82,25 @@ struct Inspection {
     warnings: Vec<Finding>,
 }
 
-/// Runs `inspect`; `Ok(false)` when damage was found (exit code 1).
+/// Runs `inspect`; `Ok(false)` when damage was found (exit code 1). With
+/// `as_json`, a directory it cannot inspect still gives one object on
+/// stdout (`ok` false, the message in `error`), besides the message on
+/// stderr and the exit code.
 pub fn run(dir: &Path, as_json: bool) -> Result<bool, Failure> {
-    let found = inspect(dir)?;
+    let found = match inspect(dir) {
+        Ok(found) => found,
+        Err(failure) => {
+            if as_json {
+                let object = json!({
+                    "dir": dir.display().to_string(),
+                    "ok": false,
+                    "error": failure.message,
+                });
+                say!("{object}");
+            }
+            return Err(failure);
+        }
+    };
     if as_json {
         say!("{}", to_json(dir, &found));
     } else {
@@ -92,14 +110,21 @@ pub fn run(dir: &Path, as_json: bool) -> Result<bool, Failure> {
 }
 
 fn read_error(path: &Path) -> impl FnOnce(std::io::Error) -> Failure + '_ {
-    move |e| Failure(format!("cannot read {}: {e}", path.display()))
+    move |e| Failure::new(format!("cannot read {}: {e}", path.display()))
 }
 
 fn inspect(dir: &Path) -> Result<Inspection, Failure> {
     let mut found = Inspection::default();
     let mut segment_firsts = Vec::new();
     let mut checkpoint_tss = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(read_error(dir))? {
+    let entries = std::fs::read_dir(dir).map_err(|e| match e.kind() {
+        // DIR names no directory: a bad argument, as in the other commands.
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => {
+            Failure::bad_argument(format!("{}: {e}", dir.display()))
+        }
+        _ => read_error(dir)(e),
+    })?;
+    for entry in entries {
         let entry = entry.map_err(read_error(dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Some(first) = parse_name(&name) {
@@ -130,7 +155,7 @@ fn inspect(dir: &Path) -> Result<Inspection, Failure> {
         }
     }
     if segment_firsts.is_empty() && checkpoint_tss.is_empty() {
-        return Err(Failure(format!(
+        return Err(Failure::bad_argument(format!(
             "{} is not an mvledger data directory: no log segment or checkpoint in it",
             dir.display()
         )));
@@ -139,7 +164,7 @@ fn inspect(dir: &Path) -> Result<Inspection, Failure> {
     checkpoint_tss.sort_unstable();
     found.other_files.sort();
     let covered_ts = check_checkpoints(dir, &checkpoint_tss, &mut found);
-    check_segments(dir, &segment_firsts, covered_ts, &mut found)?;
+    check_segments(dir, &segment_firsts, covered_ts, &mut found);
     Ok(found)
 }
 
@@ -203,13 +228,10 @@ fn check_checkpoints(dir: &Path, tss: &[u64], found: &mut Inspection) -> u64 {
     covered_ts
 }
 
-/// Walks every segment, in timestamp order.
-fn check_segments(
-    dir: &Path,
-    firsts: &[u64],
-    covered_ts: u64,
-    found: &mut Inspection,
-) -> Result<(), Failure> {
+/// Walks every segment, in timestamp order. One that cannot be read (a
+/// directory or a dangling symlink under a segment's name, a permission)
+/// is damage at offset 0, and the walk goes on, as for a checkpoint.
+fn check_segments(dir: &Path, firsts: &[u64], covered_ts: u64, found: &mut Inspection) {
     if let Some(&oldest) = firsts.first()
         && oldest > covered_ts.saturating_add(1)
     {
@@ -227,14 +249,24 @@ fn check_segments(
     let mut prev_ts: Option<u64> = None;
     for (i, &first) in firsts.iter().enumerate() {
         let path = dir.join(format!("{first:020}.wal"));
-        let bytes = std::fs::read(&path).map_err(read_error(&path))?;
-        let is_last = i + 1 == firsts.len();
         let mut segment = Segment {
             file: format!("{first:020}.wal"),
             first_ts: first,
-            size_bytes: bytes.len() as u64,
             ..Segment::default()
         };
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                found
+                    .damages
+                    .push(Finding::new(&path, 0, format!("I/O error: {e}")));
+                found.segments.push(segment);
+                prev_ts = None;
+                continue;
+            }
+        };
+        segment.size_bytes = bytes.len() as u64;
+        let is_last = i + 1 == firsts.len();
         if let Err(e) = check_header(&bytes, first) {
             if is_last && torn_at_creation(&bytes) {
                 found.warnings.push(Finding::new(
@@ -263,7 +295,6 @@ fn check_segments(
         prev_ts = walk_frames(&path, &bytes, is_last, &mut segment, found);
         found.segments.push(segment);
     }
-    Ok(())
 }
 
 /// Checks every frame of one segment; returns the ts of its last record
@@ -420,12 +451,16 @@ fn print_text(dir: &Path, found: &Inspection) {
     let records: u64 = found.segments.iter().map(|s| s.records).sum();
     if found.damages.is_empty() {
         say!(
-            "  ok: {} segments ({records} records) and {} checkpoints check out",
-            found.segments.len(),
-            found.checkpoints.len()
+            "  ok: {} ({}) and {} check out",
+            count(found.segments.len() as u64, "segment"),
+            count(records, "record"),
+            count(found.checkpoints.len() as u64, "checkpoint")
         );
     } else {
-        say!("  failed: {} damaged places", found.damages.len());
+        say!(
+            "  failed: {}",
+            count(found.damages.len() as u64, "damaged place")
+        );
     }
 }
 
@@ -534,6 +569,20 @@ mod tests {
         let found = inspect(dir.path()).expect("inspect");
         assert_eq!(found.damages.len(), 1, "{:?}", found.damages);
         assert!(found.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_directory_named_like_a_segment_is_damage_and_the_rest_is_still_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        segment(dir.path(), 1, &[1, 2]);
+        std::fs::create_dir(dir.path().join(format!("{:020}.wal", 3))).expect("mkdir");
+        let found = inspect(dir.path()).expect("inspect");
+        assert_eq!(found.segments.len(), 2);
+        assert_eq!(found.segments[0].records, 2);
+        assert_eq!(found.damages.len(), 1, "{:?}", found.damages);
+        assert_eq!(found.damages[0].offset, 0);
+        assert!(found.damages[0].file.ends_with("00000000000000000003.wal"));
+        assert!(found.damages[0].reason.starts_with("I/O error"));
     }
 
     /// README: zeros after the last record of the last segment (what an

@@ -14,11 +14,11 @@ use std::time::Duration;
 use mvledger::{CreateTransferResult, Stats};
 use serde_json::{Value, json};
 
-use super::bench::Run;
+use super::bench::{Created, Run};
 use super::datadir::DataDir;
 use super::verify::Verification;
 use super::workload::{Plan, Settle};
-use crate::{BenchArgs, Dist};
+use crate::BenchArgs;
 
 /// Transfers accepted, by kind.
 #[derive(Debug, Default)]
@@ -37,6 +37,8 @@ impl Accepted {
 
 /// The figures of one run.
 pub struct Report {
+    /// The account phase, before the transfers.
+    created: Created,
     elapsed: Duration,
     calls: u64,
     latency_ns: Latency,
@@ -60,6 +62,7 @@ impl Report {
     /// Adds up the results in `plans` and the counters' deltas.
     pub fn new(
         plans: &[Plan],
+        created: Created,
         run: Run,
         before: &Stats,
         after_run: &Stats,
@@ -88,6 +91,7 @@ impl Report {
         let settles = plans.iter().filter(|p| p.settle_result.is_some()).count();
         let sorted = &run.latencies_ns;
         Report {
+            created,
             elapsed: run.elapsed,
             calls: sorted.len() as u64,
             latency_ns: Latency {
@@ -140,10 +144,10 @@ impl Report {
             String::new()
         };
         say!(
-            "ran {} transfers{of_which} in {:.2} s, {} calls",
-            group(self.events()),
+            "ran {}{of_which} in {:.2} s, {}",
+            count(self.events(), "transfer"),
             self.elapsed.as_secs_f64(),
-            group(self.calls)
+            count(self.calls, "call")
         );
         say!("  transfers/s             {}", group(self.per_s() as u64));
         let l = &self.latency_ns;
@@ -192,12 +196,17 @@ impl Report {
                 "batch": args.batch,
                 "threads": args.threads,
                 "dist": args.dist.name(),
-                "theta": (args.dist == Dist::Zipf).then_some(args.theta),
+                "theta": args.zipf_theta(),
                 "sync": args.sync.name(),
                 "pending": args.pending,
                 "seed": args.seed,
                 "dir": dir.path().display().to_string(),
                 "dir_kept": dir.kept(),
+            },
+            "accounts_created": {
+                "accounts": self.created.accounts,
+                "calls": self.created.calls,
+                "seconds": self.created.elapsed.as_secs_f64(),
             },
             "transfers": self.events(),
             "posts_and_voids": self.settles,
@@ -225,19 +234,18 @@ impl Report {
 
 /// The run's settings, one line, and where the data lives.
 pub fn print_header(args: &BenchArgs, dir: &Path) {
-    let dist = match args.dist {
-        Dist::Uniform => "uniform".to_string(),
-        Dist::Zipf => format!("zipf (theta {})", args.theta),
+    let dist = match args.zipf_theta() {
+        None => args.dist.name().to_string(),
+        Some(theta) => format!("zipf (theta {theta})"),
     };
     // Rounded so that 0.3 reads 30, not 30.000000000000004.
     let pending_percent = (args.pending * 100_000.0).round() / 1000.0;
     say!(
-        "mvledger bench: {} accounts, {} transfers ({pending_percent}% pending), batch {}, {} thread{}, {dist}, sync {}, seed {}",
-        group(args.accounts),
-        group(args.transfers),
+        "mvledger bench: {}, {} ({pending_percent}% pending), batch {}, {}, {dist}, sync {}, seed {}",
+        count(args.accounts, "account"),
+        count(args.transfers, "transfer"),
         group(args.batch as u64),
-        args.threads,
-        if args.threads == 1 { "" } else { "s" },
+        count(args.threads as u64, "thread"),
         args.sync.name(),
         args.seed
     );
@@ -260,6 +268,16 @@ pub fn fmt_ns(ns: u64) -> String {
         0..=9_999 => format!("{ns} ns"),
         10_000..=999_999 => format!("{:.1} us", ns as f64 / 1e3),
         _ => format!("{:.2} ms", ns as f64 / 1e6),
+    }
+}
+
+/// `n` grouped and `noun`, plural unless `n` is 1: `count(1, "call")` is
+/// "1 call", `count(8190, "call")` "8,190 calls".
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{} {noun}s", group(n))
     }
 }
 
@@ -290,5 +308,8 @@ mod tests {
         assert_eq!(group(1_234_567), "1,234,567");
         assert_eq!(group(999), "999");
         assert_eq!(fmt_ns(1_500_000), "1.50 ms");
+        assert_eq!(count(1, "call"), "1 call");
+        assert_eq!(count(0, "call"), "0 calls");
+        assert_eq!(count(8_190, "damaged place"), "8,190 damaged places");
     }
 }

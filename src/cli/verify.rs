@@ -124,6 +124,7 @@ pub fn verify(
     let ledger = Ledger::open(dir, LedgerOptions::default())
         .map_err(fail(format!("reopening {}", dir.display())))?;
     let reopen = started.elapsed();
+    super::interrupt::check()?;
     let started = Instant::now();
     let snap = ledger.snapshot();
     let accounts = snap.accounts().map_err(fail("reading the accounts"))?;

@@ -10,7 +10,7 @@
 
 use mvledger::{Account, AccountFlags, CreateTransferResult, Transfer, TransferFlags};
 
-use crate::{BenchArgs, Dist};
+use crate::BenchArgs;
 
 /// The ledger and code of every account and transfer.
 pub const LEDGER: u32 = 1;
@@ -101,7 +101,9 @@ pub fn accounts(count: u64) -> Vec<Account> {
 /// The transfers of a run, from `args.seed`.
 pub fn plans(args: &BenchArgs) -> Vec<Plan> {
     let mut rng = SplitMix64(args.seed);
-    let zipf = (args.dist == Dist::Zipf).then(|| Zipf::new(args.accounts, args.theta));
+    let zipf = args
+        .zipf_theta()
+        .map(|theta| Zipf::new(args.accounts, theta));
     let pick = |rng: &mut SplitMix64| match &zipf {
         Some(zipf) => zipf.sample(rng),
         None => rng.below(args.accounts),

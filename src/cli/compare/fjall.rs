@@ -137,7 +137,7 @@ impl Peer for Fjall {
                 value
                     .map(|v| {
                         Balances::decode(&v)
-                            .ok_or_else(|| Failure(format!("fjall: account {id} is damaged")))
+                            .ok_or_else(|| Failure::new(format!("fjall: account {id} is damaged")))
                     })
                     .transpose()
             };
@@ -171,9 +171,9 @@ impl Peer for Fjall {
             let (k, v) = entry.map_err(peer_fail("fjall: reading accounts"))?;
             let id = <[u8; 16]>::try_from(&*k)
                 .map(u128::from_be_bytes)
-                .map_err(|_| Failure("fjall: an account key is not 16 bytes".into()))?;
+                .map_err(|_| Failure::new("fjall: an account key is not 16 bytes".into()))?;
             let balances = Balances::decode(&v)
-                .ok_or_else(|| Failure(format!("fjall: account {id} is damaged")))?;
+                .ok_or_else(|| Failure::new(format!("fjall: account {id} is damaged")))?;
             accounts.push(balances.account(id));
         }
         Ok(accounts)

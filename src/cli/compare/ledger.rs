@@ -7,7 +7,6 @@
 //! durable; concurrent calls share one `fdatasync` (group commit).
 
 use std::path::Path;
-use std::time::Instant;
 
 use mvledger::{Ledger, LedgerOptions, Options};
 
@@ -35,26 +34,24 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<Outcome, Failure> {
         say!("  setup: {setup}");
     }
     let ledger = Ledger::open(dir, options).map_err(fail(format!("opening {}", dir.display())))?;
-    // Quiet (as with --json): the line below says it, indented.
-    let started = Instant::now();
-    let quiet = BenchArgs {
-        json: true,
-        ..args.clone()
-    };
-    bench::create_accounts(&ledger, &quiet)?;
+    let created = bench::create_accounts(&ledger, args)?;
     if !args.json {
         say!(
             "  created {} accounts in {:.2} s",
-            group(args.accounts),
-            started.elapsed().as_secs_f64()
+            group(created.accounts),
+            created.elapsed.as_secs_f64()
         );
     }
     ledger.engine().sync().map_err(fail("syncing the log"))?;
     let mut plans = workload::plans(args);
     let before = ledger.stats();
     let run = bench::run_transfers(&ledger, args, &mut plans)?;
+    crate::cli::interrupt::check()?;
     let after = ledger.stats();
     ledger.engine().sync().map_err(fail("syncing the log"))?;
+    // Log bytes after the sync, when every record is written, as the
+    // plain bench counts them (`report.rs`).
+    let log_bytes = ledger.stats().log_bytes.saturating_sub(before.log_bytes);
     let accounts = ledger
         .snapshot()
         .accounts()
@@ -62,6 +59,7 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<Outcome, Failure> {
     drop(ledger);
     let verification = verify::verify(dir, args, &plans)?;
     let (accepted, rejected) = tally(&plans);
+    let events = accepted + rejected.values().sum::<u64>();
     let problems = if verification.ok() {
         Vec::new()
     } else {
@@ -79,6 +77,7 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<Outcome, Failure> {
         rejected,
         syncs: Syncs::Exact(after.syncs.saturating_sub(before.syncs)),
         digest: digest(&accounts),
+        log_bytes_per_transfer: (events > 0).then(|| log_bytes as f64 / events as f64),
         problems,
     })
 }

@@ -38,7 +38,8 @@
 //! acknowledged). Each engine's final balances are summed up in a digest;
 //! with one thread every engine must accept and refuse the same transfers,
 //! so the digests must agree. A failed check or disagreeing digests exit 1
-//! (data directories kept).
+//! (data directories kept). Ctrl-C stops the engine running before its
+//! next batch and skips the rest (`interrupt.rs`: exit code 130).
 
 mod fjall;
 mod ledger;
@@ -55,6 +56,7 @@ use serde_json::{Value, json};
 
 use super::bench::{self, Failure};
 use super::datadir::DataDir;
+use super::interrupt;
 use super::report::{self, fmt_ns, group, percentile};
 use super::workload::{self, Plan};
 use crate::{BenchArgs, EngineName};
@@ -216,7 +218,7 @@ pub fn batch_timestamp() -> u64 {
 pub fn peer_fail<E: std::fmt::Display>(
     context: impl std::fmt::Display,
 ) -> impl FnOnce(E) -> Failure {
-    move |e| Failure(format!("{context}: {e}"))
+    move |e| Failure::new(format!("{context}: {e}"))
 }
 
 /// The syncs of a run: mvledger counts its own; for a peer, the commits
@@ -259,6 +261,9 @@ pub struct Outcome {
     syncs: Syncs,
     /// `digest` of the final accounts.
     digest: u64,
+    /// Log bytes written per transfer: mvledger's alone (the peers' files
+    /// hold more than their logs, so no like figure is measured).
+    log_bytes_per_transfer: Option<f64>,
     /// Broken checks after the run (empty: all held).
     problems: Vec<String>,
 }
@@ -293,14 +298,18 @@ impl Outcome {
     fn print_text(&self) {
         let l = &self.latencies_ns;
         say!(
-            "  {} transfers in {:.2} s: {}/s; latency per batch p50 {}, p99 {}, max {}",
-            group(self.events()),
+            "  {} in {:.2} s: {}/s; latency per batch p50 {}, p99 {}, p99.9 {}, max {}",
+            report::count(self.events(), "transfer"),
             self.elapsed.as_secs_f64(),
             group(self.per_s() as u64),
             fmt_ns(percentile(l, 0.5)),
             fmt_ns(percentile(l, 0.99)),
+            fmt_ns(percentile(l, 0.999)),
             fmt_ns(l.last().copied().unwrap_or(0)),
         );
+        if let Some(bytes) = self.log_bytes_per_transfer {
+            say!("  log bytes per transfer {bytes:.1}");
+        }
         say!(
             "  accepted {}, rejected {}; syncs {}",
             group(self.accepted),
@@ -332,8 +341,10 @@ impl Outcome {
             "latency_per_batch_ns": {
                 "p50": percentile(l, 0.5),
                 "p99": percentile(l, 0.99),
+                "p99_9": percentile(l, 0.999),
                 "max": l.last().copied().unwrap_or(0),
             },
+            "log_bytes_per_transfer": self.log_bytes_per_transfer,
             "accepted": self.accepted,
             "rejected": { "total": self.rejected.values().sum::<u64>(), "by_code": by_code },
             "syncs": self.syncs.json(),
@@ -382,9 +393,10 @@ pub fn run(args: &BenchArgs, engines: &[EngineName]) -> Result<(), Failure> {
     }
     let mut outcomes = Vec::with_capacity(engines.len());
     for &engine in engines {
+        interrupt::check()?;
         let path = dir.path().join(engine.name());
         std::fs::create_dir_all(&path)
-            .map_err(|e| Failure(format!("creating {}: {e}", path.display())))?;
+            .map_err(|e| Failure::new(format!("creating {}: {e}", path.display())))?;
         if !args.json {
             say!("{}:", engine.name());
         }
@@ -411,9 +423,11 @@ pub fn run(args: &BenchArgs, engines: &[EngineName]) -> Result<(), Failure> {
     if ok {
         Ok(())
     } else if !checked {
-        Err(Failure("a check after the run FAILED (see above)".into()))
+        Err(Failure::new(
+            "a check after the run FAILED (see above)".into(),
+        ))
     } else {
-        Err(Failure(
+        Err(Failure::new(
             "the engines' final balances DIFFER on a single-threaded run".into(),
         ))
     }
@@ -435,6 +449,7 @@ fn run_peer(args: &BenchArgs, engine: EngineName, peer: &dyn Peer) -> Result<Out
     let started = Instant::now();
     let accounts = workload::accounts(args.accounts);
     for chunk in accounts.chunks(ACCOUNT_BATCH) {
+        interrupt::check()?;
         peer.create_accounts(chunk)?;
     }
     if !args.json {
@@ -448,6 +463,7 @@ fn run_peer(args: &BenchArgs, engine: EngineName, peer: &dyn Peer) -> Result<Out
     let mut plans = workload::plans(args);
     let syncs_before = peer.syncs();
     let (elapsed, latencies_ns) = run_transfers(peer, args, &mut plans)?;
+    interrupt::check()?;
     let syncs = match (syncs_before, peer.syncs()) {
         (Some(before), Some(after)) => Syncs::AtLeast(after.saturating_sub(before)),
         _ => Syncs::Unknown,
@@ -471,6 +487,7 @@ fn run_peer(args: &BenchArgs, engine: EngineName, peer: &dyn Peer) -> Result<Out
         rejected,
         syncs,
         digest: digest(&stored),
+        log_bytes_per_transfer: None,
         problems,
     })
 }
@@ -506,7 +523,7 @@ fn run_transfers(
             .into_iter()
             .map(|t| {
                 t.join()
-                    .unwrap_or_else(|_| Err(Failure("a transfer thread panicked".into())))
+                    .unwrap_or_else(|_| Err(Failure::new("a transfer thread panicked".into())))
             })
             .collect()
     });
@@ -531,13 +548,16 @@ fn submit(
     let mut results = Vec::with_capacity(batch);
     let mut latencies_ns = Vec::with_capacity(plans.len() / batch + 1);
     for chunk in plans.chunks_mut(batch) {
+        if interrupt::requested() {
+            break;
+        }
         transfers.clear();
         transfers.extend(chunk.iter().map(|p| p.transfer));
         results.clear();
         let started = Instant::now();
         peer.create_transfers(&transfers, &mut results)
             .map_err(|e| {
-                Failure(format!(
+                Failure::new(format!(
                     "a batch of {} (first id {}): {e}",
                     transfers.len(),
                     transfers.first().map_or(0, |t| t.id)
@@ -545,7 +565,7 @@ fn submit(
             })?;
         latencies_ns.push(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
         if results.len() != chunk.len() {
-            return Err(Failure(format!(
+            return Err(Failure::new(format!(
                 "{} results for {} transfers",
                 results.len(),
                 chunk.len()
@@ -711,7 +731,7 @@ fn print_json(args: &BenchArgs, dir: &DataDir, outcomes: &[Outcome], agree: bool
             "batch": args.batch,
             "threads": args.threads,
             "dist": args.dist.name(),
-            "theta": (args.dist == crate::Dist::Zipf).then_some(args.theta),
+            "theta": args.zipf_theta(),
             "sync": args.sync.name(),
             "pending": args.pending,
             "seed": args.seed,

@@ -79,7 +79,9 @@ impl Sqlite {
             .query_row("PRAGMA journal_mode", [], |row| row.get(0))
             .map_err(peer_fail("sqlite: reading journal_mode"))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Failure(format!("sqlite: journal_mode is {mode}, not WAL")));
+            return Err(Failure::new(format!(
+                "sqlite: journal_mode is {mode}, not WAL"
+            )));
         }
         Ok(Sqlite {
             connection: Mutex::new(connection),
@@ -91,12 +93,12 @@ impl Sqlite {
 
 /// A u128 as SQLite's i64; the workload's ids and amounts fit.
 fn int(x: u128) -> Result<i64, Failure> {
-    i64::try_from(x).map_err(|_| Failure(format!("sqlite: {x} does not fit in an INTEGER")))
+    i64::try_from(x).map_err(|_| Failure::new(format!("sqlite: {x} does not fit in an INTEGER")))
 }
 
 /// An i64 read back as u128 (balances are never negative).
 fn uint(x: i64) -> Result<u128, Failure> {
-    u128::try_from(x).map_err(|_| Failure(format!("sqlite: negative balance {x}")))
+    u128::try_from(x).map_err(|_| Failure::new(format!("sqlite: negative balance {x}")))
 }
 
 impl Peer for Sqlite {
@@ -266,7 +268,7 @@ impl Peer for Sqlite {
         let count: i64 = connection
             .query_row("SELECT count(*) FROM transfers", [], |row| row.get(0))
             .map_err(peer_fail("sqlite: counting transfers"))?;
-        u64::try_from(count).map_err(|_| Failure(format!("sqlite: count {count}")))
+        u64::try_from(count).map_err(|_| Failure::new(format!("sqlite: count {count}")))
     }
 
     /// Counted under `synchronous=FULL` (a WAL sync per commit) and OFF
