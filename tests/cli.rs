@@ -449,7 +449,7 @@ fn pending_transfers_are_posted_and_voided() {
     };
     let out = pending("20");
     assert!(
-        out.contains("[pending]") && out.contains("timeout 3600 s"),
+        out.contains("[pending]") && out.contains("timeout 3600 s  still reserved"),
         "{out}"
     );
     pending("21");
@@ -475,6 +475,24 @@ fn pending_transfers_are_posted_and_voided() {
         "{out}"
     );
     assert!(out.contains("balance  70"), "{out}");
+    // Where each pending transfer stands; nothing for a plain one.
+    let out = expect(
+        0,
+        &[
+            "lookup",
+            "--dir",
+            dir,
+            "--transfer",
+            "20",
+            "--transfer",
+            "21",
+            "--transfer",
+            "22",
+        ],
+    );
+    assert!(out.contains("timeout 3600 s  since posted"), "{out}");
+    assert!(out.contains("timeout 3600 s  since voided"), "{out}");
+    assert!(!out.contains("still reserved"), "{out}");
 }
 
 /// A ledger in `dir` with two accounts, 1 and 2, and `transfers`
@@ -730,6 +748,34 @@ fn a_damaged_checkpoint_is_reported_by_open_and_by_inspect() {
     );
     let out = inspect(1, dir);
     assert!(out.contains(".ckpt.damaged"), "{out}");
+}
+
+/// Bytes after the last record of a cleanly closed log (here: garbage
+/// appended to the last segment): `open` (under `lookup`) cuts them, as
+/// recovery must to append again, and says so on stderr with the file and
+/// offset; a second `lookup` has nothing to say.
+#[test]
+fn a_cut_torn_tail_is_reported_by_the_command_that_opened_the_directory() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    ledger_with_transfers(dir, 3, |_| 10, |_| false);
+    let segments = files_with(dir, "wal");
+    let last = segments.last().expect("a segment");
+    let end = std::fs::metadata(last).expect("metadata").len();
+    let mut bytes = std::fs::read(last).expect("read");
+    bytes.extend_from_slice(&[0x5A; 40]);
+    std::fs::write(last, bytes).expect("write");
+
+    let d = dir.to_str().expect("utf-8");
+    let out = mvledger(&["lookup", "--dir", d, "--account", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let warning = format!(
+        "warning: recovery cut 40 bytes off {} at offset {end}",
+        last.display()
+    );
+    assert!(stderr(&out).contains(&warning), "{}", stderr(&out));
+    let out = mvledger(&["lookup", "--dir", d, "--account", "2"]);
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
 }
 
 /// Commands never turn a directory of other files into a data directory,

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use clap::{ArgGroup, Args, ValueEnum};
 use mvledger::{
     Account, AccountFilter, AccountFilterFlags, AccountFlags, CreateAccountResult,
-    CreateTransferResult, Ledger, LedgerOptions, Transfer, TransferFlags,
+    CreateTransferResult, Ledger, LedgerOptions, PendingState, Transfer, TransferFlags,
 };
 
 use super::bench::{Failure, fail};
@@ -181,6 +181,16 @@ fn open(dir: &Path, must_exist: bool) -> Result<Ledger, Failure> {
     }
     let ledger =
         Ledger::open(dir, LedgerOptions::default()).map_err(fail(format!("open {shown}")))?;
+    for cut in ledger.engine().recovery_cuts() {
+        eprintln!(
+            "warning: recovery cut {} bytes off {} at offset {}: {} (never acknowledged, \
+             unless the directory was closed cleanly and damaged since)",
+            cut.bytes,
+            cut.file.display(),
+            cut.offset,
+            cut.reason
+        );
+    }
     for aside in ledger.engine().set_aside() {
         eprintln!(
             "warning: recovery set aside a damaged checkpoint, {} ({}); the state was \
@@ -256,11 +266,15 @@ pub fn transfer(args: &TransferArgs) -> Result<bool, Failure> {
     match results.first() {
         Some(CreateTransferResult::Ok) => {
             say!("transfer {} accepted", args.id);
-            for found in ledger
+            let snapshot = ledger.snapshot();
+            let states = snapshot
+                .pending_states(&[args.id])
+                .map_err(fail("lookup"))?;
+            for found in snapshot
                 .lookup_transfers(&[args.id])
                 .map_err(fail("lookup"))?
             {
-                print_transfer(&found);
+                print_transfer(&found, states.first().copied().flatten());
             }
             Ok(true)
         }
@@ -292,9 +306,12 @@ pub fn lookup(args: &LookupArgs) -> Result<bool, Failure> {
     let transfers = snapshot
         .lookup_transfers(&args.transfer)
         .map_err(fail("lookup transfers"))?;
-    for id in &args.transfer {
+    let states = snapshot
+        .pending_states(&args.transfer)
+        .map_err(fail("lookup transfers"))?;
+    for (id, state) in args.transfer.iter().zip(states) {
         match transfers.iter().find(|t| t.id == *id) {
-            Some(transfer) => print_transfer(transfer),
+            Some(transfer) => print_transfer(transfer, state),
             None => {
                 say!("transfer {id} not found");
                 all_found = false;
@@ -431,7 +448,8 @@ fn print_account(a: &Account) {
     }
 }
 
-fn print_transfer(t: &Transfer) {
+/// A transfer; `state`: where it stands, when it is a pending one.
+fn print_transfer(t: &Transfer, state: Option<PendingState>) {
     say!(
         "transfer {}  amount {}  from {} to {}  ledger {}  code {}{}",
         t.id,
@@ -448,6 +466,14 @@ fn print_transfer(t: &Transfer) {
     }
     if t.timeout != 0 {
         extra.push_str(&format!("  timeout {} s", t.timeout));
+    }
+    if let Some(state) = state {
+        extra.push_str(match state {
+            PendingState::Pending => "  still reserved",
+            PendingState::Posted => "  since posted",
+            PendingState::Voided => "  since voided",
+            PendingState::Expired => "  since expired",
+        });
     }
     if t.user_data_128 != 0 {
         extra.push_str(&format!("  user data {}", t.user_data_128));
