@@ -188,7 +188,8 @@ impl Engine {
         let lock = fs.lock(&dir.join(LOCK_FILE)).map_err(|e| {
             if e.kind() == std::io::ErrorKind::WouldBlock {
                 Error::invalid(format!(
-                    "{} is already open in another engine",
+                    "{} is already open (its LOCK is held by this or another process); \
+                     close it there first",
                     dir.display()
                 ))
             } else {
