@@ -269,12 +269,7 @@ impl Cluster {
                 results[i] = r;
             }
             for (i, r) in decided {
-                results[i] = match r {
-                    CreateTransferResult::PendingTransferNotFound => {
-                        self.refuse_or_route(&transfers[i])?
-                    }
-                    r => r,
-                };
+                results[i] = r;
             }
             return Ok(results);
         }
@@ -307,56 +302,6 @@ impl Cluster {
         self.unregister(&cross_ids);
         waited?;
         Ok(results)
-    }
-
-    /// A post or void naming no accounts whose pending transfer no shard
-    /// held before the rest of its call ran: looked for again (the call
-    /// may have created it), then routed to it, or refused everywhere.
-    fn refuse_or_route(&self, t: &Transfer) -> Result<CreateTransferResult> {
-        let one = std::slice::from_ref(t);
-        let (_, decided) = self.find_pending_shards(one)?;
-        if decided.first().map(|&(_, r)| r) == Some(CreateTransferResult::PendingTransferNotFound)
-            && let Some(r) = self.refuse_everywhere(t)?
-        {
-            return Ok(r);
-        }
-        // Its pending transfer is there now: routed, it finds it.
-        Ok(self.create_transfers(one)?[0])
-    }
-
-    /// A post or void naming no accounts whose pending transfer no shard
-    /// held (`find_pending_shards`): as on one ledger, where
-    /// `PendingTransferNotFound` spends the id (`is_transient`: a retry
-    /// never lands late), each shard's ledger runs it, to its code, and
-    /// spends the id there: a retry goes to whichever shard holds its
-    /// pending transfer by then. Returns the first code that is not
-    /// `PendingTransferNotFound` (the id was used before), else that one;
-    /// `None` when a shard now holds the pending transfer (its call
-    /// commits nothing: a leg must never be settled from outside, and the
-    /// caller routes the transfer again, which finds it).
-    fn refuse_everywhere(&self, t: &Transfer) -> Result<Option<CreateTransferResult>> {
-        let mut code = None;
-        for node in &self.shared.nodes {
-            let ran = node
-                .ledger
-                .submit_transfers_with(std::slice::from_ref(t), |results, _| {
-                    match results.first() {
-                        // No commit: the ledger never conflicts otherwise.
-                        Some(CreateTransferResult::Ok) => Err(Error::Conflict),
-                        Some(&r) => Ok(r),
-                        None => Err(Error::invalid("a call of one transfer gave no result")),
-                    }
-                });
-            let r = match ran {
-                Ok((_, r)) => r,
-                Err(Error::Conflict) => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            if code.is_none_or(|c| c == CreateTransferResult::PendingTransferNotFound) {
-                code = Some(r);
-            }
-        }
-        Ok(code)
     }
 
     /// Where each post or void that names no accounts goes (as on one
