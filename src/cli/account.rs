@@ -474,6 +474,7 @@ fn print_transfer(t: &Transfer, state: Option<PendingState>) {
             PendingState::Posted => "  since posted",
             PendingState::Voided => "  since voided",
             PendingState::Expired => "  since expired",
+            _ => "  in a state this command does not know",
         });
     }
     if t.user_data_128 != 0 {

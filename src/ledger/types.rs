@@ -213,6 +213,7 @@ impl Account {
 
 /// Where a pending transfer stands (`LedgerSnapshot::pending_states`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum PendingState {
     /// Its amount is still reserved. (Past its timeout, it stays so until
     /// the ledger expires it: at the next call, or `Ledger::expire_pending`.)
