@@ -34,6 +34,9 @@ fn every_seed_ends_committed_or_aborted_on_both_shards_with_money_conserved() {
         total.aborted += r.aborted;
         total.refused += r.refused;
         total.local += r.local;
+        total.two_phase.0 += r.two_phase.0;
+        total.two_phase.1 += r.two_phase.1;
+        total.two_phase.2 += r.two_phase.2;
         total.crashes += r.crashes;
         total.steps += r.steps;
         total.envelopes.1 += r.envelopes.1;
@@ -41,9 +44,12 @@ fn every_seed_ends_committed_or_aborted_on_both_shards_with_money_conserved() {
     }
     eprintln!("{total:?}");
     // The runs exercised what they claim to: both outcomes, crashes and
-    // lost and duplicated messages (over the default seeds).
+    // lost and duplicated messages, and two-phase transfers within a shard
+    // posted, voided and left reserved (over the default seeds).
     if seeds().len() >= 100 {
         assert!(total.committed > 0 && total.aborted > 0, "{total:?}");
+        let (posted, voided, reserved) = total.two_phase;
+        assert!(posted > 0 && voided > 0 && reserved > 0, "{total:?}");
         assert!(
             total.crashes > 0 && total.envelopes.1 > 0 && total.envelopes.2 > 0,
             "{total:?}"

@@ -5,21 +5,25 @@
 //! tearing unsynced writes by seed) and restart at any step,
 //! also in the middle of a commit. A run submits random accounts and
 //! transfers (within and between shards, some of them bound to be refused
-//! by balance limits or ledgers), heals the faults, lets the cluster
-//! settle, restarts every shard once more, and checks:
+//! by balance limits or ledgers; under `SyncMode::Always` also pending
+//! transfers within a shard, most of them posted or voided later in the
+//! run), heals the faults, lets the cluster settle, restarts every shard
+//! once more, and checks:
 //!
 //! - `final-state`: every cross-shard transfer is `Committed` or `Aborted`;
 //! - `both-sides`: committed means posted on both shards, aborted means
 //!   voided (or never reserved) on both;
-//! - `no-pending`: no reservation is left on any account;
+//! - `no-pending`: no reservation is left on any account but what the
+//!   user's own pending transfers still hold (those acknowledged whose
+//!   settlement was not);
 //! - `debits-equal-credits`: per ledger, over all shards;
 //! - `settlement-nets-zero`: per ledger, the settlement accounts of all
 //!   shards net to zero;
 //! - `limits`: no account ever broke the limit flags it was created with
 //!   (checked during the run too);
 //! - `model-balances`: every account's balance is what the acknowledged
-//!   transfers (same-shard ones by their results, cross-shard ones by
-//!   their final state) add up to (under `SyncMode::Always`; a quarter of
+//!   transfers (same-shard ones by their results, a pending one once its
+//!   post is acknowledged, cross-shard ones by their final state) add up to (under `SyncMode::Always`; a quarter of
 //!   the seeds run the shards under `Never`, where a crash may take back
 //!   an acknowledged same-shard transfer, and check the rest: what a
 //!   shard tells another must survive its crashes in every mode).
@@ -41,6 +45,7 @@ use super::state::TransferState;
 use super::transport::{Transport, envelopes};
 use crate::ledger::{
     Account, AccountFlags, CreateTransferResult, LedgerOptions, ManualClock, Transfer,
+    TransferFlags,
 };
 use crate::wal::SimFs;
 use crate::wal::sim::Rng;
@@ -109,6 +114,9 @@ pub struct SimReport {
     pub refused: u64,
     /// Same-shard transfers applied.
     pub local: u64,
+    /// Pending transfers (within a shard) applied: posted, voided, and
+    /// still reserved at the end.
+    pub two_phase: (u64, u64, u64),
     /// Shard crashes.
     pub crashes: u64,
     /// Envelopes sent, lost, duplicated.
@@ -547,11 +555,9 @@ impl Sim {
             broken.insert("limits", e);
         }
         let accounts = self.all_accounts()?;
-        for (check, what) in check_accounts(&accounts) {
-            broken.entry(check).or_insert(what);
-        }
         // final-state and both-sides, and what each transfer applied.
         let mut net: BTreeMap<u128, i128> = BTreeMap::new();
+        let mut applied_at: Vec<bool> = Vec::with_capacity(self.transfers.len());
         for k in 0..self.transfers.len() {
             let t = self.transfers[k];
             let applied = match self.status[k] {
@@ -578,10 +584,43 @@ impl Sim {
                     }
                 },
             };
-            if applied {
+            applied_at.push(applied);
+            if applied && t.flags.is_empty() {
                 *net.entry(t.debit_account_id).or_default() -= t.amount as i128;
                 *net.entry(t.credit_account_id).or_default() += t.amount as i128;
             }
+        }
+        // Two-phase transfers: a pending one applied reserves its amount
+        // until a settlement of it is applied; a post moves it.
+        let mut reserved: BTreeMap<u128, (u128, u128)> = BTreeMap::new();
+        let pending_at = |id: u128| {
+            (0..self.transfers.len()).find(|&k| {
+                self.transfers[k].id == id && self.transfers[k].flags == TransferFlags::PENDING
+            })
+        };
+        for (k, t) in self.transfers.iter().enumerate() {
+            if t.flags != TransferFlags::PENDING || !applied_at[k] {
+                continue;
+            }
+            let settled = self.transfers.iter().enumerate().find(|&(j, s)| {
+                s.pending_id == t.id && applied_at[j] && pending_at(s.pending_id) == Some(k)
+            });
+            match settled {
+                None => {
+                    self.report.two_phase.2 += 1;
+                    reserved.entry(t.debit_account_id).or_default().0 += t.amount;
+                    reserved.entry(t.credit_account_id).or_default().1 += t.amount;
+                }
+                Some((_, s)) if s.flags.contains(TransferFlags::POST_PENDING_TRANSFER) => {
+                    self.report.two_phase.0 += 1;
+                    *net.entry(t.debit_account_id).or_default() -= t.amount as i128;
+                    *net.entry(t.credit_account_id).or_default() += t.amount as i128;
+                }
+                Some(_) => self.report.two_phase.1 += 1,
+            }
+        }
+        for (check, what) in check_accounts(&accounts, &reserved) {
+            broken.entry(check).or_insert(what);
         }
         // Under `Never` an acknowledged same-shard transfer may be lost in
         // a crash: the balances need not match what was acknowledged.
@@ -686,16 +725,22 @@ impl Sim {
 }
 
 /// The account-level checks over every shard's accounts (shard, account):
-/// `no-pending`, `debits-equal-credits` and `settlement-nets-zero`; each
-/// broken check once, with its first example.
-pub fn check_accounts(accounts: &[(usize, Account)]) -> Vec<(&'static str, String)> {
+/// `no-pending` (no reservation but what the user's own pending transfers
+/// still hold: `reserved`, (debits, credits) pending by account),
+/// `debits-equal-credits` and `settlement-nets-zero`; each broken check
+/// once, with its first example.
+pub fn check_accounts(
+    accounts: &[(usize, Account)],
+    reserved: &BTreeMap<u128, (u128, u128)>,
+) -> Vec<(&'static str, String)> {
     let mut broken: BTreeMap<&'static str, String> = BTreeMap::new();
     let mut per_ledger: BTreeMap<u32, (u128, u128, i128)> = BTreeMap::new();
     for (i, a) in accounts {
-        if a.debits_pending != 0 || a.credits_pending != 0 {
-            broken
-                .entry("no-pending")
-                .or_insert(format!("shard {i}: {a:?}"));
+        let expected = reserved.get(&a.id).copied().unwrap_or((0, 0));
+        if (a.debits_pending, a.credits_pending) != expected {
+            broken.entry("no-pending").or_insert(format!(
+                "shard {i}: {a:?}, where the user's pending transfers hold {expected:?}"
+            ));
         }
         let e = per_ledger.entry(a.ledger).or_default();
         e.0 += a.debits_posted;
@@ -717,6 +762,26 @@ pub fn check_accounts(accounts: &[(usize, Account)]) -> Vec<(&'static str, Strin
         }
     }
     broken.into_iter().collect()
+}
+
+/// A post (in full: amount 0) or a void of pending transfer `p`, naming
+/// its accounts (so that it routes to `p`'s shard), under id `id`.
+fn settle_of(p: &Transfer, id: u128, post: bool) -> Transfer {
+    Transfer {
+        id,
+        debit_account_id: p.debit_account_id,
+        credit_account_id: p.credit_account_id,
+        pending_id: p.id,
+        amount: 0,
+        ledger: p.ledger,
+        code: 1,
+        flags: if post {
+            TransferFlags::POST_PENDING_TRANSFER
+        } else {
+            TransferFlags::VOID_PENDING_TRANSFER
+        },
+        ..Transfer::default()
+    }
 }
 
 /// Runs one simulated cluster; `Err` is the first violation, naming the
@@ -753,11 +818,39 @@ pub fn run(config: &SimConfig) -> Result<SimReport, String> {
         })
         .collect();
     let mut transfers: Vec<Transfer> = Vec::with_capacity(config.transfers as usize);
+    // Two-phase transfers within a shard, under `Always` only (under
+    // `Never` a crash may take back an acknowledged one, and what stays
+    // reserved could not be checked): pending ones not settled yet.
+    let two_phase = config.sync == SyncMode::Always;
+    let mut open: Vec<Transfer> = Vec::new();
     for k in 0..config.transfers {
+        if two_phase && !open.is_empty() && rng.below(5) == 0 {
+            let p = open.swap_remove(rng.below(open.len() as u64) as usize);
+            transfers.push(settle_of(&p, 1000 + u128::from(k), rng.below(2) == 0));
+            continue;
+        }
         let dr = accounts[rng.below(accounts.len() as u64) as usize];
         let mut cr = accounts[rng.below(accounts.len() as u64) as usize];
         if cr.id == dr.id {
             cr = accounts[(cr.id as usize) % accounts.len()];
+        }
+        let same_shard = PLACEMENT.shard(dr.id, shards) == PLACEMENT.shard(cr.id, shards);
+        if two_phase && same_shard && rng.below(4) == 0 {
+            // A fresh id, never reused by a pending one: a settlement
+            // names it and nothing else.
+            let p = Transfer {
+                id: 1000 + u128::from(k),
+                debit_account_id: dr.id,
+                credit_account_id: cr.id,
+                amount: 1 + u128::from(rng.below(100)),
+                ledger: dr.ledger,
+                code: 1,
+                flags: TransferFlags::PENDING,
+                ..Transfer::default()
+            };
+            open.push(p);
+            transfers.push(p);
+            continue;
         }
         // One in ten reuses an earlier id with other fields: refused on
         // the same coordinator, a transfer of its own on another (ids are
@@ -783,6 +876,13 @@ pub fn run(config: &SimConfig) -> Result<SimReport, String> {
             code: 1,
             ..Transfer::default()
         });
+    }
+    // Most of the rest are settled too (a few stay reserved).
+    for p in open {
+        if rng.below(4) != 0 {
+            let id = 1000 + transfers.len() as u128 + u128::from(config.transfers);
+            transfers.push(settle_of(&p, id, rng.below(2) == 0));
+        }
     }
     let mut sim = Sim {
         config: SimConfig {
@@ -852,9 +952,13 @@ mod tests {
             (1, acct(s1, 1, 5, 0)),
             (1, acct(2, 1, 0, 5)),
         ];
-        assert!(check_accounts(&good).is_empty());
+        let none = BTreeMap::new();
+        assert!(check_accounts(&good, &none).is_empty());
         let names = |accts: &[(usize, Account)]| -> Vec<&'static str> {
-            check_accounts(accts).into_iter().map(|(c, _)| c).collect()
+            check_accounts(accts, &none)
+                .into_iter()
+                .map(|(c, _)| c)
+                .collect()
         };
         // A credit leg that vanished: the settlement accounts do not net
         // to zero (each shard is still double-entry by itself).
