@@ -573,6 +573,56 @@ fn only_checkpoint_damaged_fails(damage: fn(&Path), commits_after: u32) {
     }
 }
 
+/// Two checkpoints, the newer one damaged, and the log's last record
+/// (the newer checkpoint's own ts) torn: the replay from the older one
+/// cuts that record, then cannot reach what the damaged checkpoint held,
+/// so `open` fails. No engine opens to list the cut
+/// (`Engine::recovery_cuts`), so the corruption error says what was cut;
+/// the next attempt has nothing left to cut, and still fails.
+#[test]
+fn a_failed_open_says_what_its_replay_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = Model::new();
+    let mut rng = XorShift64(16);
+    let engine = Engine::open(dir.path(), small_segments()).unwrap();
+    round(&engine, &mut model, &mut rng, "r0", 30);
+    engine.checkpoint().unwrap();
+    round(&engine, &mut model, &mut rng, "r1", 30);
+    engine.checkpoint().unwrap();
+    let b = engine.stats().checkpoint_ts;
+    drop(engine);
+    flip_middle_byte(&dir.path().join(ckpt_name(b)));
+    // The newest segment holding a commit (one after it holds at most the
+    // checkpoint's marker: removed, which the replay does not see as a
+    // cut), its last record torn.
+    let path = |first: u64| dir.path().join(format!("{first:020}.wal"));
+    let mut segs = segments(dir.path());
+    while std::fs::metadata(path(*segs.last().unwrap()))
+        .unwrap()
+        .len()
+        < 400
+    {
+        std::fs::remove_file(path(segs.pop().unwrap())).unwrap();
+    }
+    let last = path(*segs.last().unwrap());
+    let len = std::fs::metadata(&last).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
+    file.set_len(len - 3).unwrap();
+    drop(file);
+    let reason = |attempt| match Engine::open(dir.path(), small_segments()) {
+        Err(Error::Corruption { reason, .. }) => reason,
+        Err(e) => panic!("attempt {attempt}: expected Corruption, got {e}"),
+        Ok(_) => panic!("attempt {attempt}: open succeeded"),
+    };
+    let first = reason(0);
+    assert!(
+        first.contains("recovery had cut") && first.contains(".wal"),
+        "{first}"
+    );
+    let second = reason(1);
+    assert!(!second.contains("recovery had cut"), "{second}");
+}
+
 #[test]
 fn a_damaged_only_checkpoint_fails_open_with_corruption() {
     only_checkpoint_damaged_fails(flip_middle_byte, 5);

@@ -94,6 +94,34 @@ pub struct SetAside {
     pub reason: String,
 }
 
+/// `e`, when it is a corruption, with what the replay cut before `open`
+/// failed (`Engine::recovery_cuts` of an engine that never opened).
+fn with_cuts(e: Error, cuts: &[crate::wal::TailCut]) -> Error {
+    match e {
+        Error::Corruption {
+            file,
+            offset,
+            mut reason,
+        } if !cuts.is_empty() => {
+            for cut in cuts {
+                reason.push_str(&format!(
+                    "; recovery had cut {} bytes off {} at offset {} ({})",
+                    cut.bytes,
+                    cut.file.display(),
+                    cut.offset,
+                    cut.reason
+                ));
+            }
+            Error::Corruption {
+                file,
+                offset,
+                reason,
+            }
+        }
+        e => e,
+    }
+}
+
 /// A multi-version key-value engine with redo-log commit. `Send + Sync`:
 /// share it between threads by reference or behind an `Arc`.
 #[derive(Debug)]
@@ -257,8 +285,10 @@ impl Engine {
             (Ok(r), Some(damage)) => {
                 if r.last_ts.max(loaded.ts) < loaded.newest_named_ts {
                     // The fallback does not reach what the damaged
-                    // checkpoint held: fail rather than lose it.
-                    return Err(damage);
+                    // checkpoint held: fail rather than lose it. What the
+                    // replay cut is gone by now: say so here, since no
+                    // engine will list it.
+                    return Err(with_cuts(damage, &r.cut));
                 }
                 // Recovered around it: set the damaged files aside (kept
                 // for inspection) so that they count no more.
