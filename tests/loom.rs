@@ -163,6 +163,43 @@ fn group_commit_wakes_every_waiter_three_committers() {
     group_commit(3, 2);
 }
 
+/// `SyncMode::Interval` (an interval of 1 ns: every commit finds the last
+/// sync due): committers each sync through `Log::sync_if_due` unless
+/// another is syncing or writing, and none waits forever on the leader
+/// flag (loom fails a lost wake-up or a deadlock); a commit returns with
+/// its writes visible, and a sync after them makes every one durable.
+#[test]
+fn interval_commits_sync_at_most_one_at_a_time_and_never_wait_forever() {
+    model(Some(2), || {
+        let engine = open(SyncMode::Interval(std::time::Duration::from_nanos(1)));
+        let handles: Vec<_> = (0..2u8)
+            .map(|i| {
+                let engine = Arc::clone(&engine);
+                thread::spawn(move || {
+                    let key = [b'i', i];
+                    let mut txn = engine.begin();
+                    txn.put(key, key).expect("put");
+                    let ts = txn.commit().expect("commit on its own key");
+                    assert_eq!(value(&engine, &key).as_deref(), Some(&key[..]));
+                    ts
+                })
+            })
+            .collect();
+        let stamps: Vec<u64> = handles
+            .into_iter()
+            .map(|h| h.join().expect("committer"))
+            .collect();
+        engine.sync().expect("sync");
+        let durable_ts = engine.stats().durable_ts;
+        for ts in stamps {
+            assert!(
+                durable_ts >= ts,
+                "{ts} not durable after a sync ({durable_ts})"
+            );
+        }
+    });
+}
+
 /// Visible-ts publication: a writer commits `a` and `b` in one transaction
 /// while a reader takes a snapshot and reads both. It sees both or neither,
 /// never one; and under `Always` nothing it sees is above the durable
