@@ -189,8 +189,9 @@ pub struct BenchArgs {
     /// Seed of the accounts picked, the amounts and the pending share.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Data directory (new or empty; kept). Default: a new temporary
-    /// directory, removed afterwards unless --keep.
+    /// Data directory (new or empty, created with its missing parents;
+    /// kept). Default: a new temporary directory, removed afterwards
+    /// unless --keep.
     #[arg(long, value_name = "PATH")]
     pub dir: Option<PathBuf>,
     /// Keep the temporary data directory.

@@ -26,7 +26,7 @@ use super::report::count;
 /// The flags of `mvledger account create`.
 #[derive(Debug, Clone, Args)]
 pub struct CreateAccountArgs {
-    /// Data directory (created if missing).
+    /// Data directory (created if missing, with its missing parents).
     #[arg(long, value_name = "PATH")]
     pub dir: PathBuf,
     /// The account's id (not 0).
