@@ -195,6 +195,7 @@ impl Created {
 pub fn create_accounts(ledger: &Ledger, args: &BenchArgs) -> Result<Created, Failure> {
     let started = Instant::now();
     let accounts = workload::accounts(args.accounts);
+    let progress = progress_bar(args.json, accounts.len() as u64, "accounts");
     let mut calls = 0u64;
     for chunk in accounts.chunks(ACCOUNT_BATCH) {
         interrupt::check()?;
@@ -202,6 +203,7 @@ pub fn create_accounts(ledger: &Ledger, args: &BenchArgs) -> Result<Created, Fai
             .create_accounts(chunk)
             .map_err(fail("creating accounts"))?;
         calls += 1;
+        progress.inc(chunk.len() as u64);
         // The directory was empty, so anything but Ok is a bug.
         let refused = chunk
             .iter()
@@ -214,6 +216,7 @@ pub fn create_accounts(ledger: &Ledger, args: &BenchArgs) -> Result<Created, Fai
             )));
         }
     }
+    progress.finish_and_clear();
     Ok(Created {
         accounts: accounts.len() as u64,
         calls,
@@ -244,7 +247,7 @@ pub fn run_transfers(
         ledger,
         batch: args.batch,
         transfers: args.transfers,
-        progress: progress_bar(args.json, (plans.len() + settles) as u64),
+        progress: progress_bar(args.json, (plans.len() + settles) as u64, "transfers"),
         stop: AtomicBool::new(false),
     };
     let share = plans.len().div_ceil(args.threads).max(1);
@@ -278,16 +281,17 @@ pub fn run_transfers(
 
 /// A progress bar on stderr with the live rate, or a hidden one when the
 /// output is JSON or stderr is no terminal.
-pub fn progress_bar(json: bool, events: u64) -> ProgressBar {
+pub fn progress_bar(json: bool, events: u64, what: &str) -> ProgressBar {
     if json || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(events);
-    let template =
-        "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} transfers, {rate}/s, eta {eta}";
+    let template = format!(
+        "{{elapsed_precise}} [{{wide_bar}}] {{human_pos}}/{{human_len}} {what}, {{rate}}/s, eta {{eta}}"
+    );
     // The template is a constant; should it not parse, the default style
     // still shows the progress.
-    if let Ok(style) = ProgressStyle::with_template(template) {
+    if let Ok(style) = ProgressStyle::with_template(&template) {
         // indicatif's own `{per_sec}` shows four decimals.
         let rate = |state: &ProgressState, w: &mut dyn fmt::Write| {
             let _ = w.write_str(&report::group(state.per_sec() as u64));
@@ -295,6 +299,18 @@ pub fn progress_bar(json: bool, events: u64) -> ProgressBar {
         bar.set_style(style.with_key("rate", rate).progress_chars("=> "));
     }
     bar
+}
+
+/// A spinner on stderr with `message`, ticking on its own, for a phase
+/// with no count to show (a hidden one when the output is JSON or stderr
+/// is no terminal).
+pub fn spinner(json: bool, message: &'static str) -> ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let spinner = ProgressBar::new_spinner().with_message(message);
+    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+    spinner
 }
 
 /// Where an event of a call came from.

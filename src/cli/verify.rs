@@ -121,9 +121,11 @@ pub fn verify(
     plans: &[Plan],
 ) -> Result<Verification, Failure> {
     let started = Instant::now();
+    let spinner = super::bench::spinner(args.json, "reopening the data directory");
     let ledger = Ledger::open(dir, LedgerOptions::default())
         .map_err(fail(format!("reopening {}", dir.display())))?;
     let reopen = started.elapsed();
+    spinner.set_message("auditing the ledger");
     super::interrupt::check()?;
     let started = Instant::now();
     let snap = ledger.snapshot();
@@ -142,6 +144,7 @@ pub fn verify(
     check_balances(&mut v, plans, &accounts);
     check_transfers(&mut v, &snap, args.transfers, plans)?;
     v.audit = started.elapsed();
+    spinner.finish_and_clear();
     Ok(v)
 }
 

@@ -501,7 +501,7 @@ fn run_transfers(
     args: &BenchArgs,
     plans: &mut [Plan],
 ) -> Result<(Duration, Vec<u64>), Failure> {
-    let progress = bench::progress_bar(args.json, plans.len() as u64);
+    let progress = bench::progress_bar(args.json, plans.len() as u64, "transfers");
     let stop = AtomicBool::new(false);
     let share = plans.len().div_ceil(args.threads).max(1);
     let started = Instant::now();
