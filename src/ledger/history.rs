@@ -53,7 +53,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use parking_lot::{Mutex, RwLock};
 
 use super::codec;
-use crate::mvcc::{KeyHasher, bucket_by, by_parts};
+use crate::mvcc::{KeyHasher, bucket_by, by_parts, prefetch};
 
 /// Shards of the index, each behind its own lock: a power of two.
 const SHARDS: usize = 64;
@@ -72,6 +72,9 @@ const KEPT_ENTRIES: usize = 2 * 16_384;
 /// (`add_batch`): the next batch's helper thread costs some 60 us to
 /// start, the append of 1,024 entries about as much.
 const DEFER_MIN: usize = 1_024;
+/// The entries an append warms at a time (`warm`): 16 and 32 took 10-20%
+/// less time than none for a batch's append on one thread, 64 less.
+const WARM_AHEAD: usize = 16;
 
 /// One entry: a transfer of the account, at `ts`. The id in two words, so
 /// that an entry takes 24 bytes, not 32 (a `u128` aligns to 16).
@@ -187,6 +190,20 @@ fn by_shard(entries: &mut Vec<(u128, Item)>) -> Vec<Vec<(u128, Item)>> {
     bucket_by(std::slice::from_mut(entries), SHARDS, |(account, _)| {
         shard_of(*account)
     })
+}
+
+/// Reads the map entries of `round`'s accounts and asks for the line each
+/// push will write (the end of the account's open chunk), in a pass of
+/// independent loads: the processor waits for their cache misses side by
+/// side, where the pushes, each of which writes before the next begins,
+/// wait for them in turn (the index's installs do the same: `warm`).
+fn warm(map: &Map, round: &[(u128, Item)]) {
+    for (account, _) in round {
+        if let Some(entries) = map.get(account) {
+            let open = &entries.open;
+            prefetch(open.as_ptr().wrapping_add(open.len()));
+        }
+    }
 }
 
 /// Appends `item` to `account`'s entries in `map`.
@@ -411,14 +428,18 @@ impl History {
         }
     }
 
-    /// Appends one shard's entries, in order.
+    /// Appends one shard's entries, in order, `WARM_AHEAD` at a time,
+    /// each round after a `warm` pass over it.
     fn append_bucket(&self, shard: usize, bucket: Vec<(u128, Item)>) {
         if bucket.is_empty() {
             return;
         }
         let mut map = self.shards[shard].write();
-        for (account, item) in bucket {
-            push(&mut map, account, item);
+        for round in bucket.chunks(WARM_AHEAD) {
+            warm(&map, round);
+            for &(account, item) in round {
+                push(&mut map, account, item);
+            }
         }
     }
 

@@ -17,6 +17,7 @@ mod gc;
 mod index;
 mod key;
 /// The hasher of the index's maps, also fast for the ledger's `u128` ids.
+pub(crate) use blob::prefetch;
 pub(crate) use index::{bucket_by, by_parts};
 pub(crate) use key::KeyHasher;
 mod options;
