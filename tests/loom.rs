@@ -164,39 +164,40 @@ fn group_commit_wakes_every_waiter_three_committers() {
 }
 
 /// `SyncMode::Interval` (an interval of 1 ns: every commit finds the last
-/// sync due): committers each sync through `Log::sync_if_due` unless
-/// another is syncing or writing, and none waits forever on the leader
-/// flag (loom fails a lost wake-up or a deadlock); a commit returns with
-/// its writes visible, and a sync after them makes every one durable.
+/// sync due and goes through `Log::sync_if_due`, syncing unless another
+/// caller is writing or syncing): a committer and a caller of
+/// `Engine::sync` at once. The sync waits while someone leads, so a
+/// leader that never hands the flag back, or a hand-over whose wake-up
+/// is lost, leaves it waiting forever: loom reports that. The commit sees
+/// its write, and a sync after both makes it durable. (Whether a commit
+/// under `Interval` syncs at all is a question of time, which loom does
+/// not model: `tests/sync_modes.rs` counts the syncs.)
 #[test]
-fn interval_commits_sync_at_most_one_at_a_time_and_never_wait_forever() {
+fn interval_commits_and_a_concurrent_sync_never_wait_forever() {
     model(Some(2), || {
         let engine = open(SyncMode::Interval(std::time::Duration::from_nanos(1)));
-        let handles: Vec<_> = (0..2u8)
-            .map(|i| {
-                let engine = Arc::clone(&engine);
-                thread::spawn(move || {
-                    let key = [b'i', i];
-                    let mut txn = engine.begin();
-                    txn.put(key, key).expect("put");
-                    let ts = txn.commit().expect("commit on its own key");
-                    assert_eq!(value(&engine, &key).as_deref(), Some(&key[..]));
-                    ts
-                })
+        let committer = {
+            let engine = Arc::clone(&engine);
+            thread::spawn(move || {
+                let mut txn = engine.begin();
+                txn.put(b"i", b"1").expect("put");
+                let ts = txn.commit().expect("commit");
+                assert_eq!(value(&engine, b"i").as_deref(), Some(&b"1"[..]));
+                ts
             })
-            .collect();
-        let stamps: Vec<u64> = handles
-            .into_iter()
-            .map(|h| h.join().expect("committer"))
-            .collect();
+        };
+        let syncer = {
+            let engine = Arc::clone(&engine);
+            thread::spawn(move || engine.sync().expect("sync"))
+        };
+        let ts = committer.join().expect("committer");
+        syncer.join().expect("syncer");
         engine.sync().expect("sync");
         let durable_ts = engine.stats().durable_ts;
-        for ts in stamps {
-            assert!(
-                durable_ts >= ts,
-                "{ts} not durable after a sync ({durable_ts})"
-            );
-        }
+        assert!(
+            durable_ts >= ts,
+            "{ts} not durable after a sync ({durable_ts})"
+        );
     });
 }
 

@@ -19,7 +19,7 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressState, ProgressStyle};
+use indicatif::{ProgressBar, ProgressFinish, ProgressState, ProgressStyle};
 use mvledger::{
     CreateAccountResult, CreateTransferResult, Error, Ledger, LedgerOptions, Options, Transfer,
 };
@@ -285,7 +285,8 @@ pub fn progress_bar(json: bool, events: u64, what: &str) -> ProgressBar {
     if json || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new(events);
+    // Cleared when dropped, also by an early return on an error.
+    let bar = ProgressBar::new(events).with_finish(ProgressFinish::AndClear);
     let template = format!(
         "{{elapsed_precise}} [{{wide_bar}}] {{human_pos}}/{{human_len}} {what}, {{rate}}/s, eta {{eta}}"
     );
@@ -308,7 +309,9 @@ pub fn spinner(json: bool, message: &'static str) -> ProgressBar {
     if json || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let spinner = ProgressBar::new_spinner().with_message(message);
+    let spinner = ProgressBar::new_spinner()
+        .with_message(message)
+        .with_finish(ProgressFinish::AndClear);
     spinner.enable_steady_tick(std::time::Duration::from_millis(100));
     spinner
 }

@@ -592,19 +592,36 @@ impl Sim {
         }
         // Two-phase transfers: a pending one applied reserves its amount
         // until a settlement of it is applied; a post moves it.
+        // A pending transfer's id is fresh (no other pending transfer has
+        // it), and its settlements name its accounts, so a settlement
+        // applied settled it, on its shard.
         let mut reserved: BTreeMap<u128, (u128, u128)> = BTreeMap::new();
         let pending_at = |id: u128| {
             (0..self.transfers.len()).find(|&k| {
                 self.transfers[k].id == id && self.transfers[k].flags == TransferFlags::PENDING
             })
         };
+        for (j, s) in self.transfers.iter().enumerate() {
+            // A settlement applied of a pending transfer that was not.
+            if s.pending_id != 0
+                && applied_at[j]
+                && !pending_at(s.pending_id).is_some_and(|k| applied_at[k])
+            {
+                broken.entry("model-balances").or_insert(format!(
+                    "transfer {} settled pending transfer {}, which was never applied",
+                    s.id, s.pending_id
+                ));
+            }
+        }
         for (k, t) in self.transfers.iter().enumerate() {
             if t.flags != TransferFlags::PENDING || !applied_at[k] {
                 continue;
             }
-            let settled = self.transfers.iter().enumerate().find(|&(j, s)| {
-                s.pending_id == t.id && applied_at[j] && pending_at(s.pending_id) == Some(k)
-            });
+            let settled = self
+                .transfers
+                .iter()
+                .enumerate()
+                .find(|&(j, s)| s.pending_id == t.id && applied_at[j]);
             match settled {
                 None => {
                     self.report.two_phase.2 += 1;
@@ -836,8 +853,9 @@ pub fn run(config: &SimConfig) -> Result<SimReport, String> {
         }
         let same_shard = PLACEMENT.shard(dr.id, shards) == PLACEMENT.shard(cr.id, shards);
         if two_phase && same_shard && rng.below(4) == 0 {
-            // A fresh id, never reused by a pending one: a settlement
-            // names it and nothing else.
+            // A fresh id, so no other pending transfer has it (a later
+            // plain transfer may reuse it: its settlements still name
+            // this one's accounts, so they reach this one).
             let p = Transfer {
                 id: 1000 + u128::from(k),
                 debit_account_id: dr.id,

@@ -16,9 +16,10 @@ mod engine;
 mod gc;
 mod index;
 mod key;
-/// The hasher of the index's maps, also fast for the ledger's `u128` ids.
+/// A prefetch hint, also for the ledger's transfer index.
 pub(crate) use blob::prefetch;
 pub(crate) use index::{bucket_by, by_parts};
+/// The hasher of the index's maps, also fast for the ledger's `u128` ids.
 pub(crate) use key::KeyHasher;
 mod options;
 mod readers;
