@@ -413,10 +413,20 @@ impl Node {
 
     /// The state of transfer `id` if this shard coordinates it.
     pub(crate) fn aggregate(&self, snap: &LedgerSnapshot, id: u128) -> Result<Option<Aggregate>> {
-        match self.decode_coordinator(snap.extra_get(&id_key(COORDINATOR, id))?)? {
-            None => Ok(None),
-            Some(rec) => self.fold(&rec).map(Some),
-        }
+        self.fold_stored(snap.extra_get(&id_key(COORDINATOR, id))?)
+    }
+
+    /// The fold of a stored coordinator record, if there is one.
+    fn fold_stored(&self, v: Option<Bytes>) -> Result<Option<Aggregate>> {
+        self.decode_coordinator(v)?
+            .map(|rec| self.fold(&rec))
+            .transpose()
+    }
+
+    /// The state of transfer `id` at the latest version inside a commit,
+    /// if this shard coordinates it (`aggregate`, for a snapshot).
+    fn aggregate_latest(&self, extra: &Extra<'_, '_>, id: u128) -> Result<Option<Aggregate>> {
+        self.fold_stored(extra.get(&id_key(COORDINATOR, id))?)
     }
 
     fn coordinator_latest(&self, extra: &Extra<'_, '_>, id: u128) -> Result<CoordinatorRecord> {
@@ -593,21 +603,17 @@ impl Node {
                             CreateTransferResult::TransferMustHaveTheSameLedgerAsAccounts,
                         ),
                         r if r.is_transient() || !is_exists(r) => Started::Refused(r),
-                        r => {
-                            match self.decode_coordinator(extra.get(&id_key(COORDINATOR, u.id))?)? {
-                                // The id belongs to a transfer on this shard alone.
-                                None => {
-                                    taken.push(k);
-                                    Started::Refused(r)
-                                }
-                                Some(rec) => {
-                                    match transfer_exists(&u, &self.fold(&rec)?.transfer, None) {
-                                        CreateTransferResult::Exists => Started::Existing,
-                                        differs => Started::Refused(differs),
-                                    }
-                                }
+                        r => match self.aggregate_latest(extra, u.id)? {
+                            // The id belongs to a transfer on this shard alone.
+                            None => {
+                                taken.push(k);
+                                Started::Refused(r)
                             }
-                        }
+                            Some(agg) => match transfer_exists(&u, &agg.transfer, None) {
+                                CreateTransferResult::Exists => Started::Existing,
+                                differs => Started::Refused(differs),
+                            },
+                        },
                     });
                 }
                 Ok(started)
@@ -670,12 +676,10 @@ impl Node {
         if !is_exists(r) {
             return Ok(r);
         }
-        Ok(
-            match self.decode_coordinator(extra.get(&id_key(COORDINATOR, u.id))?)? {
-                Some(rec) => transfer_exists(u, &self.fold(&rec)?.transfer, None),
-                None => r,
-            },
-        )
+        Ok(match self.aggregate_latest(extra, u.id)? {
+            Some(agg) => transfer_exists(u, &agg.transfer, None),
+            None => r,
+        })
     }
 
     /// Handles envelopes of messages as one commit (at most; none if
