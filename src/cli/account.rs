@@ -183,13 +183,8 @@ fn open(dir: &Path, must_exist: bool) -> Result<Ledger, Failure> {
         Ledger::open(dir, LedgerOptions::default()).map_err(fail(format!("open {shown}")))?;
     for cut in ledger.engine().recovery_cuts() {
         eprintln!(
-            "warning: recovery cut {} bytes off {} at offset {}: {} (what a crash leaves \
-             of a record it interrupted, never acknowledged under sync always; after a clean \
-             close, damage)",
-            cut.bytes,
-            cut.file.display(),
-            cut.offset,
-            cut.reason
+            "warning: recovery cut {cut} (what a crash leaves of a record it interrupted, \
+             never acknowledged under sync always; after a clean close, damage)"
         );
     }
     for aside in ledger.engine().set_aside() {

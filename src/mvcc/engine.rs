@@ -104,13 +104,7 @@ fn with_cuts(e: Error, cuts: &[crate::wal::TailCut]) -> Error {
             mut reason,
         } if !cuts.is_empty() => {
             for cut in cuts {
-                reason.push_str(&format!(
-                    "; recovery had cut {} bytes off {} at offset {} ({})",
-                    cut.bytes,
-                    cut.file.display(),
-                    cut.offset,
-                    cut.reason
-                ));
+                reason.push_str(&format!("; recovery had cut {cut}"));
             }
             Error::Corruption {
                 file,

@@ -56,6 +56,20 @@ pub struct TailCut {
     pub reason: String,
 }
 
+impl std::fmt::Display for TailCut {
+    /// `N bytes off FILE at offset O: REASON`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} bytes off {} at offset {}: {}",
+            self.bytes,
+            self.file.display(),
+            self.offset,
+            self.reason
+        )
+    }
+}
+
 /// A `TailCut` of `bytes[offset..]` in `path`, unless they are all zeros.
 fn cut_of(path: &Path, bytes: &[u8], offset: usize, reason: String) -> Option<TailCut> {
     let gone = bytes.get(offset..).unwrap_or(&[]);
