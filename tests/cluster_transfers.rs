@@ -607,3 +607,59 @@ fn a_post_or_void_without_accounts_finds_its_pending_transfer() {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+/// The README's limits of the cluster, as they stand:
+/// - the settlement accounts' posted amounts only grow, so once a
+///   settlement account has carried `u128::MAX`, a cross-shard transfer
+///   through it is refused with an `Overflows*` code (on one ledger the
+///   same two transfers both commit), and nothing moves;
+/// - a post or void that names no accounts is looked up before the rest
+///   of its call runs: it does not find a pending transfer the same call
+///   creates (`PendingTransferNotFound`), and that refusal spends no id,
+///   so sent again it finds the pending transfer and posts it.
+#[test]
+fn the_documented_limits_of_settlement_totals_and_posts_naming_no_accounts() {
+    use CreateTransferResult as R;
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::open(dir.path(), options(4)).unwrap();
+    // Modulo: 1 and 5 on shard 1, 2 and 6 on shard 2.
+    c.create_accounts(&[
+        account(1, AccountFlags::empty()),
+        account(2, AccountFlags::empty()),
+        account(5, AccountFlags::empty()),
+        account(6, AccountFlags::empty()),
+    ])
+    .unwrap();
+    assert_eq!(
+        c.create_transfers(&[transfer(10, 1, 2, u128::MAX)])
+            .unwrap(),
+        [R::Ok]
+    );
+    let rs = c.create_transfers(&[transfer(11, 5, 6, 1)]).unwrap();
+    let overflows = [
+        R::OverflowsDebitsPending,
+        R::OverflowsCreditsPending,
+        R::OverflowsDebitsPosted,
+        R::OverflowsCreditsPosted,
+        R::OverflowsDebits,
+        R::OverflowsCredits,
+    ];
+    assert!(overflows.contains(&rs[0]), "{rs:?}");
+    assert_eq!(balances(&c, 5), (0, 0, 0, 0));
+    assert_eq!(balances(&c, 6), (0, 0, 0, 0));
+
+    let pending = Transfer {
+        flags: TransferFlags::PENDING,
+        ..transfer(40, 5, 1, 3)
+    };
+    let post = Transfer {
+        id: 41,
+        pending_id: 40,
+        flags: TransferFlags::POST_PENDING_TRANSFER,
+        ..Transfer::default()
+    };
+    let rs = c.create_transfers(&[pending, post]).unwrap();
+    assert_eq!(rs, [R::Ok, R::PendingTransferNotFound]);
+    assert_eq!(c.create_transfers(&[post]).unwrap(), [R::Ok]);
+    assert_eq!(balances(&c, 5), (0, 3, 0, 0));
+}
