@@ -31,7 +31,7 @@
 //! The same seed replays the same run exactly: `run` returns the first
 //! violation with its seed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -117,6 +117,8 @@ pub struct SimReport {
     /// Pending transfers (within a shard) applied: posted, voided, and
     /// still reserved at the end.
     pub two_phase: (u64, u64, u64),
+    /// Acknowledged transfers sent again (`Sim::resubmit_acknowledged`).
+    pub resubmitted: u64,
     /// Shard crashes.
     pub crashes: u64,
     /// Envelopes sent, lost, duplicated.
@@ -188,6 +190,8 @@ struct Sim {
     accounts: Vec<Account>,
     transfers: Vec<Transfer>,
     status: Vec<Status>,
+    /// Transfers acknowledged `Ok` and sent again since.
+    resent_ok: BTreeSet<usize>,
     report: SimReport,
 }
 
@@ -409,7 +413,7 @@ impl Sim {
                 let idx: Vec<usize> = (next..(next + n).min(self.transfers.len())).collect();
                 next += idx.len();
                 self.submit(&idx)?;
-            } else if roll < 30 {
+            } else if roll < 28 {
                 // Retry what a crash left unacknowledged.
                 let unacked: Vec<usize> = (0..next)
                     .filter(|&k| self.status[k] == Status::Unacked)
@@ -418,6 +422,8 @@ impl Sim {
                 if !unacked.is_empty() {
                     self.submit(&unacked)?;
                 }
+            } else if roll < 30 {
+                self.resubmit_acknowledged()?;
             } else if roll < 75 {
                 self.deliver(true)?;
             } else if roll < 85 {
@@ -448,6 +454,43 @@ impl Sim {
         }
         // Submit whatever the budget left unsubmitted; healing retries.
         Ok(())
+    }
+
+    /// Sends again up to three transfers that were applied and
+    /// acknowledged, as a client does whose acknowledgement was lost (under
+    /// `Always` only: under `Never` a crash may take an acknowledged
+    /// transfer back). Each is unacknowledged again until the retry is
+    /// answered, and `verify` requires that answer to be `Exists` for a
+    /// transfer first acknowledged `Ok` (`idempotency`); a cross-shard
+    /// one must come back to its one outcome.
+    fn resubmit_acknowledged(&mut self) -> Result<(), String> {
+        if self.config.sync != SyncMode::Always {
+            return Ok(());
+        }
+        let acked: Vec<usize> = (0..self.transfers.len())
+            .filter(|&k| {
+                matches!(
+                    self.status[k],
+                    Status::Done(CreateTransferResult::Ok) | Status::Cross
+                )
+            })
+            .collect();
+        if acked.is_empty() {
+            return Ok(());
+        }
+        let mut picked: Vec<usize> = (0..3)
+            .map(|_| acked[self.rng.below(acked.len() as u64) as usize])
+            .collect();
+        picked.sort_unstable();
+        picked.dedup();
+        for &k in &picked {
+            if self.status[k] == Status::Done(CreateTransferResult::Ok) {
+                self.resent_ok.insert(k);
+            }
+            self.status[k] = Status::Unacked;
+        }
+        self.report.resubmitted += picked.len() as u64;
+        self.submit(&picked)
     }
 
     /// Heals every fault and lets the cluster finish its work; returns
@@ -584,6 +627,14 @@ impl Sim {
                     }
                 },
             };
+            if self.resent_ok.contains(&k)
+                && self.status[k] != Status::Done(CreateTransferResult::Exists)
+            {
+                broken.entry("idempotency").or_insert(format!(
+                    "transfer {} was acknowledged Ok, and sent again it got {:?}, not Exists",
+                    t.id, self.status[k]
+                ));
+            }
             applied_at.push(applied);
             if applied && t.flags.is_empty() {
                 *net.entry(t.debit_account_id).or_default() -= t.amount as i128;
@@ -927,6 +978,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, String> {
             .collect(),
         clock: Arc::new(ManualClock::new(1_000_000_000)),
         status: vec![Status::Unacked; transfers.len()],
+        resent_ok: BTreeSet::new(),
         accounts,
         transfers,
         report: SimReport::default(),
