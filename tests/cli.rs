@@ -418,6 +418,61 @@ fn accounts_transfers_lookup_and_history_round_trip() {
     assert!(out.contains("account 3 not found"), "{out}");
 }
 
+/// `lookup` and `history` give times as UTC dates, to the nanosecond,
+/// beside the ledger's timestamp: the one `date -u` gives for it.
+#[test]
+fn times_read_as_utc_dates_beside_the_timestamp() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = &data_dir(&tmp);
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_nanos() as u64
+    };
+    let before = now();
+    two_accounts(dir);
+    transfer(0, dir, "10", "1", "2", "100");
+    let after = now();
+    let out = expect(
+        0,
+        &["lookup", "--dir", dir, "--account", "1", "--transfer", "10"],
+    );
+    // `created  2026-12-01 02:41:24.425656391 UTC (ts 1796092884425656391)`
+    // and `at <date> (ts N)` for the transfer.
+    let mut dates = Vec::new();
+    for line in out.lines() {
+        let Some((left, ts)) = line.trim_end_matches(')').split_once("(ts ") else {
+            continue;
+        };
+        let ts: u64 = ts.split(')').next().unwrap().parse().expect("a ts");
+        assert!((before..=after).contains(&ts), "{ts} not in the run: {out}");
+        let date = left
+            .trim()
+            .trim_start_matches("created")
+            .trim_start_matches("at")
+            .trim();
+        let secs = (ts / 1_000_000_000).to_string();
+        let expected = std::process::Command::new("date")
+            .args(["-u", "-d", &format!("@{secs}"), "+%F %T"])
+            .output()
+            .expect("date");
+        let expected = String::from_utf8_lossy(&expected.stdout).trim().to_string();
+        assert_eq!(
+            date,
+            format!("{expected}.{:09} UTC", ts % 1_000_000_000),
+            "{out}"
+        );
+        dates.push(date.to_string());
+    }
+    assert_eq!(dates.len(), 2, "an account's and a transfer's time: {out}");
+    let out = expect(0, &["history", "--dir", dir, "--account", "1"]);
+    assert!(
+        out.contains(&format!("  {}  transfer 10", dates[1])),
+        "the transfer's date heads its line: {out}"
+    );
+}
+
 #[test]
 fn pending_transfers_are_posted_and_voided() {
     let tmp = tempfile::tempdir().expect("tempdir");

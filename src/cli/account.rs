@@ -21,7 +21,7 @@ use mvledger::{
 };
 
 use super::bench::{Failure, fail};
-use super::report::count;
+use super::report::{count, utc};
 
 /// The flags of `mvledger account create`.
 #[derive(Debug, Clone, Args)]
@@ -364,8 +364,8 @@ pub fn history(args: &HistoryArgs) -> Result<bool, Failure> {
             ("credit", t.debit_account_id)
         };
         say!(
-            "  ts {}  transfer {}  {side} {}  {} {other}{}",
-            t.timestamp,
+            "  {}  transfer {}  {side} {}  {} {other}{}",
+            utc(t.timestamp),
             t.id,
             t.amount,
             if side == "debit " { "to" } else { "from" },
@@ -430,10 +430,10 @@ fn print_account(a: &Account) {
         a.credits_posted
     );
     say!(
-        "  balance  {} (credits - debits, posted); created at ts {}",
-        net(a.credits_posted, a.debits_posted),
-        a.timestamp
+        "  balance  {} (credits - debits, posted)",
+        net(a.credits_posted, a.debits_posted)
     );
+    say!("  created  {} (ts {})", utc(a.timestamp), a.timestamp);
     if a.user_data_128 != 0 || a.user_data_64 != 0 || a.user_data_32 != 0 {
         say!(
             "  user data {} / {} / {}",
@@ -456,7 +456,7 @@ fn print_transfer(t: &Transfer, state: Option<PendingState>) {
         t.code,
         flag_suffix(&flag_names(t.flags.iter_names()))
     );
-    let mut extra = format!("  ts {}", t.timestamp);
+    let mut extra = format!("  at {} (ts {})", utc(t.timestamp), t.timestamp);
     if t.pending_id != 0 {
         extra.push_str(&format!("  pending id {}", t.pending_id));
     }

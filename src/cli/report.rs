@@ -294,9 +294,69 @@ pub fn group(n: u64) -> String {
     out
 }
 
+/// A ledger timestamp (nanoseconds since the Unix epoch, from the ledger's
+/// clock) as a UTC date and time to the nanosecond, for a person:
+/// `2026-12-01 02:41:24.425656391 UTC`. Days become a civil date through
+/// 400-year eras of 146,097 days, years that start on March 1 (so the
+/// leap day ends a year), and 153-day groups of five months.
+pub fn utc(ts: u64) -> String {
+    const NS_PER_DAY: u64 = 86_400 * 1_000_000_000;
+    let (days, in_day) = (ts / NS_PER_DAY, ts % NS_PER_DAY);
+    // Days since 0000-03-01; a u64 of nanoseconds stays below year 2555.
+    let z = days + 719_468;
+    let (era, day_of_era) = (z / 146_097, z % 146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = era * 400 + year_of_era + u64::from(month <= 2);
+    let secs = in_day / 1_000_000_000;
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:09} UTC",
+        secs / 3_600,
+        secs / 60 % 60,
+        secs % 60,
+        in_day % 1_000_000_000
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_read_as_utc_dates() {
+        // Checked against `date -u -d @SECONDS`.
+        assert_eq!(utc(0), "1970-01-01 00:00:00.000000000 UTC");
+        assert_eq!(
+            utc(951_782_400_000_000_000),
+            "2000-02-29 00:00:00.000000000 UTC"
+        );
+        assert_eq!(
+            utc(4_107_542_400_000_000_000),
+            "2100-03-01 00:00:00.000000000 UTC"
+        );
+        assert_eq!(
+            utc(1_796_092_884_425_656_391),
+            "2026-12-01 02:41:24.425656391 UTC"
+        );
+        assert_eq!(utc(u64::MAX), "2554-07-21 23:34:33.709551615 UTC");
+        // The last nanosecond of a year, and the first of the next.
+        assert_eq!(
+            utc(946_684_800_000_000_000 - 1),
+            "1999-12-31 23:59:59.999999999 UTC"
+        );
+        assert_eq!(
+            utc(946_684_800_000_000_000),
+            "2000-01-01 00:00:00.000000000 UTC"
+        );
+    }
 
     #[test]
     fn percentiles_and_numbers_read_right() {
