@@ -373,6 +373,22 @@ fn account_transfers_come_in_timestamp_order_and_filtered() {
         })
         .is_empty()
     );
+    // Timestamps must be below 2^63; just below is a bound like any other.
+    assert!(
+        with(AccountFilter {
+            timestamp_max: 1 << 63,
+            ..base
+        })
+        .is_empty()
+    );
+    assert_eq!(
+        with(AccountFilter {
+            timestamp_max: (1 << 63) - 1,
+            ..base
+        }),
+        with(base)
+    );
+    assert!(!with(base).is_empty());
     assert!(
         with(AccountFilter {
             flags: both | FF::from_bits_retain(1 << 5),

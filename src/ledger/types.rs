@@ -134,7 +134,7 @@ pub struct Transfer {
 /// TigerBeetle, a filter that breaks a constraint gets an empty result: an
 /// account id of 0 or `u128::MAX`, a `limit` of 0, neither `DEBITS` nor
 /// `CREDITS`, a flag bit `AccountFilterFlags` does not name, a timestamp
-/// bound of `u64::MAX`, or `timestamp_min` above `timestamp_max`.
+/// bound of 2^63 or more, or `timestamp_min` above `timestamp_max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct AccountFilter {
     /// The account.
@@ -147,11 +147,11 @@ pub struct AccountFilter {
     pub user_data_32: u32,
     /// Only transfers with this `code` (0: any).
     pub code: u16,
-    /// Only transfers at or after this timestamp (0: no bound; not
-    /// `u64::MAX`).
+    /// Only transfers at or after this timestamp (0: no bound; below
+    /// 2^63).
     pub timestamp_min: u64,
-    /// Only transfers at or before this timestamp (0: no bound; not
-    /// `u64::MAX`).
+    /// Only transfers at or before this timestamp (0: no bound; below
+    /// 2^63).
     pub timestamp_max: u64,
     /// At most this many results (0 gives none).
     pub limit: u32,
