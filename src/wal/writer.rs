@@ -102,6 +102,10 @@ struct SyncState {
     /// Every commit up to this ts is installed in the index (under
     /// `Always`: `Log::installed`).
     installed_ts: u64,
+    /// When the last sync began (its leader took the buffer). `Interval`
+    /// counts from there, not from its end: a record that came just after
+    /// a sync began is then synced by a sync that begins `every` later, or
+    /// right after that one ends if it takes longer.
     last_sync: Instant,
 }
 
@@ -375,6 +379,7 @@ impl Log {
             return Ok(Due::Busy);
         }
         state.leading = true;
+        state.last_sync = Instant::now();
         drop(state);
         let led = self.lead(true);
         drop(self.finish_lead(led, true)?);
@@ -405,6 +410,7 @@ impl Log {
                 continue;
             }
             state.leading = true;
+            state.last_sync = Instant::now();
             drop(state);
             self.gather();
             let led = self.lead(true);
@@ -475,6 +481,9 @@ impl Log {
             state = self.wake.wait(state);
         }
         state.leading = true;
+        if sync {
+            state.last_sync = Instant::now();
+        }
         drop(state);
         let led = self.lead(sync);
         let state = self.finish_lead(led, sync)?;
@@ -501,7 +510,6 @@ impl Log {
                 if synced {
                     debug_assert!(upto >= state.durable_ts, "durable ts went backwards");
                     state.durable_ts = upto;
-                    state.last_sync = Instant::now();
                     self.durable.store(upto, Ordering::Release);
                     if self.mode == SyncMode::Always {
                         let visible = upto.min(state.installed_ts);
@@ -615,6 +623,7 @@ impl Log {
             state = self.wake.wait(state);
         }
         state.leading = true;
+        state.last_sync = Instant::now();
         drop(state);
         let led = self.lead(true).and_then(|upto| {
             let mut active = self.active.lock();
