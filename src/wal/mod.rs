@@ -35,11 +35,12 @@ pub enum SyncMode {
     /// Concurrent commits share syncs (group commit).
     #[default]
     Always,
-    /// `commit` returns once its record is buffered. Syncs begin at most
-    /// once per interval, counted from the start of the last one, and a
-    /// commit's record is in the first sync that begins after it: one that
-    /// begins at most this long after it, or as soon as the sync running
-    /// then ends, should that take longer. So a commit is durable at most
+    /// `commit` returns once its record is buffered: a thread of the
+    /// engine's syncs. Syncs begin at most once per interval, counted from
+    /// the start of the last one, and a commit's record is in the first
+    /// sync that begins after it: one that begins at most this long after
+    /// it, or (within a millisecond) as the sync running then ends, should
+    /// that take longer. So a commit is durable at most
     /// about an interval plus a sync's time after it returns (up to two
     /// syncs' time on a disk slower than the interval). A crash may lose
     /// the commits of that window, never part of one, and never an older

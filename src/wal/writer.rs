@@ -161,6 +161,9 @@ pub(crate) struct Log {
     /// `fdatasync` took (ns): what `gather` goes by.
     last_group: AtomicU64,
     last_sync_ns: AtomicU64,
+    /// Under `Interval`, the sync thread runs (`start_interval_sync`): it
+    /// alone syncs, and a commit never waits for a sync.
+    interval_thread: AtomicBool,
     /// Dropped last, after `Drop::drop` flushed.
     _lock: Box<dyn DirLock>,
 }
@@ -257,6 +260,7 @@ impl Log {
             last_sync_ns: AtomicU64::new(0),
             log_bytes: AtomicU64::new(log_bytes),
             syncs: AtomicU64::new(0),
+            interval_thread: AtomicBool::new(false),
             _lock: lock,
         })
     }
@@ -341,13 +345,21 @@ impl Log {
 
     /// What a commit at `ts` does after leaving the sequencer, by sync mode:
     /// `Always` waits until `ts` is durable; the others write the buffer out
-    /// when it is large (and `Interval` syncs when the interval has passed).
+    /// when it is large. Under `Interval` the sync thread syncs; without
+    /// it (it could not start, or under loom) the commit syncs when the
+    /// interval has passed. (A commit that synced whenever one was due
+    /// waited for a sync at almost every commit on a disk whose sync takes
+    /// the interval or longer, once the interval counted from a sync's
+    /// start.)
     pub(crate) fn commit_wait(&self, ts: u64, buffered: usize) -> Result<()> {
         match self.mode {
             SyncMode::Always => self.sync_to(ts),
             SyncMode::Interval(every) => {
                 if buffered >= self.flush_bytes {
                     self.flush(false)?;
+                }
+                if self.interval_thread.load(Ordering::Acquire) {
+                    return self.check();
                 }
                 self.sync_if_due(every).map(drop)
             }
@@ -681,8 +693,8 @@ impl Log {
                             let since = log.state.lock().last_sync.elapsed();
                             every.saturating_sub(since)
                         }
-                        // Idle: a commit that comes meanwhile finds the
-                        // last sync old and syncs itself.
+                        // Idle: a commit that comes meanwhile waits at
+                        // most an interval for the next look.
                         Due::Nothing => every,
                         // Another caller writes: look again soon.
                         Due::Busy => MIN_TICK,
@@ -697,7 +709,9 @@ impl Log {
             });
         // Without the thread, commits still sync when they find the
         // interval passed; only an idle tail waits for the next commit.
-        drop(spawned);
+        if spawned.is_ok() {
+            self.interval_thread.store(true, Ordering::Release);
+        }
     }
 }
 
