@@ -26,7 +26,11 @@
 //!   post is acknowledged, cross-shard ones by their final state) add up to (under `SyncMode::Always`; a quarter of
 //!   the seeds run the shards under `Never`, where a crash may take back
 //!   an acknowledged same-shard transfer, and check the rest: what a
-//!   shard tells another must survive its crashes in every mode).
+//!   shard tells another must survive its crashes in every mode);
+//! - `idempotency` (under `Always`): clients also send acknowledged
+//!   transfers again; a retry of one acknowledged `Ok` must get `Exists`,
+//!   and a retry of a cross-shard one must come back to that transfer
+//!   (to wait for its one outcome), not get a code of its own.
 //!
 //! The same seed replays the same run exactly: `run` returns the first
 //! violation with its seed.
@@ -192,6 +196,8 @@ struct Sim {
     status: Vec<Status>,
     /// Transfers acknowledged `Ok` and sent again since.
     resent_ok: BTreeSet<usize>,
+    /// Cross-shard transfers in their coordinator's hands, sent again.
+    resent_cross: BTreeSet<usize>,
     report: SimReport,
 }
 
@@ -461,8 +467,8 @@ impl Sim {
     /// `Always` only: under `Never` a crash may take an acknowledged
     /// transfer back). Each is unacknowledged again until the retry is
     /// answered, and `verify` requires that answer to be `Exists` for a
-    /// transfer first acknowledged `Ok` (`idempotency`); a cross-shard
-    /// one must come back to its one outcome.
+    /// transfer first acknowledged `Ok`, and for a cross-shard one that it
+    /// comes back to that transfer (`idempotency`).
     fn resubmit_acknowledged(&mut self) -> Result<(), String> {
         if self.config.sync != SyncMode::Always {
             return Ok(());
@@ -484,9 +490,10 @@ impl Sim {
         picked.sort_unstable();
         picked.dedup();
         for &k in &picked {
-            if self.status[k] == Status::Done(CreateTransferResult::Ok) {
-                self.resent_ok.insert(k);
-            }
+            match self.status[k] {
+                Status::Done(_) => self.resent_ok.insert(k),
+                _ => self.resent_cross.insert(k),
+            };
             self.status[k] = Status::Unacked;
         }
         self.report.resubmitted += picked.len() as u64;
@@ -632,6 +639,13 @@ impl Sim {
             {
                 broken.entry("idempotency").or_insert(format!(
                     "transfer {} was acknowledged Ok, and sent again it got {:?}, not Exists",
+                    t.id, self.status[k]
+                ));
+            }
+            if self.resent_cross.contains(&k) && self.status[k] != Status::Cross {
+                broken.entry("idempotency").or_insert(format!(
+                    "cross-shard transfer {} was in its coordinator's hands, and sent again \
+                     it got {:?}",
                     t.id, self.status[k]
                 ));
             }
@@ -979,6 +993,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, String> {
         clock: Arc::new(ManualClock::new(1_000_000_000)),
         status: vec![Status::Unacked; transfers.len()],
         resent_ok: BTreeSet::new(),
+        resent_cross: BTreeSet::new(),
         accounts,
         transfers,
         report: SimReport::default(),

@@ -664,8 +664,6 @@ impl LedgerSnapshot {
     /// The timestamp range of `filter`, or `None` when it breaks one of
     /// TigerBeetle's constraints (and so matches nothing).
     fn filter_range(filter: &AccountFilter) -> Option<(u64, u64)> {
-        // TigerBeetle's bound for a filter's timestamps: below 2^63.
-        const TIMESTAMP_BOUND: u64 = 1 << 63;
         let sides = AccountFilterFlags::DEBITS | AccountFilterFlags::CREDITS;
         let max = if filter.timestamp_max == 0 {
             u64::MAX
@@ -677,8 +675,9 @@ impl LedgerSnapshot {
             || AccountFilterFlags::from_bits(filter.flags.bits()).is_none()
             || filter.account_id == 0
             || filter.account_id == u128::MAX
-            || filter.timestamp_min >= TIMESTAMP_BOUND
-            || filter.timestamp_max >= TIMESTAMP_BOUND
+            // TigerBeetle's bound for a filter's timestamps: below 2^63.
+            || filter.timestamp_min > super::TIMESTAMP_MAX
+            || filter.timestamp_max > super::TIMESTAMP_MAX
             || filter.timestamp_min > max;
         (!broken).then_some((filter.timestamp_min, max))
     }
