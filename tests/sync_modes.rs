@@ -254,16 +254,29 @@ fn interval_syncs_at_most_once_per_interval() {
 
 /// A file system whose file syncs take `delay` (a slow disk): everything
 /// else goes to `inner`.
+/// Once `panics` is set, a file sync panics instead.
 #[derive(Debug, Clone)]
 struct SlowSync {
     inner: SimFs,
     delay: Duration,
+    panics: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SlowSync {
+    fn new(inner: SimFs, delay: Duration) -> SlowSync {
+        SlowSync {
+            inner,
+            delay,
+            panics: Arc::default(),
+        }
+    }
 }
 
 #[derive(Debug)]
 struct SlowFile {
     inner: Box<dyn WritableFile>,
     delay: Duration,
+    panics: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl WritableFile for SlowFile {
@@ -271,6 +284,10 @@ impl WritableFile for SlowFile {
         self.inner.append(buf)
     }
     fn sync_data(&mut self) -> std::io::Result<()> {
+        assert!(
+            !self.panics.load(std::sync::atomic::Ordering::SeqCst),
+            "a file system that panics in its sync"
+        );
         std::thread::sleep(self.delay);
         self.inner.sync_data()
     }
@@ -288,6 +305,7 @@ impl FileSystem for SlowSync {
         Ok(Box::new(SlowFile {
             inner,
             delay: self.delay,
+            panics: Arc::clone(&self.panics),
         }))
     }
     fn open_append(&self, path: &Path) -> std::io::Result<Box<dyn WritableFile>> {
@@ -295,6 +313,7 @@ impl FileSystem for SlowSync {
         Ok(Box::new(SlowFile {
             inner,
             delay: self.delay,
+            panics: Arc::clone(&self.panics),
         }))
     }
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
@@ -332,10 +351,7 @@ impl FileSystem for SlowSync {
 #[test]
 fn interval_counts_from_the_start_of_the_last_sync() {
     let every = Duration::from_millis(200);
-    let fs = SlowSync {
-        inner: machine(),
-        delay: every,
-    };
+    let fs = SlowSync::new(machine(), every);
     let engine = Engine::open(
         DIR,
         Options {
@@ -375,6 +391,80 @@ fn interval_counts_from_the_start_of_the_last_sync() {
         "{i} commits spent {in_commits:?} of {elapsed:?} inside commit under Interval: \
          they waited for syncs"
     );
+}
+
+/// Dropping an engine under `Interval` closes it there and then, even
+/// while the sync thread is in the middle of a (slow) sync: the drop
+/// waits for the thread, so the log's final sync and the release of its
+/// lock happen before `drop` returns. (Before, the thread held the log
+/// through its sync and closed it after: a reopen right after the drop
+/// found the lock held, and a power cut then lost the last commits.)
+#[test]
+fn dropping_an_engine_under_interval_closes_it_even_during_a_sync() {
+    let fs = SlowSync::new(machine(), Duration::from_millis(300));
+    let interval = Options {
+        sync: SyncMode::Interval(Duration::from_millis(20)),
+        ..options(&fs)
+    };
+    let engine = Engine::open(DIR, interval.clone()).unwrap();
+    for i in 0..10 {
+        commit(&engine, i);
+    }
+    // The thread's sync of those began within the interval and takes
+    // 300 ms; this commit waits in the buffer meanwhile.
+    std::thread::sleep(Duration::from_millis(100));
+    commit(&engine, 10);
+    drop(engine);
+    // A power cut right after the drop keeps every commit...
+    assert_eq!(commits_after_power_cut(&fs.inner, 11), 11);
+    // ...and the lock is free: the engine opens again at once.
+    let engine = Engine::open(DIR, interval).unwrap();
+    assert_eq!(dump(&engine), state_after(11));
+}
+
+/// A panic in the interval sync thread (here, in the file system's sync)
+/// poisons the engine, as a failed sync does: `Engine::sync` and later
+/// commits get `Error::Poisoned`. (Without it, the thread died holding the
+/// leadership of the log: commits went on returning `Ok` unsynced and
+/// `Engine::sync` waited forever.)
+#[test]
+fn a_panic_in_the_interval_sync_thread_poisons_the_engine() {
+    let fs = SlowSync::new(machine(), Duration::ZERO);
+    let engine = Engine::open(
+        DIR,
+        Options {
+            sync: SyncMode::Interval(Duration::from_millis(5)),
+            ..options(&fs)
+        },
+    )
+    .unwrap();
+    commit(&engine, 0);
+    fs.panics.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut txn = engine.begin();
+    txn.put(key(1), value(1)).unwrap();
+    txn.commit().unwrap();
+    let engine = Arc::new(engine);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let syncer = Arc::clone(&engine);
+    std::thread::spawn(move || {
+        // The thread's sync panics within the interval; this sync then
+        // finds the log poisoned, or would wait for the dead thread.
+        std::thread::sleep(Duration::from_millis(50));
+        let _ = tx.send(syncer.sync());
+    });
+    let synced = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("Engine::sync waited forever for a sync thread that had panicked");
+    assert!(
+        matches!(synced, Err(mvledger::Error::Poisoned)),
+        "{synced:?}"
+    );
+    let mut txn = engine.begin();
+    let later = match txn.put(key(2), value(2)) {
+        Ok(()) => txn.commit().map(drop),
+        Err(e) => Err(e),
+    };
+    assert!(matches!(later, Err(mvledger::Error::Poisoned)), "{later:?}");
 }
 
 #[test]

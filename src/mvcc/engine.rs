@@ -82,6 +82,16 @@ pub(crate) struct Inner {
     cuts: Vec<crate::wal::TailCut>,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last user is gone: stop the interval sync thread first, so
+        // that the log closes here (a clean close: synced, lock released)
+        // and not on that thread after this returns.
+        #[cfg(not(loom))]
+        self.log.stop_interval_sync();
+    }
+}
+
 /// A damaged checkpoint that `Engine::open` found and recovered around:
 /// the state was rebuilt from an older checkpoint and the log, which
 /// reach everything the damaged one held, and the file was renamed (kept

@@ -62,6 +62,7 @@ const ZERO_AHEAD: u64 = 1 << 20;
 const MAX_GATHER: Duration = Duration::from_millis(1);
 /// The shortest sleep of the `Interval` thread between two looks at the
 /// age of the last sync.
+#[cfg_attr(loom, allow(dead_code))]
 const MIN_TICK: Duration = Duration::from_millis(1);
 
 /// What `Log::sync_if_due` found (and did).
@@ -164,6 +165,9 @@ pub(crate) struct Log {
     /// Under `Interval`, the sync thread runs (`start_interval_sync`): it
     /// alone syncs, and a commit never waits for a sync.
     interval_thread: AtomicBool,
+    /// The sync thread's stop signal and handle (`stop_interval_sync`).
+    #[cfg_attr(loom, allow(dead_code))]
+    interval: std::sync::Arc<IntervalThread>,
     /// Dropped last, after `Drop::drop` flushed.
     _lock: Box<dyn DirLock>,
 }
@@ -261,6 +265,7 @@ impl Log {
             log_bytes: AtomicU64::new(log_bytes),
             syncs: AtomicU64::new(0),
             interval_thread: AtomicBool::new(false),
+            interval: std::sync::Arc::default(),
             _lock: lock,
         })
     }
@@ -679,9 +684,13 @@ impl Log {
             return;
         };
         let weak = Arc::downgrade(self);
+        let control = std::sync::Arc::clone(&self.interval);
         let spawned = std::thread::Builder::new()
             .name("mvledger-sync".into())
             .spawn(move || {
+                // A panic here (in a file system's sync, say) must not
+                // leave the log looking healthy, with nobody syncing it.
+                let _guard = PoisonIfPanics(weak.clone());
                 // What the last look found decides the next sleep (the
                 // log is not held meanwhile).
                 let mut found = Due::NotYet;
@@ -699,7 +708,9 @@ impl Log {
                         // Another caller writes: look again soon.
                         Due::Busy => MIN_TICK,
                     };
-                    std::thread::sleep(wait.max(MIN_TICK));
+                    if control.sleep(wait.max(MIN_TICK)) {
+                        return;
+                    }
                     let Some(log) = weak.upgrade() else { return };
                     match log.sync_if_due(every) {
                         Ok(due) => found = due,
@@ -709,8 +720,72 @@ impl Log {
             });
         // Without the thread, commits still sync when they find the
         // interval passed; only an idle tail waits for the next commit.
-        if spawned.is_ok() {
+        if let Ok(handle) = spawned {
+            *self.interval.handle.lock() = Some(handle);
             self.interval_thread.store(true, Ordering::Release);
+        }
+    }
+
+    /// Stops the sync thread and waits for it, so that the caller's
+    /// reference is the last one: the log's final flush and the release of
+    /// its lock then run in the caller (the engine's drop), not later on
+    /// the thread, should it be in the middle of a sync.
+    #[cfg(not(loom))]
+    pub(crate) fn stop_interval_sync(&self) {
+        *self.interval.stop.lock() = true;
+        self.interval.wake.notify_all();
+        let handle = self.interval.handle.lock().take();
+        if let Some(handle) = handle {
+            // Its panic, if any, poisoned the log (`PoisonIfPanics`).
+            let _ = handle.join();
+        }
+    }
+
+    /// Marks the log failed after a panic in its sync thread, and hands
+    /// back the leadership it may have held, waking whoever waits on it.
+    #[cfg(not(loom))]
+    fn poison_after_panic(&self) {
+        self.poisoned.store(true, Ordering::Release);
+        let mut state = self.state.lock();
+        state.leading = false;
+        drop(state);
+        self.wake.notify_all();
+    }
+}
+
+/// The interval sync thread's stop signal (with what wakes its sleep at
+/// once) and its handle.
+#[derive(Debug, Default)]
+#[cfg_attr(loom, allow(dead_code))]
+struct IntervalThread {
+    stop: parking_lot::Mutex<bool>,
+    wake: parking_lot::Condvar,
+    handle: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl IntervalThread {
+    /// Sleeps `wait`, or less if told to stop; true when told to stop.
+    #[cfg(not(loom))]
+    fn sleep(&self, wait: Duration) -> bool {
+        let mut stop = self.stop.lock();
+        if !*stop {
+            self.wake.wait_for(&mut stop, wait);
+        }
+        *stop
+    }
+}
+
+/// Poisons the log when the sync thread unwinds (`Log::poison_after_panic`).
+#[cfg(not(loom))]
+struct PoisonIfPanics(std::sync::Weak<Log>);
+
+#[cfg(not(loom))]
+impl Drop for PoisonIfPanics {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(log) = self.0.upgrade()
+        {
+            log.poison_after_panic();
         }
     }
 }
