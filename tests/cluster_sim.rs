@@ -39,6 +39,7 @@ fn every_seed_ends_committed_or_aborted_on_both_shards_with_money_conserved() {
         total.two_phase.2 += r.two_phase.2;
         total.crashes += r.crashes;
         total.resubmitted += r.resubmitted;
+        total.resubmitted_cross += r.resubmitted_cross;
         total.steps += r.steps;
         total.envelopes.1 += r.envelopes.1;
         total.envelopes.2 += r.envelopes.2;
@@ -51,7 +52,10 @@ fn every_seed_ends_committed_or_aborted_on_both_shards_with_money_conserved() {
         assert!(total.committed > 0 && total.aborted > 0, "{total:?}");
         let (posted, voided, reserved) = total.two_phase;
         assert!(posted > 0 && voided > 0 && reserved > 0, "{total:?}");
-        assert!(total.resubmitted > 0, "{total:?}");
+        assert!(
+            total.resubmitted > total.resubmitted_cross && total.resubmitted_cross > 0,
+            "{total:?}"
+        );
         assert!(
             total.crashes > 0 && total.envelopes.1 > 0 && total.envelopes.2 > 0,
             "{total:?}"

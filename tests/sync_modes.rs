@@ -270,6 +270,15 @@ impl SlowSync {
             panics: Arc::default(),
         }
     }
+
+    /// `inner`, with this file system's slow (or panicking) sync.
+    fn slow(&self, inner: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
+        Box::new(SlowFile {
+            inner,
+            delay: self.delay,
+            panics: Arc::clone(&self.panics),
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -301,20 +310,10 @@ impl FileSystem for SlowSync {
         self.inner.list(dir)
     }
     fn create(&self, path: &Path) -> std::io::Result<Box<dyn WritableFile>> {
-        let inner = self.inner.create(path)?;
-        Ok(Box::new(SlowFile {
-            inner,
-            delay: self.delay,
-            panics: Arc::clone(&self.panics),
-        }))
+        Ok(self.slow(self.inner.create(path)?))
     }
     fn open_append(&self, path: &Path) -> std::io::Result<Box<dyn WritableFile>> {
-        let inner = self.inner.open_append(path)?;
-        Ok(Box::new(SlowFile {
-            inner,
-            delay: self.delay,
-            panics: Arc::clone(&self.panics),
-        }))
+        Ok(self.slow(self.inner.open_append(path)?))
     }
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
         self.inner.read(path)

@@ -121,8 +121,11 @@ pub struct SimReport {
     /// Pending transfers (within a shard) applied: posted, voided, and
     /// still reserved at the end.
     pub two_phase: (u64, u64, u64),
-    /// Acknowledged transfers sent again (`Sim::resubmit_acknowledged`).
+    /// Acknowledged transfers sent again (`Sim::resubmit_acknowledged`),
+    /// and of those, cross-shard ones in their coordinator's hands.
     pub resubmitted: u64,
+    /// See `resubmitted`.
+    pub resubmitted_cross: u64,
     /// Shard crashes.
     pub crashes: u64,
     /// Envelopes sent, lost, duplicated.
@@ -492,7 +495,10 @@ impl Sim {
         for &k in &picked {
             match self.status[k] {
                 Status::Done(_) => self.resent_ok.insert(k),
-                _ => self.resent_cross.insert(k),
+                _ => {
+                    self.report.resubmitted_cross += 1;
+                    self.resent_cross.insert(k)
+                }
             };
             self.status[k] = Status::Unacked;
         }
