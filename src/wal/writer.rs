@@ -162,11 +162,8 @@ pub(crate) struct Log {
     /// `fdatasync` took (ns): what `gather` goes by.
     last_group: AtomicU64,
     last_sync_ns: AtomicU64,
-    /// Under `Interval`, the sync thread runs (`start_interval_sync`): it
-    /// alone syncs, and a commit never waits for a sync.
-    interval_thread: AtomicBool,
-    /// The sync thread's stop signal and handle (`stop_interval_sync`).
-    #[cfg_attr(loom, allow(dead_code))]
+    /// The `Interval` sync thread: whether it runs, its stop signal and
+    /// its handle (`start_interval_sync`, `stop_interval_sync`).
     interval: std::sync::Arc<IntervalThread>,
     /// Dropped last, after `Drop::drop` flushed.
     _lock: Box<dyn DirLock>,
@@ -264,7 +261,6 @@ impl Log {
             last_sync_ns: AtomicU64::new(0),
             log_bytes: AtomicU64::new(log_bytes),
             syncs: AtomicU64::new(0),
-            interval_thread: AtomicBool::new(false),
             interval: std::sync::Arc::default(),
             _lock: lock,
         })
@@ -363,7 +359,11 @@ impl Log {
                 if buffered >= self.flush_bytes {
                     self.flush(false)?;
                 }
-                if self.interval_thread.load(Ordering::Acquire) {
+                if self
+                    .interval
+                    .running
+                    .load(std::sync::atomic::Ordering::Acquire)
+                {
                     return self.check();
                 }
                 self.sync_if_due(every).map(drop)
@@ -378,10 +378,10 @@ impl Log {
     }
 
     /// Under `Interval(every)`: syncs what is buffered or written when the
-    /// last sync is `every` old or older and a record is not durable yet,
-    /// unless another caller is syncing (then that sync is the one). So
-    /// the syncs of the commits and of the interval thread together come
-    /// at most once per `every`: each checks the age of the last one.
+    /// last sync began `every` ago or earlier and a record is not durable
+    /// yet, unless another caller is syncing (then that sync is the one).
+    /// The interval thread calls it (and a commit, when no thread runs), so
+    /// syncs begin at most once per `every`.
     pub(crate) fn sync_if_due(&self, every: Duration) -> Result<Due> {
         let last_ts = self.pending.lock().last_ts;
         let mut state = self.state.lock();
@@ -722,7 +722,9 @@ impl Log {
         // interval passed; only an idle tail waits for the next commit.
         if let Ok(handle) = spawned {
             *self.interval.handle.lock() = Some(handle);
-            self.interval_thread.store(true, Ordering::Release);
+            self.interval
+                .running
+                .store(true, std::sync::atomic::Ordering::Release);
         }
     }
 
@@ -742,22 +744,21 @@ impl Log {
     }
 
     /// Marks the log failed after a panic in its sync thread, and hands
-    /// back the leadership it may have held, waking whoever waits on it.
+    /// back the leadership it may have held, waking whoever waits on it:
+    /// what a failed lead does (`finish_lead`).
     #[cfg(not(loom))]
     fn poison_after_panic(&self) {
-        self.poisoned.store(true, Ordering::Release);
-        let mut state = self.state.lock();
-        state.leading = false;
-        drop(state);
-        self.wake.notify_all();
+        drop(self.finish_lead(Err(Error::Poisoned), false));
     }
 }
 
-/// The interval sync thread's stop signal (with what wakes its sleep at
-/// once) and its handle.
+/// The interval sync thread: whether it runs (then it alone syncs, and a
+/// commit never waits for a sync), its stop signal (with what wakes its
+/// sleep at once) and its handle.
 #[derive(Debug, Default)]
 #[cfg_attr(loom, allow(dead_code))]
 struct IntervalThread {
+    running: std::sync::atomic::AtomicBool,
     stop: parking_lot::Mutex<bool>,
     wake: parking_lot::Condvar,
     handle: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
