@@ -579,18 +579,28 @@ fn only_checkpoint_damaged_fails(damage: fn(&Path), commits_after: u32) {
 /// so `open` fails. No engine opens to list the cut
 /// (`Engine::recovery_cuts`), so the corruption error says what was cut;
 /// the next attempt has nothing left to cut, and still fails.
-#[test]
-fn a_failed_open_says_what_its_replay_cut() {
-    let dir = tempfile::tempdir().unwrap();
+/// A closed engine of small segments with two checkpoints, after 30
+/// random commits each (from `seed`), and `after` more commits; returns
+/// the newer checkpoint's ts.
+fn with_two_checkpoints(dir: &Path, seed: u64, after: u32) -> u64 {
     let mut model = Model::new();
-    let mut rng = XorShift64(16);
-    let engine = Engine::open(dir.path(), small_segments()).unwrap();
+    let mut rng = XorShift64(seed);
+    let engine = Engine::open(dir, small_segments()).unwrap();
     round(&engine, &mut model, &mut rng, "r0", 30);
     engine.checkpoint().unwrap();
     round(&engine, &mut model, &mut rng, "r1", 30);
     engine.checkpoint().unwrap();
-    let b = engine.stats().checkpoint_ts;
-    drop(engine);
+    let newer = engine.stats().checkpoint_ts;
+    if after > 0 {
+        round(&engine, &mut model, &mut rng, "r2", after);
+    }
+    newer
+}
+
+#[test]
+fn a_failed_open_says_what_its_replay_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = with_two_checkpoints(dir.path(), 16, 0);
     flip_middle_byte(&dir.path().join(ckpt_name(b)));
     // The newest segment holding a commit (one after it holds at most the
     // checkpoint's marker: removed, which the replay does not see as a
@@ -641,15 +651,7 @@ fn a_damaged_only_checkpoint_with_no_log_after_it_fails_open_with_corruption() {
 #[test]
 fn two_damaged_checkpoints_fail_open_with_corruption() {
     let dir = tempfile::tempdir().unwrap();
-    let mut model = Model::new();
-    let mut rng = XorShift64(15);
-    let engine = Engine::open(dir.path(), small_segments()).unwrap();
-    round(&engine, &mut model, &mut rng, "r0", 30);
-    engine.checkpoint().unwrap();
-    round(&engine, &mut model, &mut rng, "r1", 30);
-    engine.checkpoint().unwrap();
-    round(&engine, &mut model, &mut rng, "r2", 5);
-    drop(engine);
+    with_two_checkpoints(dir.path(), 15, 5);
     let both = checkpoints(dir.path());
     assert_eq!(both.len(), 2);
     for &ts in &both {
