@@ -124,6 +124,15 @@ fn accounts_created_without_their_limits_break_limits() {
 }
 
 #[test]
+fn a_retry_answered_as_new_or_cut_short_breaks_idempotency() {
+    // Clients resend acknowledged transfers (under `Always`, the default):
+    // a same-shard one must come back `Exists`, a cross-shard one to the
+    // transfer its id holds.
+    first_failure(Sabotage::ExistsAnsweredOk, "idempotency", |_| {});
+    first_failure(Sabotage::RetryAnsweredExists, "idempotency", |_| {});
+}
+
+#[test]
 fn messages_sent_before_their_commit_is_durable_break_atomicity_under_never() {
     // Under `SyncMode::Never` a shard syncs before it sends: without that,
     // a crash takes back a transfer record, a prepared leg or a decision

@@ -70,6 +70,12 @@ pub enum Sabotage {
     /// Under `SyncMode::Never` or `Interval`, a shard sends messages
     /// without first syncing the commit that owes them.
     NoSyncBeforeSend,
+    /// A transfer within one shard sent again is answered `Ok` where its
+    /// ledger said `Exists` (a client that counts a retry as a new success).
+    ExistsAnsweredOk,
+    /// A cross-shard transfer sent again is answered `Exists` at once,
+    /// instead of with the outcome of the transfer its id holds.
+    RetryAnsweredExists,
 }
 
 /// How a cross-shard transfer ended, for whoever waits for it.
@@ -610,6 +616,11 @@ impl Node {
                                 Started::Refused(r)
                             }
                             Some(agg) => match transfer_exists(&u, &agg.transfer, None) {
+                                CreateTransferResult::Exists
+                                    if self.sabotage == Some(Sabotage::RetryAnsweredExists) =>
+                                {
+                                    Started::Refused(CreateTransferResult::Exists)
+                                }
                                 CreateTransferResult::Exists => Started::Existing,
                                 differs => Started::Refused(differs),
                             },
@@ -648,6 +659,13 @@ impl Node {
     /// shard to coordinate), with `local_result`'s codes.
     pub(crate) fn create_local(&self, transfers: &[Transfer]) -> Result<Vec<CreateTransferResult>> {
         let mut results = self.ledger.create_transfers(transfers)?;
+        if self.sabotage == Some(Sabotage::ExistsAnsweredOk) {
+            for r in &mut results {
+                if *r == CreateTransferResult::Exists {
+                    *r = CreateTransferResult::Ok;
+                }
+            }
+        }
         if results.iter().any(|&r| is_exists(r)) {
             // A record, once written, keeps its transfer: a snapshot
             // after the call reads the one `r` compared.
@@ -675,6 +693,9 @@ impl Node {
     ) -> Result<CreateTransferResult> {
         if !is_exists(r) {
             return Ok(r);
+        }
+        if r == CreateTransferResult::Exists && self.sabotage == Some(Sabotage::ExistsAnsweredOk) {
+            return Ok(CreateTransferResult::Ok);
         }
         Ok(match self.aggregate_latest(extra, u.id)? {
             Some(agg) => transfer_exists(u, &agg.transfer, None),
