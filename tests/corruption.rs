@@ -577,3 +577,107 @@ fn flipping_bits_across_several_segments_gives_a_prefix_or_corruption() {
         }
     }
 }
+
+/// Commits `writes` in one transaction.
+fn commit_all(engine: &Engine, writes: &Writes) {
+    let mut txn = engine.begin();
+    for (key, value) in writes {
+        match value {
+            Some(v) => txn.put(key, v).unwrap(),
+            None => txn.delete(key).unwrap(),
+        }
+    }
+    txn.commit().unwrap();
+}
+
+#[test]
+fn a_segment_behind_a_link_is_replayed_and_appended_to_not_skipped() {
+    // A link to the segment, the file itself elsewhere: `open` used to
+    // list files only, saw no log, and began a new segment through the
+    // link, truncating the file it points to.
+    let log = small_log();
+    let dir = log.copy_with(|_| {});
+    let elsewhere = tempfile::tempdir().unwrap();
+    let name = &log.files[0].0;
+    let target = elsewhere.path().join(name);
+    std::fs::rename(dir.path().join(name), &target).unwrap();
+    std::os::unix::fs::symlink(&target, dir.path().join(name)).unwrap();
+    let before = std::fs::read(&target).unwrap();
+    let more: Writes = vec![(b"after the link".to_vec(), Some(b"kept".to_vec()))];
+    {
+        let engine = Engine::open(dir.path(), Options::default()).unwrap();
+        assert_eq!(dump(&engine), state_after(&log.commits));
+        commit_all(&engine, &more);
+    }
+    let after = std::fs::read(&target).unwrap();
+    assert!(
+        after.len() > before.len() && after.starts_with(&before),
+        "the linked segment lost bytes: {} before, {} after",
+        before.len(),
+        after.len()
+    );
+    let mut all = log.commits.clone();
+    all.push(more);
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(dump(&engine), state_after(&all));
+}
+
+#[test]
+fn a_directory_or_a_link_to_nothing_under_a_segment_name_is_corruption_naming_it() {
+    let log = small_log();
+    let name = log.files[0].0.clone();
+    type Make = fn(&Path);
+    let make: [(&str, Make); 2] = [
+        ("a directory", |path| std::fs::create_dir(path).unwrap()),
+        ("a link to nothing", |path| {
+            std::os::unix::fs::symlink("/nonexistent/mvledger-segment", path).unwrap()
+        }),
+    ];
+    for (what, make) in make {
+        // In place of the only segment, and after it.
+        for replace in [true, false] {
+            let dir = log.copy_with(|_| {});
+            let path = if replace {
+                std::fs::remove_file(dir.path().join(&name)).unwrap();
+                dir.path().join(&name)
+            } else {
+                dir.path().join(format!("{:020}.wal", 1_000))
+            };
+            make(&path);
+            match Engine::open(dir.path(), Options::default()) {
+                Err(Error::Corruption { file, offset, .. }) => {
+                    assert_eq!((file.as_path(), offset), (path.as_path(), 0), "{what}");
+                }
+                Err(e) => panic!("{what} (replacing: {replace}): {e}"),
+                Ok(engine) => panic!(
+                    "{what} under a segment name (replacing: {replace}) went unseen: \
+                     opened with {} keys",
+                    dump(&engine).len()
+                ),
+            }
+            // Nothing was created in its place or beside it.
+            let wal: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n.ends_with(".wal"))
+                .collect();
+            assert_eq!(wal.len(), if replace { 1 } else { 2 }, "{what}: {wal:?}");
+        }
+    }
+}
+
+#[test]
+fn a_link_to_nothing_under_a_checkpoint_name_is_set_aside_as_damaged() {
+    let log = small_log();
+    let dir = log.copy_with(|_| {});
+    let name = format!("{:020}.ckpt", 3);
+    std::os::unix::fs::symlink("/nonexistent/mvledger-checkpoint", dir.path().join(&name)).unwrap();
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    // The log from its start reproduces everything: `open` falls back to
+    // it, and says what it set aside.
+    assert_eq!(dump(&engine), state_after(&log.commits));
+    let aside = engine.set_aside();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(aside[0].file, dir.path().join(format!("{name}.damaged")));
+    assert!(aside[0].reason.contains(&name), "{}", aside[0].reason);
+}

@@ -38,7 +38,11 @@ pub trait DirLock: Send + Sync + fmt::Debug {}
 pub trait FileSystem: Send + Sync + fmt::Debug + 'static {
     /// Creates `dir` and its parents if missing.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
-    /// The names of the files directly in `dir`.
+    /// The names of the files directly in `dir`, a link to a file counting
+    /// as the file, and of the entries that cannot be read as files
+    /// (directories, links to nothing): a name the engine uses on one of
+    /// those must fail when it is read, not go unseen. Devices, pipes and
+    /// sockets are left out (reading one may never end).
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Creates `path` empty (truncating any file there) for appending.
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
@@ -128,9 +132,10 @@ impl FileSystem for StdFs {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
-            if entry.file_type()?.is_file()
-                && let Some(name) = entry.file_name().to_str()
-            {
+            // `metadata` follows a link; it fails on a link to nothing.
+            let listed =
+                std::fs::metadata(entry.path()).map_or(true, |m| m.is_file() || m.is_dir());
+            if listed && let Some(name) = entry.file_name().to_str() {
                 names.push(name.to_owned());
             }
         }
