@@ -26,8 +26,9 @@
 //!
 //! Layers, each a folder: [`wal`] (log framing, segments, group commit,
 //! recovery reader, the file-system trait) and `mvcc` (index, transactions,
-//! snapshots, GC, checkpoints). See `ARCHITECTURE.md` in the design notes
-//! for the invariants and the commit protocol.
+//! snapshots, GC, checkpoints). The README states the guarantees and the
+//! limits; the invariants and the commit protocol are the project's design
+//! notes (`ARCHITECTURE.md`, beside the repository, not in it).
 
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]
