@@ -15,7 +15,7 @@ mod common;
 
 use std::path::Path;
 
-use common::segments;
+use common::{RefusingFs, segments};
 use mvledger::{Engine, Options, SyncMode};
 
 fn options(segment_bytes: u64) -> Options {
@@ -138,4 +138,35 @@ fn segments_sealed_by_rotation_end_at_their_last_record() {
     assert_has(&reopened, 300);
     drop(reopened);
     assert_has(&engine, 300);
+}
+
+#[test]
+fn a_disk_too_full_for_the_zeros_still_takes_the_records() {
+    // The zeros are an optimisation: a full disk that refuses them (a
+    // megabyte) may still have room for a small record, and the commit
+    // must not fail, nor poison the engine, for want of them.
+    let dir = tempfile::tempdir().unwrap();
+    let options = || Options {
+        fs: std::sync::Arc::new(RefusingFs {
+            zeros: Some(std::io::ErrorKind::StorageFull),
+            ..RefusingFs::default()
+        }),
+        ..options(4096)
+    };
+    let n = 300;
+    {
+        let engine = Engine::open(dir.path(), options()).unwrap();
+        for i in 0..n {
+            commit(&engine, i);
+        }
+        assert_has(&engine, n);
+        assert!(segments(dir.path()).len() > 2, "no rotation");
+    }
+    let engine = Engine::open(dir.path(), options()).unwrap();
+    assert_has(&engine, n);
+    assert!(
+        engine.recovery_cuts().is_empty(),
+        "{:?}",
+        engine.recovery_cuts()
+    );
 }

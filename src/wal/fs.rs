@@ -24,11 +24,21 @@ pub trait WritableFile: Send + fmt::Debug {
     /// and says whether it did. An append that stays within the file's
     /// length changes no metadata, so its `fdatasync` writes the data
     /// alone: on this machine's disk, 92 us against 130 us for one that
-    /// grows the file. The default does nothing.
+    /// grows the file. The default does nothing. On an error the file
+    /// must be as it was (its length too): the log goes on without zeros
+    /// ahead when the error says the disk is full (`is_full`).
     fn zero_to(&mut self, len: u64) -> io::Result<bool> {
         let _ = len;
         Ok(false)
     }
+}
+
+/// Whether `e` says the disk (or the user's quota on it) is full.
+pub(crate) fn is_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// An exclusive lock on a data directory, released when dropped.
@@ -108,7 +118,19 @@ impl WritableFile for StdFile {
         use std::os::unix::fs::FileExt;
         if len > self.len {
             let zeros = vec![0u8; usize::try_from(len - self.len).unwrap_or(usize::MAX)];
-            self.file.write_all_at(&zeros, self.len)?;
+            if let Err(e) = self.file.write_all_at(&zeros, self.len) {
+                // Part of the zeros may be in: the file goes back to its
+                // length, so that no zeros lie where the log does not
+                // know of them (a sealed segment must end at its last
+                // record). If that fails too, the file is in doubt.
+                self.file.set_len(self.len).map_err(|undo| {
+                    io::Error::other(format!(
+                        "laying zeros ahead of the log failed ({e}), and so did \
+                         cutting them back ({undo})"
+                    ))
+                })?;
+                return Err(e);
+            }
             self.len = len;
         }
         Ok(true)

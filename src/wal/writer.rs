@@ -564,8 +564,14 @@ impl Log {
                 && end > active.zeroed
             {
                 let upto = (end + ZERO_AHEAD).min(self.segment_bytes.max(end));
-                if active.file.zero_to(upto)? {
-                    active.zeroed = upto;
+                match active.file.zero_to(upto) {
+                    Ok(true) => active.zeroed = upto,
+                    Ok(false) => {}
+                    // A disk too full for the zeros may still take the
+                    // record: it is appended as any other. (The zeros are
+                    // tried again at the next write.)
+                    Err(e) if super::fs::is_full(&e) => {}
+                    Err(e) => return Err(e.into()),
                 }
             }
             active.file.append(&buf)?;

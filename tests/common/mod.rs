@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use mvledger::wal::{DirLock, FileSystem, StdFs, WritableFile};
 use mvledger::{
     Account, AccountFlags, CreateTransferResult, Ledger, LedgerOptions, ManualClock, Options,
     SyncMode, Transfer, TransferFlags,
@@ -198,4 +199,82 @@ pub fn segments(dir: &Path) -> Vec<PathBuf> {
         .collect();
     found.sort();
     found
+}
+
+/// `StdFs` with some calls failing as a full or read-only disk makes them
+/// fail: `zeros`, every `WritableFile::zero_to` (leaving the file as it
+/// was, as the trait asks); `lock`, `FileSystem::lock`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RefusingFs {
+    pub zeros: Option<std::io::ErrorKind>,
+    pub lock: Option<std::io::ErrorKind>,
+}
+
+#[derive(Debug)]
+struct RefusingFile {
+    inner: Box<dyn WritableFile>,
+    zeros: Option<std::io::ErrorKind>,
+}
+
+impl WritableFile for RefusingFile {
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.inner.append(buf)
+    }
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn zero_to(&mut self, len: u64) -> std::io::Result<bool> {
+        match self.zeros {
+            Some(kind) => Err(kind.into()),
+            None => self.inner.zero_to(len),
+        }
+    }
+}
+
+impl RefusingFs {
+    fn wrap(&self, inner: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
+        Box::new(RefusingFile {
+            inner,
+            zeros: self.zeros,
+        })
+    }
+}
+
+impl FileSystem for RefusingFs {
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        StdFs.create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        StdFs.list(dir)
+    }
+    fn create(&self, path: &Path) -> std::io::Result<Box<dyn WritableFile>> {
+        Ok(self.wrap(StdFs.create(path)?))
+    }
+    fn open_append(&self, path: &Path) -> std::io::Result<Box<dyn WritableFile>> {
+        Ok(self.wrap(StdFs.open_append(path)?))
+    }
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        StdFs.read(path)
+    }
+    fn size(&self, path: &Path) -> std::io::Result<u64> {
+        StdFs.size(path)
+    }
+    fn truncate(&self, path: &Path, len: u64) -> std::io::Result<()> {
+        StdFs.truncate(path, len)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        StdFs.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        StdFs.remove(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        StdFs.sync_dir(dir)
+    }
+    fn lock(&self, path: &Path) -> std::io::Result<Box<dyn DirLock>> {
+        match self.lock {
+            Some(kind) => Err(kind.into()),
+            None => StdFs.lock(path),
+        }
+    }
 }
