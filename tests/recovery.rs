@@ -437,3 +437,27 @@ fn segments_stay_near_their_size_in_every_sync_mode() {
         assert_eq!(dump(&engine), state, "{sync:?}");
     }
 }
+
+/// A data directory on a read-only file system: `open` needs to write (its
+/// LOCK first), and says so, pointing to `mvledger inspect`, instead of a
+/// bare "Read-only file system".
+#[test]
+fn an_open_on_a_read_only_file_system_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        fs: std::sync::Arc::new(common::RefusingFs {
+            lock: Some(std::io::ErrorKind::ReadOnlyFilesystem),
+            ..common::RefusingFs::default()
+        }),
+        ..Options::default()
+    };
+    match Engine::open(dir.path(), options) {
+        Err(Error::InvalidArgument(why)) => {
+            assert!(
+                why.contains("read-only file system") && why.contains("mvledger inspect"),
+                "{why}"
+            );
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+}

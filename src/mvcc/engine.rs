@@ -224,6 +224,13 @@ impl Engine {
                      close it there first",
                     dir.display()
                 ))
+            } else if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem {
+                Error::invalid(format!(
+                    "{} is on a read-only file system, and an open engine writes to its \
+                     directory (its LOCK, then its log); `mvledger inspect` reads a data \
+                     directory without opening it",
+                    dir.display()
+                ))
             } else {
                 Error::Io(e)
             }
