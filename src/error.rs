@@ -58,20 +58,6 @@ impl Error {
         }
     }
 
-    /// The error of reading `file`, a log segment or checkpoint a listing
-    /// named: when it cannot be read as a file at all (a directory, a link
-    /// to nothing), that is damage to the data directory, reported with the
-    /// file's path; any other failure stays an I/O error.
-    pub(crate) fn unreadable(file: &std::path::Path, e: std::io::Error) -> Self {
-        use std::io::ErrorKind;
-        match e.kind() {
-            ErrorKind::IsADirectory | ErrorKind::NotFound => {
-                Error::corruption(file, 0, format!("not a readable file ({e})"))
-            }
-            _ => Error::Io(e),
-        }
-    }
-
     pub(crate) fn invalid(reason: impl Into<String>) -> Self {
         Error::InvalidArgument(reason.into())
     }

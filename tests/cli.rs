@@ -735,6 +735,37 @@ fn inspect_reports_an_unreadable_segment_as_damage_and_lists_the_rest() {
     assert!(out.contains("failed: 2 damaged places"), "{out}");
 }
 
+/// A named pipe under a segment's name is damage too; reading it would
+/// wait for a writer that never comes, and `inspect` used to hang there.
+#[test]
+fn inspect_reports_a_pipe_under_a_segment_name_without_waiting_on_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    ledger_with_records(tmp.path(), 3, false);
+    let pipe = tmp.path().join("00000000000000000300.wal");
+    let made = Command::new("mkfifo").arg(&pipe).status().expect("mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mvledger"))
+        .args(["inspect", tmp.path().to_str().expect("utf-8")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run mvledger");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            child.kill().expect("kill");
+            panic!("inspect hung on a pipe under a segment name");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("DAMAGE: {} at offset 0", pipe.display())),
+        "{text}"
+    );
+}
+
 /// `inspect --json` prints one object even when it cannot inspect the
 /// directory at all: `ok` false and the message, which also goes to
 /// stderr.

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use mvledger::wal::record::{FRAME_HEADER_BYTES, KIND_COMMIT, KIND_LOGICAL, decode_frame};
 use mvledger::wal::segment::{HEADER_BYTES, check_header, parse_name, torn_at_creation};
+use mvledger::wal::{FileSystem, StdFs};
 use mvledger::{Error, verify_checkpoint};
 use serde_json::{Value, json};
 
@@ -254,7 +255,7 @@ fn check_segments(dir: &Path, firsts: &[u64], covered_ts: u64, found: &mut Inspe
             first_ts: first,
             ..Segment::default()
         };
-        let bytes = match std::fs::read(&path) {
+        let bytes = match StdFs.read(&path) {
             Ok(bytes) => bytes,
             Err(e) => {
                 found

@@ -145,7 +145,7 @@ pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, index: &Index) -> Result<
 
 /// Reads and checks the whole checkpoint at `path`, named for `ts`.
 pub(crate) fn load(fs: &dyn FileSystem, path: &Path, ts: u64) -> Result<Vec<(Box<[u8]>, Bytes)>> {
-    let bytes = fs.read(path).map_err(|e| Error::unreadable(path, e))?;
+    let bytes = fs.read(path)?;
     let bad = |offset: usize, reason: &str| Error::corruption(path, offset as u64, reason);
     if bytes.len() < HEADER_BYTES + FOOTER_BYTES {
         return Err(bad(0, "checkpoint shorter than its header and footer"));

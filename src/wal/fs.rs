@@ -49,10 +49,7 @@ pub trait FileSystem: Send + Sync + fmt::Debug + 'static {
     /// Creates `dir` and its parents if missing.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// The names of the files directly in `dir`, a link to a file counting
-    /// as the file, and of the entries that cannot be read as files
-    /// (directories, links to nothing): a name the engine uses on one of
-    /// those must fail when it is read, not go unseen. Devices, pipes and
-    /// sockets are left out (reading one may never end).
+    /// as the file (it is read and written as the file).
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Creates `path` empty (truncating any file there) for appending.
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
@@ -79,6 +76,23 @@ pub trait FileSystem: Send + Sync + fmt::Debug + 'static {
     /// Takes an exclusive lock on `path` (created if missing); fails with
     /// `WouldBlock` when another holder has it.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>>;
+}
+
+/// Fails unless `path` is a file (or a link to one): opening a pipe, say,
+/// would wait for a writer that never comes.
+fn regular(path: &Path) -> io::Result<()> {
+    if std::fs::metadata(path)?.is_file() {
+        Ok(())
+    } else {
+        Err(not_a_file(path))
+    }
+}
+
+fn not_a_file(path: &Path) -> io::Error {
+    io::Error::other(format!(
+        "{} is not a file (a directory, a pipe or a device)",
+        path.display()
+    ))
 }
 
 /// The real file system, through `std::fs`.
@@ -154,10 +168,11 @@ impl FileSystem for StdFs {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
-            // `metadata` follows a link; it fails on a link to nothing.
-            let listed =
-                std::fs::metadata(entry.path()).map_or(true, |m| m.is_file() || m.is_dir());
-            if listed && let Some(name) = entry.file_name().to_str() {
+            // `metadata` follows a link (a link to a segment is the
+            // segment); it fails on a link to nothing, which is skipped as
+            // any entry that is not a file.
+            let is_file = std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file());
+            if is_file && let Some(name) = entry.file_name().to_str() {
                 names.push(name.to_owned());
             }
         }
@@ -166,6 +181,9 @@ impl FileSystem for StdFs {
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            return Err(not_a_file(path));
+        }
         let file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -175,11 +193,13 @@ impl FileSystem for StdFs {
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        regular(path)?;
         let file = OpenOptions::new().write(true).open(path)?;
         Ok(Box::new(StdFile::new(file)?))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        regular(path)?;
         let mut file = File::open(path)?;
         let mut buf = Vec::new();
         file.read_to_end(&mut buf)?;
@@ -187,6 +207,7 @@ impl FileSystem for StdFs {
     }
 
     fn read_prefix(&self, path: &Path, len: usize) -> io::Result<Vec<u8>> {
+        regular(path)?;
         let mut buf = Vec::with_capacity(len);
         File::open(path)?.take(len as u64).read_to_end(&mut buf)?;
         Ok(buf)

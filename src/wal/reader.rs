@@ -170,9 +170,7 @@ pub(crate) fn replay(
     // removed as if it were a covered segment).
     for &first in &firsts[..start] {
         let path = segment::path(dir, first);
-        let header = fs
-            .read_prefix(&path, segment::HEADER_BYTES)
-            .map_err(|e| Error::unreadable(&path, e))?;
+        let header = fs.read_prefix(&path, segment::HEADER_BYTES)?;
         segment::check_header(&header, first)
             .map_err(|e| Error::corruption(&path, 0, e.reason()))?;
         replayed.segments.push((first, fs.size(&path)?));
@@ -182,7 +180,7 @@ pub(crate) fn replay(
     for (i, &first) in firsts.iter().enumerate().skip(start) {
         let path = segment::path(dir, first);
         let is_last = i + 1 == firsts.len();
-        let bytes = fs.read(&path).map_err(|e| Error::unreadable(&path, e))?;
+        let bytes = fs.read(&path)?;
         if let Err(e) = segment::check_header(&bytes, first) {
             if is_last && segment::torn_at_creation(&bytes) {
                 // Created but its header never made durable: it held
