@@ -189,8 +189,19 @@ fn checkpoint_ts(name: &str) -> Option<u64> {
     stem.parse().ok()
 }
 
+/// Why a file listed a moment before is gone: the engine of a directory
+/// in use removes what its newest checkpoint covers.
+const REMOVED: &str = "removed while inspecting (a checkpoint of the engine using the \
+                       directory let it go)";
+
+/// Whether nothing is at `path` any more (not even a link to nothing).
+fn vanished(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+}
+
 /// Verifies every checkpoint; returns the ts of the newest valid one (0 if
-/// none), up to which the log may have been cut.
+/// none; `u64::MAX` if one was removed meanwhile), up to which the log may
+/// have been cut.
 fn check_checkpoints(dir: &Path, tss: &[u64], found: &mut Inspection) -> u64 {
     let mut covered_ts = 0;
     for &ts in tss {
@@ -201,6 +212,13 @@ fn check_checkpoints(dir: &Path, tss: &[u64], found: &mut Inspection) -> u64 {
             Ok(info) => {
                 covered_ts = covered_ts.max(info.ts);
                 Some(info.entries)
+            }
+            Err(_) if vanished(&path) => {
+                // A newer checkpoint, listed too late, let it go: it may
+                // cover any part of the log.
+                found.warnings.push(Finding::new(&path, 0, REMOVED));
+                covered_ts = u64::MAX;
+                continue;
             }
             Err(Error::Corruption {
                 file,
@@ -257,6 +275,11 @@ fn check_segments(dir: &Path, firsts: &[u64], covered_ts: u64, found: &mut Inspe
         };
         let bytes = match StdFs.read(&path) {
             Ok(bytes) => bytes,
+            Err(_) if vanished(&path) => {
+                found.warnings.push(Finding::new(&path, 0, REMOVED));
+                prev_ts = None;
+                continue;
+            }
             Err(e) => {
                 found
                     .damages
