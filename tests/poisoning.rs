@@ -469,3 +469,50 @@ fn a_failed_sync_beside_a_big_commits_install_is_the_commits_error() {
         "the power-cut image is not the acknowledged state"
     );
 }
+
+/// The log segments in `sim`'s data directory.
+fn segment_names(sim: &SimFs) -> Vec<String> {
+    let mut names: Vec<String> = sim
+        .list(Path::new(DIR))
+        .unwrap()
+        .into_iter()
+        .filter(|name| name.ends_with(".wal"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_checkpoint_that_cannot_start_its_segment_fails_alone_and_leaves_no_segment() {
+    // A checkpoint first seals the log and starts a new segment. On a full
+    // disk that creation fails: only the checkpoint fails, since every
+    // record is synced in the active segment, which goes on; what the
+    // attempt left (a header written, not synced) is removed durably. It
+    // used to poison the engine.
+    for op in [Op::Open, Op::Write, Op::Sync] {
+        let sim = machine();
+        let faulty = FaultyFs::new(Arc::new(sim.clone()));
+        let engine = Engine::open(DIR, options(&faulty)).unwrap();
+        for i in 0..5 {
+            commit(&engine, i).unwrap();
+        }
+        let before = segment_names(&sim);
+        faulty.fail_nth(op, 1);
+        match engine.checkpoint() {
+            Err(Error::Io(_)) => {}
+            other => panic!("{op:?}: the checkpoint gave {other:?}, not Io"),
+        }
+        assert_eq!(faulty.injected(), 1, "{op:?}");
+        assert_eq!(segment_names(&sim), before, "{op:?}: a segment was left");
+        for i in 5..10 {
+            commit(&engine, i).unwrap();
+        }
+        let image = sim.crash_image();
+        engine.checkpoint().unwrap();
+        drop(engine);
+        for (what, fs) in [("power-cut image", image), ("directory", sim)] {
+            let engine = Engine::open(DIR, options(&fs)).unwrap();
+            assert_eq!(dump(&engine), state_after(10), "{op:?}: {what}");
+        }
+    }
+}

@@ -602,6 +602,15 @@ impl Log {
     /// Seals the active segment (synced first, so that no later segment can
     /// be durable while an earlier one is not) and starts one at `first_ts`.
     fn rotate_locked(&self, active: &mut Active, first_ts: u64) -> Result<()> {
+        self.seal_active(active)?;
+        let file = Self::create_segment(self.fs.as_ref(), &self.dir, first_ts)?;
+        self.switch_to(active, first_ts, file);
+        Ok(())
+    }
+
+    /// Makes the active segment ready to be sealed: synced, and ending at
+    /// its last record.
+    fn seal_active(&self, active: &mut Active) -> Result<()> {
         if active.unsynced {
             active.file.sync_data()?;
             active.unsynced = false;
@@ -609,8 +618,12 @@ impl Log {
         }
         // A sealed segment ends at its last record: recovery takes zeros
         // at the end of any segment but the last for damage.
-        self.cut_zeros(active)?;
-        let file = Self::create_segment(self.fs.as_ref(), &self.dir, first_ts)?;
+        self.cut_zeros(active)
+    }
+
+    /// Seals the active segment (`seal_active` done) and makes `file`, a
+    /// new segment at `first_ts`, the active one.
+    fn switch_to(&self, active: &mut Active, first_ts: u64, file: Box<dyn WritableFile>) {
         let old = std::mem::replace(&mut active.file, file);
         drop(old);
         active.sealed.push((active.first_ts, active.len));
@@ -619,7 +632,6 @@ impl Log {
         active.zeroed = active.len;
         self.log_bytes
             .fetch_add(segment::HEADER_BYTES as u64, Ordering::Relaxed);
-        Ok(())
     }
 
     /// Cuts the active segment's zeros past its last record, durably
@@ -648,15 +660,42 @@ impl Log {
         state.leading = true;
         state.last_sync = Instant::now();
         drop(state);
+        // A new segment that cannot be created (a full disk, say) fails
+        // the seal, not the log: the active segment goes on, its records
+        // all synced. Only a failure to clear up the attempt poisons.
+        let mut refused = None;
         let led = self.lead(true).and_then(|upto| {
             let mut active = self.active.lock();
             if active.len > segment::HEADER_BYTES as u64 {
-                self.rotate_locked(&mut active, upto + 1)?;
+                self.seal_active(&mut active)?;
+                match Self::create_segment(self.fs.as_ref(), &self.dir, upto + 1) {
+                    Ok(file) => self.switch_to(&mut active, upto + 1, file),
+                    Err(e) => {
+                        self.undo_create(upto + 1)?;
+                        refused = Some(e);
+                    }
+                }
             }
             Ok(upto)
         });
         let state = self.finish_lead(led, true)?;
-        Ok(state.durable_ts)
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(state.durable_ts),
+        }
+    }
+
+    /// Removes what a failed `create_segment` at `first_ts` may have left,
+    /// durably: an empty or half-written segment named after records that
+    /// go on in the active one would read as a gap after a crash.
+    fn undo_create(&self, first_ts: u64) -> Result<()> {
+        match self.fs.remove(&segment::path(&self.dir, first_ts)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.fs.sync_dir(&self.dir)?;
+        Ok(())
     }
 
     /// Removes the sealed segments that hold only records at or before
