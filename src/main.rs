@@ -402,7 +402,16 @@ fn main() -> ExitCode {
     // Bad arguments: clap prints the message and exits with code 2.
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Bench(args) => bench(&args).map(|()| true),
+        Command::Bench(args) => bench(&args).map(|()| true).inspect_err(|failure| {
+            // `--json` prints one object, also when the run fails (the
+            // message goes to stderr too).
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": false, "error": failure.message })
+                );
+            }
+        }),
         Command::Inspect(args) => cli::inspect::run(&args.dir, args.json),
         Command::Account(AccountCommand::Create(args)) => cli::account::create_account(&args),
         Command::Transfer(args) => cli::account::transfer(&args),

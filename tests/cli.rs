@@ -73,10 +73,36 @@ fn bench_json_is_one_object_with_the_figures() {
     assert!(v["transfers_per_s"].as_f64().expect("a rate") > 0.0);
     assert!(v["latency_per_call_ns"]["p99"].is_u64());
     assert_eq!(v["verification"]["ok"], true);
+    assert_eq!(v["ok"], true, "{v}");
     // The account phase, as the text's "created 100 accounts in 1 call".
     assert_eq!(v["accounts_created"]["accounts"], 100, "{v}");
     assert_eq!(v["accounts_created"]["calls"], 1, "{v}");
     assert!(v["accounts_created"]["seconds"].as_f64().expect("seconds") >= 0.0);
+}
+
+/// A run that cannot go on still prints one object with `--json`: `ok`
+/// false and the message (which also goes to stderr), so that a script
+/// reading stdout sees why.
+#[test]
+fn bench_json_of_a_failed_run_is_still_one_object() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("a file");
+    std::fs::write(&file, "not a directory").expect("write");
+    let out = mvledger(&[
+        "bench",
+        "--transfers",
+        "100",
+        "--json",
+        "--dir",
+        file.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let v: serde_json::Value =
+        serde_json::from_str(stdout(&out).trim()).expect("one JSON object on stdout");
+    assert_eq!(v["ok"], false, "{v}");
+    let error = v["error"].as_str().expect("a message");
+    assert!(error.contains("a file"), "{error}");
+    assert!(stderr(&out).contains(error), "{}", stderr(&out));
 }
 
 /// README: the temporary data directory is "removed afterwards unless

@@ -296,7 +296,7 @@ fn check_segments(dir: &Path, firsts: &[u64], covered_ts: u64, found: &mut Inspe
                 found.warnings.push(Finding::new(
                     &path,
                     0,
-                    "segment header never written whole (a crash at its creation); \
+                    "segment header never written whole (a crash or a failed write at its creation); \
                      will be removed on next open",
                 ));
             } else {

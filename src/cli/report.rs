@@ -190,6 +190,7 @@ impl Report {
             .map(|(code, n)| (code.name().to_string(), json!(n)))
             .collect();
         let object = json!({
+            "ok": verification.ok(),
             "config": {
                 "accounts": args.accounts,
                 "transfers": args.transfers,
