@@ -10,7 +10,7 @@
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A file opened for appending. Writes go right after the last byte
 /// appended; `sync_data` makes all of them durable (`fdatasync`).
@@ -81,7 +81,10 @@ pub trait FileSystem: Send + Sync + fmt::Debug + 'static {
 /// Fails unless `path` is a file (or a link to one): opening a pipe, say,
 /// would wait for a writer that never comes.
 fn regular(path: &Path) -> io::Result<()> {
-    if std::fs::metadata(path)?.is_file() {
+    if std::fs::metadata(path)
+        .map_err(at("opening", path))?
+        .is_file()
+    {
         Ok(())
     } else {
         Err(not_a_file(path))
@@ -95,24 +98,36 @@ fn not_a_file(path: &Path) -> io::Error {
     ))
 }
 
-/// The real file system, through `std::fs`.
+/// The real file system, through `std::fs`. Its errors name the call and
+/// the path ("writing /data/00000000000000000001.wal: No space left on
+/// device"), with the error's kind kept.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StdFs;
+
+/// Adds what was done to which path to an error, keeping its kind.
+fn at<'a>(doing: &'a str, path: &'a Path) -> impl FnOnce(io::Error) -> io::Error + 'a {
+    move |e| io::Error::new(e.kind(), format!("{doing} {}: {e}", path.display()))
+}
 
 /// A file of `StdFs`: appends go to `end` (positioned writes, so that a
 /// zeroed tail, `zero_to`, can lie past it); `len` is the file's length.
 #[derive(Debug)]
 struct StdFile {
     file: File,
+    path: PathBuf,
     end: u64,
     len: u64,
 }
 
 impl StdFile {
-    fn new(file: File) -> io::Result<StdFile> {
-        let len = file.metadata()?.len();
+    fn new(file: File, path: &Path) -> io::Result<StdFile> {
+        let len = file
+            .metadata()
+            .map_err(at("reading the size of", path))?
+            .len();
         Ok(StdFile {
             file,
+            path: path.to_path_buf(),
             end: len,
             len,
         })
@@ -122,7 +137,9 @@ impl StdFile {
 impl WritableFile for StdFile {
     fn append(&mut self, buf: &[u8]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        self.file.write_all_at(buf, self.end)?;
+        self.file
+            .write_all_at(buf, self.end)
+            .map_err(at("writing", &self.path))?;
         self.end += buf.len() as u64;
         self.len = self.len.max(self.end);
         Ok(())
@@ -137,11 +154,9 @@ impl WritableFile for StdFile {
                 // length, so that no zeros lie where the log does not
                 // know of them (a sealed segment must end at its last
                 // record). If that fails too, the file is in doubt.
+                let e = at("laying zeros ahead of the log in", &self.path)(e);
                 self.file.set_len(self.len).map_err(|undo| {
-                    io::Error::other(format!(
-                        "laying zeros ahead of the log failed ({e}), and so did \
-                         cutting them back ({undo})"
-                    ))
+                    io::Error::other(format!("{e}; and cutting them back: {undo}"))
                 })?;
                 return Err(e);
             }
@@ -150,7 +165,7 @@ impl WritableFile for StdFile {
         Ok(true)
     }
     fn sync_data(&mut self) -> io::Result<()> {
-        self.file.sync_data()
+        self.file.sync_data().map_err(at("syncing", &self.path))
     }
 }
 
@@ -161,13 +176,13 @@ impl DirLock for StdLock {}
 
 impl FileSystem for StdFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(dir)
+        std::fs::create_dir_all(dir).map_err(at("creating the directory", dir))
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
+        for entry in std::fs::read_dir(dir).map_err(at("listing", dir))? {
+            let entry = entry.map_err(at("listing", dir))?;
             // `metadata` follows a link (a link to a segment is the
             // segment); it fails on a link to nothing, which is skipped as
             // any entry that is not a file.
@@ -188,51 +203,73 @@ impl FileSystem for StdFs {
             .write(true)
             .create(true)
             .truncate(true)
-            .open(path)?;
-        Ok(Box::new(StdFile::new(file)?))
+            .open(path)
+            .map_err(at("creating", path))?;
+        Ok(Box::new(StdFile::new(file, path)?))
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
         regular(path)?;
-        let file = OpenOptions::new().write(true).open(path)?;
-        Ok(Box::new(StdFile::new(file)?))
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(at("opening", path))?;
+        Ok(Box::new(StdFile::new(file, path)?))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         regular(path)?;
-        let mut file = File::open(path)?;
         let mut buf = Vec::new();
-        file.read_to_end(&mut buf)?;
+        File::open(path)
+            .and_then(|mut file| file.read_to_end(&mut buf))
+            .map_err(at("reading", path))?;
         Ok(buf)
     }
 
     fn read_prefix(&self, path: &Path, len: usize) -> io::Result<Vec<u8>> {
         regular(path)?;
         let mut buf = Vec::with_capacity(len);
-        File::open(path)?.take(len as u64).read_to_end(&mut buf)?;
+        File::open(path)
+            .and_then(|file| file.take(len as u64).read_to_end(&mut buf))
+            .map_err(at("reading", path))?;
         Ok(buf)
     }
 
     fn size(&self, path: &Path) -> io::Result<u64> {
-        Ok(std::fs::metadata(path)?.len())
+        Ok(std::fs::metadata(path)
+            .map_err(at("reading the size of", path))?
+            .len())
     }
 
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
-        let file = OpenOptions::new().write(true).open(path)?;
-        file.set_len(len)?;
-        file.sync_all()
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|file| {
+                file.set_len(len)?;
+                file.sync_all()
+            })
+            .map_err(at("cutting", path))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        std::fs::rename(from, to)
+        std::fs::rename(from, to).map_err(|e| {
+            let to = to.display();
+            io::Error::new(
+                e.kind(),
+                format!("renaming {} to {to}: {e}", from.display()),
+            )
+        })
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
-        std::fs::remove_file(path)
+        std::fs::remove_file(path).map_err(at("removing", path))
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        File::open(dir)?.sync_all()
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(at("syncing the directory", dir))
     }
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
@@ -241,7 +278,8 @@ impl FileSystem for StdFs {
             .write(true)
             .create(true)
             .truncate(false)
-            .open(path)?;
+            .open(path)
+            .map_err(at("opening the lock file", path))?;
         // An engine dropped a moment ago may still hold the lock: a process
         // that spawns another shares the lock file's open description with
         // the child from its fork until its exec closes it. So a busy lock
@@ -261,8 +299,60 @@ impl FileSystem for StdFs {
                         "the directory is locked by another open engine",
                     ));
                 }
-                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+                Err(std::fs::TryLockError::Error(e)) => return Err(at("locking", path)(e)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each `StdFs` error says what was done to which path, and keeps its
+    /// kind (the engine decides by kind: a full disk, a held lock, a
+    /// read-only file system).
+    #[test]
+    fn errors_name_the_call_and_the_path_and_keep_their_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir
+            .path()
+            .join("no such dir")
+            .join("00000000000000000001.wal");
+        let expect = |what: &str, e: io::Error, kind: io::ErrorKind| {
+            assert_eq!(e.kind(), kind, "{what}: {e}");
+            let text = e.to_string();
+            assert!(
+                text.contains(&missing.display().to_string()),
+                "{what}: {text}"
+            );
+        };
+        let fs = StdFs;
+        let nf = io::ErrorKind::NotFound;
+        expect("create", fs.create(&missing).map(drop).unwrap_err(), nf);
+        expect(
+            "open_append",
+            fs.open_append(&missing).map(drop).unwrap_err(),
+            nf,
+        );
+        expect("read", fs.read(&missing).unwrap_err(), nf);
+        expect("read_prefix", fs.read_prefix(&missing, 8).unwrap_err(), nf);
+        expect("size", fs.size(&missing).unwrap_err(), nf);
+        expect("truncate", fs.truncate(&missing, 0).unwrap_err(), nf);
+        expect("remove", fs.remove(&missing).unwrap_err(), nf);
+        expect("rename", fs.rename(&missing, dir.path()).unwrap_err(), nf);
+        expect("lock", fs.lock(&missing).map(drop).unwrap_err(), nf);
+        let missing_dir = missing.parent().unwrap();
+        let e = fs.list(missing_dir).unwrap_err();
+        assert_eq!(e.kind(), nf);
+        assert!(
+            e.to_string().contains(&missing_dir.display().to_string()),
+            "{e}"
+        );
+        let e = fs.sync_dir(missing_dir).unwrap_err();
+        assert!(
+            e.to_string().contains(&missing_dir.display().to_string()),
+            "{e}"
+        );
     }
 }
