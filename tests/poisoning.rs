@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use mvledger::wal::{FaultyFs, FileSystem, Op, SimFs};
 use mvledger::{Engine, Error, Options, Snapshot, SyncMode, Transaction};
@@ -514,5 +515,46 @@ fn a_checkpoint_that_cannot_start_its_segment_fails_alone_and_leaves_no_segment(
             let engine = Engine::open(DIR, options(&fs)).unwrap();
             assert_eq!(dump(&engine), state_after(10), "{op:?}: {what}");
         }
+    }
+}
+
+#[test]
+fn a_poisoned_engine_says_what_poisoned_it_also_under_interval() {
+    // Under `Interval` the sync that fails is the sync thread's: no caller
+    // gets its error, every later call gets `Poisoned` alone.
+    // `poisoned_by` still tells what happened.
+    for sync in [
+        SyncMode::Always,
+        SyncMode::Interval(Duration::from_millis(2)),
+    ] {
+        let sim = machine();
+        let faulty = FaultyFs::new(Arc::new(sim.clone()));
+        let engine = Engine::open(
+            DIR,
+            Options {
+                sync,
+                ..options(&faulty)
+            },
+        )
+        .unwrap();
+        commit(&engine, 0).unwrap();
+        assert_eq!(engine.poisoned_by(), None, "{sync:?}");
+        faulty.fail_nth(Op::Sync, 1);
+        let started = std::time::Instant::now();
+        let mut i = 1;
+        loop {
+            match commit(&engine, i) {
+                Ok(_) => i += 1,
+                Err(Error::Poisoned | Error::Io(_)) => break,
+                Err(e) => panic!("{sync:?}: {e}"),
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{sync:?}: never failed"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let cause = engine.poisoned_by().expect("a cause");
+        assert!(cause.contains("injected fault: Sync"), "{sync:?}: {cause}");
     }
 }

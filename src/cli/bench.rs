@@ -128,21 +128,38 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     };
     let ledger = Ledger::open(dir.path(), options)
         .map_err(fail(format!("opening {}", dir.path().display())))?;
-    let created = create_accounts(&ledger, args)?;
+    // A poisoned engine answers every call with `Poisoned` alone: the
+    // failure says what poisoned it.
+    let why = |failure: Failure| match ledger.engine().poisoned_by() {
+        Some(cause) => Failure {
+            message: format!("{}; the engine was poisoned by: {cause}", failure.message),
+            ..failure
+        },
+        None => failure,
+    };
+    let created = create_accounts(&ledger, args).map_err(why)?;
     if !args.json {
         created.print_text();
     }
     // Accounts on disk under every sync mode, so that the transfer phase's
     // log bytes and syncs count only its own.
-    ledger.engine().sync().map_err(fail("syncing the log"))?;
+    ledger
+        .engine()
+        .sync()
+        .map_err(fail("syncing the log"))
+        .map_err(why)?;
     let mut plans = workload::plans(args);
     let before = ledger.stats();
-    let run = run_transfers(&ledger, args, &mut plans)?;
+    let run = run_transfers(&ledger, args, &mut plans).map_err(why)?;
     interrupt::check()?;
     let after_run = ledger.stats();
     // Everything durable under every sync mode before the reopen; and see
     // the error if that fails (a drop would swallow it).
-    ledger.engine().sync().map_err(fail("syncing the log"))?;
+    ledger
+        .engine()
+        .sync()
+        .map_err(fail("syncing the log"))
+        .map_err(why)?;
     let after_sync = ledger.stats();
     drop(ledger);
     let report = Report::new(&plans, created, run, &before, &after_run, &after_sync);

@@ -466,6 +466,15 @@ impl Engine {
         &self.inner.cuts
     }
 
+    /// Why the engine is poisoned: the first failure's message (a failed
+    /// write or sync, with its file), or `None` while it is not. Calls on
+    /// a poisoned engine return `Error::Poisoned` alone; this says what
+    /// happened, also when the failure met no caller (the sync thread of
+    /// `SyncMode::Interval`).
+    pub fn poisoned_by(&self) -> Option<String> {
+        self.inner.log.poisoned_by()
+    }
+
     /// The engine's counters.
     pub fn stats(&self) -> Stats {
         self.inner.stats()
@@ -488,7 +497,8 @@ struct PoisonOnPanic<'a>(&'a Log);
 impl Drop for PoisonOnPanic<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.poison();
+            self.0
+                .poison("a panic while a logged commit was being applied");
         }
     }
 }
@@ -727,7 +737,10 @@ impl Inner {
             Err(e) => {
                 // The log holds a record the state does not.
                 seq.last_ts = ts;
-                self.log.poison();
+                self.log.poison(format!(
+                    "a logged commit failed to apply ({e}): the log holds a record the \
+                     state does not"
+                ));
                 return Err(e);
             }
         };

@@ -155,6 +155,8 @@ pub(crate) struct Log {
     /// The engine's visible timestamp, published here under `Always`.
     visible: Arc<AtomicU64>,
     poisoned: AtomicBool,
+    /// What poisoned the log, first cause only (`poisoned_by`).
+    cause: std::sync::OnceLock<String>,
     durable: AtomicU64,
     log_bytes: AtomicU64,
     syncs: AtomicU64,
@@ -256,6 +258,7 @@ impl Log {
             active: Mutex::new(active),
             visible,
             poisoned: AtomicBool::new(false),
+            cause: std::sync::OnceLock::new(),
             durable: AtomicU64::new(last_ts),
             last_group: AtomicU64::new(0),
             last_sync_ns: AtomicU64::new(0),
@@ -280,6 +283,15 @@ impl Log {
         Ok(file)
     }
 
+    /// What poisoned the log (the first failure's message), if it is.
+    pub(crate) fn poisoned_by(&self) -> Option<String> {
+        if self.is_poisoned() {
+            self.cause.get().cloned()
+        } else {
+            None
+        }
+    }
+
     /// Whether a failed write or sync poisoned the log.
     pub(crate) fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::Acquire)
@@ -289,7 +301,8 @@ impl Log {
     /// a caller whose record is in the log but whose state change failed
     /// (`Engine`'s `apply_logged`): only a reopen, which replays the log,
     /// can make the two agree again.
-    pub(crate) fn poison(&self) {
+    pub(crate) fn poison(&self, cause: impl std::fmt::Display) {
+        let _ = self.cause.set(cause.to_string());
         self.poisoned.store(true, Ordering::Release);
         let _state = self.state.lock();
         self.wake.notify_all();
@@ -537,6 +550,7 @@ impl Log {
                 Ok(state)
             }
             Err(e) => {
+                let _ = self.cause.set(e.to_string());
                 self.poisoned.store(true, Ordering::Release);
                 self.wake.notify_all();
                 Err(e)
@@ -793,6 +807,7 @@ impl Log {
     /// what a failed lead does (`finish_lead`).
     #[cfg(not(loom))]
     fn poison_after_panic(&self) {
+        let _ = self.cause.set("the log's sync thread panicked".to_string());
         drop(self.finish_lead(Err(Error::Poisoned), false));
     }
 }
