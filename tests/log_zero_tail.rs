@@ -141,6 +141,42 @@ fn segments_sealed_by_rotation_end_at_their_last_record() {
 }
 
 #[test]
+fn zeros_a_full_disk_may_have_left_are_cut_when_a_segment_is_sealed() {
+    // A zero write that fails partway, on a full disk, may leave zeros the
+    // log cannot be sure of. A sealed segment must end at its last record
+    // (zeros at the end of any segment but the last are damage): each seal,
+    // and the close, cuts them.
+    let dir = tempfile::tempdir().unwrap();
+    let options = || Options {
+        fs: std::sync::Arc::new(RefusingFs {
+            zeros: Some(std::io::ErrorKind::StorageFull),
+            zeros_left: true,
+            ..RefusingFs::default()
+        }),
+        ..options(4096)
+    };
+    let n = 300;
+    {
+        let engine = Engine::open(dir.path(), options()).unwrap();
+        for i in 0..n {
+            commit(&engine, i);
+        }
+        assert!(segments(dir.path()).len() > 2, "no rotation");
+    }
+    for path in segments(dir.path()) {
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            records_end(&bytes),
+            bytes.len(),
+            "{} ends in zeros",
+            path.display()
+        );
+    }
+    let engine = Engine::open(dir.path(), options()).unwrap();
+    assert_has(&engine, n);
+}
+
+#[test]
 fn a_disk_too_full_for_the_zeros_still_takes_the_records() {
     // The zeros are an optimisation: a full disk that refuses them (a
     // megabyte) may still have room for a small record, and the commit

@@ -235,6 +235,20 @@ impl Engine {
                 Error::Io(e)
             }
         })?;
+        // A segment or checkpoint name on something that is not a file (a
+        // link to a volume that is not mounted, say) is damage: passed
+        // over, its commits would be missing without a word.
+        for (name, what) in fs.non_files(&dir)? {
+            if crate::wal::segment::parse_name(&name).is_some()
+                || checkpoint::parse_name(&name).is_some()
+            {
+                return Err(Error::corruption(
+                    dir.join(&name),
+                    0,
+                    format!("{what}, not a file, under a log segment's or checkpoint's name"),
+                ));
+            }
+        }
         let index = Index::new();
         let loaded = checkpoint::recover(fs.as_ref(), &dir, &index)?;
         let mut visit = Vec::new();

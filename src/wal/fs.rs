@@ -33,11 +33,12 @@ pub trait WritableFile: Send + fmt::Debug {
     }
 }
 
-/// Whether `e` says the disk (or the user's quota on it) is full.
+/// Whether `e` says the disk (or the user's quota on it, or the size a
+/// file may have) is full.
 pub(crate) fn is_full(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge
     )
 }
 
@@ -51,6 +52,14 @@ pub trait FileSystem: Send + Sync + fmt::Debug + 'static {
     /// The names of the files directly in `dir`, a link to a file counting
     /// as the file (it is read and written as the file).
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// The names of the other entries directly in `dir`, with what each is
+    /// ("a directory", "a link to nothing", ...): `open` refuses one under
+    /// a segment's or a checkpoint's name rather than pass over it. None by
+    /// default (a file system of files only).
+    fn non_files(&self, dir: &Path) -> io::Result<Vec<(String, &'static str)>> {
+        let _ = dir;
+        Ok(Vec::new())
+    }
     /// Creates `path` empty (truncating any file there) for appending.
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
     /// Opens the existing file `path` for appending at its end.
@@ -193,6 +202,22 @@ impl FileSystem for StdFs {
         }
         names.sort();
         Ok(names)
+    }
+
+    fn non_files(&self, dir: &Path) -> io::Result<Vec<(String, &'static str)>> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(at("listing", dir))? {
+            let entry = entry.map_err(at("listing", dir))?;
+            let what = match std::fs::metadata(entry.path()) {
+                Ok(m) if m.is_file() => continue,
+                Ok(m) if m.is_dir() => "a directory",
+                Ok(_) => "neither a file nor a directory (a pipe, a socket, a device)",
+                Err(_) => "a link to nothing (or one that cannot be followed)",
+            };
+            found.push((entry.file_name().to_string_lossy().into_owned(), what));
+        }
+        found.sort();
+        Ok(found)
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {

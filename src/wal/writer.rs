@@ -582,9 +582,10 @@ impl Log {
                     Ok(true) => active.zeroed = upto,
                     Ok(false) => {}
                     // A disk too full for the zeros may still take the
-                    // record: it is appended as any other. (The zeros are
-                    // tried again at the next write.)
-                    Err(e) if super::fs::is_full(&e) => {}
+                    // record: it is appended as any other. Some zeros may
+                    // be in, as far as `upto`: the next seal or close cuts
+                    // them. (They are tried again at the next write.)
+                    Err(e) if super::fs::is_full(&e) => active.zeroed = upto,
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -686,6 +687,10 @@ impl Log {
                     Ok(file) => self.switch_to(&mut active, upto + 1, file),
                     Err(e) => {
                         self.undo_create(upto + 1)?;
+                        // `seal_active` cut the file by its path: the
+                        // open file's idea of its length is stale.
+                        let path = segment::path(&self.dir, active.first_ts);
+                        active.file = self.fs.open_append(&path)?;
                         refused = Some(e);
                     }
                 }

@@ -203,10 +203,13 @@ pub fn segments(dir: &Path) -> Vec<PathBuf> {
 
 /// `StdFs` with some calls failing as a full or read-only disk makes them
 /// fail: `zeros`, every `WritableFile::zero_to` (leaving the file as it
-/// was, as the trait asks); `lock`, `FileSystem::lock`.
+/// was, as the trait asks, unless `zeros_left`: then the zeros are written
+/// before the error, as a write that failed partway and could not be
+/// undone would leave them); `lock`, `FileSystem::lock`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RefusingFs {
     pub zeros: Option<std::io::ErrorKind>,
+    pub zeros_left: bool,
     pub lock: Option<std::io::ErrorKind>,
 }
 
@@ -214,6 +217,7 @@ pub struct RefusingFs {
 struct RefusingFile {
     inner: Box<dyn WritableFile>,
     zeros: Option<std::io::ErrorKind>,
+    zeros_left: bool,
 }
 
 impl WritableFile for RefusingFile {
@@ -225,7 +229,12 @@ impl WritableFile for RefusingFile {
     }
     fn zero_to(&mut self, len: u64) -> std::io::Result<bool> {
         match self.zeros {
-            Some(kind) => Err(kind.into()),
+            Some(kind) => {
+                if self.zeros_left {
+                    self.inner.zero_to(len)?;
+                }
+                Err(kind.into())
+            }
             None => self.inner.zero_to(len),
         }
     }
@@ -236,6 +245,7 @@ impl RefusingFs {
         Box::new(RefusingFile {
             inner,
             zeros: self.zeros,
+            zeros_left: self.zeros_left,
         })
     }
 }
