@@ -405,7 +405,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench(&args).map(|()| true).inspect_err(|failure| {
             // `--json` prints one object, also when the run fails (the
             // message goes to stderr too).
-            if args.json {
+            if args.json && !failure.json_printed {
                 println!(
                     "{}",
                     serde_json::json!({ "ok": false, "error": failure.message })

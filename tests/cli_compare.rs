@@ -110,6 +110,7 @@ mod compare {
             assert!(e["transfers_per_s"].as_f64().expect("a rate") > 0.0);
         }
         assert_eq!(v["balances_agree"], true);
+        assert_eq!(v["ok"], true, "{v}");
     }
 
     #[test]

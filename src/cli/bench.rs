@@ -42,6 +42,9 @@ pub struct Failure {
     pub message: String,
     /// The exit code it gives.
     pub exit: Exit,
+    /// Whether the command already printed its `--json` object, which
+    /// says what failed: then nothing more goes to stdout.
+    pub json_printed: bool,
 }
 
 /// The exit code of a `Failure`.
@@ -74,6 +77,7 @@ impl Failure {
         Failure {
             message,
             exit: Exit::Failed,
+            json_printed: false,
         }
     }
 
@@ -82,6 +86,7 @@ impl Failure {
         Failure {
             message,
             exit: Exit::BadArgument,
+            json_printed: false,
         }
     }
 
@@ -90,6 +95,17 @@ impl Failure {
         Failure {
             message: "interrupted by Ctrl-C; the run stopped".into(),
             exit: Exit::Interrupted,
+            json_printed: false,
+        }
+    }
+}
+
+impl Failure {
+    /// This failure, after a `--json` object that reports it (when `json`).
+    pub fn after_json(self, json: bool) -> Failure {
+        Failure {
+            json_printed: json,
+            ..self
         }
     }
 }
@@ -131,11 +147,11 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     // A poisoned engine answers every call with `Poisoned` alone: the
     // failure says what poisoned it.
     let why = |failure: Failure| match ledger.engine().poisoned_by() {
-        Some(cause) => Failure {
+        Some(cause) if !failure.message.contains(&cause) => Failure {
             message: format!("{}; the engine was poisoned by: {cause}", failure.message),
             ..failure
         },
-        None => failure,
+        _ => failure,
     };
     let created = create_accounts(&ledger, args).map_err(why)?;
     if !args.json {
@@ -181,7 +197,8 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
         Err(Failure::new(format!(
             "verification FAILED after reopen: {}",
             verification.summary()
-        )))
+        ))
+        .after_json(args.json))
     }
 }
 

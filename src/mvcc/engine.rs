@@ -245,7 +245,9 @@ impl Engine {
                 return Err(Error::corruption(
                     dir.join(&name),
                     0,
-                    format!("{what}, not a file, under a log segment's or checkpoint's name"),
+                    format!(
+                        "{what} under a log segment's or checkpoint's name, where a file belongs"
+                    ),
                 ));
             }
         }

@@ -208,11 +208,15 @@ impl FileSystem for StdFs {
         let mut found = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(at("listing", dir))? {
             let entry = entry.map_err(at("listing", dir))?;
-            let what = match std::fs::metadata(entry.path()) {
+            let path = entry.path();
+            let what = match std::fs::metadata(&path) {
                 Ok(m) if m.is_file() => continue,
                 Ok(m) if m.is_dir() => "a directory",
-                Ok(_) => "neither a file nor a directory (a pipe, a socket, a device)",
-                Err(_) => "a link to nothing (or one that cannot be followed)",
+                Ok(_) => "a pipe, a socket or a device",
+                Err(_) if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_symlink()) => {
+                    "a link to nothing (or one that cannot be followed)"
+                }
+                Err(e) => return Err(at("reading", &path)(e)),
             };
             found.push((entry.file_name().to_string_lossy().into_owned(), what));
         }

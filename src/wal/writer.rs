@@ -584,7 +584,8 @@ impl Log {
                     // A disk too full for the zeros may still take the
                     // record: it is appended as any other. Some zeros may
                     // be in, as far as `upto`: the next seal or close cuts
-                    // them. (They are tried again at the next write.)
+                    // them. (They are tried again once the log passes
+                    // `upto`.)
                     Err(e) if super::fs::is_full(&e) => active.zeroed = upto,
                     Err(e) => return Err(e.into()),
                 }

@@ -416,20 +416,19 @@ pub fn run(args: &BenchArgs, engines: &[EngineName]) -> Result<(), Failure> {
         dir.keep();
     }
     if args.json {
-        print_json(args, &dir, &outcomes, agree);
+        print_json(args, &dir, &outcomes, agree, ok);
     } else {
         print_table(&outcomes, agree, must_agree);
     }
     if ok {
         Ok(())
     } else if !checked {
-        Err(Failure::new(
-            "a check after the run FAILED (see above)".into(),
-        ))
+        Err(Failure::new("a check after the run FAILED (see above)".into()).after_json(args.json))
     } else {
-        Err(Failure::new(
-            "the engines' final balances DIFFER on a single-threaded run".into(),
-        ))
+        Err(
+            Failure::new("the engines' final balances DIFFER on a single-threaded run".into())
+                .after_json(args.json),
+        )
     }
 }
 
@@ -720,7 +719,7 @@ fn mvledger_rate(outcomes: &[Outcome]) -> Option<f64> {
 }
 
 /// The run as one JSON object on stdout.
-fn print_json(args: &BenchArgs, dir: &DataDir, outcomes: &[Outcome], agree: bool) {
+fn print_json(args: &BenchArgs, dir: &DataDir, outcomes: &[Outcome], agree: bool, ok: bool) {
     let mvledger_per_s = mvledger_rate(outcomes);
     let engines: Vec<Value> = outcomes.iter().map(|o| o.to_json(mvledger_per_s)).collect();
     let dir_path: PathBuf = dir.path().to_path_buf();
@@ -738,6 +737,7 @@ fn print_json(args: &BenchArgs, dir: &DataDir, outcomes: &[Outcome], agree: bool
             "dir": dir_path.display().to_string(),
             "dir_kept": dir.kept(),
         },
+        "ok": ok,
         "engines": engines,
         "balances_agree": agree,
     });
