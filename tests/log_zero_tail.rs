@@ -140,6 +140,31 @@ fn segments_sealed_by_rotation_end_at_their_last_record() {
     assert_has(&engine, 300);
 }
 
+/// 4 KiB segments on a disk too full for the zeros (`RefusingFs`): each
+/// `zero_to` fails, leaving the file as it was, or (`zeros_left`) with the
+/// zeros in, as a write that failed partway and could not be undone.
+fn full_disk(zeros_left: bool) -> Options {
+    Options {
+        fs: std::sync::Arc::new(RefusingFs {
+            zeros: Some(std::io::ErrorKind::StorageFull),
+            zeros_left,
+            ..RefusingFs::default()
+        }),
+        ..options(4096)
+    }
+}
+
+/// Commits `n` (over several segments) on a new engine in `dir`, which
+/// it then closes.
+fn commit_across_segments(dir: &Path, options: Options, n: u32) {
+    let engine = Engine::open(dir, options).unwrap();
+    for i in 0..n {
+        commit(&engine, i);
+    }
+    assert_has(&engine, n);
+    assert!(segments(dir).len() > 2, "no rotation");
+}
+
 #[test]
 fn zeros_a_full_disk_may_have_left_are_cut_when_a_segment_is_sealed() {
     // A zero write that fails partway, on a full disk, may leave zeros the
@@ -147,22 +172,7 @@ fn zeros_a_full_disk_may_have_left_are_cut_when_a_segment_is_sealed() {
     // (zeros at the end of any segment but the last are damage): each seal,
     // and the close, cuts them.
     let dir = tempfile::tempdir().unwrap();
-    let options = || Options {
-        fs: std::sync::Arc::new(RefusingFs {
-            zeros: Some(std::io::ErrorKind::StorageFull),
-            zeros_left: true,
-            ..RefusingFs::default()
-        }),
-        ..options(4096)
-    };
-    let n = 300;
-    {
-        let engine = Engine::open(dir.path(), options()).unwrap();
-        for i in 0..n {
-            commit(&engine, i);
-        }
-        assert!(segments(dir.path()).len() > 2, "no rotation");
-    }
+    commit_across_segments(dir.path(), full_disk(true), 300);
     for path in segments(dir.path()) {
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(
@@ -172,8 +182,8 @@ fn zeros_a_full_disk_may_have_left_are_cut_when_a_segment_is_sealed() {
             path.display()
         );
     }
-    let engine = Engine::open(dir.path(), options()).unwrap();
-    assert_has(&engine, n);
+    let engine = Engine::open(dir.path(), full_disk(true)).unwrap();
+    assert_has(&engine, 300);
 }
 
 #[test]
@@ -182,24 +192,9 @@ fn a_disk_too_full_for_the_zeros_still_takes_the_records() {
     // megabyte) may still have room for a small record, and the commit
     // must not fail, nor poison the engine, for want of them.
     let dir = tempfile::tempdir().unwrap();
-    let options = || Options {
-        fs: std::sync::Arc::new(RefusingFs {
-            zeros: Some(std::io::ErrorKind::StorageFull),
-            ..RefusingFs::default()
-        }),
-        ..options(4096)
-    };
-    let n = 300;
-    {
-        let engine = Engine::open(dir.path(), options()).unwrap();
-        for i in 0..n {
-            commit(&engine, i);
-        }
-        assert_has(&engine, n);
-        assert!(segments(dir.path()).len() > 2, "no rotation");
-    }
-    let engine = Engine::open(dir.path(), options()).unwrap();
-    assert_has(&engine, n);
+    commit_across_segments(dir.path(), full_disk(false), 300);
+    let engine = Engine::open(dir.path(), full_disk(false)).unwrap();
+    assert_has(&engine, 300);
     assert!(
         engine.recovery_cuts().is_empty(),
         "{:?}",
