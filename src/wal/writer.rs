@@ -110,6 +110,17 @@ struct SyncState {
     last_sync: Instant,
 }
 
+impl SyncState {
+    /// Makes the caller the leader; a leader that will sync notes when
+    /// its sync began (`last_sync`).
+    fn take_lead(&mut self, sync: bool) {
+        self.leading = true;
+        if sync {
+            self.last_sync = Instant::now();
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Active {
     file: Box<dyn WritableFile>,
@@ -292,6 +303,13 @@ impl Log {
         }
     }
 
+    /// Marks the log poisoned, keeping `cause` if it is the first: the
+    /// cause is in place before the mark can be seen (`poisoned_by`).
+    fn mark_poisoned(&self, cause: impl std::fmt::Display) {
+        let _ = self.cause.set(cause.to_string());
+        self.poisoned.store(true, Ordering::Release);
+    }
+
     /// Whether a failed write or sync poisoned the log.
     pub(crate) fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::Acquire)
@@ -302,8 +320,7 @@ impl Log {
     /// (`Engine`'s `apply_logged`): only a reopen, which replays the log,
     /// can make the two agree again.
     pub(crate) fn poison(&self, cause: impl std::fmt::Display) {
-        let _ = self.cause.set(cause.to_string());
-        self.poisoned.store(true, Ordering::Release);
+        self.mark_poisoned(cause);
         let _state = self.state.lock();
         self.wake.notify_all();
     }
@@ -408,8 +425,7 @@ impl Log {
         if state.leading {
             return Ok(Due::Busy);
         }
-        state.leading = true;
-        state.last_sync = Instant::now();
+        state.take_lead(true);
         drop(state);
         let led = self.lead(true);
         drop(self.finish_lead(led, true)?);
@@ -439,8 +455,7 @@ impl Log {
                 state = self.wake.wait(state);
                 continue;
             }
-            state.leading = true;
-            state.last_sync = Instant::now();
+            state.take_lead(true);
             drop(state);
             self.gather();
             let led = self.lead(true);
@@ -510,10 +525,7 @@ impl Log {
             }
             state = self.wake.wait(state);
         }
-        state.leading = true;
-        if sync {
-            state.last_sync = Instant::now();
-        }
+        state.take_lead(sync);
         drop(state);
         let led = self.lead(sync);
         let state = self.finish_lead(led, sync)?;
@@ -550,8 +562,7 @@ impl Log {
                 Ok(state)
             }
             Err(e) => {
-                let _ = self.cause.set(e.to_string());
-                self.poisoned.store(true, Ordering::Release);
+                self.mark_poisoned(&e);
                 self.wake.notify_all();
                 Err(e)
             }
@@ -673,8 +684,7 @@ impl Log {
             }
             state = self.wake.wait(state);
         }
-        state.leading = true;
-        state.last_sync = Instant::now();
+        state.take_lead(true);
         drop(state);
         // A new segment that cannot be created (a full disk, say) fails
         // the seal, not the log: the active segment goes on, its records
