@@ -113,6 +113,37 @@ fn not_a_file(path: &Path) -> io::Error {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StdFs;
 
+/// What an entry of a directory is, when it is not a file: "a directory",
+/// "a link to nothing", ...; `Ok(None)` for a file or a link to one (a
+/// link to a segment is the segment); `Err` when it cannot be told.
+type EntryKind = io::Result<Option<&'static str>>;
+
+/// The entries of `dir`, sorted by name, each with its `EntryKind`. A name
+/// that is not UTF-8 is none the engine uses, and is left out.
+fn entries(dir: &Path) -> io::Result<Vec<(String, EntryKind)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(at("listing", dir))? {
+        let entry = entry.map_err(at("listing", dir))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let path = entry.path();
+        // `metadata` follows a link; it fails on a link to nothing.
+        let kind = match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(None),
+            Ok(m) if m.is_dir() => Ok(Some("a directory")),
+            Ok(_) => Ok(Some("a pipe, a socket or a device")),
+            Err(_) if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_symlink()) => {
+                Ok(Some("a link to nothing (or one that cannot be followed)"))
+            }
+            Err(e) => Err(at("reading", &path)(e)),
+        };
+        found.push((name, kind));
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(found)
+}
+
 /// Adds what was done to which path to an error, keeping its kind.
 fn at<'a>(doing: &'a str, path: &'a Path) -> impl FnOnce(io::Error) -> io::Error + 'a {
     move |e| io::Error::new(e.kind(), format!("{doing} {}: {e}", path.display()))
@@ -189,38 +220,21 @@ impl FileSystem for StdFs {
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let mut names = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(at("listing", dir))? {
-            let entry = entry.map_err(at("listing", dir))?;
-            // `metadata` follows a link (a link to a segment is the
-            // segment); it fails on a link to nothing, which is skipped as
-            // any entry that is not a file.
-            let is_file = std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file());
-            if is_file && let Some(name) = entry.file_name().to_str() {
-                names.push(name.to_owned());
-            }
-        }
-        names.sort();
-        Ok(names)
+        // Only the files: anything else, even what cannot be told, is left
+        // out (`non_files` reports it).
+        Ok(entries(dir)?
+            .into_iter()
+            .filter_map(|(name, kind)| matches!(kind, Ok(None)).then_some(name))
+            .collect())
     }
 
     fn non_files(&self, dir: &Path) -> io::Result<Vec<(String, &'static str)>> {
         let mut found = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(at("listing", dir))? {
-            let entry = entry.map_err(at("listing", dir))?;
-            let path = entry.path();
-            let what = match std::fs::metadata(&path) {
-                Ok(m) if m.is_file() => continue,
-                Ok(m) if m.is_dir() => "a directory",
-                Ok(_) => "a pipe, a socket or a device",
-                Err(_) if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_symlink()) => {
-                    "a link to nothing (or one that cannot be followed)"
-                }
-                Err(e) => return Err(at("reading", &path)(e)),
-            };
-            found.push((entry.file_name().to_string_lossy().into_owned(), what));
+        for (name, kind) in entries(dir)? {
+            if let Some(what) = kind? {
+                found.push((name, what));
+            }
         }
-        found.sort();
         Ok(found)
     }
 
