@@ -98,9 +98,7 @@ impl Failure {
             json_printed: false,
         }
     }
-}
 
-impl Failure {
     /// This failure, after a `--json` object that reports it (when `json`).
     pub fn after_json(self, json: bool) -> Failure {
         Failure {
@@ -153,30 +151,25 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
         },
         _ => failure,
     };
-    let created = create_accounts(&ledger, args).map_err(why)?;
-    if !args.json {
-        created.print_text();
-    }
-    // Accounts on disk under every sync mode, so that the transfer phase's
-    // log bytes and syncs count only its own.
-    ledger
-        .engine()
-        .sync()
-        .map_err(fail("syncing the log"))
-        .map_err(why)?;
-    let mut plans = workload::plans(args);
-    let before = ledger.stats();
-    let run = run_transfers(&ledger, args, &mut plans).map_err(why)?;
-    interrupt::check()?;
-    let after_run = ledger.stats();
-    // Everything durable under every sync mode before the reopen; and see
-    // the error if that fails (a drop would swallow it).
-    ledger
-        .engine()
-        .sync()
-        .map_err(fail("syncing the log"))
-        .map_err(why)?;
-    let after_sync = ledger.stats();
+    let phases = || {
+        let created = create_accounts(&ledger, args)?;
+        if !args.json {
+            created.print_text();
+        }
+        // Accounts on disk under every sync mode, so that the transfer
+        // phase's log bytes and syncs count only its own.
+        ledger.engine().sync().map_err(fail("syncing the log"))?;
+        let mut plans = workload::plans(args);
+        let before = ledger.stats();
+        let run = run_transfers(&ledger, args, &mut plans)?;
+        interrupt::check()?;
+        let after_run = ledger.stats();
+        // Everything durable under every sync mode before the reopen; and
+        // see the error if that fails (a drop would swallow it).
+        ledger.engine().sync().map_err(fail("syncing the log"))?;
+        Ok((created, plans, before, run, after_run, ledger.stats()))
+    };
+    let (created, plans, before, run, after_run, after_sync) = phases().map_err(why)?;
     drop(ledger);
     let report = Report::new(&plans, created, run, &before, &after_run, &after_sync);
     if !args.json {

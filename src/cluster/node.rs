@@ -659,12 +659,8 @@ impl Node {
     /// shard to coordinate), with `local_result`'s codes.
     pub(crate) fn create_local(&self, transfers: &[Transfer]) -> Result<Vec<CreateTransferResult>> {
         let mut results = self.ledger.create_transfers(transfers)?;
-        if self.sabotage == Some(Sabotage::ExistsAnsweredOk) {
-            for r in &mut results {
-                if *r == CreateTransferResult::Exists {
-                    *r = CreateTransferResult::Ok;
-                }
-            }
+        for r in &mut results {
+            *r = self.exists_answered(*r);
         }
         if results.iter().any(|&r| is_exists(r)) {
             // A record, once written, keeps its transfer: a snapshot
@@ -691,16 +687,26 @@ impl Node {
         u: &Transfer,
         r: CreateTransferResult,
     ) -> Result<CreateTransferResult> {
+        let r = self.exists_answered(r);
         if !is_exists(r) {
             return Ok(r);
-        }
-        if r == CreateTransferResult::Exists && self.sabotage == Some(Sabotage::ExistsAnsweredOk) {
-            return Ok(CreateTransferResult::Ok);
         }
         Ok(match self.aggregate_latest(extra, u.id)? {
             Some(agg) => transfer_exists(u, &agg.transfer, None),
             None => r,
         })
+    }
+
+    /// `r`, the ledger's answer to a transfer within this shard, as the
+    /// shard gives it: itself, but `Ok` for `Exists` under
+    /// `Sabotage::ExistsAnsweredOk`.
+    fn exists_answered(&self, r: CreateTransferResult) -> CreateTransferResult {
+        match r {
+            CreateTransferResult::Exists if self.sabotage == Some(Sabotage::ExistsAnsweredOk) => {
+                CreateTransferResult::Ok
+            }
+            r => r,
+        }
     }
 
     /// Handles envelopes of messages as one commit (at most; none if
