@@ -742,3 +742,29 @@ fn a_directory_or_a_link_to_nothing_under_a_segment_or_checkpoint_name_is_corrup
         }
     }
 }
+
+#[test]
+fn a_covered_segment_behind_a_link_goes_as_the_link_and_its_file_stays() {
+    // README: "removing a covered segment removes the link, not its
+    // target" (the file may be on another volume, the user's to manage).
+    let log = segmented_log();
+    let dir = log.copy_with(|_| {});
+    let elsewhere = tempfile::tempdir().unwrap();
+    let link = log.path(dir.path(), 0);
+    let target = elsewhere.path().join(&log.files[0].0);
+    std::fs::rename(&link, &target).unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let options = Options {
+        segment_bytes: 4096,
+        ..Options::default()
+    };
+    let engine = Engine::open(dir.path(), options).unwrap();
+    engine.checkpoint().unwrap();
+    engine.checkpoint().unwrap();
+    assert!(
+        std::fs::symlink_metadata(&link).is_err(),
+        "the covered segment's link is still there"
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), log.files[0].1);
+    assert_eq!(dump(&engine), state_after(&log.commits));
+}
