@@ -161,6 +161,19 @@ struct Outcome {
 /// the power-cut image and the directory as left, and checks that the
 /// reopened log takes new commits.
 fn fail_and_recover(op: Op, segment_bytes: u64, warmup: usize) -> Outcome {
+    fail_and_recover_armed(&[(op, 1)], segment_bytes, warmup)
+}
+
+/// A log rotation whose new segment is refused, and then whose clean-up
+/// fails too (`faults`: what fails, and at which call from the arming).
+fn fail_and_recover_with(faults: &[(Op, u64)]) -> Outcome {
+    fail_and_recover_armed(faults, 4096, 0)
+}
+
+/// `fail_and_recover` with every fault of `faults` armed at once (one
+/// per kind of call).
+fn fail_and_recover_armed(faults: &[(Op, u64)], segment_bytes: u64, warmup: usize) -> Outcome {
+    let op = faults[0].0;
     let sim = machine();
     let faulty = FaultyFs::new(Arc::new(sim.clone()));
     let engine = Engine::open(
@@ -178,7 +191,9 @@ fn fail_and_recover(op: Op, segment_bytes: u64, warmup: usize) -> Outcome {
     let mut pending = engine.begin();
     pending.put(b"pending", b"never").unwrap();
 
-    faulty.fail_nth(op, 1);
+    for &(op, n) in faults {
+        faulty.fail_nth(op, n);
+    }
     let mut acked = warmup;
     let (error, len_before) = loop {
         assert!(acked < warmup + 1000, "{op:?} was never called");
@@ -192,7 +207,7 @@ fn fail_and_recover(op: Op, segment_bytes: u64, warmup: usize) -> Outcome {
         matches!(error, Error::Io(_)),
         "the commit that met the failed {op:?} got {error:?}, not Io"
     );
-    assert_eq!(faulty.injected(), 1);
+    assert_eq!(faulty.injected(), faults.len() as u64);
     let len_failed = last_segment_len(&sim);
     let calls_at_failure = calls(&faulty);
 
@@ -288,30 +303,120 @@ fn a_short_write_poisons_and_its_torn_tail_is_cut_on_reopen() {
 }
 
 #[test]
-fn a_failed_segment_creation_during_rotation_poisons() {
-    // No file is opened between commits except to rotate the log.
-    let out = fail_and_recover(Op::Open, 4096, 0);
-    assert!(
-        out.acked > 5,
-        "the log rotated after only {} commits",
-        out.acked
-    );
-    assert_eq!(out.in_image, out.acked);
-    assert!(out.in_dir <= out.attempted);
+fn a_segment_that_cannot_be_created_during_rotation_leaves_the_group_in_the_active_one() {
+    // The log rotates when its segment is full. When the next segment
+    // cannot be created (a full disk, no file handle left), or its name
+    // may not be durable (the directory sync failed), the attempt is
+    // removed durably and the group is written to the active segment,
+    // past its size: the commits are acknowledged, nothing poisons, and
+    // the next group tries the rotation again. (It used to poison.)
+    //
+    // Under `Never` the log writes its buffer when it passes the
+    // segment's size (the log's `flush_bytes`), without a sync: the
+    // first open, write, sync and directory sync after the arming are
+    // the new segment's.
+    for op in [Op::Open, Op::Write, Op::Sync, Op::SyncDir] {
+        let sim = machine();
+        let faulty = FaultyFs::new(Arc::new(sim.clone()));
+        let engine = Engine::open(
+            DIR,
+            Options {
+                segment_bytes: 4096,
+                sync: SyncMode::Never,
+                ..options(&faulty)
+            },
+        )
+        .unwrap();
+        for i in 0..5 {
+            commit(&engine, i).unwrap();
+        }
+        engine.sync().unwrap();
+        let before = segment_names(&sim);
+        assert_eq!(before.len(), 1, "{op:?}: the log rotated too soon");
+        faulty.fail_nth(op, 1);
+        let mut acked = 5;
+        while faulty.injected() == 0 {
+            assert!(acked < 1000, "{op:?}: the log never rotated");
+            commit(&engine, acked)
+                .unwrap_or_else(|e| panic!("{op:?}: a refused rotation failed a commit: {e}"));
+            acked += 1;
+        }
+        assert_eq!(segment_names(&sim), before, "{op:?}: a segment was left");
+        assert_eq!(engine.poisoned_by(), None, "{op:?}");
+        assert!(
+            last_segment_len(&sim) > 4096,
+            "{op:?}: the group is not in the active segment"
+        );
+        engine.sync().unwrap();
+        let image = sim.crash_image();
+        // The next group rotates.
+        commit(&engine, acked).unwrap();
+        engine.sync().unwrap();
+        assert_eq!(segment_names(&sim).len(), 2, "{op:?}: no rotation after");
+        drop(engine);
+        for (what, fs, n) in [
+            ("power-cut image", image, acked),
+            ("directory", sim, acked + 1),
+        ] {
+            let engine = Engine::open(DIR, options(&fs)).unwrap();
+            assert_eq!(dump(&engine), state_after(n), "{op:?}: {what}");
+        }
+    }
 }
 
 #[test]
-fn a_failed_directory_sync_during_rotation_poisons() {
-    // The new segment exists, but its name may not survive a power cut:
-    // nothing in it may be acknowledged.
-    let out = fail_and_recover(Op::SyncDir, 4096, 0);
-    assert!(
-        out.acked > 5,
-        "the log rotated after only {} commits",
-        out.acked
-    );
-    assert_eq!(out.in_image, out.acked);
-    assert!(out.in_dir <= out.attempted);
+fn a_commit_whose_rotation_is_refused_is_acknowledged_under_always() {
+    // The same under the default mode, where each commit writes and syncs
+    // its own group (no file is opened between commits but to rotate).
+    for op in [Op::Open, Op::SyncDir] {
+        let sim = machine();
+        let faulty = FaultyFs::new(Arc::new(sim.clone()));
+        let engine = Engine::open(
+            DIR,
+            Options {
+                segment_bytes: 4096,
+                ..options(&faulty)
+            },
+        )
+        .unwrap();
+        faulty.fail_nth(op, 1);
+        let mut acked = 0;
+        while faulty.injected() == 0 {
+            assert!(acked < 1000, "{op:?}: the log never rotated");
+            commit(&engine, acked).unwrap();
+            acked += 1;
+        }
+        assert_eq!(segment_names(&sim).len(), 1, "{op:?}: a segment was left");
+        let image = sim.crash_image();
+        commit(&engine, acked).unwrap();
+        assert_eq!(segment_names(&sim).len(), 2, "{op:?}: no rotation after");
+        drop(engine);
+        for (what, fs, n) in [
+            ("power-cut image", image, acked),
+            ("directory", sim, acked + 1),
+        ] {
+            let engine = Engine::open(DIR, options(&fs)).unwrap();
+            assert_eq!(dump(&engine), state_after(n), "{op:?}: {what}");
+        }
+    }
+}
+
+#[test]
+fn a_refused_rotation_that_cannot_be_cleared_up_poisons() {
+    // What the attempt left must go before the group is written to the
+    // active segment: a segment named after records that are elsewhere
+    // reads as a gap after a crash. When it cannot be removed, or the
+    // removal cannot be made durable, the log is poisoned.
+    for undo in [Op::Remove, Op::SyncDir] {
+        let out = fail_and_recover_with(&[(Op::Open, 1), (undo, 1)]);
+        assert!(
+            out.acked > 5,
+            "{undo:?}: rotated after {} commits",
+            out.acked
+        );
+        assert_eq!(out.in_image, out.acked, "{undo:?}");
+        assert!(out.in_dir <= out.attempted, "{undo:?}");
+    }
 }
 
 #[test]

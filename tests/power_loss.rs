@@ -1166,16 +1166,18 @@ fn a_commit_acknowledged_after_a_reopen_on_unsynced_bytes_survives_a_power_cut()
     }
 }
 
-/// A rotation whose directory sync fails leaves a new segment whose name
-/// is not durable; a reopen without a power cut finds it and appends to
-/// it. A commit acknowledged there must survive a power cut: recovery has
-/// to make the directory it found durable, too.
+/// A rotation whose directory sync fails, and whose new segment then
+/// cannot be removed (which poisons), leaves that segment with a name
+/// that is not durable; a reopen without a power cut finds it and appends
+/// to it. A commit acknowledged there must survive a power cut: recovery
+/// has to make the directory it found durable, too.
 #[test]
 fn a_commit_acknowledged_in_a_segment_found_on_reopen_survives_a_power_cut() {
     let sim = machine(1);
     let faulty = FaultyFs::new(Arc::new(sim.clone()));
     let engine = Engine::open(DIR, engine_options(&faulty, SyncMode::Always)).unwrap();
     faulty.fail_nth(Op::SyncDir, 1);
+    faulty.fail_nth(Op::Remove, 1);
     let failed = commit_range(&engine, 0..100, 300);
     assert!(matches!(failed, Err(Error::Io(_))), "{failed:?}");
     let attempted = engine.stats().visible_ts + 1;

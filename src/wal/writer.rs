@@ -17,7 +17,9 @@
 //!    (`Log::gather`);
 //! 2. swap the pending buffer out (records up to `last_ts`);
 //! 3. rotate to a new segment if the active one is full: sync it, create
-//!    the next, write its header, sync the file and the directory;
+//!    the next, write its header, sync the file and the directory (when
+//!    the new segment cannot be created, the group goes on in the active
+//!    one: `rotate_locked`);
 //! 4. write the buffer (under `Always`, a small one over zeros laid ahead
 //!    of the log, so that the sync has no file size to write: `ZERO_AHEAD`);
 //! 5. `fdatasync` (under `Always`, or when a sync was asked for);
@@ -32,7 +34,7 @@
 //! the two moves last: both move under the `SyncState` lock, so the later
 //! one sees the other's.
 //!
-//! A failure in 3 to 5 poisons the log: the error goes to the leader's
+//! Any other failure in 3 to 5 poisons the log: the error goes to the leader's
 //! caller, `Error::Poisoned` to everyone else, and nothing is ever
 //! acknowledged again. A sync is never retried.
 
@@ -581,7 +583,9 @@ impl Log {
             let first_in_buf = first_ts_of(&buf);
             let full = active.len + buf.len() as u64 > self.segment_bytes;
             if full && active.len > segment::HEADER_BYTES as u64 {
-                self.rotate_locked(&mut active, first_in_buf)?;
+                // A refused new segment leaves the group in the active one,
+                // past its size; the next group tries again.
+                let _refused = self.rotate_locked(&mut active, first_in_buf)?;
             }
             let end = active.len + buf.len() as u64;
             if self.mode == SyncMode::Always
@@ -628,11 +632,28 @@ impl Log {
 
     /// Seals the active segment (synced first, so that no later segment can
     /// be durable while an earlier one is not) and starts one at `first_ts`.
-    fn rotate_locked(&self, active: &mut Active, first_ts: u64) -> Result<()> {
+    ///
+    /// A new segment that cannot be created (a full disk, no file handle
+    /// left) fails the rotation, not the log: what the attempt left is
+    /// removed, durably (`undo_create`), and the active segment goes on,
+    /// all its records synced. That error is returned as `Ok(Some(_))`.
+    /// Only a failure to seal or to clear up is an `Err`, which poisons.
+    fn rotate_locked(&self, active: &mut Active, first_ts: u64) -> Result<Option<Error>> {
         self.seal_active(active)?;
-        let file = Self::create_segment(self.fs.as_ref(), &self.dir, first_ts)?;
-        self.switch_to(active, first_ts, file);
-        Ok(())
+        match Self::create_segment(self.fs.as_ref(), &self.dir, first_ts) {
+            Ok(file) => {
+                self.switch_to(active, first_ts, file);
+                Ok(None)
+            }
+            Err(refused) => {
+                self.undo_create(first_ts)?;
+                // `seal_active` cut the file by its path: the open file's
+                // idea of its length is stale.
+                let path = segment::path(&self.dir, active.first_ts);
+                active.file = self.fs.open_append(&path)?;
+                Ok(Some(refused))
+            }
+        }
     }
 
     /// Makes the active segment ready to be sealed: synced, and ending at
@@ -687,24 +708,12 @@ impl Log {
         state.take_lead(true);
         drop(state);
         // A new segment that cannot be created (a full disk, say) fails
-        // the seal, not the log: the active segment goes on, its records
-        // all synced. Only a failure to clear up the attempt poisons.
+        // the seal, not the log (`rotate_locked`).
         let mut refused = None;
         let led = self.lead(true).and_then(|upto| {
             let mut active = self.active.lock();
             if active.len > segment::HEADER_BYTES as u64 {
-                self.seal_active(&mut active)?;
-                match Self::create_segment(self.fs.as_ref(), &self.dir, upto + 1) {
-                    Ok(file) => self.switch_to(&mut active, upto + 1, file),
-                    Err(e) => {
-                        self.undo_create(upto + 1)?;
-                        // `seal_active` cut the file by its path: the
-                        // open file's idea of its length is stale.
-                        let path = segment::path(&self.dir, active.first_ts);
-                        active.file = self.fs.open_append(&path)?;
-                        refused = Some(e);
-                    }
-                }
+                refused = self.rotate_locked(&mut active, upto + 1)?;
             }
             Ok(upto)
         });
