@@ -144,9 +144,38 @@ fn entries(dir: &Path) -> io::Result<Vec<(String, EntryKind)>> {
     Ok(found)
 }
 
-/// Adds what was done to which path to an error, keeping its kind.
+/// Adds what was done to which path to an error, keeping its kind, and
+/// the operating system's error itself as its source (for its
+/// `raw_os_error`): `std::error::Error::source` of the returned error.
 fn at<'a>(doing: &'a str, path: &'a Path) -> impl FnOnce(io::Error) -> io::Error + 'a {
-    move |e| io::Error::new(e.kind(), format!("{doing} {}: {e}", path.display()))
+    move |e| {
+        io::Error::new(
+            e.kind(),
+            AtPath {
+                doing: format!("{doing} {}", path.display()),
+                error: e,
+            },
+        )
+    }
+}
+
+/// An error of `StdFs`: what was done, to which path, and the error met.
+#[derive(Debug)]
+struct AtPath {
+    doing: String,
+    error: io::Error,
+}
+
+impl std::fmt::Display for AtPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.doing, self.error)
+    }
+}
+
+impl std::error::Error for AtPath {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
 }
 
 /// A file of `StdFs`: appends go to `end` (positioned writes, so that a
@@ -296,12 +325,9 @@ impl FileSystem for StdFs {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        std::fs::rename(from, to).map_err(|e| {
-            let to = to.display();
-            io::Error::new(
-                e.kind(),
-                format!("renaming {} to {to}: {e}", from.display()),
-            )
+        std::fs::rename(from, to).map_err(|error| {
+            let doing = format!("renaming {} to {}", from.display(), to.display());
+            io::Error::new(error.kind(), AtPath { doing, error })
         })
     }
 
@@ -369,6 +395,11 @@ mod tests {
                 text.contains(&missing.display().to_string()),
                 "{what}: {text}"
             );
+            // The operating system's own error is the source, errno and all.
+            let os = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<io::Error>())
+                .and_then(io::Error::raw_os_error);
+            assert_eq!(os, Some(2), "{what}: no ENOENT under {e:?}");
         };
         let fs = StdFs;
         let nf = io::ErrorKind::NotFound;
