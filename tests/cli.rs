@@ -989,6 +989,15 @@ fn other_directories_and_files_are_refused_as_bad_arguments_and_left_alone() {
         );
     }
     assert_eq!(std::fs::read(&file).expect("read"), b"x");
+    // Below a file, the directory cannot be made: an I/O error, which
+    // names the path once.
+    let below = file.join("ledger");
+    let b = below.to_str().expect("utf-8");
+    let out = mvledger(&[
+        "account", "create", "--dir", b, "--id", "1", "--ledger", "1", "--code", "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).matches(b).count(), 1, "{}", stderr(&out));
 
     // bench wants a new or empty directory, not one of other files.
     let out = mvledger(&["bench", "--dir", o, "--accounts", "10", "--transfers", "10"]);

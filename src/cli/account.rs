@@ -20,7 +20,7 @@ use mvledger::{
     CreateTransferResult, Ledger, LedgerOptions, PendingState, Transfer, TransferFlags,
 };
 
-use super::bench::{Failure, fail};
+use super::bench::{Failure, fail, fail_at};
 use super::report::{count, utc};
 
 /// The flags of `mvledger account create`.
@@ -179,8 +179,7 @@ fn open(dir: &Path, must_exist: bool) -> Result<Ledger, Failure> {
             )));
         }
     }
-    let ledger =
-        Ledger::open(dir, LedgerOptions::default()).map_err(fail(format!("open {shown}")))?;
+    let ledger = Ledger::open(dir, LedgerOptions::default()).map_err(fail_at("opening", dir))?;
     for cut in ledger.engine().recovery_cuts() {
         eprintln!(
             "warning: recovery cut {cut} (what a crash leaves of a record it interrupted, \

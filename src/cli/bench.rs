@@ -119,6 +119,23 @@ pub fn fail(context: impl fmt::Display) -> impl FnOnce(Error) -> Failure {
     move |e| Failure::new(format!("{context}: {e}"))
 }
 
+/// `fail` for `doing` something to `path`, which is named once: an I/O
+/// error of the engine names its file already.
+pub fn fail_at<'a>(
+    doing: &'a str,
+    path: &'a std::path::Path,
+) -> impl FnOnce(Error) -> Failure + 'a {
+    move |e| {
+        let text = e.to_string();
+        let shown = path.display().to_string();
+        if text.contains(&shown) {
+            Failure::new(format!("{doing}: {text}"))
+        } else {
+            Failure::new(format!("{doing} {shown}: {text}"))
+        }
+    }
+}
+
 /// What the transfer phase measured.
 pub struct Run {
     /// From the first call to the last reply.
@@ -140,8 +157,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
         },
         ..LedgerOptions::default()
     };
-    let ledger = Ledger::open(dir.path(), options)
-        .map_err(fail(format!("opening {}", dir.path().display())))?;
+    let ledger = Ledger::open(dir.path(), options).map_err(fail_at("opening", dir.path()))?;
     // A poisoned engine answers every call with `Poisoned` alone: the
     // failure says what poisoned it.
     let why = |failure: Failure| match ledger.engine().poisoned_by() {

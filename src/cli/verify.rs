@@ -20,7 +20,7 @@ use mvledger::{
 };
 use serde_json::{Value, json};
 
-use super::bench::{Failure, fail};
+use super::bench::{Failure, fail, fail_at};
 use super::report::group;
 use super::workload::{self, Plan, Settle};
 use crate::BenchArgs;
@@ -122,8 +122,7 @@ pub fn verify(
 ) -> Result<Verification, Failure> {
     let started = Instant::now();
     let spinner = super::bench::spinner(args.json, "reopening the data directory");
-    let ledger = Ledger::open(dir, LedgerOptions::default())
-        .map_err(fail(format!("reopening {}", dir.display())))?;
+    let ledger = Ledger::open(dir, LedgerOptions::default()).map_err(fail_at("reopening", dir))?;
     let reopen = started.elapsed();
     spinner.set_message("auditing the ledger");
     super::interrupt::check()?;

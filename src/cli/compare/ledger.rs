@@ -13,7 +13,7 @@ use mvledger::{Ledger, LedgerOptions, Options};
 use super::{Outcome, Syncs, digest, tally};
 use crate::BenchArgs;
 use crate::EngineName;
-use crate::cli::bench::{self, Failure, fail};
+use crate::cli::bench::{self, Failure, fail, fail_at};
 use crate::cli::report::group;
 use crate::cli::{verify, workload};
 
@@ -33,7 +33,7 @@ pub fn run(args: &BenchArgs, dir: &Path) -> Result<Outcome, Failure> {
     if !args.json {
         say!("  setup: {setup}");
     }
-    let ledger = Ledger::open(dir, options).map_err(fail(format!("opening {}", dir.display())))?;
+    let ledger = Ledger::open(dir, options).map_err(fail_at("opening", dir))?;
     let created = bench::create_accounts(&ledger, args)?;
     if !args.json {
         say!(
