@@ -19,7 +19,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mvledger::wal::record::{FRAME_HEADER_BYTES, KIND_COMMIT, KIND_LOGICAL, decode_frame};
+use mvledger::wal::record::{KIND_COMMIT, KIND_LOGICAL, decode_frame, valid_record_after};
 use mvledger::wal::segment::{HEADER_BYTES, check_header, parse_name, torn_at_creation};
 use mvledger::wal::{FileSystem, StdFs};
 use mvledger::{Error, verify_checkpoint};
@@ -394,16 +394,6 @@ fn walk_frames(
     Some(prev)
 }
 
-/// Whether a valid record with a ts after `prev_ts` starts anywhere after
-/// `from`: tells a torn tail from damage in the middle, as recovery does.
-fn valid_record_after(bytes: &[u8], from: usize, prev_ts: u64) -> bool {
-    (from + 1..bytes.len().saturating_sub(FRAME_HEADER_BYTES + 8) + 1).any(|at| {
-        let kind = bytes.get(at + 8).copied();
-        (kind == Some(KIND_COMMIT) || kind == Some(KIND_LOGICAL))
-            && decode_frame(bytes, at).is_ok_and(|frame| frame.ts() > prev_ts)
-    })
-}
-
 fn ts_range(segment: &Segment) -> String {
     match (segment.first_record_ts, segment.last_record_ts) {
         (Some(a), Some(b)) => format!("{a}..={b}"),
@@ -524,7 +514,7 @@ fn to_json(dir: &Path, found: &Inspection) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use mvledger::wal::record::encode_logical;
+    use mvledger::wal::record::{FRAME_HEADER_BYTES, encode_logical};
     use mvledger::wal::segment::encode_header;
 
     use super::*;

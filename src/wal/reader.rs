@@ -92,34 +92,6 @@ pub(crate) fn list_segments(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<u64>>
     Ok(firsts)
 }
 
-/// Whether a valid record for a timestamp after `prev_ts` starts anywhere
-/// in `bytes` after `from`: tells a torn tail (nothing valid follows) from
-/// corruption in the middle (valid records follow).
-///
-/// It looks inside the damaged record's own extent too. So a torn last
-/// record whose value happens to hold a whole log record (a value made of
-/// log bytes) reads as damage in the middle: `open` fails with
-/// `Corruption` and `repair` cuts it. The other way, skipping the extent
-/// the damaged record's length field claims, would trust that field, which
-/// its checksum does not cover: one flipped bit in it could pass every
-/// later record over as a torn tail and cut acknowledged commits without a
-/// word. Refusing to open is the failure that loses nothing.
-fn valid_record_after(bytes: &[u8], from: usize, prev_ts: u64) -> bool {
-    let header = record::FRAME_HEADER_BYTES;
-    let mut at = from + 1;
-    while at + header + 8 <= bytes.len() {
-        let kind = bytes[at + 8];
-        if (kind == record::KIND_COMMIT || kind == record::KIND_LOGICAL)
-            && let Ok(frame) = record::decode_frame(bytes, at)
-            && frame.ts() > prev_ts
-        {
-            return true;
-        }
-        at += 1;
-    }
-    false
-}
-
 /// Replays the log in `dir`: every valid record with a timestamp after
 /// `after_ts` goes to `apply`, in order. `apply` returns a reason when a
 /// record that passed its checksum cannot be used; that is corruption too.
@@ -224,7 +196,7 @@ pub(crate) fn replay(
                     offset = frame.end;
                 }
                 Err(e) => {
-                    let torn = is_last && !valid_record_after(&bytes, offset, prev_ts);
+                    let torn = is_last && !record::valid_record_after(&bytes, offset, prev_ts);
                     if !torn && !repair {
                         return Err(Error::corruption(path, offset as u64, e.reason()));
                     }

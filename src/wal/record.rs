@@ -116,6 +116,68 @@ pub fn decode_frame(buf: &[u8], offset: usize) -> Result<Frame<'_>, FrameError> 
     })
 }
 
+/// The fewest bytes a frame takes: its header and a ts.
+const MIN_FRAME_BYTES: usize = FRAME_HEADER_BYTES + 8;
+
+/// Whether a valid record for a timestamp after `prev_ts` starts anywhere
+/// in `bytes` after `from`, where the record after `prev_ts` failed to
+/// decode: tells a torn tail (nothing valid follows) from damage in the
+/// middle (valid records follow). Recovery and `mvledger inspect` both
+/// ask it of a segment's last bad record.
+///
+/// It looks inside the damaged record's own extent too. So a torn last
+/// record whose value happens to hold a whole log record (a value made of
+/// log bytes) reads as damage in the middle: `open` fails with
+/// `Corruption` and `repair` cuts it. The other way, skipping the extent
+/// the damaged record's length field claims, would trust that field, which
+/// its checksum does not cover: one flipped bit in it could pass every
+/// later record over as a torn tail and cut acknowledged commits without a
+/// word. Refusing to open is the failure that loses nothing.
+///
+/// The time it takes is linear in the bytes after `from`. The log's
+/// timestamps go up by one a record, so a record `n` bytes past `from`
+/// has a ts of at most `prev_ts + 1 + n / MIN_FRAME_BYTES`: an offset
+/// whose ts is out of that range is passed over before its checksum is
+/// computed (in a run of equal bytes, every offset would otherwise claim a
+/// payload of megabytes). Past that, at most `4 * bytes.len()` plus one
+/// record's bytes are checksummed in all; a search that would need more
+/// (bytes crafted to look like records at many offsets) answers that a
+/// valid record may follow, the answer that loses nothing.
+pub fn valid_record_after(bytes: &[u8], from: usize, prev_ts: u64) -> bool {
+    search_after(bytes, from, prev_ts).0
+}
+
+/// `valid_record_after`, and the payload bytes it checksummed.
+fn search_after(bytes: &[u8], from: usize, prev_ts: u64) -> (bool, usize) {
+    let full = bytes
+        .len()
+        .saturating_mul(4)
+        .saturating_add(MAX_PAYLOAD_BYTES);
+    let mut budget = full;
+    let mut at = from + 1;
+    while at + MIN_FRAME_BYTES <= bytes.len() {
+        let kind = bytes[at + 8];
+        let ts = read_u64(bytes, at + FRAME_HEADER_BYTES).unwrap_or(0);
+        let most = prev_ts
+            .saturating_add(1)
+            .saturating_add(((at - from) / MIN_FRAME_BYTES) as u64);
+        let len = read_u32(bytes, at).unwrap_or(0) as usize;
+        let fits =
+            (8..=MAX_PAYLOAD_BYTES).contains(&len) && at + FRAME_HEADER_BYTES + len <= bytes.len();
+        if (kind == KIND_COMMIT || kind == KIND_LOGICAL) && ts > prev_ts && ts <= most && fits {
+            if len > budget {
+                return (true, full - budget);
+            }
+            budget -= len;
+            if decode_frame(bytes, at).is_ok() {
+                return (true, full - budget);
+            }
+        }
+        at += 1;
+    }
+    (false, full - budget)
+}
+
 /// Appends one frame to `buf`: `fill` writes the payload (starting with its
 /// ts) at the end of `buf`; the header is filled in afterwards.
 pub fn encode_frame(buf: &mut Vec<u8>, kind: u8, fill: impl FnOnce(&mut Vec<u8>)) {
@@ -228,6 +290,86 @@ pub fn decode_commit(payload: &[u8]) -> Result<(u64, Vec<Write<'_>>), &'static s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A segment's bytes: `n` commits at ts 1..=n, then `tail`. Returns
+    /// them and where the tail starts.
+    fn log_then(n: u64, tail: &[u8]) -> (Vec<u8>, usize) {
+        let mut buf = Vec::new();
+        for ts in 1..=n {
+            let value = [7u8; 100];
+            encode_commit(
+                &mut buf,
+                ts,
+                1,
+                [(&b"key"[..], Some(&value[..]))].into_iter(),
+            );
+        }
+        let at = buf.len();
+        buf.extend_from_slice(tail);
+        (buf, at)
+    }
+
+    /// What the search costs must stay linear in the bytes it looks at,
+    /// whatever they hold: it runs at every open of a log whose last
+    /// record is torn (issue 5: never a hang).
+    #[test]
+    fn the_search_after_a_torn_record_checksums_a_bounded_number_of_bytes() {
+        // A big commit of equal bytes, torn: every offset in it claims a
+        // commit of 0x01010101 bytes that fits in the file.
+        let mut torn = Vec::new();
+        let ones = vec![1u8; 3 << 20];
+        encode_commit(&mut torn, 11, 1, [(&b"x"[..], Some(&ones[..]))].into_iter());
+        torn.extend(std::iter::repeat_n(1u8, 0x0101_0101 + 20_000));
+        let (bytes, at) = log_then(10, &torn);
+        let (found, checked) = search_after(&bytes, at, 10);
+        assert!(!found, "a torn tail read as damage in the middle");
+        assert_eq!(
+            checked, 0,
+            "checksummed offsets whose ts cannot follow ts 10"
+        );
+
+        // Bytes made to pass that test at every 17th offset, each
+        // claiming 16 MiB: the search gives up (and says a valid record
+        // may follow) once it has checksummed a few times the file.
+        let mut crafted = Vec::new();
+        let mut i = 0u64;
+        while crafted.len() < 40 << 20 {
+            let mut frame = [0u8; MIN_FRAME_BYTES];
+            frame[..4].copy_from_slice(&(16u32 << 20).to_le_bytes());
+            frame[8] = KIND_COMMIT;
+            frame[9..].copy_from_slice(&(11 + i).to_le_bytes());
+            crafted.extend_from_slice(&frame);
+            i += 1;
+        }
+        let (bytes, at) = log_then(10, &crafted);
+        let (found, checked) = search_after(&bytes, at, 10);
+        assert!(found);
+        assert!(
+            checked <= 4 * bytes.len() + MAX_PAYLOAD_BYTES,
+            "checksummed {checked} bytes of a {} byte file",
+            bytes.len()
+        );
+    }
+
+    #[test]
+    fn the_search_after_a_damaged_record_finds_the_records_that_follow() {
+        // Records 11 and 12 whole, record 11's checksum broken: 12 follows.
+        let mut later = Vec::new();
+        for ts in 11..=12 {
+            encode_commit(
+                &mut later,
+                ts,
+                1,
+                [(&b"k"[..], Some(&b"v"[..]))].into_iter(),
+            );
+        }
+        later[5] ^= 1;
+        let (bytes, at) = log_then(10, &later);
+        assert!(valid_record_after(&bytes, at, 10));
+        // Without record 12, nothing valid follows: a torn tail.
+        let (bytes, at) = log_then(10, &later[..later.len() / 2]);
+        assert!(!valid_record_after(&bytes, at, 10));
+    }
 
     fn sample() -> Vec<u8> {
         let mut buf = Vec::new();
