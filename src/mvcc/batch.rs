@@ -320,7 +320,8 @@ impl<'a> Batch<'a> {
     /// Logs this batch as `body` (a logical record) instead of its writes.
     /// On recovery, `Options::replay` gets `body` and must make exactly the
     /// same writes from the same state: the caller's logic must be
-    /// deterministic in (state, body). Ignored during replay.
+    /// deterministic in (state, body). Ignored during replay. An engine
+    /// opened without `Options::replay` refuses the batch at `apply`.
     pub fn log_as(&mut self, body: Vec<u8>) {
         self.body = Some(body);
     }

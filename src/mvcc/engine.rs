@@ -128,9 +128,26 @@ fn with_cuts(e: Error, cuts: &[crate::wal::TailCut]) -> Error {
 
 /// A multi-version key-value engine with redo-log commit. `Send + Sync`:
 /// share it between threads by reference or behind an `Arc`.
+///
+/// Dropping it syncs the log (under every `SyncMode`: what was committed
+/// is durable once the drop returns). Its snapshots and transactions keep
+/// it open: the directory stays locked, and a transaction can still
+/// commit, until the last of them is dropped too; that last drop closes
+/// the log (synced, its tail cut) and releases the directory.
 #[derive(Debug)]
 pub struct Engine {
     inner: Arc<Inner>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // The last handle's drop closes the log (`Inner`'s and the log's
+        // own `Drop`); one with snapshots or transactions still alive
+        // syncs what is committed, as a close would.
+        if Arc::strong_count(&self.inner) > 1 && !self.inner.log.is_poisoned() {
+            let _ = self.inner.log.flush(true);
+        }
+    }
 }
 
 pub(crate) fn check_sizes(key: &[u8], value: Option<&[u8]>) -> Result<()> {
@@ -221,7 +238,8 @@ impl Engine {
             if e.kind() == std::io::ErrorKind::WouldBlock {
                 Error::invalid(format!(
                     "{} is already open (its LOCK is held by this or another process); \
-                     close it there first",
+                     close it there first (an engine closes once it and every snapshot \
+                     and transaction taken from it are dropped)",
                     dir.display()
                 ))
             } else if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem {
@@ -297,8 +315,9 @@ impl Engine {
             );
         if foreign {
             return Err(Error::invalid(format!(
-                "{} holds a ledger's log (records of a layer above the engine): \
-                 open it with `Ledger::open` (or `Cluster::open`), not `Engine::open`",
+                "{} holds logical records, which a layer above the engine wrote \
+                 (a ledger's log): open it with `Ledger::open` (or `Cluster::open`), \
+                 or with the `Options::replay` that replays them",
                 dir.display()
             )));
         }
@@ -403,7 +422,9 @@ impl Engine {
     ///
     /// When `f` calls `Batch::log_as`, the record holds that body instead of
     /// the writes, and recovery hands the body to `Options::replay`, which
-    /// must make the same writes from the same state.
+    /// must make the same writes from the same state. Without
+    /// `Options::replay`, such a batch is refused with
+    /// `Error::InvalidArgument` and writes nothing.
     pub fn apply<R>(&self, f: impl FnOnce(&mut Batch<'_>) -> Result<R>) -> Result<(u64, R)> {
         self.inner.apply(f)
     }
@@ -784,6 +805,14 @@ impl Inner {
             return Ok((last, out));
         }
         let logged = match &body {
+            // A logical record that no hook could replay would leave a
+            // log this engine's options cannot reopen.
+            Some(_) if self.options.replay.is_none() => {
+                return Err(Error::invalid(
+                    "`Batch::log_as` needs `Options::replay`: without it the \
+                     record could not be replayed on recovery",
+                ));
+            }
             Some(body) => Logged::Logical(body),
             None => Logged::Physical,
         };
@@ -842,6 +871,45 @@ mod tests {
                 },
             )
             .map(|(ts, ())| ts)
+    }
+
+    /// `Batch::log_as` on an engine without `Options::replay` is refused
+    /// and writes nothing: the record could not be replayed, and the
+    /// directory would not reopen under the same options. (An outside
+    /// review found it acknowledged.) With the hook, the same call commits
+    /// and a reopen replays it.
+    #[test]
+    fn log_as_without_a_replay_hook_is_refused_and_writes_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let engine = Engine::open(dir.path(), Options::default()).expect("open");
+        let refused = engine.apply(|batch| {
+            batch.put(b"k", b"v")?;
+            batch.log_as(b"k=v".to_vec());
+            Ok(())
+        });
+        match refused {
+            Err(Error::InvalidArgument(why)) => assert!(why.contains("Options::replay"), "{why}"),
+            other => panic!("log_as without a hook gave {other:?}"),
+        }
+        assert_eq!(engine.snapshot().get(b"k").expect("get"), None);
+        drop(engine);
+        let engine = Engine::open(dir.path(), Options::default()).expect("reopen");
+        assert_eq!(engine.snapshot().get(b"k").expect("get"), None);
+        drop(engine);
+        let engine = open(dir.path(), SyncMode::Always);
+        engine
+            .apply(|batch| {
+                batch.put(b"k", b"v")?;
+                batch.log_as(b"k=v".to_vec());
+                Ok(())
+            })
+            .expect("with the hook");
+        drop(engine);
+        let engine = open(dir.path(), SyncMode::Always);
+        assert_eq!(
+            engine.snapshot().get(b"k").expect("get").as_deref(),
+            Some(&b"v"[..])
+        );
     }
 
     /// `Batch::after_install` runs once the writes are installed and
