@@ -274,6 +274,90 @@ fn a_pending_transfer_expires_exactly_at_timestamp_plus_timeout() {
 }
 
 #[test]
+fn expire_pending_releases_every_transfer_that_is_due_however_many() {
+    // A write call expires up to 8,190 due transfers first; an explicit
+    // `expire_pending` expires them all. (An outside review found 10 of
+    // 8,200 still reserved after it.)
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let l = setup(dir.path(), &clock);
+    let ids: Vec<u128> = (0..8_200).map(|i| 10_000 + i).collect();
+    let batch: Vec<Transfer> = ids
+        .iter()
+        .map(|&id| Transfer {
+            timeout: 1,
+            ..pending(id, 1, 2, 1)
+        })
+        .collect();
+    assert!(
+        l.create_transfers(&batch)
+            .unwrap()
+            .iter()
+            .all(|r| *r == R::Ok)
+    );
+    assert_eq!(sides(&l, 1, 2), [8_200, 0, 8_200, 0]);
+    clock.advance_secs(2);
+    l.expire_pending().unwrap();
+    assert_eq!(
+        sides(&l, 1, 2),
+        [0, 0, 0, 0],
+        "due transfers still reserved"
+    );
+    let states = l.snapshot().pending_states(&ids).unwrap();
+    assert!(
+        states
+            .iter()
+            .all(|s| *s == Some(mvledger::PendingState::Expired)),
+        "not every due transfer expired"
+    );
+}
+
+#[test]
+fn transfers_due_at_the_same_time_expire_in_the_order_they_were_created() {
+    // TigerBeetle's `transfer.md` (timeout): "Pending balances are removed
+    // in chronological order by expiry. If multiple transfers expire at
+    // the same time, then ordered by the transfer's creation timestamp."
+    // Seen where a write call's 8,190 stop between two such transfers: X,
+    // created first with a high id, and Y, created a second later with a
+    // low id and a timeout a second shorter.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let l = setup(dir.path(), &clock);
+    let timed = |id, timeout| Transfer {
+        timeout,
+        ..pending(id, 1, 2, 1)
+    };
+    submit(&l, timed(9_000_000, 2), R::Ok);
+    let x = ts_of(&l, 9_000_000);
+    clock.set(x + 1_000);
+    // 8,189 transfers due before X and Y.
+    let fill: Vec<Transfer> = (0..8_189).map(|i| timed(100_000 + i, 1)).collect();
+    assert!(
+        l.create_transfers(&fill)
+            .unwrap()
+            .iter()
+            .all(|r| *r == R::Ok)
+    );
+    clock.set(x + NS);
+    submit(&l, timed(1, 1), R::Ok);
+    assert_eq!(ts_of(&l, 1), x + NS, "Y's expiry is not X's");
+    clock.set(x + 2 * NS);
+    // A write call expires 8,190: the 8,189, then X.
+    let r = l
+        .create_accounts(&[account(3, AccountFlags::empty())])
+        .unwrap();
+    assert_eq!(r, [CreateAccountResult::Ok]);
+    assert_eq!(
+        l.snapshot().pending_states(&[9_000_000, 1]).unwrap(),
+        [
+            Some(mvledger::PendingState::Expired),
+            Some(mvledger::PendingState::Pending)
+        ],
+        "the later-created transfer expired first"
+    );
+}
+
+#[test]
 fn any_write_call_expires_what_is_due() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));

@@ -75,7 +75,9 @@ impl Replay for LedgerReplay {
                     events.filter_map(|r| codec::decode_transfer(&r)).collect();
                 run_transfers(batch, first_ts, &transfers, &self.shared, rules_2)?;
             }
-            OP_EXPIRE => execute_expire(batch, first_ts, &self.shared)?,
+            OP_EXPIRE => {
+                execute_expire(batch, first_ts, &self.shared)?;
+            }
             OP_TRANSFERS_EXTRA => {
                 let writes = codec::decode_extra(trailer).ok_or_else(|| malformed("bad extra"))?;
                 let transfers: Vec<Transfer> =
@@ -168,10 +170,12 @@ fn run_transfers(
     Ok(results)
 }
 
-fn execute_expire(batch: &mut Batch<'_>, now: u64, shared: &Shared) -> Result<()> {
+/// Returns whether more may be due (`Machine::expire`).
+fn execute_expire(batch: &mut Batch<'_>, now: u64, shared: &Shared) -> Result<bool> {
     let mut m = Machine::with_capacity(batch, 0, shared);
-    m.expire(now);
-    m.finish(now)
+    let more = m.expire(now);
+    m.finish(now)?;
+    Ok(more)
 }
 
 /// What one write call did: where it landed in the commit order, the
@@ -362,22 +366,27 @@ impl Ledger {
     }
 
     /// Voids the pending transfers whose timeout has passed by the clock
-    /// now. Every write call does this first too; call it to release
-    /// reservations when no writes come.
+    /// now, all of them, oldest expiry first (in commits of at most 8,190
+    /// each). Every write call does this first too, for up to 8,190 of
+    /// them; call it to release reservations when no writes come.
     pub fn expire_pending(&self) -> Result<()> {
         let now = self.clock.now_ns();
-        self.engine.apply(|batch| {
-            let now = first_timestamp(batch, now, 0)?;
-            execute_expire(batch, now, &self.shared)?;
-            batch.log_as(codec::encode_body::<Account>(
-                OP_EXPIRE,
-                now,
-                &[],
-                codec::encode_account,
-            ));
-            Ok(())
-        })?;
-        Ok(())
+        loop {
+            let (_, more) = self.engine.apply(|batch| {
+                let now = first_timestamp(batch, now, 0)?;
+                let more = execute_expire(batch, now, &self.shared)?;
+                batch.log_as(codec::encode_body::<Account>(
+                    OP_EXPIRE,
+                    now,
+                    &[],
+                    codec::encode_account,
+                ));
+                Ok(more)
+            })?;
+            if !more {
+                return Ok(());
+            }
+        }
     }
 
     /// A consistent view of the whole ledger at one moment.

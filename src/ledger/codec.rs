@@ -106,22 +106,27 @@ fn history_key_with(first: u8, account: u128, timestamp: u64) -> [u8; 25] {
     k
 }
 
-pub(crate) fn expiry_key(expires_at: u64, id: u128) -> [u8; 25] {
-    let mut k = [0u8; 25];
+/// The key of a pending transfer's expiry: by the time it expires, then
+/// (for those expiring at the same time) by its creation timestamp, as
+/// TigerBeetle releases them; then its id, to find it.
+pub(crate) fn expiry_key(expires_at: u64, timestamp: u64, id: u128) -> [u8; 33] {
+    let mut k = [0u8; 33];
     k[0] = EXPIRY;
     k[1..9].copy_from_slice(&expires_at.to_be_bytes());
-    k[9..].copy_from_slice(&id.to_be_bytes());
+    k[9..17].copy_from_slice(&timestamp.to_be_bytes());
+    k[17..].copy_from_slice(&id.to_be_bytes());
     k
 }
 
-/// The (expires_at, id) of an expiry key.
-pub(crate) fn parse_expiry_key(k: &[u8]) -> Option<(u64, u128)> {
-    if k.len() != 25 || k[0] != EXPIRY {
+/// The (expires_at, timestamp, id) of an expiry key.
+pub(crate) fn parse_expiry_key(k: &[u8]) -> Option<(u64, u64, u128)> {
+    if k.len() != 33 || k[0] != EXPIRY {
         return None;
     }
     let at = u64::from_be_bytes(k[1..9].try_into().ok()?);
-    let id = u128::from_be_bytes(k[9..25].try_into().ok()?);
-    Some((at, id))
+    let ts = u64::from_be_bytes(k[9..17].try_into().ok()?);
+    let id = u128::from_be_bytes(k[17..33].try_into().ok()?);
+    Some((at, ts, id))
 }
 
 /// The timestamp of a history key (either form).
@@ -862,11 +867,13 @@ mod tests {
         // Across accounts, history keys sort by family first: only an
         // account's own entries need an order (by time).
         assert!(history_key_old(1, u64::MAX) < history_key_old(2, 0));
-        assert!(expiry_key(5, u128::MAX) < expiry_key(6, 0));
-        assert_eq!(parse_expiry_key(&expiry_key(5, 9)), Some((5, 9)));
+        assert!(expiry_key(5, u64::MAX, u128::MAX) < expiry_key(6, 0, 0));
+        // At one expiry time, by creation timestamp, whatever the ids.
+        assert!(expiry_key(5, 1, u128::MAX) < expiry_key(5, 2, 0));
+        assert_eq!(parse_expiry_key(&expiry_key(5, 7, 9)), Some((5, 7, 9)));
         assert_eq!(parse_history_ts(&history_key(5, 9)), Some(9));
         assert_eq!(parse_history_ts(&history_key_old(5, 9)), Some(9));
-        assert_eq!(parse_history_ts(&expiry_key(5, 9)), None);
+        assert_eq!(parse_history_ts(&expiry_key(5, 7, 9)), None);
         // An account's entries share a family; accounts spread over all 64.
         let family = |a: u128| history_key(a, 0)[0];
         assert_eq!(family(77), history_key(77, u64::MAX)[0]);

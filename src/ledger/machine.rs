@@ -109,8 +109,9 @@ pub(crate) struct Machine<'b, 'i> {
     history: Vec<HistoryEntry>,
     /// The balances of the history entries of accounts with `HISTORY`.
     balances: Vec<Account>,
-    expiry_added: Vec<(u64, u128)>,
-    expiry_removed: Vec<(u64, u128)>,
+    /// (expires_at, timestamp, id) of each pending transfer's expiry.
+    expiry_added: Vec<(u64, u64, u128)>,
+    expiry_removed: Vec<(u64, u64, u128)>,
     failed: IdMap<TR>,
     /// What transfer ids held when the batch began, for the ids `prefetch`
     /// looked up.
@@ -473,16 +474,16 @@ impl<'b, 'i> Machine<'b, 'i> {
         self.undo.push(Undo::History);
     }
 
-    fn add_expiry(&mut self, at: u64, id: u128) {
+    fn add_expiry(&mut self, at: u64, ts: u64, id: u128) {
         self.shared
             .expiry_hint
             .fetch_min(at, AtomicOrdering::AcqRel);
-        self.expiry_added.push((at, id));
+        self.expiry_added.push((at, ts, id));
         self.undo.push(Undo::ExpiryAdded);
     }
 
-    fn remove_expiry(&mut self, at: u64, id: u128) {
-        self.expiry_removed.push((at, id));
+    fn remove_expiry(&mut self, at: u64, ts: u64, id: u128) {
+        self.expiry_removed.push((at, ts, id));
         self.undo.push(Undo::ExpiryRemoved);
     }
 
@@ -617,11 +618,11 @@ impl<'b, 'i> Machine<'b, 'i> {
         for (id, how) in settled {
             batch.put(codec::id_key(SETTLED, id), [how as u8])?;
         }
-        for (at, id) in expiry_added {
-            batch.put(codec::expiry_key(at, id), [])?;
+        for (at, ts, id) in expiry_added {
+            batch.put(codec::expiry_key(at, ts, id), [])?;
         }
-        for (at, id) in expiry_removed {
-            batch.delete(codec::expiry_key(at, id))?;
+        for (at, ts, id) in expiry_removed {
+            batch.delete(codec::expiry_key(at, ts, id))?;
         }
         for (id, code) in failed {
             batch.put(codec::id_key(TRANSFER, id), [code.code()])?;
@@ -757,7 +758,8 @@ impl<'b, 'i> Machine<'b, 'i> {
     // ---- expiry ----
 
     /// Voids the pending transfers whose timeout passed at `now`, at most
-    /// `MAX_EXPIRIES_PER_BATCH` of them, oldest expiry first.
+    /// `MAX_EXPIRIES_PER_BATCH` of them, oldest expiry first (and of those
+    /// expiring at once, the first created first).
     ///
     /// `hint` is a lower bound of every expiry time in the ledger, kept in
     /// memory (not state: it only saves scans that would find nothing, so
@@ -765,43 +767,46 @@ impl<'b, 'i> Machine<'b, 'i> {
     /// a call that scans moves the hint to the earliest expiry left. The
     /// hint is only raised here, inside the sequencer, and lowered by every
     /// new expiry.
-    pub(crate) fn expire(&mut self, now: u64) {
+    /// Returns whether more may be due (it voided as many as it may).
+    pub(crate) fn expire(&mut self, now: u64) -> bool {
         if now < self.shared.expiry_hint.load(AtomicOrdering::Acquire) {
-            return;
+            return false;
         }
         let lower = Bound::Included(vec![EXPIRY]);
         let upper = Bound::Excluded(vec![EXPIRY + 1]);
-        let found: Vec<(u64, u128)> = self
+        let found: Vec<(u64, u64, u128)> = self
             .batch
             .scan_latest((lower, upper), MAX_EXPIRIES_PER_BATCH + 1)
             .into_iter()
             .filter_map(|(k, _)| codec::parse_expiry_key(&k))
             .collect();
-        let due: Vec<(u64, u128)> = found
+        let due: Vec<(u64, u64, u128)> = found
             .iter()
             .copied()
-            .filter(|&(at, _)| at <= now)
+            .filter(|&(at, _, _)| at <= now)
             .take(MAX_EXPIRIES_PER_BATCH)
             .collect();
-        let next = if due.len() == MAX_EXPIRIES_PER_BATCH {
+        let more = due.len() == MAX_EXPIRIES_PER_BATCH;
+        let next = if more {
             now // More may be due: look again next time.
         } else {
             found
                 .iter()
-                .find(|&&(at, _)| at > now)
-                .map_or(u64::MAX, |&(at, _)| at)
+                .find(|&&(at, _, _)| at > now)
+                .map_or(u64::MAX, |&(at, _, _)| at)
         };
         self.shared.expiry_hint.store(next, AtomicOrdering::Release);
-        for (at, id) in due {
+        for (at, ts, id) in due {
             let Some(p) = self.transfer(id) else { continue };
             if self.settled_state(id).is_some() {
-                self.remove_expiry(at, id);
+                self.remove_expiry(at, ts, id);
                 continue;
             }
             self.release_pending(&p, false);
             self.settle(id, Settled::Expired);
-            self.remove_expiry(at, id);
+            self.remove_expiry(at, ts, id);
         }
+        more
     }
 
     /// Takes a pending transfer's reservation off both accounts and, unless
@@ -983,7 +988,7 @@ impl<'b, 'i> Machine<'b, 'i> {
         self.record_history(&dr, ts, t.id);
         self.record_history(&cr, ts, t.id);
         if let Some(at) = expires_at {
-            self.add_expiry(at, t.id);
+            self.add_expiry(at, ts, t.id);
         }
         TR::Ok
     }
@@ -1079,7 +1084,7 @@ impl<'b, 'i> Machine<'b, 'i> {
             },
         );
         if let Some(at) = expires_at {
-            self.remove_expiry(at, p.id);
+            self.remove_expiry(at, p.timestamp, p.id);
         }
         let stored = Transfer {
             amount,

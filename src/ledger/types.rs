@@ -216,7 +216,10 @@ impl Account {
 #[non_exhaustive]
 pub enum PendingState {
     /// Its amount is still reserved. (Past its timeout, it stays so until
-    /// the ledger expires it: at the next call, or `Ledger::expire_pending`.)
+    /// the ledger expires it: at the next write call, which expires up to
+    /// 8,190 due transfers first, oldest expiry first, or at
+    /// `Ledger::expire_pending`, which expires all that are due. Posting or
+    /// voiding it is refused meanwhile: `PendingTransferExpired`.)
     Pending,
     /// A post settled it (the whole amount or a part).
     Posted,
