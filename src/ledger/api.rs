@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use super::codec::{
     self, ACCOUNT, EXTRA, OP_CREATE_ACCOUNTS, OP_CREATE_TRANSFERS, OP_EXPIRE, OP_TRANSFERS_EXTRA,
-    SETTLED, Settled, TRANSFER,
+    Rules, SETTLED, Settled, TRANSFER,
 };
 use super::codes::{CreateAccountResult, CreateTransferResult};
 use super::history::{self, History, Item};
@@ -63,26 +63,26 @@ impl Replay for LedgerReplay {
         let (op, first_ts, events, trailer) =
             codec::decode_body(body).ok_or_else(|| malformed("bad length"))?;
         // As it ran when it was logged.
-        let rules_2 = codec::body_rules_2(body);
+        let rules = Rules::of_body(body);
         match op {
             OP_CREATE_ACCOUNTS => {
                 let accounts: Vec<Account> =
                     events.filter_map(|r| codec::decode_account(&r)).collect();
-                execute_accounts(batch, first_ts, &accounts, &self.shared)?;
+                run_accounts(batch, first_ts, &accounts, &self.shared, rules)?;
             }
             OP_CREATE_TRANSFERS => {
                 let transfers: Vec<Transfer> =
                     events.filter_map(|r| codec::decode_transfer(&r)).collect();
-                run_transfers(batch, first_ts, &transfers, &self.shared, rules_2)?;
+                run_transfers(batch, first_ts, &transfers, &self.shared, rules)?;
             }
             OP_EXPIRE => {
-                execute_expire(batch, first_ts, &self.shared)?;
+                run_expire(batch, first_ts, &self.shared, rules)?;
             }
             OP_TRANSFERS_EXTRA => {
                 let writes = codec::decode_extra(trailer).ok_or_else(|| malformed("bad extra"))?;
                 let transfers: Vec<Transfer> =
                     events.filter_map(|r| codec::decode_transfer(&r)).collect();
-                run_transfers(batch, first_ts, &transfers, &self.shared, rules_2)?;
+                run_transfers(batch, first_ts, &transfers, &self.shared, rules)?;
                 for (key, value) in writes {
                     match value {
                         Some(v) => batch.put(key, v)?,
@@ -120,7 +120,19 @@ fn execute_accounts(
     accounts: &[Account],
     shared: &Shared,
 ) -> Result<Vec<CreateAccountResult>> {
+    run_accounts(batch, first_ts, accounts, shared, Rules::CURRENT)
+}
+
+/// `execute_accounts` under the rules of a logged record.
+fn run_accounts(
+    batch: &mut Batch<'_>,
+    first_ts: u64,
+    accounts: &[Account],
+    shared: &Shared,
+    rules: Rules,
+) -> Result<Vec<CreateAccountResult>> {
     let mut m = Machine::with_capacity(batch, accounts.len(), shared);
+    m.set_rules(rules);
     m.expire(first_ts);
     let results = m.create_accounts(first_ts, accounts);
     m.finish(last_of(first_ts, accounts.len()))?;
@@ -138,22 +150,20 @@ fn execute_transfers(
     transfers: &[Transfer],
     shared: &Shared,
 ) -> Result<Vec<CreateTransferResult>> {
-    run_transfers(batch, first_ts, transfers, shared, true)
+    run_transfers(batch, first_ts, transfers, shared, Rules::CURRENT)
 }
 
-/// `execute_transfers`, under the rules of a record logged with
-/// `codec::RULES_2` (`rules_2`) or before it (replay of older records).
+/// `execute_transfers`, under the rules of a logged record (older records
+/// replay under the rules they ran under).
 fn run_transfers(
     batch: &mut Batch<'_>,
     first_ts: u64,
     transfers: &[Transfer],
     shared: &Shared,
-    rules_2: bool,
+    rules: Rules,
 ) -> Result<Vec<CreateTransferResult>> {
     let mut m = Machine::with_capacity(batch, transfers.len(), shared);
-    if !rules_2 {
-        m.legacy_void_max();
-    }
+    m.set_rules(rules);
     m.expire(first_ts);
     m.prefetch(transfers);
     // The state machine runs on this thread alone: a helper appends what
@@ -172,7 +182,13 @@ fn run_transfers(
 
 /// Returns whether more may be due (`Machine::expire`).
 fn execute_expire(batch: &mut Batch<'_>, now: u64, shared: &Shared) -> Result<bool> {
+    run_expire(batch, now, shared, Rules::CURRENT)
+}
+
+/// `execute_expire` under the rules of a logged record.
+fn run_expire(batch: &mut Batch<'_>, now: u64, shared: &Shared, rules: Rules) -> Result<bool> {
     let mut m = Machine::with_capacity(batch, 0, shared);
+    m.set_rules(rules);
     let more = m.expire(now);
     m.finish(now)?;
     Ok(more)
@@ -961,7 +977,13 @@ mod tests {
                         body[0] &= !codec::RULES_2;
                         Ok((body, first_ts))
                     },
-                    |batch, first_ts| run_transfers(batch, first_ts, &[void_max], &l.shared, false),
+                    |batch, first_ts| {
+                        let rules = Rules {
+                            void_max_whole: true,
+                            ..Rules::CURRENT
+                        };
+                        run_transfers(batch, first_ts, &[void_max], &l.shared, rules)
+                    },
                 )
                 .expect("old void");
             assert_eq!(results, [CreateTransferResult::Ok]);
@@ -987,6 +1009,217 @@ mod tests {
         assert_eq!(
             l.create_transfers(&[again]).expect("void"),
             [CreateTransferResult::ExceedsPendingTransferAmount]
+        );
+    }
+
+    const NS: u64 = 1_000_000_000;
+    const T0: u64 = 1_700_000_000 * NS;
+
+    fn open_at(dir: &Path, clock: &Arc<crate::ledger::ManualClock>) -> Ledger {
+        let options = LedgerOptions {
+            engine: Options {
+                sync: SyncMode::Never,
+                ..Options::default()
+            },
+            clock: Arc::clone(clock) as Arc<dyn Clock>,
+        };
+        Ledger::open(dir, options).expect("open")
+    }
+
+    fn account(id: u128, flags: crate::ledger::AccountFlags) -> Account {
+        Account {
+            id,
+            ledger: 1,
+            code: 1,
+            flags,
+            ..Account::default()
+        }
+    }
+
+    fn pending(id: u128, debit: u128, credit: u128, timeout: u32) -> Transfer {
+        Transfer {
+            id,
+            debit_account_id: debit,
+            credit_account_id: credit,
+            amount: 1,
+            ledger: 1,
+            code: 1,
+            timeout,
+            flags: TransferFlags::PENDING,
+            ..Transfer::default()
+        }
+    }
+
+    fn expiry_keys(l: &Ledger) -> usize {
+        let snap = l.engine().snapshot();
+        snap.scan_prefix([codec::EXPIRY]).expect("scan").count()
+    }
+
+    /// Expiry keys of the form written before session 16 (25 bytes, no
+    /// timestamp), as a checkpoint of that time holds them, still expire;
+    /// 8,191 of them (more than one batch voids) hold back neither each
+    /// other nor the transfers made since; a post of one of them leaves its
+    /// key to be cleared when it comes due. Without the old form parsed,
+    /// none of them would expire, and neither would the new one (tried).
+    #[test]
+    fn expiry_keys_of_the_old_form_from_a_checkpoint_expire() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(crate::ledger::ManualClock::new(T0));
+        let none = crate::ledger::AccountFlags::empty();
+        let old: Vec<u128> = (0..8_191).map(|i| 10_000 + i).collect();
+        {
+            let l = open_at(dir.path(), &clock);
+            l.create_accounts(&[account(1, none), account(2, none)])
+                .expect("accounts");
+            for ids in old.chunks(8_000) {
+                let batch: Vec<Transfer> = ids.iter().map(|&id| pending(id, 1, 2, 1)).collect();
+                assert!(
+                    l.create_transfers(&batch)
+                        .expect("pending")
+                        .iter()
+                        .all(|r| *r == CreateTransferResult::Ok)
+                );
+            }
+            // Rewrite their keys in the old form, then checkpoint them.
+            let mut tx = l.engine().begin();
+            for p in l.lookup_transfers(&old).expect("lookup") {
+                let at = p.timestamp + NS;
+                tx.delete(codec::expiry_key(at, p.timestamp, p.id))
+                    .expect("delete");
+                tx.put(codec::legacy_expiry_key(at, p.id), []).expect("put");
+            }
+            tx.commit().expect("commit");
+            // One posted before its expiry: its old key stays behind.
+            let post = Transfer {
+                id: 50_000,
+                pending_id: old[0],
+                amount: u128::MAX,
+                flags: TransferFlags::POST_PENDING_TRANSFER,
+                ..Transfer::default()
+            };
+            assert_eq!(
+                l.create_transfers(&[post]).expect("post"),
+                [CreateTransferResult::Ok]
+            );
+            l.engine().checkpoint().expect("checkpoint");
+            assert_eq!(expiry_keys(&l), old.len());
+        }
+        clock.advance_secs(10);
+        let l = open_at(dir.path(), &clock);
+        let new = pending(99_999, 1, 2, 1);
+        assert_eq!(
+            l.create_transfers(&[new]).expect("new"),
+            [CreateTransferResult::Ok]
+        );
+        clock.advance_secs(5);
+        l.expire_pending().expect("expire");
+        let states = l.pending_states(&old).expect("states");
+        assert_eq!(states[0], Some(PendingState::Posted));
+        let expired = states
+            .iter()
+            .filter(|s| **s == Some(PendingState::Expired))
+            .count();
+        assert_eq!(expired, old.len() - 1);
+        assert_eq!(
+            l.pending_states(&[99_999]).expect("state"),
+            [Some(PendingState::Expired)]
+        );
+        let a = l.lookup_accounts(&[1]).expect("lookup")[0];
+        assert_eq!((a.debits_pending, a.debits_posted), (0, 1));
+        assert_eq!(expiry_keys(&l), 0, "every key, of either form, is gone");
+    }
+
+    /// A record logged before `codec::RULES_3` replays in the tie order it
+    /// ran in: there pending transfers that expire at the same time were
+    /// released by id. 8,191 expire at once here, in 4,095 pairs of equal
+    /// expiry; the cut at 8,190 falls inside the last pair, and only the
+    /// release of B's pending transfer (the lower id, the later one made)
+    /// lets B pay. Replayed in today's order, the acknowledged payment
+    /// would be refused and gone after the reopen (tried).
+    #[test]
+    fn a_record_logged_under_the_old_expiry_order_replays_in_it() {
+        use crate::ledger::AccountFlags;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(crate::ledger::ManualClock::new(T0));
+        let plain = |id, debit, credit, amount| Transfer {
+            id,
+            debit_account_id: debit,
+            credit_account_id: credit,
+            amount,
+            ledger: 1,
+            code: 1,
+            ..Transfer::default()
+        };
+        let ok = |r: Vec<CreateTransferResult>| r.iter().all(|r| *r == CreateTransferResult::Ok);
+        let pay = plain(9_000_000, 2, 3, 4_095);
+        let setup = |l: &Ledger| {
+            let none = AccountFlags::empty();
+            let limited = AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS;
+            l.create_accounts(&[
+                account(1, none),
+                account(2, limited),
+                account(3, none),
+                account(4, none),
+            ])
+            .expect("accounts");
+            assert!(ok(l
+                .create_transfers(&[plain(1, 4, 2, 4_095)])
+                .expect("fund")));
+            // A's at t, then B's a second later with half the timeout:
+            // A's i-th and B's i-th expire at once.
+            let a: Vec<Transfer> = (0..4_096)
+                .map(|i| pending(2_000_000 + i, 1, 3, 2))
+                .collect();
+            assert!(ok(l.create_transfers(&a).expect("a")));
+            let t = l.lookup_transfers(&[a[0].id]).expect("lookup")[0].timestamp;
+            clock.set(t + NS);
+            let mut b = vec![plain(2, 4, 3, 1)];
+            b.extend((1..4_096).map(|i| pending(1_000 + i, 2, 3, 1)));
+            assert!(ok(l.create_transfers(&b).expect("b")));
+            clock.advance_secs(100);
+        };
+        {
+            let l = open_at(dir.path(), &clock);
+            setup(&l);
+            // As a build before the rule bit logged and ran it.
+            let now = l.clock.now_ns();
+            let (_, results) = l
+                .engine
+                .apply_logged(
+                    |batch| {
+                        let first_ts = first_timestamp(batch, now, 1)?;
+                        let mut body = codec::encode_body(
+                            OP_CREATE_TRANSFERS,
+                            first_ts,
+                            &[pay],
+                            codec::encode_transfer,
+                        );
+                        body[0] &= !codec::RULES_3;
+                        Ok((body, first_ts))
+                    },
+                    |batch, first_ts| {
+                        let rules = Rules {
+                            expiry_by_id: true,
+                            ..Rules::CURRENT
+                        };
+                        run_transfers(batch, first_ts, &[pay], &l.shared, rules)
+                    },
+                )
+                .expect("old payment");
+            assert_eq!(results, [CreateTransferResult::Ok]);
+        }
+        let l = open_at(dir.path(), &clock);
+        assert_eq!(l.lookup_transfers(&[pay.id]).expect("lookup").len(), 1);
+        let b = l.lookup_accounts(&[2]).expect("lookup")[0];
+        assert_eq!((b.debits_posted, b.debits_pending), (4_095, 0));
+        // Today's order, live, releases A's of the last pair instead.
+        let today = tempfile::tempdir().expect("tempdir");
+        clock.set(T0);
+        let l = open_at(today.path(), &clock);
+        setup(&l);
+        assert_eq!(
+            l.create_transfers(&[pay]).expect("pay"),
+            [CreateTransferResult::ExceedsCredits]
         );
     }
 }

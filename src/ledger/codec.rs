@@ -118,15 +118,34 @@ pub(crate) fn expiry_key(expires_at: u64, timestamp: u64, id: u128) -> [u8; 33] 
     k
 }
 
-/// The (expires_at, timestamp, id) of an expiry key.
-pub(crate) fn parse_expiry_key(k: &[u8]) -> Option<(u64, u64, u128)> {
-    if k.len() != 33 || k[0] != EXPIRY {
+/// An expiry key as written before session 16, when pending transfers
+/// expiring at the same time were released by id: `[x | at | id]`, 25
+/// bytes. Checkpoints taken then still hold them.
+pub(crate) fn legacy_expiry_key(expires_at: u64, id: u128) -> [u8; 25] {
+    let mut k = [0u8; 25];
+    k[0] = EXPIRY;
+    k[1..9].copy_from_slice(&expires_at.to_be_bytes());
+    k[9..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// The (expires_at, timestamp, id) of an expiry key of either form; the
+/// timestamp is `None` in the form written before session 16
+/// (`legacy_expiry_key`). Both forms sort by expiry time first.
+pub(crate) fn parse_expiry_key(k: &[u8]) -> Option<(u64, Option<u64>, u128)> {
+    if k.first() != Some(&EXPIRY) {
         return None;
     }
-    let at = u64::from_be_bytes(k[1..9].try_into().ok()?);
-    let ts = u64::from_be_bytes(k[9..17].try_into().ok()?);
-    let id = u128::from_be_bytes(k[17..33].try_into().ok()?);
-    Some((at, ts, id))
+    let at = u64::from_be_bytes(k.get(1..9)?.try_into().ok()?);
+    match k.len() {
+        33 => {
+            let ts = u64::from_be_bytes(k[9..17].try_into().ok()?);
+            let id = u128::from_be_bytes(k[17..33].try_into().ok()?);
+            Some((at, Some(ts), id))
+        }
+        25 => Some((at, None, u128::from_be_bytes(k[9..25].try_into().ok()?))),
+        _ => None,
+    }
 }
 
 /// The timestamp of a history key (either form).
@@ -361,10 +380,41 @@ const COMPACT: u8 = 0x10;
 /// rule it ran under when it was logged, where a void of `u128::MAX`
 /// voided the whole pending amount, so that it gives what it gave then.
 pub(crate) const RULES_2: u8 = 0x20;
+/// A bit of the op byte: the record ran under the rules of session 16 on,
+/// where pending transfers that expire at the same time are released in
+/// the order they were created (by timestamp). Replay runs a record
+/// without it in the order of the code that logged it: by id. (Records
+/// logged by the one build that ordered by timestamp without this bit
+/// replay by id too; the two differ only when more than 8,190 transfers
+/// are due at once and the cut falls inside a tie.)
+pub(crate) const RULES_3: u8 = 0x40;
+const RULE_BITS: u8 = RULES_2 | RULES_3;
 
-/// Whether a logical record's transfers ran under `RULES_2`.
-pub(crate) fn body_rules_2(body: &[u8]) -> bool {
-    body.first().is_some_and(|op| op & RULES_2 != 0)
+/// The rules a logical record ran under, as its op byte tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rules {
+    /// A void of `u128::MAX` voids the whole pending amount (no `RULES_2`).
+    pub void_max_whole: bool,
+    /// Pending transfers that expire at once are released by id, not by
+    /// timestamp (no `RULES_3`).
+    pub expiry_by_id: bool,
+}
+
+impl Rules {
+    /// The rules every record is logged under now.
+    pub const CURRENT: Rules = Rules {
+        void_max_whole: false,
+        expiry_by_id: false,
+    };
+
+    /// The rules of a logical record.
+    pub fn of_body(body: &[u8]) -> Rules {
+        let op = body.first().copied().unwrap_or(0);
+        Rules {
+            void_max_whole: op & RULES_2 == 0,
+            expiry_by_id: op & RULES_3 == 0,
+        }
+    }
 }
 const BODY_HEADER: usize = 13;
 
@@ -425,7 +475,7 @@ pub(crate) fn encode_body<T>(
     encode: impl Fn(&T, &mut [u8; RECORD_BYTES]),
 ) -> Vec<u8> {
     let mut body = Vec::with_capacity(BODY_HEADER + events.len() * RECORD_BYTES / 2);
-    body.push(op | COMPACT | RULES_2);
+    body.push(op | COMPACT | RULE_BITS);
     body.extend_from_slice(&first_ts.to_le_bytes());
     body.extend_from_slice(&(events.len() as u32).to_le_bytes());
     let mut rec = [0u8; RECORD_BYTES];
@@ -474,9 +524,9 @@ pub(crate) fn decode_body(body: &[u8]) -> Option<(u8, u64, Events<'_>, &[u8])> {
         for _ in 0..count {
             len += compact_len(rest.get(len..)?)?;
         }
-        (op & !(COMPACT | RULES_2), len)
+        (op & !(COMPACT | RULE_BITS), len)
     } else {
-        (op & !RULES_2, count.checked_mul(RECORD_BYTES)?)
+        (op & !RULE_BITS, count.checked_mul(RECORD_BYTES)?)
     };
     let (events, trailer) = (rest.get(..len)?, rest.get(len..)?);
     if !trailer.is_empty() && op != OP_TRANSFERS_EXTRA {
@@ -870,7 +920,18 @@ mod tests {
         assert!(expiry_key(5, u64::MAX, u128::MAX) < expiry_key(6, 0, 0));
         // At one expiry time, by creation timestamp, whatever the ids.
         assert!(expiry_key(5, 1, u128::MAX) < expiry_key(5, 2, 0));
-        assert_eq!(parse_expiry_key(&expiry_key(5, 7, 9)), Some((5, 7, 9)));
+        assert_eq!(
+            parse_expiry_key(&expiry_key(5, 7, 9)),
+            Some((5, Some(7), 9))
+        );
+        assert_eq!(
+            parse_expiry_key(&legacy_expiry_key(5, 9)),
+            Some((5, None, 9))
+        );
+        // Both forms sort by expiry time first.
+        assert!(legacy_expiry_key(5, u128::MAX).as_slice() < expiry_key(6, 0, 0).as_slice());
+        assert!(expiry_key(5, u64::MAX, u128::MAX).as_slice() < legacy_expiry_key(6, 0).as_slice());
+        assert_eq!(parse_expiry_key(&expiry_key(5, 7, 9)[..32]), None);
         assert_eq!(parse_history_ts(&history_key(5, 9)), Some(9));
         assert_eq!(parse_history_ts(&history_key_old(5, 9)), Some(9));
         assert_eq!(parse_history_ts(&expiry_key(5, 7, 9)), None);

@@ -23,7 +23,9 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock};
 
-use super::codec::{self, ACCOUNT, EXPIRY, META_MAX_ID, META_TS, SETTLED, Settled, TRANSFER};
+use super::codec::{
+    self, ACCOUNT, EXPIRY, META_MAX_ID, META_TS, Rules, SETTLED, Settled, TRANSFER,
+};
 use super::codes::{CreateAccountResult as AR, CreateTransferResult as TR};
 use super::history::{History, Item};
 use super::slab::{Entry, IdSlab};
@@ -111,7 +113,10 @@ pub(crate) struct Machine<'b, 'i> {
     balances: Vec<Account>,
     /// (expires_at, timestamp, id) of each pending transfer's expiry.
     expiry_added: Vec<(u64, u64, u128)>,
-    expiry_removed: Vec<(u64, u64, u128)>,
+    /// The same of each expiry key to delete, its timestamp `None` for a
+    /// key of the form written before session 16
+    /// (`codec::legacy_expiry_key`).
+    expiry_removed: Vec<(u64, Option<u64>, u128)>,
     failed: IdMap<TR>,
     /// What transfer ids held when the batch began, for the ids `prefetch`
     /// looked up.
@@ -121,9 +126,9 @@ pub(crate) struct Machine<'b, 'i> {
     /// holds nothing, without a lookup: ids that grow (as TigerBeetle
     /// advises, for time-ordered ids) skip a cache miss each.
     max_stored: Option<u128>,
-    /// A void of `u128::MAX` voids the whole pending amount, as before
-    /// `codec::RULES_2` (`legacy_void_max`; replay of older records only).
-    void_max_whole: bool,
+    /// The rules the batch runs under (`set_rules`; older ones on replay
+    /// of older records only).
+    rules: Rules,
     undo: Vec<Undo>,
     /// `prefetch`'s lists of keys and ids, kept with the caches above.
     keys: Vec<[u8; 17]>,
@@ -237,11 +242,10 @@ fn stored_slot(id: u128, value: Option<&[u8]>) -> Slot {
 impl<'b, 'i> Machine<'b, 'i> {
     /// A machine for about `events` events: its caches sized up front, in
     /// the room kept from earlier batches (`Scratch`) when there is some.
-    /// Runs posts and voids under the rule of records logged before
-    /// `codec::RULES_2`: a void of `u128::MAX` voids the whole pending
-    /// amount (replay only).
-    pub(crate) fn legacy_void_max(&mut self) {
-        self.void_max_whole = true;
+    /// Runs the batch under `rules`: those of the logged record it
+    /// replays (`Rules::CURRENT` unless told).
+    pub(crate) fn set_rules(&mut self, rules: Rules) {
+        self.rules = rules;
     }
 
     pub(crate) fn with_capacity(
@@ -271,7 +275,7 @@ impl<'b, 'i> Machine<'b, 'i> {
             failed: IdMap::default(),
             stored: room.stored,
             max_stored,
-            void_max_whole: false,
+            rules: Rules::CURRENT,
             // A transfer's changes (its transfer, two accounts, two
             // history entries): the log is cut back after each chain.
             undo: Vec::with_capacity(8),
@@ -482,7 +486,7 @@ impl<'b, 'i> Machine<'b, 'i> {
         self.undo.push(Undo::ExpiryAdded);
     }
 
-    fn remove_expiry(&mut self, at: u64, ts: u64, id: u128) {
+    fn remove_expiry(&mut self, at: u64, ts: Option<u64>, id: u128) {
         self.expiry_removed.push((at, ts, id));
         self.undo.push(Undo::ExpiryRemoved);
     }
@@ -622,7 +626,10 @@ impl<'b, 'i> Machine<'b, 'i> {
             batch.put(codec::expiry_key(at, ts, id), [])?;
         }
         for (at, ts, id) in expiry_removed {
-            batch.delete(codec::expiry_key(at, ts, id))?;
+            match ts {
+                Some(ts) => batch.delete(codec::expiry_key(at, ts, id))?,
+                None => batch.delete(codec::legacy_expiry_key(at, id))?,
+            }
         }
         for (id, code) in failed {
             batch.put(codec::id_key(TRANSFER, id), [code.code()])?;
@@ -759,7 +766,8 @@ impl<'b, 'i> Machine<'b, 'i> {
 
     /// Voids the pending transfers whose timeout passed at `now`, at most
     /// `MAX_EXPIRIES_PER_BATCH` of them, oldest expiry first (and of those
-    /// expiring at once, the first created first).
+    /// expiring at once, the first created first; by id under the rules of
+    /// records logged before `codec::RULES_3`).
     ///
     /// `hint` is a lower bound of every expiry time in the ledger, kept in
     /// memory (not state: it only saves scans that would find nothing, so
@@ -772,41 +780,73 @@ impl<'b, 'i> Machine<'b, 'i> {
         if now < self.shared.expiry_hint.load(AtomicOrdering::Acquire) {
             return false;
         }
-        let lower = Bound::Included(vec![EXPIRY]);
-        let upper = Bound::Excluded(vec![EXPIRY + 1]);
-        let found: Vec<(u64, u64, u128)> = self
-            .batch
-            .scan_latest((lower, upper), MAX_EXPIRIES_PER_BATCH + 1)
-            .into_iter()
-            .filter_map(|(k, _)| codec::parse_expiry_key(&k))
-            .collect();
-        let due: Vec<(u64, u64, u128)> = found
-            .iter()
-            .copied()
-            .filter(|&(at, _, _)| at <= now)
-            .take(MAX_EXPIRIES_PER_BATCH)
-            .collect();
-        let more = due.len() == MAX_EXPIRIES_PER_BATCH;
-        let next = if more {
-            now // More may be due: look again next time.
+        let (mut due, more, next) = self.due_expiries(now);
+        self.shared
+            .expiry_hint
+            .store(if more { now } else { next }, AtomicOrdering::Release);
+        // Keys of both forms sort by expiry time first, so `due` holds
+        // every key due before the last one's time and all of those due at
+        // it: the tie at the cut, which the rules order.
+        if self.rules.expiry_by_id {
+            due.sort_by_key(|&(at, _, id, _)| (at, id));
         } else {
-            found
-                .iter()
-                .find(|&&(at, _, _)| at > now)
-                .map_or(u64::MAX, |&(at, _, _)| at)
-        };
-        self.shared.expiry_hint.store(next, AtomicOrdering::Release);
-        for (at, ts, id) in due {
-            let Some(p) = self.transfer(id) else { continue };
-            if self.settled_state(id).is_some() {
-                self.remove_expiry(at, ts, id);
-                continue;
+            for d in &mut due {
+                if d.1.is_none() {
+                    d.3 = self.transfer(d.2).map_or(0, |p| p.timestamp);
+                }
             }
-            self.release_pending(&p, false);
-            self.settle(id, Settled::Expired);
-            self.remove_expiry(at, ts, id);
+            due.sort_by_key(|&(at, _, id, ts)| (at, ts, id));
+        }
+        due.truncate(MAX_EXPIRIES_PER_BATCH);
+        for (at, key_ts, id, _) in due {
+            let Some(p) = self.transfer(id) else { continue };
+            if self.settled_state(id).is_none() {
+                self.release_pending(&p, false);
+                self.settle(id, Settled::Expired);
+            }
+            self.remove_expiry(at, key_ts, id);
         }
         more
+    }
+
+    /// The expiry keys due at `now` as (expires_at, timestamp in the key,
+    /// id, timestamp): the first `MAX_EXPIRIES_PER_BATCH` in key order and
+    /// the rest of those due at the same time as the last of them; whether
+    /// more are due than may be voided; the first expiry time after `now`
+    /// (`u64::MAX`: none).
+    #[allow(clippy::type_complexity)]
+    fn due_expiries(&self, now: u64) -> (Vec<(u64, Option<u64>, u128, u64)>, bool, u64) {
+        let upper = Bound::Excluded(vec![EXPIRY + 1]);
+        let mut lower = Bound::Included(vec![EXPIRY]);
+        let mut due: Vec<(u64, Option<u64>, u128, u64)> = Vec::new();
+        loop {
+            let found = self
+                .batch
+                .scan_latest((lower, upper.clone()), MAX_EXPIRIES_PER_BATCH + 1);
+            let full = found.len() > MAX_EXPIRIES_PER_BATCH;
+            let Some(last) = found.last().map(|(k, _)| k.to_vec()) else {
+                break;
+            };
+            for (k, _) in found {
+                let Some((at, ts, id)) = codec::parse_expiry_key(&k) else {
+                    continue;
+                };
+                if at > now {
+                    let more = due.len() > MAX_EXPIRIES_PER_BATCH;
+                    return (due, more, at);
+                }
+                if due.len() >= MAX_EXPIRIES_PER_BATCH && at > due[MAX_EXPIRIES_PER_BATCH - 1].0 {
+                    return (due, true, now);
+                }
+                due.push((at, ts, id, ts.unwrap_or(0)));
+            }
+            if !full {
+                break;
+            }
+            lower = Bound::Excluded(last);
+        }
+        let more = due.len() > MAX_EXPIRIES_PER_BATCH;
+        (due, more, u64::MAX)
     }
 
     /// Takes a pending transfer's reservation off both accounts and, unless
@@ -1025,7 +1065,7 @@ impl<'b, 'i> Machine<'b, 'i> {
             return TR::PendingTransferHasDifferentCode;
         }
         let post = t.flags.contains(TransferFlags::POST_PENDING_TRANSFER);
-        let amount = settled_amount(t.amount, p.amount, post || self.void_max_whole);
+        let amount = settled_amount(t.amount, p.amount, post || self.rules.void_max_whole);
         if amount > p.amount {
             return TR::ExceedsPendingTransferAmount;
         }
@@ -1084,14 +1124,14 @@ impl<'b, 'i> Machine<'b, 'i> {
             },
         );
         if let Some(at) = expires_at {
-            self.remove_expiry(at, p.timestamp, p.id);
+            self.remove_expiry(at, Some(p.timestamp), p.id);
         }
         let stored = Transfer {
             amount,
             pending_id: p.id,
             timeout: 0,
             timestamp: ts,
-            ..resolve_settlement(t, &p, self.void_max_whole)
+            ..resolve_settlement(t, &p, self.rules.void_max_whole)
         };
         self.add_transfer(stored);
         self.record_history(&dr, ts, t.id);
