@@ -563,6 +563,7 @@ impl Inner {
             log_bytes: log.log_bytes,
             log_segments: log.segments,
             syncs: log.syncs,
+            rotations_refused: log.rotations_refused,
             commits: self.commits.load(Ordering::Relaxed),
             conflicts: self.conflicts.load(Ordering::Relaxed),
             checkpoints: self.checkpoints.written(),

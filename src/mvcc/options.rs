@@ -39,8 +39,11 @@ pub struct Options {
     /// would take it past this size. One write (the commits of one group,
     /// under `Never` and `Interval` buffered up to at most this size) goes
     /// into one segment, so a segment exceeds the size by at most the
-    /// last commit of such a write, or a single larger write. Default:
-    /// 64 MiB.
+    /// last commit of such a write, or a single larger write. While a new
+    /// segment cannot be created (a full disk, a directory without write
+    /// permission, no file handle left: `Stats::rotations_refused` counts
+    /// them), the commits go on in the active segment, up to twice this
+    /// size; a refusal past that poisons the engine. Default: 64 MiB.
     pub segment_bytes: u64,
     /// On `open`, truncate the log at a damaged record (and drop every
     /// segment after it) instead of failing with `Error::Corruption`. The

@@ -25,6 +25,10 @@ pub struct Stats {
     pub log_segments: u64,
     /// `fdatasync` calls on log segments since open.
     pub syncs: u64,
+    /// New log segments that could not be created since open (a full
+    /// disk, a directory without write permission, no file handle left):
+    /// the commits went on in the active segment, past its size.
+    pub rotations_refused: u64,
     /// Transactions committed since open (with at least one write).
     pub commits: u64,
     /// Transactions refused with `Error::Conflict` since open.

@@ -46,9 +46,23 @@ struct Plan {
     seen: HashMap<Op, u64>,
     /// Faults injected so far.
     injected: u64,
+    /// Injected errors say the disk is full (`FaultyFs::as_full_disk`).
+    full: bool,
 }
 
 impl Plan {
+    /// The error an injected fault of `op` fails with.
+    fn error(&self, op: Op) -> io::Error {
+        if self.full {
+            io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!("injected fault: {op:?} (disk full)"),
+            )
+        } else {
+            io::Error::other(format!("injected fault: {op:?}"))
+        }
+    }
+
     /// Counts a call of `op` and tells whether it must fail.
     fn hit(&mut self, op: Op) -> bool {
         *self.seen.entry(op).or_insert(0) += 1;
@@ -74,10 +88,6 @@ pub struct FaultyFs {
     plan: Arc<Mutex<Plan>>,
 }
 
-fn injected(op: Op) -> io::Error {
-    io::Error::other(format!("injected fault: {op:?}"))
-}
-
 impl FaultyFs {
     /// Wraps `inner`; no fault is armed yet.
     pub fn new(inner: Arc<dyn FileSystem>) -> Self {
@@ -96,6 +106,13 @@ impl FaultyFs {
         self.plan().armed.insert(op, n.max(1));
     }
 
+    /// Makes the injected faults fail as a full disk does
+    /// (`ErrorKind::StorageFull`) or, by default, as a failing device
+    /// (`ErrorKind::Other`).
+    pub fn as_full_disk(&self, full: bool) {
+        self.plan().full = full;
+    }
+
     /// Disarms every fault.
     pub fn clear(&self) {
         self.plan().armed.clear();
@@ -112,8 +129,9 @@ impl FaultyFs {
     }
 
     fn check(&self, op: Op) -> io::Result<()> {
-        if self.plan().hit(op) {
-            Err(injected(op))
+        let mut plan = self.plan();
+        if plan.hit(op) {
+            Err(plan.error(op))
         } else {
             Ok(())
         }
@@ -144,26 +162,28 @@ impl WritableFile for FaultyFile {
                 }
                 None => false,
             };
-            (fail, short)
+            (
+                fail.then(|| plan.error(Op::Write)),
+                short.then(|| plan.error(Op::ShortWrite)),
+            )
         };
-        if fail {
-            return Err(injected(Op::Write));
+        if let Some(e) = fail {
+            return Err(e);
         }
-        if short {
+        if let Some(e) = short {
             self.inner.append(&buf[..buf.len() / 2])?;
-            return Err(injected(Op::ShortWrite));
+            return Err(e);
         }
         self.inner.append(buf)
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
-        let fail = self
-            .plan
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .hit(Op::Sync);
-        if fail {
-            return Err(injected(Op::Sync));
+        let fail = {
+            let mut plan = self.plan.lock().unwrap_or_else(PoisonError::into_inner);
+            plan.hit(Op::Sync).then(|| plan.error(Op::Sync))
+        };
+        if let Some(e) = fail {
+            return Err(e);
         }
         self.inner.sync_data()
     }
@@ -172,6 +192,18 @@ impl WritableFile for FaultyFile {
     /// keep hitting the appends they count.
     fn zero_to(&mut self, len: u64) -> io::Result<bool> {
         self.inner.zero_to(len)
+    }
+
+    /// Counted as a `truncate`, as the cut it makes.
+    fn set_len(&mut self, len: u64) -> io::Result<bool> {
+        let fail = {
+            let mut plan = self.plan.lock().unwrap_or_else(PoisonError::into_inner);
+            plan.hit(Op::Truncate).then(|| plan.error(Op::Truncate))
+        };
+        if let Some(e) = fail {
+            return Err(e);
+        }
+        self.inner.set_len(len)
     }
 }
 

@@ -31,6 +31,16 @@ pub trait WritableFile: Send + fmt::Debug {
         let _ = len;
         Ok(false)
     }
+    /// May cut the file to `len` bytes (or extend it with zeros) through
+    /// this handle, durably (as `set_len` and then `sync_all`), the next
+    /// append going right after byte `len`; says whether it did. Through
+    /// the open handle the cut needs no new file handle, where
+    /// `FileSystem::truncate` opens the file. The default does nothing: the
+    /// log then cuts the file by its path and opens it again.
+    fn set_len(&mut self, len: u64) -> io::Result<bool> {
+        let _ = len;
+        Ok(false)
+    }
 }
 
 /// Whether `e` says the disk (or the user's quota on it, or the size a
@@ -225,7 +235,7 @@ impl WritableFile for StdFile {
                 // record). If that fails too, the file is in doubt.
                 let e = at("laying zeros ahead of the log in", &self.path)(e);
                 self.file.set_len(self.len).map_err(|undo| {
-                    io::Error::other(format!("{e}; and cutting them back: {undo}"))
+                    io::Error::new(e.kind(), format!("{e}; and cutting them back: {undo}"))
                 })?;
                 return Err(e);
             }
@@ -235,6 +245,16 @@ impl WritableFile for StdFile {
     }
     fn sync_data(&mut self) -> io::Result<()> {
         self.file.sync_data().map_err(at("syncing", &self.path))
+    }
+
+    fn set_len(&mut self, len: u64) -> io::Result<bool> {
+        self.file
+            .set_len(len)
+            .and_then(|()| self.file.sync_all())
+            .map_err(at("cutting", &self.path))?;
+        self.end = len;
+        self.len = len;
+        Ok(true)
     }
 }
 

@@ -8,8 +8,11 @@
 //! - a record is acknowledged (under `SyncMode::Always`) only after the
 //!   `fdatasync` that covers it returned, and a new segment's directory
 //!   entry is synced before anything in it is acknowledged;
-//! - a failed write or sync poisons the log: nothing after it is
-//!   acknowledged, and the engine must be reopened.
+//! - a failed write or sync of a record poisons the log: nothing after it
+//!   is acknowledged, and the engine must be reopened (a new segment that
+//!   cannot be created for want of space, a file handle or permission holds
+//!   no record: it is removed, and the records go on in the active segment,
+//!   up to twice the segment size).
 
 pub mod fault;
 pub mod fs;

@@ -590,6 +590,22 @@ impl WritableFile for SimFile {
         }
         Ok(())
     }
+
+    /// As `SimFs::truncate` does by the path.
+    fn set_len(&mut self, len: u64) -> io::Result<bool> {
+        let len = usize::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
+        let mut store = lock(&self.store);
+        store.enter()?;
+        if let Some(inode) = store.inodes.get_mut(&self.inode) {
+            inode.data = inode.contents();
+            inode.data.resize(len, 0);
+            inode.synced = len;
+            inode.zeros_to = len;
+            inode.synced_zeros_to = len;
+        }
+        Ok(true)
+    }
 }
 
 /// A held lock on a path; dropping it releases the path.

@@ -19,7 +19,7 @@
 //! 3. rotate to a new segment if the active one is full: sync it, create
 //!    the next, write its header, sync the file and the directory (when
 //!    the new segment cannot be created, the group goes on in the active
-//!    one: `rotate_locked`);
+//!    one, up to twice the segment size: `rotate_or_overflow`);
 //! 4. write the buffer (under `Always`, a small one over zeros laid ahead
 //!    of the log, so that the sync has no file size to write: `ZERO_AHEAD`);
 //! 5. `fdatasync` (under `Always`, or when a sync was asked for);
@@ -36,7 +36,10 @@
 //!
 //! Any other failure in 3 to 5 poisons the log: the error goes to the leader's
 //! caller, `Error::Poisoned` to everyone else, and nothing is ever
-//! acknowledged again. A sync is never retried.
+//! acknowledged again. A sync that failed is never retried. (A new segment
+//! refused for want of space, a handle or permission is not such a failure:
+//! its file holds no record, and is removed.) A leader that panics poisons
+//! the log too (`LeadGuard`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -133,6 +136,9 @@ struct Active {
     unsynced: bool,
     /// The older segments still on disk, ascending: (first ts, bytes).
     sealed: Vec<(u64, u64)>,
+    /// After a refused rotation: the length the active segment must reach
+    /// before a group tries again (`rotate_locked`); 0 otherwise.
+    retry_at: u64,
 }
 
 /// Where the log lives and how it syncs.
@@ -173,6 +179,8 @@ pub(crate) struct Log {
     durable: AtomicU64,
     log_bytes: AtomicU64,
     syncs: AtomicU64,
+    /// New segments that could not be created (`rotate_locked`).
+    rotations_refused: AtomicU64,
     /// How many commits the last synced group held, and how long its
     /// `fdatasync` took (ns): what `gather` goes by.
     last_group: AtomicU64,
@@ -191,6 +199,7 @@ pub(crate) struct LogStats {
     pub syncs: u64,
     pub segments: u64,
     pub durable_ts: u64,
+    pub rotations_refused: u64,
 }
 
 impl Log {
@@ -233,6 +242,7 @@ impl Log {
                 zeroed: len,
                 unsynced: false,
                 sealed: segments,
+                retry_at: 0,
             }
         } else {
             let file = Self::create_segment(fs.as_ref(), &dir, last_ts + 1)?;
@@ -243,6 +253,7 @@ impl Log {
                 zeroed: segment::HEADER_BYTES as u64,
                 unsynced: false,
                 sealed: segments,
+                retry_at: 0,
             }
         };
         let log_bytes = active.len + active.sealed.iter().map(|s| s.1).sum::<u64>();
@@ -277,6 +288,7 @@ impl Log {
             last_sync_ns: AtomicU64::new(0),
             log_bytes: AtomicU64::new(log_bytes),
             syncs: AtomicU64::new(0),
+            rotations_refused: AtomicU64::new(0),
             interval: std::sync::Arc::default(),
             _lock: lock,
         })
@@ -290,10 +302,20 @@ impl Log {
         first_ts: u64,
     ) -> Result<Box<dyn WritableFile>> {
         let mut file = fs.create(&segment::path(dir, first_ts))?;
+        Self::start_segment(file.as_mut(), fs, dir, first_ts)?;
+        Ok(file)
+    }
+
+    /// Writes a new segment's header and makes it and its name durable.
+    fn start_segment(
+        file: &mut dyn WritableFile,
+        fs: &dyn FileSystem,
+        dir: &std::path::Path,
+        first_ts: u64,
+    ) -> std::io::Result<()> {
         file.append(&segment::encode_header(first_ts))?;
         file.sync_data()?;
-        fs.sync_dir(dir)?;
-        Ok(file)
+        fs.sync_dir(dir)
     }
 
     /// What poisoned the log (the first failure's message), if it is.
@@ -345,6 +367,7 @@ impl Log {
             syncs: self.syncs.load(Ordering::Relaxed),
             segments,
             durable_ts: self.durable.load(Ordering::Acquire),
+            rotations_refused: self.rotations_refused.load(Ordering::Relaxed),
         }
     }
 
@@ -429,7 +452,10 @@ impl Log {
         }
         state.take_lead(true);
         drop(state);
-        let led = self.lead(true);
+        let led = {
+            let _lead = LeadGuard(self);
+            self.lead(true)
+        };
         drop(self.finish_lead(led, true)?);
         Ok(Due::Synced)
     }
@@ -459,8 +485,11 @@ impl Log {
             }
             state.take_lead(true);
             drop(state);
-            self.gather();
-            let led = self.lead(true);
+            let led = {
+                let _lead = LeadGuard(self);
+                self.gather();
+                self.lead(true)
+            };
             state = self.finish_lead(led, true)?;
         }
     }
@@ -529,7 +558,10 @@ impl Log {
         }
         state.take_lead(sync);
         drop(state);
-        let led = self.lead(sync);
+        let led = {
+            let _lead = LeadGuard(self);
+            self.lead(sync)
+        };
         let state = self.finish_lead(led, sync)?;
         Ok(if sync {
             state.durable_ts
@@ -583,14 +615,15 @@ impl Log {
             let first_in_buf = first_ts_of(&buf);
             let full = active.len + buf.len() as u64 > self.segment_bytes;
             if full && active.len > segment::HEADER_BYTES as u64 {
-                // A refused new segment leaves the group in the active one,
-                // past its size; the next group tries again.
-                let _refused = self.rotate_locked(&mut active, first_in_buf)?;
+                self.rotate_or_overflow(&mut active, first_in_buf, buf.len() as u64)?;
             }
             let end = active.len + buf.len() as u64;
+            // No zeros ahead past the segment's size (a segment that could
+            // not rotate): they would be laid just where the group goes.
             if self.mode == SyncMode::Always
                 && buf.len() as u64 <= ZERO_AHEAD / 4
                 && end > active.zeroed
+                && end < self.segment_bytes
             {
                 let upto = (end + ZERO_AHEAD).min(self.segment_bytes.max(end));
                 match active.file.zero_to(upto) {
@@ -630,30 +663,76 @@ impl Log {
         Ok(last_ts)
     }
 
+    /// Step 3: the active segment is full, and the group at `first_ts`
+    /// goes to a new one (`rotate_locked`). When the new segment cannot be
+    /// created, the group goes on in the active one, past its size, and
+    /// the rotation is tried again once the segment has grown past the
+    /// group (`group` bytes) by another eighth of `segment_bytes` (each try
+    /// seals the segment: a sync more). Past twice `segment_bytes`, a
+    /// refusal poisons the log: recovery reads a segment whole, so it may
+    /// not grow without bound.
+    fn rotate_or_overflow(&self, active: &mut Active, first_ts: u64, group: u64) -> Result<()> {
+        let overgrown = active.len > self.segment_bytes.saturating_mul(2);
+        if active.len < active.retry_at && !overgrown {
+            return Ok(());
+        }
+        let Some(refused) = self.rotate_locked(active, first_ts)? else {
+            return Ok(());
+        };
+        self.rotations_refused.fetch_add(1, Ordering::Relaxed);
+        if overgrown {
+            let kind = match &refused {
+                Error::Io(e) => e.kind(),
+                _ => std::io::ErrorKind::Other,
+            };
+            return Err(Error::Io(std::io::Error::new(
+                kind,
+                format!(
+                    "the active log segment is past twice its size ({} bytes) and no new \
+                     segment can be created: {refused}",
+                    active.len
+                ),
+            )));
+        }
+        active.retry_at = active.len + group + (self.segment_bytes / 8).max(1);
+        Ok(())
+    }
+
     /// Seals the active segment (synced first, so that no later segment can
     /// be durable while an earlier one is not) and starts one at `first_ts`.
     ///
-    /// A new segment that cannot be created (a full disk, no file handle
-    /// left) fails the rotation, not the log: what the attempt left is
-    /// removed, durably (`undo_create`), and the active segment goes on,
-    /// all its records synced. That error is returned as `Ok(Some(_))`.
-    /// Only a failure to seal or to clear up is an `Err`, which poisons.
+    /// A new segment that cannot be created (no file handle left, a
+    /// directory without write permission, no inode or no space left)
+    /// fails the rotation, not the log: what the attempt left is removed,
+    /// durably (`undo_create`), and the active segment goes on, all its
+    /// records synced. That error is returned as `Ok(Some(_))`. A failure
+    /// to seal or to clear up, or an error other than a full disk from the
+    /// new segment's write or syncs (a device error), is an `Err`, which
+    /// poisons: a failed sync is never retried.
     fn rotate_locked(&self, active: &mut Active, first_ts: u64) -> Result<Option<Error>> {
         self.seal_active(active)?;
-        match Self::create_segment(self.fs.as_ref(), &self.dir, first_ts) {
-            Ok(file) => {
-                self.switch_to(active, first_ts, file);
-                Ok(None)
+        let path = segment::path(&self.dir, first_ts);
+        let refused = match self.fs.create(&path) {
+            Err(e) => e,
+            Ok(mut file) => {
+                match Self::start_segment(file.as_mut(), self.fs.as_ref(), &self.dir, first_ts) {
+                    Ok(()) => {
+                        self.switch_to(active, first_ts, file);
+                        return Ok(None);
+                    }
+                    // A disk too full for the header, or (with delayed
+                    // allocation) for its sync.
+                    Err(e) if super::fs::is_full(&e) => e,
+                    Err(e) => {
+                        // The log poisons; the file goes if it can.
+                        let _ = self.undo_create(first_ts);
+                        return Err(e.into());
+                    }
+                }
             }
-            Err(refused) => {
-                self.undo_create(first_ts)?;
-                // `seal_active` cut the file by its path: the open file's
-                // idea of its length is stale.
-                let path = segment::path(&self.dir, active.first_ts);
-                active.file = self.fs.open_append(&path)?;
-                Ok(Some(refused))
-            }
-        }
+        };
+        self.undo_create(first_ts)?;
+        Ok(Some(refused.into()))
     }
 
     /// Makes the active segment ready to be sealed: synced, and ending at
@@ -678,16 +757,22 @@ impl Log {
         active.first_ts = first_ts;
         active.len = segment::HEADER_BYTES as u64;
         active.zeroed = active.len;
+        active.retry_at = 0;
         self.log_bytes
             .fetch_add(segment::HEADER_BYTES as u64, Ordering::Relaxed);
     }
 
     /// Cuts the active segment's zeros past its last record, durably
-    /// (before a later segment may exist).
+    /// (before a later segment may exist): through the open file, which
+    /// needs no new file handle, or else by its path, and then the file is
+    /// opened again (the open one's idea of its length is stale).
     fn cut_zeros(&self, active: &mut Active) -> Result<()> {
         if active.zeroed > active.len {
-            self.fs
-                .truncate(&segment::path(&self.dir, active.first_ts), active.len)?;
+            if !active.file.set_len(active.len)? {
+                let path = segment::path(&self.dir, active.first_ts);
+                self.fs.truncate(&path, active.len)?;
+                active.file = self.fs.open_append(&path)?;
+            }
             active.zeroed = active.len;
         }
         Ok(())
@@ -710,16 +795,22 @@ impl Log {
         // A new segment that cannot be created (a full disk, say) fails
         // the seal, not the log (`rotate_locked`).
         let mut refused = None;
-        let led = self.lead(true).and_then(|upto| {
-            let mut active = self.active.lock();
-            if active.len > segment::HEADER_BYTES as u64 {
-                refused = self.rotate_locked(&mut active, upto + 1)?;
-            }
-            Ok(upto)
-        });
+        let led = {
+            let _lead = LeadGuard(self);
+            self.lead(true).and_then(|upto| {
+                let mut active = self.active.lock();
+                if active.len > segment::HEADER_BYTES as u64 {
+                    refused = self.rotate_locked(&mut active, upto + 1)?;
+                }
+                Ok(upto)
+            })
+        };
         let state = self.finish_lead(led, true)?;
         match refused {
-            Some(e) => Err(e),
+            Some(e) => {
+                self.rotations_refused.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
             None => Ok(state.durable_ts),
         }
     }
@@ -727,13 +818,14 @@ impl Log {
     /// Removes what a failed `create_segment` at `first_ts` may have left,
     /// durably: an empty or half-written segment named after records that
     /// go on in the active one would read as a gap after a crash.
+    /// When the creation failed before there was a file, nothing is to be
+    /// made durable (and no file handle is needed: there may be none).
     fn undo_create(&self, first_ts: u64) -> Result<()> {
         match self.fs.remove(&segment::path(&self.dir, first_ts)) {
-            Ok(()) => {}
+            Ok(()) => self.fs.sync_dir(&self.dir)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }
-        self.fs.sync_dir(&self.dir)?;
         Ok(())
     }
 
@@ -872,6 +964,24 @@ impl Drop for PoisonIfPanics {
             && let Some(log) = self.0.upgrade()
         {
             log.poison_after_panic();
+        }
+    }
+}
+
+/// Poisons the log and hands the leadership back, waking whoever waits on
+/// it, when the group-commit leader unwinds (a file system that panics in
+/// a sync, say): else every later commit, and the flush of the engine's
+/// drop, would wait forever for a leader that is gone.
+struct LeadGuard<'a>(&'a Log);
+
+impl Drop for LeadGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self
+                .0
+                .cause
+                .set("a group-commit leader panicked".to_string());
+            drop(self.0.finish_lead(Err(Error::Poisoned), false));
         }
     }
 }
