@@ -86,17 +86,49 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Io(e) => Some(e),
-            _ => None,
-        }
-    }
-}
+/// No variant has a source: the display of `Io` already holds the I/O
+/// error's whole message (what was done, to which path, and the
+/// operating system's error), and a reporter that prints the chain would
+/// print it again. Match `Error::Io(e)` for the error itself: `e.kind()`,
+/// and `e.source()` for the operating system's error (errno and all) of
+/// a file-system call.
+impl std::error::Error for Error {}
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         Error::Io(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+    use crate::wal::{FileSystem, StdFs};
+
+    /// An I/O error of a file-system call says what was done, to which
+    /// path, and the operating system's error, once, whether it is
+    /// printed alone or with its chain of sources; the operating system's
+    /// error stays reachable, errno and all.
+    #[test]
+    fn an_io_error_prints_its_cause_once_and_keeps_the_errno() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing");
+        let err = Error::from(StdFs.read(&missing).expect_err("read"));
+        let chain: Vec<String> =
+            std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+                .map(ToString::to_string)
+                .collect();
+        let all = chain.join(": ");
+        let os = std::io::Error::from_raw_os_error(2).to_string();
+        assert_eq!(all.matches(&os).count(), 1, "{all}");
+        assert!(all.contains(&missing.display().to_string()), "{all}");
+        let Error::Io(io) = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+        let errno = std::error::Error::source(io)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .and_then(std::io::Error::raw_os_error);
+        assert_eq!(errno, Some(2));
     }
 }

@@ -128,12 +128,25 @@ pub fn fail_at<'a>(
     move |e| {
         let text = e.to_string();
         let shown = path.display().to_string();
-        if text.contains(&shown) {
+        if names_path(&text, &shown) {
             Failure::new(format!("{doing}: {text}"))
         } else {
             Failure::new(format!("{doing} {shown}: {text}"))
         }
     }
+}
+
+/// Whether `text` names the path `shown` (or a file under it): as a
+/// whole word, not a part of one (`.` or `a` is in most messages), and
+/// followed by what follows a path in a message (`/`, `:`, the end).
+fn names_path(text: &str, shown: &str) -> bool {
+    !shown.is_empty()
+        && text.match_indices(shown).any(|(at, _)| {
+            let before = text[..at].chars().next_back();
+            let after = text[at + shown.len()..].chars().next();
+            matches!(before, None | Some(' ' | '`' | '\'' | '"' | '('))
+                && matches!(after, None | Some('/' | ':' | '`' | '\'' | '"' | ')' | ','))
+        })
 }
 
 /// What the transfer phase measured.
@@ -429,4 +442,22 @@ fn submit(shared: &Shared<'_>, plans: &mut [Plan]) -> Result<Vec<u64>, Failure> 
         shared.progress.inc(events.len() as u64);
     }
     Ok(latencies_ns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_path;
+
+    #[test]
+    fn a_path_is_named_only_as_a_whole_word() {
+        assert!(names_path("opening ./LOCK: no such file", "."));
+        assert!(names_path("opening /tmp/d/LOCK: denied", "/tmp/d"));
+        assert!(names_path("corruption in a/0001.wal at offset 3", "a"));
+        assert!(names_path("cutting /tmp/d", "/tmp/d"));
+        // `.` and `a` are in most messages, not as the path.
+        assert!(!names_path("invalid argument: a value too large.", "."));
+        assert!(!names_path("invalid argument: a value too large", "a"));
+        assert!(!names_path("opening /tmp/db2/LOCK", "/tmp/db"));
+        assert!(!names_path("anything", ""));
+    }
 }
