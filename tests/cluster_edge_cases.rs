@@ -290,6 +290,73 @@ fn a_cross_shard_transfer_is_validated_like_a_same_shard_one() {
     assert_eq!(cross, local, "the same transfers between shards");
 }
 
+/// A transfer refused for its credit account, then sent again, then sent
+/// corrected under the same id gets one ledger's codes: a refusal that
+/// depends on no state (a credit id 0 or `u128::MAX`) spends no id; one
+/// that depends on state that may change (the account missing, closed,
+/// or at its limit) spends it (`IdAlreadyFailed`). The one documented
+/// difference: a credit account on another ledger is found out by the
+/// credit shard, after the debit shard's leg took the id. Before, every
+/// corrected transfer here got `ExistsWithDifferentCreditAccountId` (an
+/// outside review's table).
+#[test]
+fn a_credit_side_refusal_spends_the_id_as_on_one_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let on = |id, ledger, flags| Account {
+        ledger,
+        ..common::account(id, flags)
+    };
+    // Modulo 4: 1 on shard 1, 2 and 6 and 10 on shard 2, 3 and 7 on
+    // shard 3.
+    let accounts = [
+        on(1, 1, AccountFlags::empty()),
+        on(2, 2, AccountFlags::empty()),
+        on(3, 1, AccountFlags::empty()),
+        on(6, 1, AccountFlags::CLOSED),
+        on(10, 1, AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS),
+    ];
+    let l = Ledger::open(dir.path().join("l"), LedgerOptions::default()).unwrap();
+    assert!(
+        l.create_accounts(&accounts)
+            .unwrap()
+            .iter()
+            .all(|r| *r == mvledger::CreateAccountResult::Ok)
+    );
+    let c = Cluster::open(dir.path().join("c"), options(4)).unwrap();
+    assert!(
+        c.create_accounts(&accounts)
+            .unwrap()
+            .iter()
+            .all(|r| *r == mvledger::CreateAccountResult::Ok)
+    );
+    for (k, credit) in [0, u128::MAX, 7, 6, 10, 2].into_iter().enumerate() {
+        let id = 100 + k as u128;
+        let wrong = transfer(id, 1, credit, 5);
+        let fixed = transfer(id, 1, 3, 5);
+        let codes =
+            |call: &dyn Fn(Transfer) -> CreateTransferResult| [wrong, wrong, fixed].map(call);
+        let single = codes(&|t| l.create_transfers(&[t]).unwrap()[0]);
+        let cluster = codes(&|t| c.create_transfers(&[t]).unwrap()[0]);
+        if credit == 2 {
+            assert_eq!(single[..2], cluster[..2], "credit {credit}");
+            assert_eq!(
+                (single[2], cluster[2]),
+                (
+                    CreateTransferResult::Ok,
+                    CreateTransferResult::ExistsWithDifferentCreditAccountId
+                ),
+                "credit {credit}: the documented difference"
+            );
+        } else {
+            assert_eq!(single, cluster, "credit {credit}");
+        }
+    }
+    let balance = |id| c.lookup_accounts(&[id]).unwrap()[0];
+    assert_eq!(balance(1).debits_posted, 10, "the two corrected transfers");
+    assert_eq!(balance(3).credits_posted, 10);
+    assert_eq!(settlement(&c), (0, 0));
+}
+
 // ---------------------------------------------------------------------------
 // 3. A leg that voted yes must be postable when the decision comes.
 

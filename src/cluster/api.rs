@@ -250,7 +250,14 @@ impl Cluster {
     /// then the credit shard's (the credit account). When it breaks rules
     /// on both sides, its code is the debit side's first broken rule, which
     /// may come later in TigerBeetle's order than the credit side's (an
-    /// exceeded debit limit before an unknown credit account, say).
+    /// exceeded debit limit before an unknown credit account, say). A
+    /// refusal on the credit side spends the id, as on one ledger when it
+    /// depends on state that may change (`IdAlreadyFailed` for any
+    /// transfer sent under it again), but also when it does not (the
+    /// credit account on another ledger, an overflow): the debit shard's
+    /// leg holds the id, and a corrected transfer under it gets
+    /// `ExistsWithDifferent*`. A credit id of 0 or `u128::MAX` is refused
+    /// on the debit shard, spending nothing.
     pub fn create_transfers(&self, transfers: &[Transfer]) -> Result<Vec<CreateTransferResult>> {
         let mut results = vec![CreateTransferResult::Ok; transfers.len()];
         let (pins, decided) = self.find_pending_shards(transfers)?;

@@ -622,6 +622,14 @@ impl Node {
                                     Started::Refused(CreateTransferResult::Exists)
                                 }
                                 CreateTransferResult::Exists => Started::Existing,
+                                // As on one ledger, an id whose transfer
+                                // failed on state that may change is spent,
+                                // whatever comes under it again.
+                                _ if agg.state != TransferState::Committed
+                                    && agg.refusal.is_some_and(|r| r.is_transient()) =>
+                                {
+                                    Started::Refused(CreateTransferResult::IdAlreadyFailed)
+                                }
                                 differs => Started::Refused(differs),
                             },
                         },

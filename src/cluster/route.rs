@@ -120,6 +120,19 @@ pub(crate) fn refused_first(t: &Transfer) -> bool {
     t.timestamp != 0 || TransferFlags::from_bits(t.flags.bits()).is_none()
 }
 
+/// Whether a ledger refuses `t` for its credit account id alone (0 or
+/// `u128::MAX`), a post or void aside (those may name no accounts). It
+/// stays on its debit account's shard, whose ledger refuses it, in
+/// TigerBeetle's order, with no leg prepared: as on one ledger the
+/// refusal spends no id, where a refusal on a credit shard would leave
+/// the id with the debit shard's leg.
+fn refused_for_credit_id(t: &Transfer) -> bool {
+    let settles = t
+        .flags
+        .intersects(TransferFlags::POST_PENDING_TRANSFER | TransferFlags::VOID_PENDING_TRANSFER);
+    !settles && (t.credit_account_id == 0 || t.credit_account_id == u128::MAX)
+}
+
 /// Splits transfers into same-shard ones and cross-shard ones.
 pub(crate) fn transfers(
     transfers: &[Transfer],
@@ -143,7 +156,7 @@ pub(crate) fn transfers_pinned(
     let pin = |i: usize| pins.get(i).copied().flatten();
     let shard_at = |i: usize, t: &Transfer| match pin(i) {
         Some(s) => (s, s),
-        None if refused_first(t) => {
+        None if refused_first(t) || refused_for_credit_id(t) => {
             let d = placement.shard(t.debit_account_id, shards);
             (d, d)
         }
