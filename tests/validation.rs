@@ -190,6 +190,29 @@ fn account_reserved_flag() {
     }
 }
 
+/// TigerBeetle's `imported` accounts carry their timestamp: the timestamp
+/// rule is not for them, and mvledger refuses the flag (no imports).
+#[test]
+fn an_imported_account_with_its_timestamp_is_refused_for_the_flag() {
+    rejected_then_free(
+        Account {
+            flags: AccountFlags::from_bits_retain(1 << 4),
+            timestamp: 1_000,
+            ..account(10)
+        },
+        A::ReservedFlag,
+    );
+    // Another unknown bit leaves the timestamp rule first.
+    rejected_then_free(
+        Account {
+            flags: AccountFlags::from_bits_retain(1 << 6),
+            timestamp: 1_000,
+            ..account(10)
+        },
+        A::TimestampMustBeZero,
+    );
+}
+
 #[test]
 fn account_id_must_not_be_zero() {
     let (_dir, l) = empty_ledger();
@@ -390,6 +413,29 @@ fn transfer_reserved_flag() {
             R::ReservedFlag,
         );
     }
+}
+
+#[test]
+fn an_imported_transfer_with_its_timestamp_is_refused_for_the_flag() {
+    let f = fixture();
+    rejected(
+        &f.l,
+        Transfer {
+            flags: TransferFlags::from_bits_retain(1 << 8),
+            timestamp: 1_000,
+            ..transfer(10, 1, 2, 1)
+        },
+        R::ReservedFlag,
+    );
+    rejected(
+        &f.l,
+        Transfer {
+            flags: TransferFlags::from_bits_retain(1 << 9),
+            timestamp: 1_000,
+            ..transfer(10, 1, 2, 1)
+        },
+        R::TimestampMustBeZero,
+    );
 }
 
 #[test]

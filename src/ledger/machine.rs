@@ -44,6 +44,10 @@ pub const MAX_BATCH_EVENTS: usize = 1 << 16;
 /// next batch (a post or void of them is refused as expired meanwhile).
 const MAX_EXPIRIES_PER_BATCH: usize = 8190;
 const NS_PER_S: u64 = 1_000_000_000;
+/// TigerBeetle's `imported` flag bits, which mvledger does not support
+/// (`ReservedFlag`).
+const ACCOUNT_IMPORTED: u16 = 1 << 4;
+const TRANSFER_IMPORTED: u16 = 1 << 8;
 /// Batches smaller than this look their state up event by event (after
 /// one pass that brings it into the cache, `Batch::warm_many`): bulk
 /// lookups pay for themselves only over many keys.
@@ -713,7 +717,9 @@ impl<'b, 'i> Machine<'b, 'i> {
     }
 
     fn create_account(&mut self, ts: u64, a: &Account) -> AR {
-        if a.timestamp != 0 {
+        // As in TigerBeetle, the timestamp rule is not for an imported
+        // account: that flag bit is refused below (`ReservedFlag`).
+        if a.timestamp != 0 && a.flags.bits() & ACCOUNT_IMPORTED == 0 {
             return AR::TimestampMustBeZero;
         }
         if a.reserved != 0 {
@@ -894,7 +900,8 @@ impl<'b, 'i> Machine<'b, 'i> {
     }
 
     fn create_transfer(&mut self, ts: u64, t: &Transfer) -> TR {
-        if t.timestamp != 0 {
+        // Not for an imported transfer, whose flag bit is refused below.
+        if t.timestamp != 0 && t.flags.bits() & TRANSFER_IMPORTED == 0 {
             return TR::TimestampMustBeZero;
         }
         if TransferFlags::from_bits(t.flags.bits()).is_none() {

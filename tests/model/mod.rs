@@ -258,7 +258,8 @@ impl Model {
                 AR::LinkedEventChainOpen
             } else if chain_broken {
                 AR::LinkedEventFailed
-            } else if a.timestamp != 0 {
+            } else if a.timestamp != 0 && a.flags.bits() & (1 << 4) == 0 {
+                // Not for TigerBeetle's `imported` flag (bit 4).
                 AR::TimestampMustBeZero
             } else {
                 self.create_account(ts, a)
@@ -377,7 +378,8 @@ impl Model {
                 TR::LinkedEventChainOpen
             } else if chain_broken {
                 TR::LinkedEventFailed
-            } else if t.timestamp != 0 {
+            } else if t.timestamp != 0 && t.flags.bits() & (1 << 8) == 0 {
+                // Not for TigerBeetle's `imported` flag (bit 8).
                 TR::TimestampMustBeZero
             } else {
                 self.create_transfer(ts, t)
