@@ -835,6 +835,19 @@ impl LedgerRun {
             70..=74 => {
                 // The call reports no timestamp: the model's is taken.
                 let now = self.model.next_timestamp(self.clock.now_ns());
+                let mut probe = self.model.clone();
+                probe.expire(now);
+                if probe.last_timestamp() == self.model.last_timestamp() {
+                    // Nothing due: no record, nothing changes.
+                    let before = ledger.stats().visible_ts;
+                    ledger.expire_pending()?;
+                    assert_eq!(
+                        ledger.stats().visible_ts,
+                        before,
+                        "nothing due, nothing written"
+                    );
+                    return Ok(());
+                }
                 self.write(
                     ledger,
                     |m, ts| {

@@ -714,3 +714,45 @@ fn pending_states_tell_reserved_posted_voided_and_expired_apart() {
     let l = open_clocked(dir.path(), &clock);
     assert_eq!(l.pending_states(&ids).unwrap(), now, "after a reopen");
 }
+
+/// `expire_pending` with nothing due commits, logs and syncs nothing (an
+/// idle ledger that calls it on a timer keeps its log as it is); once the
+/// timeout passes, it voids what is due, durably.
+#[test]
+fn expire_pending_with_nothing_due_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let l = open_with(dir.path(), &clock, SyncMode::Always);
+    l.create_accounts(&[
+        account(1, AccountFlags::empty()),
+        account(2, AccountFlags::empty()),
+    ])
+    .unwrap();
+    let timed = Transfer {
+        timeout: 10,
+        ..pending(10, 1, 2, 100)
+    };
+    submit(&l, timed, R::Ok);
+    let before = l.stats();
+    for _ in 0..3 {
+        clock.advance_secs(1);
+        l.expire_pending().unwrap();
+    }
+    let idle = l.stats();
+    assert_eq!(
+        (idle.commits, idle.log_bytes, idle.syncs),
+        (before.commits, before.log_bytes, before.syncs),
+        "nothing was due: nothing is written"
+    );
+    assert_eq!(sides(&l, 1, 2), [100, 0, 100, 0]);
+    clock.advance_secs(10);
+    l.expire_pending().unwrap();
+    assert_eq!(sides(&l, 1, 2), [0, 0, 0, 0], "due: voided");
+    assert_eq!(l.stats().commits, before.commits + 1);
+    drop(l);
+    let l = open_with(dir.path(), &clock, SyncMode::Always);
+    assert_eq!(sides(&l, 1, 2), [0, 0, 0, 0], "the expiry is durable");
+    let reopened = l.stats();
+    l.expire_pending().unwrap();
+    assert_eq!(l.stats().log_bytes, reopened.log_bytes);
+}

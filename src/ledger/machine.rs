@@ -815,6 +815,12 @@ impl<'b, 'i> Machine<'b, 'i> {
         more
     }
 
+    /// Whether the machine has changed nothing yet (`expire` found
+    /// nothing due, say).
+    pub(crate) fn is_unchanged(&self) -> bool {
+        self.undo.is_empty() && self.expiry_removed.is_empty()
+    }
+
     /// The expiry keys due at `now` as (expires_at, timestamp in the key,
     /// id, timestamp): the first `MAX_EXPIRIES_PER_BATCH` in key order and
     /// the rest of those due at the same time as the last of them; whether

@@ -794,12 +794,16 @@ impl Model {
             "timestamps go backwards: {now} after {}",
             self.last_ts
         );
-        self.expire_due(now);
-        self.last_ts = now;
+        // With nothing due, `expire_pending` writes nothing and gives out
+        // no timestamp.
+        if self.expire_due(now) > 0 {
+            self.last_ts = now;
+        }
     }
 
-    /// Voids every pending transfer whose expiry is at or before `now`.
-    fn expire_due(&mut self, now: u64) {
+    /// Voids every pending transfer whose expiry is at or before `now`;
+    /// returns how many.
+    fn expire_due(&mut self, now: u64) -> usize {
         let due: Vec<u128> = self
             .state
             .pending
@@ -810,6 +814,7 @@ impl Model {
                 expires_at(&self.state.transfers[id]).is_some_and(|at| at <= u128::from(now))
             })
             .collect();
+        let count = due.len();
         for id in due {
             let p = self.state.transfers[&id];
             let mut dr = self.state.accounts[&p.debit_account_id];
@@ -826,6 +831,7 @@ impl Model {
             self.state.accounts.insert(cr.id, cr);
             self.state.pending.insert(id, PendingStatus::Expired);
         }
+        count
     }
 
     // ----- reads ----------------------------------------------------------
