@@ -52,8 +52,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
-use clap::error::ErrorKind;
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use mvledger::SyncMode;
 use mvledger::ledger::MAX_BATCH_EVENTS;
 
@@ -279,7 +278,8 @@ impl BenchArgs {
         if engines.is_empty() {
             engines.push(EngineName::Mvledger);
         }
-        let peer = engines.iter().find(|&&e| e != EngineName::Mvledger);
+        // A peer as the user named it (`all`, say).
+        let peer = self.engine.iter().find(|&&e| e != EngineName::Mvledger);
         if let Some(peer) = peer {
             if !cfg!(feature = "compare") {
                 return Err(format!(
@@ -380,12 +380,11 @@ fn parse_share(text: &str) -> Result<f64, String> {
 /// `--engine` side by side. Flags that cannot run exit with code 2, as
 /// clap's own usage errors do.
 fn bench(args: &BenchArgs) -> Result<(), cli::bench::Failure> {
-    let engines = match args.check_theta().and_then(|()| args.engines()) {
-        Ok(engines) => engines,
-        Err(message) => Cli::command()
-            .error(ErrorKind::InvalidValue, message)
-            .exit(),
-    };
+    // A bad argument (exit 2), in JSON too under `--json` (`main`).
+    let engines = args
+        .check_theta()
+        .and_then(|()| args.engines())
+        .map_err(cli::bench::Failure::bad_argument)?;
     // Before the data directory exists: Ctrl-C then stops the run and
     // removes a temporary one.
     cli::interrupt::install();

@@ -272,6 +272,14 @@ fn theta_needs_dist_zipf_and_stays_in_range() {
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains("--theta 0.5 needs --dist zipf"), "{err}");
+    // Under --json, one JSON object says so too.
+    let out = mvledger(&["bench", "--theta", "0.5", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value =
+        serde_json::from_str(stdout(&out).trim()).expect("bench --json error parses");
+    assert_eq!(v["ok"], false);
+    let error = v["error"].as_str().expect("error");
+    assert!(error.contains("--theta 0.5 needs --dist zipf"), "{error}");
 
     for theta in ["1e308", "100.5", "-1", "NaN", "inf"] {
         let out = mvledger(&["bench", "--dist", "zipf", &format!("--theta={theta}")]);
@@ -574,6 +582,76 @@ fn pending_transfers_are_posted_and_voided() {
     assert!(out.contains("timeout 3600 s  since posted"), "{out}");
     assert!(out.contains("timeout 3600 s  since voided"), "{out}");
     assert!(!out.contains("still reserved"), "{out}");
+}
+
+/// A pending transfer past its timeout is shown expired by `lookup`, its
+/// reservation released, before any other write comes (the commands
+/// release what is due when they open the ledger).
+#[test]
+fn lookup_shows_a_pending_transfer_past_its_timeout_as_expired() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = &data_dir(&tmp);
+    two_accounts(dir);
+    let args = [
+        "transfer",
+        "--dir",
+        dir,
+        "--id",
+        "30",
+        "--from",
+        "1",
+        "--to",
+        "2",
+        "--amount",
+        "50",
+        "--ledger",
+        "7",
+        "--code",
+        "1",
+        "--pending",
+        "--timeout",
+        "1",
+    ];
+    let out = expect(0, &args);
+    assert!(out.contains("still reserved"), "{out}");
+    std::thread::sleep(std::time::Duration::from_millis(1_200));
+    let out = expect(
+        0,
+        &["lookup", "--dir", dir, "--transfer", "30", "--account", "1"],
+    );
+    assert!(out.contains("since expired"), "{out}");
+    assert!(!out.contains("still reserved"), "{out}");
+    assert!(
+        out.contains("pending            0  posted            0"),
+        "{out}"
+    );
+    let out = expect(1, &["transfer", "--dir", dir, "--id", "31", "--post", "30"]);
+    assert!(out.contains("pending transfer expired"), "{out}");
+}
+
+/// A `--dir` that is there but cannot be read is the disk's answer (exit
+/// 1), not a missing directory; one under a file is a bad argument.
+#[test]
+fn an_unusable_dir_is_told_apart_from_a_missing_one() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("file");
+    std::fs::write(&file, b"x").expect("write");
+    let under = file.join("sub");
+    let under = under.to_str().expect("utf-8");
+    for args in [
+        &["lookup", "--dir", under, "--account", "1"][..],
+        &[
+            "account", "create", "--dir", under, "--id", "1", "--ledger", "1", "--code", "1",
+        ],
+    ] {
+        let out = mvledger(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("is not a directory"),
+            "{}",
+            stderr(&out)
+        );
+    }
 }
 
 /// A ledger in `dir` with two accounts, 1 and 2, and `transfers`
@@ -989,14 +1067,14 @@ fn other_directories_and_files_are_refused_as_bad_arguments_and_left_alone() {
         );
     }
     assert_eq!(std::fs::read(&file).expect("read"), b"x");
-    // Below a file, the directory cannot be made: an I/O error, which
-    // names the path once.
+    // Below a file, the directory cannot be made: a bad argument, as for
+    // bench, which names the path once.
     let below = file.join("ledger");
     let b = below.to_str().expect("utf-8");
     let out = mvledger(&[
         "account", "create", "--dir", b, "--id", "1", "--ledger", "1", "--code", "1",
     ]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert_eq!(stderr(&out).matches(b).count(), 1, "{}", stderr(&out));
 
     // bench wants a new or empty directory, not one of other files.

@@ -327,6 +327,7 @@ mod compare {
         assert_eq!(out.status.code(), Some(2));
         let err = stderr(&out);
         assert!(err.contains("--pending 0"), "{err}");
+        assert!(err.contains("--engine all"), "named as given: {err}");
         // mvledger alone still takes two-phase transfers.
         let v = bench_json(
             0,

@@ -166,8 +166,18 @@ fn open(dir: &Path, must_exist: bool) -> Result<Ledger, Failure> {
         return Err(Failure::bad_argument(format!("{shown} is not a directory")));
     }
     if !super::inspect::is_data_dir(dir) {
-        // A missing directory reads as empty.
-        let empty = std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none());
+        // A missing directory reads as empty; one that cannot be read is
+        // the disk's answer (exit 1), not a missing one.
+        let empty = match std::fs::read_dir(dir) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                return Err(Failure::bad_argument(format!(
+                    "{shown} is not a directory (a part of its path is a file)"
+                )));
+            }
+            Err(e) => return Err(Failure::new(format!("cannot read {shown}: {e}"))),
+        };
         if !empty {
             return Err(Failure::bad_argument(format!(
                 "{shown} is not an mvledger data directory (it holds other files and no log)"
@@ -194,6 +204,12 @@ fn open(dir: &Path, must_exist: bool) -> Result<Ledger, Failure> {
             aside.reason
         );
     }
+    // Pending transfers past their timeout are released first (a write
+    // does so anyway): `lookup` and `history` then show them expired, not
+    // still reserved. With nothing due, this writes nothing.
+    ledger
+        .expire_pending()
+        .map_err(fail_at("releasing the expired pending transfers in", dir))?;
     Ok(ledger)
 }
 
