@@ -399,7 +399,10 @@ impl Ledger {
         loop {
             let (_, more) = self.engine.apply(|batch| {
                 let now = first_timestamp(batch, now, 0)?;
-                let Some(more) = execute_expire(batch, now, &self.shared)? else {
+                let expired = restoring_hint(&self.shared.expiry_hint, || {
+                    execute_expire(batch, now, &self.shared)
+                })?;
+                let Some(more) = expired else {
                     return Ok(false);
                 };
                 batch.log_as(codec::encode_body::<Account>(
