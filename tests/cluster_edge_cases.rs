@@ -357,6 +357,55 @@ fn a_credit_side_refusal_spends_the_id_as_on_one_ledger() {
     assert_eq!(settlement(&c), (0, 0));
 }
 
+/// The documented difference of a call with a cross-shard transfer that
+/// its credit shard refuses: its debit leg's reservation (made before the
+/// vote) is seen by the transfers after it on its shard, so a later one
+/// beyond the debit limit is refused, where one ledger would take it; no
+/// limit breaks, and once the call returns the reservation is released
+/// and a new transfer goes through.
+#[test]
+fn a_refused_cross_shard_transfer_holds_its_amount_until_the_call_is_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    // Modulo 4: 1 and 5 on shard 1, 2 and 6 on shard 2.
+    let limited = common::account(2, AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS);
+    let accounts = [account(1), limited, account(5), account(6)];
+    let c = Cluster::open(dir.path(), options(4)).unwrap();
+    assert!(
+        c.create_accounts(&accounts)
+            .unwrap()
+            .iter()
+            .all(|r| *r == mvledger::CreateAccountResult::Ok)
+    );
+    // 30 credits on account 2.
+    assert_eq!(
+        c.create_transfers(&[transfer(10, 6, 2, 30)]).unwrap(),
+        [CreateTransferResult::Ok]
+    );
+    // 2 -> 9 (9 unknown, on shard 1: a cross-shard transfer its credit
+    // shard refuses), then 2 -> 6 for the same 30, same shard.
+    let results = c
+        .create_transfers(&[transfer(11, 2, 9, 30), transfer(12, 2, 6, 30)])
+        .unwrap();
+    assert_eq!(
+        results,
+        [
+            CreateTransferResult::CreditAccountNotFound,
+            CreateTransferResult::ExceedsCredits
+        ],
+        "the second sees the first's reservation (one ledger: [CreditAccountNotFound, Ok])"
+    );
+    let a2 = c.lookup_accounts(&[2]).unwrap()[0];
+    assert_eq!((a2.debits_pending, a2.debits_posted), (0, 0), "released");
+    assert_eq!(
+        c.create_transfers(&[transfer(13, 2, 6, 30)]).unwrap(),
+        [CreateTransferResult::Ok],
+        "in a later call it goes through"
+    );
+    let a2 = c.lookup_accounts(&[2]).unwrap()[0];
+    assert_eq!((a2.debits_posted, a2.credits_posted), (30, 30));
+    assert_eq!(settlement(&c), (0, 0));
+}
+
 // ---------------------------------------------------------------------------
 // 3. A leg that voted yes must be postable when the decision comes.
 

@@ -258,6 +258,15 @@ impl Cluster {
     /// leg holds the id, and a corrected transfer under it gets
     /// `ExistsWithDifferent*`. A credit id of 0 or `u128::MAX` is refused
     /// on the debit shard, spending nothing.
+    ///
+    /// The debit leg of a transfer between shards reserves its amount in
+    /// its shard's commit, before the credit shard votes: transfers after
+    /// it in the call see the reservation, as a pending transfer's. When
+    /// the credit shard then refuses it, a later transfer from the same
+    /// debit account may have been refused for its limit where one ledger,
+    /// refusing the first at once, would have taken it. No limit is ever
+    /// broken; send a transfer that depends on an earlier one's refusal in
+    /// a later call.
     pub fn create_transfers(&self, transfers: &[Transfer]) -> Result<Vec<CreateTransferResult>> {
         let mut results = vec![CreateTransferResult::Ok; transfers.len()];
         let (pins, decided) = self.find_pending_shards(transfers)?;
