@@ -256,7 +256,8 @@ pub enum CreateTransferResult {
     OverflowsDebits,
     /// Overflows credits.
     OverflowsCredits,
-    /// Overflows timeout.
+    /// Overflows timeout: `timestamp + timeout * 1e9` would not be a
+    /// timestamp (at least 2^63 ns, as TigerBeetle's u63 sum).
     OverflowsTimeout,
     /// Exceeds credits.
     ExceedsCredits,
