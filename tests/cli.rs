@@ -652,6 +652,33 @@ fn an_unusable_dir_is_told_apart_from_a_missing_one() {
             stderr(&out)
         );
     }
+    // A symbolic link to nothing: a bad argument that says so.
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(tmp.path().join("nowhere"), &link).expect("symlink");
+    let link = link.to_str().expect("utf-8");
+    for args in [
+        &[
+            "account", "create", "--dir", link, "--id", "1", "--ledger", "1", "--code", "1",
+        ][..],
+        &[
+            "bench",
+            "--dir",
+            link,
+            "--accounts",
+            "10",
+            "--transfers",
+            "10",
+        ],
+    ] {
+        let out = mvledger(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("symbolic link to nothing"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(!tmp.path().join("nowhere").exists(), "nothing made");
 }
 
 /// A ledger in `dir` with two accounts, 1 and 2, and `transfers`

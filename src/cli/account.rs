@@ -165,6 +165,11 @@ fn open(dir: &Path, must_exist: bool) -> Result<Ledger, Failure> {
     if dir.exists() && !dir.is_dir() {
         return Err(Failure::bad_argument(format!("{shown} is not a directory")));
     }
+    if super::datadir::is_dangling_link(dir) {
+        return Err(Failure::bad_argument(format!(
+            "{shown} is a symbolic link to nothing"
+        )));
+    }
     if !super::inspect::is_data_dir(dir) {
         // A missing directory reads as empty; one that cannot be read is
         // the disk's answer (exit 1), not a missing one.

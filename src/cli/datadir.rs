@@ -9,6 +9,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::bench::Failure;
 
+/// Whether `path` is a symbolic link whose target does not exist (no
+/// directory can be made there: `mkdir` finds the link).
+pub fn is_dangling_link(path: &Path) -> bool {
+    !path.exists() && path.symlink_metadata().is_ok()
+}
+
 /// A data directory; a temporary one is removed on drop unless kept.
 pub struct DataDir {
     path: PathBuf,
@@ -19,6 +25,12 @@ impl DataDir {
     /// `dir` if given (it must be new or empty), else a new temporary one.
     pub fn new(dir: Option<&Path>, keep: bool) -> Result<DataDir, Failure> {
         if let Some(path) = dir {
+            if is_dangling_link(path) {
+                return Err(Failure::bad_argument(format!(
+                    "--dir {} is a symbolic link to nothing",
+                    path.display()
+                )));
+            }
             match std::fs::read_dir(path) {
                 Ok(mut entries) => {
                     if entries.next().is_some() {
