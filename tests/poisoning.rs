@@ -326,19 +326,7 @@ fn a_segment_that_cannot_be_created_during_rotation_leaves_the_group_in_the_acti
         let sim = machine();
         let faulty = FaultyFs::new(Arc::new(sim.clone()));
         faulty.as_full_disk(op != Op::Open);
-        let engine = Engine::open(
-            DIR,
-            Options {
-                segment_bytes: 4096,
-                sync: SyncMode::Never,
-                ..options(&faulty)
-            },
-        )
-        .unwrap();
-        for i in 0..5 {
-            commit(&engine, i).unwrap();
-        }
-        engine.sync().unwrap();
+        let engine = five_synced_under_never(&faulty);
         let before = segment_names(&sim);
         assert_eq!(before.len(), 1, "{op:?}: the log rotated too soon");
         faulty.fail_nth(op, 1);
@@ -438,29 +426,10 @@ fn a_refused_rotation_that_cannot_be_cleared_up_poisons() {
     let sim = machine();
     let faulty = FaultyFs::new(Arc::new(sim.clone()));
     faulty.as_full_disk(true);
-    let engine = Engine::open(
-        DIR,
-        Options {
-            segment_bytes: 4096,
-            sync: SyncMode::Never,
-            ..options(&faulty)
-        },
-    )
-    .unwrap();
-    for i in 0..5 {
-        commit(&engine, i).unwrap();
-    }
-    engine.sync().unwrap();
+    let engine = five_synced_under_never(&faulty);
     faulty.fail_nth(Op::Write, 1);
     faulty.fail_nth(Op::SyncDir, 1);
-    let mut acked = 5;
-    let error = loop {
-        assert!(acked < 1000, "the log never rotated");
-        match commit(&engine, acked) {
-            Ok(_) => acked += 1,
-            Err(e) => break e,
-        }
-    };
+    let (acked, error) = commit_until_error(&engine, 5, "");
     assert!(matches!(error, Error::Io(_)), "{error:?}");
     assert_eq!(faulty.injected(), 2);
     assert!(engine.poisoned_by().is_some());
@@ -485,28 +454,9 @@ fn a_device_error_while_starting_a_segment_poisons() {
     for op in [Op::Write, Op::Sync] {
         let sim = machine();
         let faulty = FaultyFs::new(Arc::new(sim.clone()));
-        let engine = Engine::open(
-            DIR,
-            Options {
-                segment_bytes: 4096,
-                sync: SyncMode::Never,
-                ..options(&faulty)
-            },
-        )
-        .unwrap();
-        for i in 0..5 {
-            commit(&engine, i).unwrap();
-        }
-        engine.sync().unwrap();
+        let engine = five_synced_under_never(&faulty);
         faulty.fail_nth(op, 1);
-        let mut acked = 5;
-        let error = loop {
-            assert!(acked < 1000, "{op:?}: the log never rotated");
-            match commit(&engine, acked) {
-                Ok(_) => acked += 1,
-                Err(e) => break e,
-            }
-        };
+        let (acked, error) = commit_until_error(&engine, 5, &format!("{op:?}"));
         assert!(matches!(error, Error::Io(_)), "{op:?}: {error:?}");
         assert!(engine.poisoned_by().is_some(), "{op:?}");
         assert_eq!(engine.stats().rotations_refused, 0, "{op:?}");
@@ -672,6 +622,38 @@ fn a_failed_sync_beside_a_big_commits_install_is_the_commits_error() {
         before,
         "the power-cut image is not the acknowledged state"
     );
+}
+
+/// An engine on `faulty` under `SyncMode::Never` with 4 KiB segments,
+/// holding commits 0 to 4, synced: the next rotation is a few commits on.
+fn five_synced_under_never(faulty: &FaultyFs) -> Engine {
+    let engine = Engine::open(
+        DIR,
+        Options {
+            segment_bytes: 4096,
+            sync: SyncMode::Never,
+            ..options(faulty)
+        },
+    )
+    .unwrap();
+    for i in 0..5 {
+        commit(&engine, i).unwrap();
+    }
+    engine.sync().unwrap();
+    engine
+}
+
+/// Commits `from`, `from + 1`, ... until one fails: how many commits in
+/// all were acknowledged, and the error.
+fn commit_until_error(engine: &Engine, from: usize, what: &str) -> (usize, Error) {
+    let mut acked = from;
+    loop {
+        assert!(acked < 1000, "{what}: the log never rotated");
+        match commit(engine, acked) {
+            Ok(_) => acked += 1,
+            Err(e) => return (acked, e),
+        }
+    }
 }
 
 /// The log segments in `sim`'s data directory.
