@@ -63,6 +63,15 @@ impl Plan {
         }
     }
 
+    /// Counts a call of `op`: `Err` when it must fail.
+    fn check(&mut self, op: Op) -> io::Result<()> {
+        if self.hit(op) {
+            Err(self.error(op))
+        } else {
+            Ok(())
+        }
+    }
+
     /// Counts a call of `op` and tells whether it must fail.
     fn hit(&mut self, op: Op) -> bool {
         *self.seen.entry(op).or_insert(0) += 1;
@@ -129,12 +138,7 @@ impl FaultyFs {
     }
 
     fn check(&self, op: Op) -> io::Result<()> {
-        let mut plan = self.plan();
-        if plan.hit(op) {
-            Err(plan.error(op))
-        } else {
-            Ok(())
-        }
+        self.plan().check(op)
     }
 }
 
@@ -142,6 +146,15 @@ impl FaultyFs {
 struct FaultyFile {
     inner: Box<dyn WritableFile>,
     plan: Arc<Mutex<Plan>>,
+}
+
+impl FaultyFile {
+    fn check(&self, op: Op) -> io::Result<()> {
+        self.plan
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .check(op)
+    }
 }
 
 impl WritableFile for FaultyFile {
@@ -178,13 +191,7 @@ impl WritableFile for FaultyFile {
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
-        let fail = {
-            let mut plan = self.plan.lock().unwrap_or_else(PoisonError::into_inner);
-            plan.hit(Op::Sync).then(|| plan.error(Op::Sync))
-        };
-        if let Some(e) = fail {
-            return Err(e);
-        }
+        self.check(Op::Sync)?;
         self.inner.sync_data()
     }
 
@@ -196,13 +203,7 @@ impl WritableFile for FaultyFile {
 
     /// Counted as a `truncate`, as the cut it makes.
     fn set_len(&mut self, len: u64) -> io::Result<bool> {
-        let fail = {
-            let mut plan = self.plan.lock().unwrap_or_else(PoisonError::into_inner);
-            plan.hit(Op::Truncate).then(|| plan.error(Op::Truncate))
-        };
-        if let Some(e) = fail {
-            return Err(e);
-        }
+        self.check(Op::Truncate)?;
         self.inner.set_len(len)
     }
 }

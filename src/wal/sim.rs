@@ -160,6 +160,16 @@ impl Inode {
         all.resize(self.zeros_to.max(self.data.len()), 0);
         all
     }
+
+    /// Like `set_len` and then `sync_all`: cuts the file to `len` bytes
+    /// or extends it with zeros, durably.
+    fn cut_durably(&mut self, len: usize) {
+        self.data = self.contents();
+        self.data.resize(len, 0);
+        self.synced = len;
+        self.zeros_to = len;
+        self.synced_zeros_to = len;
+    }
 }
 
 /// splitmix64: small, seedable, good enough to pick crash leftovers (and
@@ -598,11 +608,7 @@ impl WritableFile for SimFile {
         let mut store = lock(&self.store);
         store.enter()?;
         if let Some(inode) = store.inodes.get_mut(&self.inode) {
-            inode.data = inode.contents();
-            inode.data.resize(len, 0);
-            inode.synced = len;
-            inode.zeros_to = len;
-            inode.synced_zeros_to = len;
+            inode.cut_durably(len);
         }
         Ok(true)
     }
@@ -712,14 +718,7 @@ impl FileSystem for SimFs {
             .map_err(|_| error(io::ErrorKind::InvalidInput, "length too large", path))?;
         let mut store = self.store();
         store.enter()?;
-        let inode = store.inode_mut(path)?;
-        // Like `set_len` and then `sync_all`: cuts or extends with zeros,
-        // durably.
-        inode.data = inode.contents();
-        inode.data.resize(len, 0);
-        inode.synced = len;
-        inode.zeros_to = len;
-        inode.synced_zeros_to = len;
+        store.inode_mut(path)?.cut_durably(len);
         Ok(())
     }
 
