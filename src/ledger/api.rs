@@ -186,7 +186,7 @@ fn run_transfers(
 fn execute_expire(batch: &mut Batch<'_>, now: u64, shared: &Shared) -> Result<Option<bool>> {
     let mut m = Machine::with_capacity(batch, 0, shared);
     let more = m.expire(now);
-    if m.is_unchanged() {
+    if m.expired_nothing() {
         return Ok(None);
     }
     m.finish(now)?;

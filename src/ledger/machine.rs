@@ -815,10 +815,10 @@ impl<'b, 'i> Machine<'b, 'i> {
         more
     }
 
-    /// Whether the machine has changed nothing yet (`expire` found
-    /// nothing due, say).
-    pub(crate) fn is_unchanged(&self) -> bool {
-        self.undo.is_empty() && self.expiry_removed.is_empty()
+    /// Whether `expire` found nothing due (it removes every due key it
+    /// handles, and changes nothing else without one).
+    pub(crate) fn expired_nothing(&self) -> bool {
+        self.expiry_removed.is_empty()
     }
 
     /// The expiry keys due at `now` as (expires_at, timestamp in the key,
