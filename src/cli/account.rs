@@ -162,28 +162,8 @@ pub struct HistoryArgs {
 /// directory of other files into a data directory.
 fn open(dir: &Path, must_exist: bool) -> Result<Ledger, Failure> {
     let shown = dir.display();
-    if dir.exists() && !dir.is_dir() {
-        return Err(Failure::bad_argument(format!("{shown} is not a directory")));
-    }
-    if super::datadir::is_dangling_link(dir) {
-        return Err(Failure::bad_argument(format!(
-            "{shown} is a symbolic link to nothing"
-        )));
-    }
     if !super::inspect::is_data_dir(dir) {
-        // A missing directory reads as empty; one that cannot be read is
-        // the disk's answer (exit 1), not a missing one.
-        let empty = match std::fs::read_dir(dir) {
-            Ok(mut entries) => entries.next().is_none(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-                return Err(Failure::bad_argument(format!(
-                    "{shown} is not a directory (a part of its path is a file)"
-                )));
-            }
-            Err(e) => return Err(Failure::new(format!("cannot read {shown}: {e}"))),
-        };
-        if !empty {
+        if super::datadir::holds_entries(dir, &shown.to_string())? {
             return Err(Failure::bad_argument(format!(
                 "{shown} is not an mvledger data directory (it holds other files and no log)"
             )));

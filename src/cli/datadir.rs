@@ -9,10 +9,25 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::bench::Failure;
 
-/// Whether `path` is a symbolic link whose target does not exist (no
-/// directory can be made there: `mkdir` finds the link).
-pub fn is_dangling_link(path: &Path) -> bool {
-    !path.exists() && path.symlink_metadata().is_ok()
+/// Whether a data directory path (named `shown` in messages) holds
+/// anything: `Ok(false)` when it is missing or empty. A file, a path under
+/// a file or a symbolic link to nothing is a bad argument (exit 2; no
+/// directory can be made there); a directory that cannot be read is the
+/// disk's answer (exit 1).
+pub fn holds_entries(path: &Path, shown: &str) -> Result<bool, Failure> {
+    if !path.exists() && path.symlink_metadata().is_ok() {
+        return Err(Failure::bad_argument(format!(
+            "{shown} is a symbolic link to nothing"
+        )));
+    }
+    match std::fs::read_dir(path) {
+        Ok(mut entries) => Ok(entries.next().is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            Err(Failure::bad_argument(format!("{shown} is not a directory")))
+        }
+        Err(e) => Err(Failure::new(format!("cannot read {shown}: {e}"))),
+    }
 }
 
 /// A data directory; a temporary one is removed on drop unless kept.
@@ -25,30 +40,11 @@ impl DataDir {
     /// `dir` if given (it must be new or empty), else a new temporary one.
     pub fn new(dir: Option<&Path>, keep: bool) -> Result<DataDir, Failure> {
         if let Some(path) = dir {
-            if is_dangling_link(path) {
+            let shown = format!("--dir {}", path.display());
+            if holds_entries(path, &shown)? {
                 return Err(Failure::bad_argument(format!(
-                    "--dir {} is a symbolic link to nothing",
-                    path.display()
+                    "{shown} is not empty: bench needs a new or empty directory"
                 )));
-            }
-            match std::fs::read_dir(path) {
-                Ok(mut entries) => {
-                    if entries.next().is_some() {
-                        return Err(Failure::bad_argument(format!(
-                            "--dir {} is not empty: bench needs a new or empty directory",
-                            path.display()
-                        )));
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-                    return Err(Failure::bad_argument(format!(
-                        "--dir {} is not a directory",
-                        path.display()
-                    )));
-                }
-                // Permissions, I/O: the disk's answer, not the argument's.
-                Err(e) => return Err(Failure::new(format!("--dir {}: {e}", path.display()))),
             }
             return Ok(DataDir {
                 path: path.to_path_buf(),
