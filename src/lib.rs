@@ -48,7 +48,7 @@ pub use ledger::{
 };
 pub use mvcc::checkpoint::{CheckpointInfo, verify as verify_checkpoint};
 pub use mvcc::{
-    Batch, Engine, Isolation, KeyRange, Options, Replay, Scan, SetAside, Snapshot, Stats,
-    Transaction,
+    Batch, Engine, Isolation, KeyRange, LAYER_KEY, Options, Replay, Scan, SetAside, Snapshot,
+    Stats, Transaction,
 };
 pub use wal::SyncMode;

@@ -233,7 +233,7 @@ fn counts_of_one_read_in_the_singular_and_every_help_says_its_exit_codes() {
     ledger_with_records(tmp.path(), 1, false);
     let out = inspect(0, tmp.path());
     assert!(
-        out.contains("ok: 1 segment (2 records) and 0 checkpoints check out"),
+        out.contains("ok: 1 segment (3 records) and 0 checkpoints check out"),
         "{out}"
     );
     let segment = &files_with(tmp.path(), "wal")[0];
@@ -787,14 +787,15 @@ fn inspect_lists_a_healthy_directory_even_while_it_is_open() {
     let held = Ledger::open(tmp.path(), LedgerOptions::default()).expect("reopen");
 
     let out = inspect(0, tmp.path());
-    // The checkpoint after the first transfer (ts 2) started a new segment
-    // at ts 3 and let the one before go.
+    // The layer stamp (ts 1), the accounts (ts 2): the checkpoint after the
+    // first transfer (ts 3) started a new segment at ts 4 and let the one
+    // before go.
     let segments = files_with(tmp.path(), "wal");
     assert_eq!(segments.len(), 1);
     assert!(out.contains("log segments: 1"), "{out}");
-    assert!(out.contains("00000000000000000003.wal"), "{out}");
+    assert!(out.contains("00000000000000000004.wal"), "{out}");
     assert!(out.contains("checkpoints: 1"), "{out}");
-    assert!(out.contains("00000000000000000002.ckpt"), "{out}");
+    assert!(out.contains("00000000000000000003.ckpt"), "{out}");
     assert!(out.contains("LOCK: present"), "{out}");
     assert!(out.contains("ok:"), "{out}");
 
@@ -804,16 +805,17 @@ fn inspect_lists_a_healthy_directory_even_while_it_is_open() {
     );
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("inspect --json parses");
     assert_eq!(v["ok"], true);
-    // Two accounts in one call and five transfers: six logical records,
-    // the last four of them after the checkpoint.
+    // The layer stamp (a commit record), two accounts in one call and
+    // five transfers: six logical records, the last four of them after
+    // the checkpoint.
     let segment = &v["segments"][0];
-    assert_eq!(segment["first_ts"], 3);
+    assert_eq!(segment["first_ts"], 4);
     assert_eq!(segment["records"], 4);
     assert_eq!(segment["logical_records"], 4);
     assert_eq!(segment["commit_records"], 0);
-    assert_eq!(segment["first_record_ts"], 3);
-    assert_eq!(segment["last_record_ts"], 6);
-    assert_eq!(v["checkpoints"][0]["ts"], 2);
+    assert_eq!(segment["first_record_ts"], 4);
+    assert_eq!(segment["last_record_ts"], 7);
+    assert_eq!(v["checkpoints"][0]["ts"], 3);
     assert!(v["checkpoints"][0]["entries"].as_u64().expect("entries") > 0);
     assert_eq!(v["lock"]["present"], true);
     assert_eq!(v["damages"].as_array().map(Vec::len), Some(0));

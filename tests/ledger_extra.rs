@@ -165,3 +165,148 @@ fn a_ledger_directory_opened_as_an_engine_is_the_wrong_call_not_damage() {
     assert_eq!(l.lookup_transfers(&[10]).unwrap().len(), 1);
     assert_eq!(l.lookup_accounts(&[2]).unwrap()[0].credits_posted, 5);
 }
+
+/// The other way round: a plain engine's keys are no ledger's records
+/// (one shaped like an account key would show as an account with money
+/// no transfer moved). `Ledger::open` refuses the directory and leaves it
+/// as it was; so does `Cluster::open` for a shard's.
+#[test]
+fn an_engine_directory_opened_as_a_ledger_is_refused_and_left_alone() {
+    use mvledger::ledger::{RECORD_BYTES, encode_account};
+    use mvledger::{Engine, Options};
+    let dir = tempfile::tempdir().unwrap();
+    let mut forged = [0u8; RECORD_BYTES];
+    encode_account(
+        &mvledger::Account {
+            credits_posted: 1_000_000,
+            ..account(7, Default::default())
+        },
+        &mut forged,
+    );
+    let mut key = vec![b'a'];
+    key.extend_from_slice(&7u128.to_be_bytes());
+    let keys = |dir: &std::path::Path| -> Vec<_> {
+        let e = Engine::open(dir, Options::default()).unwrap();
+        let snap = e.snapshot();
+        snap.scan(..).unwrap().collect()
+    };
+    {
+        let e = Engine::open(dir.path(), Options::default()).unwrap();
+        let mut t = e.begin();
+        t.put(&key, forged).unwrap();
+        t.put(b"user", b"data").unwrap();
+        t.commit().unwrap();
+    }
+    let before = keys(dir.path());
+    for _ in 0..2 {
+        match Ledger::open(dir.path(), LedgerOptions::default()) {
+            Err(Error::InvalidArgument(why)) => {
+                assert!(why.contains("no ledger wrote"), "{why}");
+                assert!(why.contains("Engine::open"), "{why}");
+            }
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        keys(dir.path()),
+        before,
+        "the refused open changed the keys"
+    );
+
+    // An empty engine directory is a new ledger's, and from then on the
+    // ledger's alone.
+    let empty = tempfile::tempdir().unwrap();
+    drop(Engine::open(empty.path(), Options::default()).unwrap());
+    drop(open_with_two_accounts(empty.path()));
+    assert!(matches!(
+        Engine::open(empty.path(), Options::default()),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+/// `Engine::open` refuses a ledger directory also once checkpoints have
+/// taken every logical record out of its log (the stamp says whose it
+/// is, where the records no longer can).
+#[test]
+fn a_checkpointed_ledger_directory_opened_as_an_engine_is_refused() {
+    use mvledger::{Engine, Options};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let l = open_with_two_accounts(dir.path());
+        l.create_transfers(&[transfer(10, 1, 2, 5)]).unwrap();
+        l.checkpoint().unwrap();
+        l.checkpoint().unwrap();
+    }
+    match Engine::open(dir.path(), Options::default()) {
+        Err(Error::InvalidArgument(why)) => assert!(why.contains("belongs to a ledger"), "{why}"),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+    assert_eq!(open(dir.path()).lookup_transfers(&[10]).unwrap().len(), 1);
+}
+
+/// A directory stamped by one layer is refused by another, and the stamp
+/// key cannot be written through the public API of a plain engine.
+#[test]
+fn a_directory_belongs_to_one_layer_and_its_stamp_is_reserved() {
+    use mvledger::{Batch, Engine, LAYER_KEY, Options, Replay};
+    #[derive(Debug)]
+    struct Other;
+    impl Replay for Other {
+        fn replay(&self, _: &mut Batch<'_>, _: &[u8]) -> mvledger::Result<()> {
+            Ok(())
+        }
+        fn layer(&self) -> &'static str {
+            "other layer"
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    drop(open_with_two_accounts(dir.path()));
+    let other = Options {
+        replay: Some(std::sync::Arc::new(Other)),
+        ..Options::default()
+    };
+    match Engine::open(dir.path(), other) {
+        Err(Error::InvalidArgument(why)) => {
+            assert!(
+                why.contains("belongs to a ledger, not a other layer"),
+                "{why}"
+            );
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+
+    let plain = tempfile::tempdir().unwrap();
+    let e = Engine::open(plain.path(), Options::default()).unwrap();
+    let mut t = e.begin();
+    assert!(matches!(
+        t.put(LAYER_KEY, b"ledger"),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        t.delete(LAYER_KEY),
+        Err(Error::InvalidArgument(_))
+    ));
+    t.commit().unwrap();
+    let applied = e.apply(|b| b.put(LAYER_KEY, b"ledger"));
+    assert!(matches!(applied, Err(Error::InvalidArgument(_))));
+    assert_eq!(e.snapshot().get(LAYER_KEY).unwrap(), None);
+    drop(e);
+    assert!(Ledger::open(plain.path(), LedgerOptions::default()).is_ok());
+}
+
+/// `Ledger::engine` reads and maintains the storage core, but has no
+/// writes: a ledger's records change by its rules alone.
+#[test]
+fn the_ledgers_engine_handle_reads_and_maintains() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open_with_two_accounts(dir.path());
+    l.create_transfers(&[transfer(10, 1, 2, 5)]).unwrap();
+    let e = l.engine();
+    e.sync().unwrap();
+    e.checkpoint().unwrap();
+    e.gc();
+    assert!(e.stats().keys > 0);
+    assert!(e.snapshot().scan(..).unwrap().count() > 0);
+    assert!(e.poisoned_by().is_none());
+    assert_eq!(e.dir(), dir.path());
+}

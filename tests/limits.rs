@@ -53,6 +53,17 @@ fn keys_values_and_commits_over_their_limits_are_refused_and_write_nothing() {
     }
     // The limits themselves pass.
     commit(&engine, &vec![(vec![1; 65_535], vec![2; 16 * MIB])]).unwrap();
+    // A read of a key over the limit is refused too, not answered "absent".
+    let over = vec![1; 65_536];
+    let txn = engine.begin();
+    invalid("a transaction's get of 65,536 bytes", txn.get(&over));
+    let snap = engine.snapshot();
+    invalid("a snapshot's get of 65,536 bytes", snap.get(&over));
+    invalid(
+        "get_with of 65,536 bytes",
+        snap.get_with(&over, |v| v.is_some()),
+    );
+    assert!(snap.get(&over[..65_535]).unwrap().is_some());
 }
 
 #[test]

@@ -762,7 +762,7 @@ impl Node {
                 Message::Vote { id, .. } | Message::Done { id, .. } => RecordKey::coordinator(id),
             })
             .collect();
-        self.ledger.engine().warm(&records);
+        self.ledger.core().warm(&records);
         let snap = self.ledger.snapshot();
         // Plan: what each message needs from the ledger, decided from the
         // snapshot (only this thread changes these records).

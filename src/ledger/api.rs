@@ -28,7 +28,7 @@ use super::types::{
     Transfer, TransferFlags,
 };
 use crate::error::{Error, Result};
-use crate::{Batch, Engine, Options, Replay, Snapshot, Stats};
+use crate::{Batch, Engine, Options, Replay, SetAside, Snapshot, Stats};
 
 /// Options for `Ledger::open`.
 #[derive(Debug, Clone)]
@@ -59,6 +59,10 @@ fn malformed(what: &str) -> Error {
 }
 
 impl Replay for LedgerReplay {
+    fn layer(&self) -> &'static str {
+        "ledger"
+    }
+
     fn replay(&self, batch: &mut Batch<'_>, body: &[u8]) -> Result<()> {
         let (op, first_ts, events, trailer) =
             codec::decode_body(body).ok_or_else(|| malformed("bad length"))?;
@@ -427,12 +431,14 @@ impl Ledger {
         }
     }
 
-    /// The accounts with these ids that exist, in input order.
+    /// The accounts with these ids that exist, in input order. Any number
+    /// of ids (no batch limit: a read costs only what it returns).
     pub fn lookup_accounts(&self, ids: &[u128]) -> Result<Vec<Account>> {
         self.snapshot().lookup_accounts(ids)
     }
 
-    /// The transfers with these ids that exist, in input order.
+    /// The transfers with these ids that exist, in input order. Any
+    /// number of ids, as `lookup_accounts`.
     pub fn lookup_transfers(&self, ids: &[u128]) -> Result<Vec<Transfer>> {
         self.snapshot().lookup_transfers(ids)
     }
@@ -464,9 +470,76 @@ impl Ledger {
         self.engine.stats()
     }
 
-    /// The storage core underneath.
-    pub fn engine(&self) -> &Engine {
+    /// The storage core underneath, for what the ledger lets through:
+    /// syncs, checkpoints, version GC, counters and read-only snapshots.
+    /// No writes: every record of a ledger is the work of its rules, and a
+    /// write beside them could break them (move money without a transfer).
+    pub fn engine(&self) -> LedgerEngine<'_> {
+        LedgerEngine(&self.engine)
+    }
+
+    /// The storage core with its writes, which bypass every rule of the
+    /// ledger: for tests that damage a ledger on purpose, never for use.
+    #[doc(hidden)]
+    pub fn engine_unchecked(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The storage core, for the layers in this crate.
+    pub(crate) fn core(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+/// A ledger's storage core, without its writes (`Ledger::engine`). Each
+/// method is `Engine`'s of the same name.
+#[derive(Debug, Clone, Copy)]
+pub struct LedgerEngine<'a>(&'a Engine);
+
+impl LedgerEngine<'_> {
+    /// A read-only view of the engine's keys at the current visible ts.
+    pub fn snapshot(&self) -> Snapshot {
+        self.0.snapshot()
+    }
+
+    /// Writes everything buffered in the log and syncs it.
+    pub fn sync(&self) -> Result<()> {
+        self.0.sync()
+    }
+
+    /// Writes a checkpoint and removes the log segments it makes needless.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.0.checkpoint()
+    }
+
+    /// Prunes every key now: the full version GC sweep.
+    pub fn gc(&self) {
+        self.0.gc();
+    }
+
+    /// The damaged checkpoints `open` recovered around.
+    pub fn set_aside(&self) -> &[SetAside] {
+        self.0.set_aside()
+    }
+
+    /// What `open` cut off the end of the log.
+    pub fn recovery_cuts(&self) -> &[crate::wal::TailCut] {
+        self.0.recovery_cuts()
+    }
+
+    /// Why the engine is poisoned, or `None` while it is not.
+    pub fn poisoned_by(&self) -> Option<String> {
+        self.0.poisoned_by()
+    }
+
+    /// The engine's counters.
+    pub fn stats(&self) -> Stats {
+        self.0.stats()
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        self.0.dir()
     }
 }
 
@@ -616,7 +689,8 @@ impl LedgerSnapshot {
         })
     }
 
-    /// The accounts with these ids that exist, in input order.
+    /// The accounts with these ids that exist, in input order. Any number
+    /// of ids (no batch limit: a read costs only what it returns).
     pub fn lookup_accounts(&self, ids: &[u128]) -> Result<Vec<Account>> {
         let mut out = Vec::with_capacity(ids.len());
         for &id in ids {
@@ -627,7 +701,8 @@ impl LedgerSnapshot {
         Ok(out)
     }
 
-    /// The transfers with these ids that exist, in input order.
+    /// The transfers with these ids that exist, in input order. Any
+    /// number of ids, as `lookup_accounts`.
     pub fn lookup_transfers(&self, ids: &[u128]) -> Result<Vec<Transfer>> {
         let mut out = Vec::with_capacity(ids.len());
         for &id in ids {
@@ -925,7 +1000,7 @@ mod tests {
             let ts = l.lookup_transfers(&[11]).expect("lookup")[0].timestamp;
             let new = codec::history_key(1, ts);
             let value = l.engine().snapshot().get(new).expect("get").expect("entry");
-            let mut tx = l.engine().begin();
+            let mut tx = l.core().begin();
             tx.delete(new).expect("delete");
             tx.put(codec::history_key_old(1, ts), &value).expect("put");
             tx.commit().expect("commit");
@@ -1095,7 +1170,7 @@ mod tests {
                 );
             }
             // Rewrite their keys in the old form, then checkpoint them.
-            let mut tx = l.engine().begin();
+            let mut tx = l.core().begin();
             for p in l.lookup_transfers(&old).expect("lookup") {
                 let at = p.timestamp + NS;
                 tx.delete(codec::expiry_key(at, p.timestamp, p.id))

@@ -24,7 +24,7 @@ mod machine;
 mod slab;
 mod types;
 
-pub use api::{Extra, Ledger, LedgerOptions, LedgerSnapshot, Reply};
+pub use api::{Extra, Ledger, LedgerEngine, LedgerOptions, LedgerSnapshot, Reply};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{RECORD_BYTES, decode_account, decode_transfer, encode_account, encode_transfer};
 pub(crate) use codec::{put_compact_transfer, take_compact_transfer};

@@ -153,7 +153,8 @@ pub struct AccountFilter {
     /// Only transfers at or before this timestamp (0: no bound; below
     /// 2^63).
     pub timestamp_max: u64,
-    /// At most this many results (0 gives none).
+    /// At most this many results (0 gives none; any value up to
+    /// `u32::MAX`, unlike TigerBeetle's 8,189 a request: memory is the bound).
     pub limit: u32,
     /// Debits and/or credits, and the order.
     pub flags: AccountFilterFlags,

@@ -9,7 +9,7 @@ use std::ops::{Bound, RangeBounds};
 use bytes::Bytes;
 
 use super::blob::Blob;
-use super::engine::check_sizes;
+use super::engine::{LAYER_KEY, check_sizes, check_write};
 use super::index::{Hashed, Index};
 use super::key::{Key, KeyHasher, hash_of};
 use super::scan::{Scan, as_ref_bounds};
@@ -244,10 +244,19 @@ impl<'a> Batch<'a> {
     /// Sets `key` to `value` in this batch (a copy of both).
     pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
         let (key, value) = (key.as_ref(), value.as_ref());
-        check_sizes(key, Some(value))?;
+        check_write(key, Some(value))?;
         self.writes
             .map
             .insert(Key::new(key), Blob::new(key, Some(value)));
+        Ok(())
+    }
+
+    /// Sets the directory's layer stamp (`Engine::open`'s, alone).
+    pub(crate) fn put_stamp(&mut self, layer: &[u8]) -> Result<()> {
+        check_sizes(LAYER_KEY, Some(layer))?;
+        self.writes
+            .map
+            .insert(Key::new(LAYER_KEY), Blob::new(LAYER_KEY, Some(layer)));
         Ok(())
     }
 
@@ -274,7 +283,7 @@ impl<'a> Batch<'a> {
     /// Deletes `key` in this batch.
     pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<()> {
         let key = key.as_ref();
-        check_sizes(key, None)?;
+        check_write(key, None)?;
         self.writes.map.insert(Key::new(key), Blob::new(key, None));
         Ok(())
     }

@@ -150,6 +150,24 @@ impl Drop for Engine {
     }
 }
 
+/// The key of a directory's layer stamp (`Replay::layer`): reserved, so
+/// that no write through `Transaction` or `Batch` can make or change it
+/// (`Error::InvalidArgument`); it can be read like any key.
+pub const LAYER_KEY: &[u8] = b"\0mvledger layer";
+
+/// `check_sizes` for a write through the public API, which may not touch
+/// the layer stamp.
+pub(crate) fn check_write(key: &[u8], value: Option<&[u8]>) -> Result<()> {
+    check_sizes(key, value)?;
+    if key == LAYER_KEY {
+        return Err(Error::invalid(format!(
+            "key {:?} is reserved: it names the layer a directory belongs to",
+            String::from_utf8_lossy(LAYER_KEY)
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn check_sizes(key: &[u8], value: Option<&[u8]>) -> Result<()> {
     if key.len() > record::MAX_KEY_BYTES {
         return Err(Error::invalid(format!(
@@ -398,9 +416,46 @@ impl Engine {
             set_aside,
             cuts,
         };
-        Ok(Engine {
+        let engine = Engine {
             inner: Arc::new(inner),
-        })
+        };
+        engine.check_layer()?;
+        Ok(engine)
+    }
+
+    /// Checks the directory's layer stamp against `Options::replay` (see
+    /// `Replay`), and stamps an empty directory opened with a hook.
+    fn check_layer(&self) -> Result<()> {
+        let snap = self.snapshot();
+        let stamp = snap.get(LAYER_KEY)?;
+        let layer = self.inner.options.replay.as_ref().map(|r| r.layer());
+        let dir = self.inner.dir.display();
+        match (layer, stamp) {
+            (None, None) => Ok(()),
+            (None, Some(stamp)) => Err(Error::invalid(format!(
+                "{dir} belongs to a {}: open it with that layer's `open` (a ledger's \
+                 with `Ledger::open`, a cluster shard's with `Cluster::open`), or with \
+                 the `Options::replay` of that layer",
+                String::from_utf8_lossy(&stamp)
+            ))),
+            (Some(layer), Some(stamp)) if stamp.as_ref() == layer.as_bytes() => Ok(()),
+            (Some(layer), Some(stamp)) => Err(Error::invalid(format!(
+                "{dir} belongs to a {}, not a {layer}",
+                String::from_utf8_lossy(&stamp)
+            ))),
+            (Some(layer), None) => {
+                if snap.scan(..)?.next().is_some() {
+                    return Err(Error::invalid(format!(
+                        "{dir} holds keys that no {layer} wrote (a key-value engine's \
+                         data?): open it with `Engine::open` without `Options::replay`"
+                    )));
+                }
+                drop(snap);
+                self.inner
+                    .apply(|batch| batch.put_stamp(layer.as_bytes()))?;
+                Ok(())
+            }
+        }
     }
 
     /// Begins a read-write transaction at the current visible ts.
@@ -836,6 +891,10 @@ mod tests {
     struct PutBody;
 
     impl Replay for PutBody {
+        fn layer(&self) -> &'static str {
+            "put-body test layer"
+        }
+
         fn replay(&self, batch: &mut Batch<'_>, body: &[u8]) -> Result<()> {
             let at = body
                 .iter()

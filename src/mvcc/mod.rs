@@ -32,7 +32,7 @@ mod txn;
 
 pub use batch::Batch;
 pub(crate) use batch::{OnceWrites, Spares};
-pub use engine::{Engine, SetAside};
+pub use engine::{Engine, LAYER_KEY, SetAside};
 pub use options::Replay;
 pub use options::{Isolation, Options};
 pub use scan::{KeyRange, Scan};

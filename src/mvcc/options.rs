@@ -8,10 +8,22 @@ use crate::wal::{FileSystem, StdFs, SyncMode};
 
 /// Re-executes logical records on recovery: the layer that logs its
 /// batches with `Batch::log_as` gives the engine this hook.
+///
+/// The hook also names its layer, and a directory belongs to one layer
+/// or to none: `Engine::open` with a hook stamps a new (empty) directory
+/// with the layer's name, and refuses one stamped by another layer or
+/// holding keys without a stamp (a plain engine's data, which the layer
+/// would misread as its records); without a hook it refuses a stamped
+/// directory. Each refusal is `Error::InvalidArgument` and changes
+/// nothing.
 pub trait Replay: Send + Sync + std::fmt::Debug {
     /// Makes, in `batch`, the writes that the logical record `body` made
     /// when it was committed. `batch.get` sees the state just before it.
     fn replay(&self, batch: &mut Batch<'_>, body: &[u8]) -> Result<()>;
+
+    /// The layer's name, as the stamp holds it and errors show it (the
+    /// ledger's is `ledger`). Not empty; the same on every open.
+    fn layer(&self) -> &'static str;
 }
 
 /// How transactions are isolated from each other.

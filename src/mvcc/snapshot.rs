@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use super::engine::Inner;
+use super::engine::{Inner, check_sizes};
 use super::scan::{KeyRange, Scan, prefix_bounds};
 use crate::error::Result;
 use crate::sync::Arc;
@@ -41,6 +41,7 @@ impl Snapshot {
     /// with `get_with` (`mvcc/copy.rs` says why).
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
         self.inner.log.check()?;
+        check_sizes(key.as_ref(), None)?;
         Ok(self.inner.index.get(key.as_ref(), self.ts))
     }
 
@@ -58,6 +59,7 @@ impl Snapshot {
         f: impl FnOnce(Option<&[u8]>) -> R,
     ) -> Result<R> {
         self.inner.log.check()?;
+        check_sizes(key.as_ref(), None)?;
         Ok(self.inner.index.get_with(key.as_ref(), self.ts, f))
     }
 

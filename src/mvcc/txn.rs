@@ -13,7 +13,7 @@ use std::ops::Bound;
 use bytes::Bytes;
 
 use super::blob::Blob;
-use super::engine::{Inner, check_sizes};
+use super::engine::{Inner, check_sizes, check_write};
 use super::index::Index;
 use super::options::Isolation;
 use super::scan::{KeyRange, Scan, as_ref_bounds, is_empty_range, prefix_bounds};
@@ -84,6 +84,7 @@ impl Transaction {
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
         self.inner.log.check()?;
         let key = key.as_ref();
+        check_sizes(key, None)?;
         if let Some(own) = self.writes.get(key) {
             return Ok(own.value().map(super::copy::copy_out));
         }
@@ -97,7 +98,7 @@ impl Transaction {
     pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
         self.inner.log.check()?;
         let (key, value) = (key.as_ref(), value.as_ref());
-        check_sizes(key, Some(value))?;
+        check_write(key, Some(value))?;
         self.writes.insert(key.into(), Blob::new(key, Some(value)));
         Ok(())
     }
@@ -106,7 +107,7 @@ impl Transaction {
     pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<()> {
         self.inner.log.check()?;
         let key = key.as_ref();
-        check_sizes(key, None)?;
+        check_write(key, None)?;
         self.writes.insert(key.into(), Blob::new(key, None));
         Ok(())
     }
