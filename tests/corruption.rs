@@ -355,6 +355,59 @@ fn a_damaged_segment_header_is_corruption_naming_the_segment() {
     expect_corruption(dir.path(), options(), &segmented.path(dir.path(), 1), 0);
 }
 
+/// `repair` also cuts at a damaged segment header and at a gap between
+/// segments: the log keeps exactly the commits of the segments before,
+/// `recovery_cuts` names every segment it removed, and the repaired log
+/// opens without repair and takes new commits.
+#[test]
+fn repair_cuts_at_a_damaged_header_or_a_gap_and_keeps_what_was_before() {
+    let log = segmented_log();
+    let last = log.files.len() - 1;
+    let options = |repair| Options {
+        segment_bytes: 4096,
+        repair,
+        ..Options::default()
+    };
+    let damaged = |file: usize| -> Vec<(&str, tempfile::TempDir)> {
+        let header = log.copy_with(|files| files[file].1[20] ^= 0x20);
+        let gap = log.copy_with(|files| {
+            files.remove(file);
+        });
+        vec![("header", header), ("gap", gap)]
+    };
+    for file in 1..=last {
+        for (what, dir) in damaged(file) {
+            if what == "gap" && file == last {
+                continue; // the newest segment gone is a shorter log, not a gap
+            }
+            let kept = log.records.iter().filter(|r| r.0 < file).count();
+            let engine = Engine::open(dir.path(), options(true))
+                .unwrap_or_else(|e| panic!("{what} at segment {file}: {e}"));
+            assert_eq!(
+                dump(&engine),
+                state_after(&log.commits[..kept]),
+                "{what} at segment {file}"
+            );
+            let removed: Vec<_> = engine.recovery_cuts().iter().map(|c| c.offset).collect();
+            let gone = if what == "gap" {
+                last - file
+            } else {
+                last + 1 - file
+            };
+            assert_eq!(removed, vec![0; gone], "{what} at segment {file}");
+            let mut txn = engine.begin();
+            txn.put(b"after repair", b"yes").unwrap();
+            txn.commit().unwrap();
+            drop(engine);
+            let engine = Engine::open(dir.path(), options(false)).unwrap();
+            assert_eq!(engine.recovery_cuts(), [], "{what} at segment {file}");
+            let mut expected = state_after(&log.commits[..kept]);
+            expected.insert(b"after repair".to_vec(), b"yes".to_vec());
+            assert_eq!(dump(&engine), expected, "{what} at segment {file}");
+        }
+    }
+}
+
 /// CRC-32 (IEEE), bit by bit: enough for one header.
 fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;

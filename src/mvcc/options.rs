@@ -58,8 +58,11 @@ pub struct Options {
     /// size; a refusal past that poisons the engine. Default: 64 MiB.
     pub segment_bytes: u64,
     /// On `open`, truncate the log at a damaged record (and drop every
-    /// segment after it) instead of failing with `Error::Corruption`. The
-    /// commits after the damage are lost: only for an operator who chose so.
+    /// segment after it) instead of failing with `Error::Corruption`; a
+    /// segment whose header is damaged, or that follows a gap in the log,
+    /// is dropped whole with every later one. The commits after the damage
+    /// are lost: only for an operator who chose so (`recovery_cuts` lists
+    /// what went).
     pub repair: bool,
     /// The file system all I/O goes through. Default: `StdFs`.
     pub fs: Arc<dyn FileSystem>,

@@ -153,6 +153,9 @@ pub(crate) fn replay(
         let path = segment::path(dir, first);
         let is_last = i + 1 == firsts.len();
         let bytes = fs.read(&path)?;
+        // Where this segment's damage starts (0: the whole segment goes),
+        // and why; `None` while it checks out.
+        let mut damage = None;
         if let Err(e) = segment::check_header(&bytes, first) {
             if is_last && segment::torn_at_creation(&bytes) {
                 // Created but its header never made durable: it held
@@ -163,30 +166,23 @@ pub(crate) fn replay(
                 fs.sync_dir(dir)?;
                 break;
             }
-            return Err(Error::corruption(path, 0, e.reason()));
-        }
-        if Some(first) != prev_ts.checked_add(1) {
-            return Err(Error::corruption(
-                path,
-                0,
-                format!(
-                    "gap in the log: this segment starts at ts {first}, \
-                     the one before ended at ts {prev_ts}"
-                ),
-            ));
+            damage = Some((0, e.reason().to_string(), false));
+        } else if Some(first) != prev_ts.checked_add(1) {
+            let why = format!(
+                "gap in the log: this segment starts at ts {first}, the one before ended at \
+                 ts {prev_ts}"
+            );
+            damage = Some((0, why, false));
         }
         let mut offset = segment::HEADER_BYTES;
-        let mut cut = None;
-        while offset < bytes.len() {
+        while damage.is_none() && offset < bytes.len() {
             match record::decode_frame(&bytes, offset) {
                 Ok(frame) => {
                     let ts = frame.ts();
                     if Some(ts) != prev_ts.checked_add(1) {
-                        return Err(Error::corruption(
-                            path,
-                            offset as u64,
-                            format!("record ts {ts} out of sequence after ts {prev_ts}"),
-                        ));
+                        let why = format!("record ts {ts} out of sequence after ts {prev_ts}");
+                        damage = Some((offset, why, false));
+                        break;
                     }
                     if ts > after_ts {
                         apply(&frame)
@@ -197,40 +193,51 @@ pub(crate) fn replay(
                 }
                 Err(e) => {
                     let torn = is_last && !record::valid_record_after(&bytes, offset, prev_ts);
-                    if !torn && !repair {
-                        return Err(Error::corruption(path, offset as u64, e.reason()));
-                    }
-                    let why = if torn {
-                        format!("cut a torn tail ({})", e.reason())
-                    } else {
-                        format!("repair cut damage and what followed ({})", e.reason())
-                    };
-                    replayed.cut.extend(cut_of(&path, &bytes, offset, why));
-                    cut = Some(offset);
-                    break;
+                    damage = Some((offset, e.reason().to_string(), torn));
                 }
             }
         }
-        if let Some(offset) = cut {
+        let Some((offset, reason, torn)) = damage else {
+            replayed.segments.push((first, bytes.len() as u64));
+            replayed.tail_read = true;
+            continue;
+        };
+        if !torn && !repair {
+            return Err(Error::corruption(path, offset as u64, reason));
+        }
+        let why = if torn {
+            format!("cut a torn tail ({reason})")
+        } else {
+            format!("repair cut damage and what followed ({reason})")
+        };
+        if offset == 0 {
+            // Nothing of the segment can be trusted: it goes whole.
+            replayed.cut.push(TailCut {
+                file: path.clone(),
+                offset: 0,
+                bytes: bytes.len() as u64,
+                reason: why,
+            });
+            fs.remove(&path)?;
+        } else {
+            replayed.cut.extend(cut_of(&path, &bytes, offset, why));
             fs.truncate(&path, offset as u64)?;
             replayed.segments.push((first, offset as u64));
             replayed.tail_read = true;
-            // Under repair, whatever followed the damage goes too.
-            for &later in &firsts[i + 1..] {
-                let later = segment::path(dir, later);
-                replayed.cut.push(TailCut {
-                    bytes: fs.size(&later)?,
-                    file: later.clone(),
-                    offset: 0,
-                    reason: "repair removed a segment after the damage".to_string(),
-                });
-                fs.remove(&later)?;
-            }
-            fs.sync_dir(dir)?;
-            break;
         }
-        replayed.segments.push((first, bytes.len() as u64));
-        replayed.tail_read = true;
+        // Under repair, whatever followed the damage goes too.
+        for &later in &firsts[i + 1..] {
+            let later = segment::path(dir, later);
+            replayed.cut.push(TailCut {
+                bytes: fs.size(&later)?,
+                file: later.clone(),
+                offset: 0,
+                reason: "repair removed a segment after the damage".to_string(),
+            });
+            fs.remove(&later)?;
+        }
+        fs.sync_dir(dir)?;
+        break;
     }
     replayed.last_ts = prev_ts;
     Ok(replayed)
