@@ -61,6 +61,20 @@ impl Error {
     pub(crate) fn invalid(reason: impl Into<String>) -> Self {
         Error::InvalidArgument(reason.into())
     }
+
+    /// The error of creating the data directory `dir`: a file in its place
+    /// or on its path is a bad argument, not an I/O failure.
+    pub(crate) fn creating_dir(dir: &std::path::Path, e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory => {
+                Error::invalid(format!(
+                    "{} is not a directory (a file is in its place or on its path)",
+                    dir.display()
+                ))
+            }
+            _ => Error::Io(e),
+        }
+    }
 }
 
 impl fmt::Display for Error {

@@ -66,6 +66,28 @@ fn keys_values_and_commits_over_their_limits_are_refused_and_write_nothing() {
     assert!(snap.get(&over[..65_535]).unwrap().is_some());
 }
 
+/// A file where the directory should be, or on its path, is a bad
+/// argument, for the engine, a ledger and a cluster alike; the file stays.
+#[test]
+fn a_file_in_place_of_the_directory_is_a_bad_argument() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"mine").unwrap();
+    for dir in [file.clone(), file.join("below")] {
+        let what = dir.display().to_string();
+        match Engine::open(&dir, Options::default()) {
+            Err(Error::InvalidArgument(why)) => assert!(why.contains("not a directory"), "{why}"),
+            other => panic!("{what}: expected InvalidArgument, got {other:?}"),
+        }
+        invalid(&what, Ledger::open(&dir, LedgerOptions::default()));
+    }
+    invalid(
+        "a cluster over a file",
+        Cluster::open(&file, ClusterOptions::default()),
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+}
+
 #[test]
 fn options_outside_their_limits_are_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -626,7 +626,6 @@ impl Drop for Cluster {
     }
 }
 
-/// Checks (or, for a new directory, records) the shard count.
 /// Checks (or, in a new directory, records) the shard count and the
 /// placement: accounts live where they were placed, so a cluster reopened
 /// with another count or placement would look for them on other shards
@@ -634,7 +633,7 @@ impl Drop for Cluster {
 /// file from before the placement was kept holds the count alone, and
 /// gets the placement given now.
 fn check_layout(dir: &Path, shards: u32, placement: Placement) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::creating_dir(dir, e))?;
     let path = dir.join(SHARDS_FILE);
     let write = |contents: String| -> Result<()> {
         let tmp = dir.join("SHARDS.tmp");

@@ -233,7 +233,8 @@ impl Engine {
             return Err(Error::invalid("segment_bytes must be at least 4096"));
         }
         let fs = std::sync::Arc::clone(&options.fs);
-        fs.create_dir_all(&dir)?;
+        fs.create_dir_all(&dir)
+            .map_err(|e| Error::creating_dir(&dir, e))?;
         // The directory's own entry must be durable too, or a power cut can
         // take the whole directory. Higher ancestors (which this call may
         // also have created) are synced best-effort: one we may not read
