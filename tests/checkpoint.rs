@@ -771,3 +771,33 @@ fn verify_checkpoint_reports_contents_and_damage() {
         Err(mvledger::Error::InvalidArgument(_))
     ));
 }
+
+/// The header's reserved word is checked like the rest of the file: a
+/// flipped bit there is damage at offset 12 (as a segment header's is).
+#[test]
+fn a_flipped_bit_in_a_checkpoint_headers_reserved_word_is_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = Engine::open(dir.path(), Options::default()).unwrap();
+        let mut txn = engine.begin();
+        txn.put(b"k", b"v").unwrap();
+        txn.commit().unwrap();
+        engine.checkpoint().unwrap();
+    }
+    let ckpt = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "ckpt"))
+        .expect("a checkpoint");
+    assert!(mvledger::verify_checkpoint(&ckpt).is_ok());
+    let good = std::fs::read(&ckpt).unwrap();
+    for at in 12..16 {
+        let mut bytes = good.clone();
+        bytes[at] ^= 0x10;
+        std::fs::write(&ckpt, &bytes).unwrap();
+        match mvledger::verify_checkpoint(&ckpt) {
+            Err(Error::Corruption { offset, .. }) => assert_eq!(offset, 12, "byte {at}"),
+            other => panic!("byte {at}: expected Corruption, got {other:?}"),
+        }
+    }
+}

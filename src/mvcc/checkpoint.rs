@@ -156,6 +156,9 @@ pub(crate) fn load(fs: &dyn FileSystem, path: &Path, ts: u64) -> Result<Vec<(Box
     if read_u32(&bytes, 8) != Some(VERSION) {
         return Err(bad(8, "unsupported checkpoint format version"));
     }
+    if read_u32(&bytes, 12) != Some(0) {
+        return Err(bad(12, "reserved header bytes not zero"));
+    }
     let foot_at = bytes.len() - FOOTER_BYTES;
     let footer = &bytes[foot_at..];
     if read_u32(footer, 24) != Some(FOOTER_MAGIC)
