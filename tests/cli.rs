@@ -1123,3 +1123,52 @@ fn other_directories_and_files_are_refused_as_bad_arguments_and_left_alone() {
     );
     assert!(!missing.exists());
 }
+
+/// A segment missing between the two kept checkpoints: the newest covers
+/// the gap, so the directory opens, but the older one can no longer stand
+/// in for it. `inspect` warns (exit 0), naming the gap; a gap after the
+/// newest checkpoint stays damage (exit 1).
+#[test]
+fn inspect_warns_of_a_gap_only_the_newest_checkpoint_covers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let options = || mvledger::Options {
+        segment_bytes: 4096,
+        ..mvledger::Options::default()
+    };
+    {
+        let engine = mvledger::Engine::open(tmp.path(), options()).expect("open");
+        for i in 0..240 {
+            let mut t = engine.begin();
+            t.put(format!("k{i:05}"), format!("value-{i}-").repeat(3))
+                .expect("put");
+            t.commit().expect("commit");
+            if i == 80 || i == 160 {
+                engine.checkpoint().expect("checkpoint");
+            }
+        }
+    }
+    let first_ts = |p: &PathBuf| -> u64 {
+        let name = p.file_stem().and_then(|s| s.to_str()).expect("name");
+        name.parse().expect("a ts")
+    };
+    let segments = files_with(tmp.path(), "wal");
+    let newest = files_with(tmp.path(), "ckpt").iter().map(first_ts).max();
+    let newest = newest.expect("a checkpoint");
+    // A segment that starts after the older checkpoint and whose successor
+    // starts within what the newest covers.
+    let i = (1..segments.len() - 1)
+        .find(|&i| first_ts(&segments[i + 1]) <= newest + 1)
+        .expect("a segment between the checkpoints");
+    std::fs::remove_file(&segments[i]).expect("remove");
+    let out = inspect(0, tmp.path());
+    assert!(out.contains("gap in the log"), "{out}");
+    assert!(out.contains("no older one"), "{out}");
+    assert!(mvledger::Engine::open(tmp.path(), options()).is_ok());
+
+    // The last segment's predecessor gone: a gap the checkpoint does not
+    // cover is damage.
+    let segments = files_with(tmp.path(), "wal");
+    std::fs::remove_file(&segments[segments.len() - 2]).expect("remove");
+    let out = inspect(1, tmp.path());
+    assert!(out.contains("gap in the log"), "{out}");
+}

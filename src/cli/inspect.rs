@@ -7,7 +7,8 @@
 //! The check follows the recovery reader (`src/wal/reader.rs`): every
 //! segment header, every frame's length and checksum, timestamps
 //! consecutive within and across segments (a gap before a segment that the
-//! newest valid checkpoint covers is allowed: the log was cut there), and
+//! newest valid checkpoint covers is a warning: the log may have been cut
+//! there, but no older checkpoint can stand in for the newest), and
 //! every checkpoint block and footer (`mvledger::verify_checkpoint`).
 //!
 //! Findings: a damage (file, offset, reason) fails the check (exit 1); a
@@ -308,13 +309,25 @@ fn check_segments(dir: &Path, firsts: &[u64], covered_ts: u64, found: &mut Inspe
         }
         if let Some(prev) = prev_ts
             && first != prev.saturating_add(1)
-            && first > covered_ts.saturating_add(1)
         {
-            found.damages.push(Finding::new(
-                &path,
-                0,
-                format!("gap in the log: this segment starts at ts {first}, the one before ended at ts {prev}"),
-            ));
+            let gap = format!(
+                "gap in the log: this segment starts at ts {first}, the one before ended at ts {prev}"
+            );
+            if first > covered_ts.saturating_add(1) {
+                found.damages.push(Finding::new(&path, 0, gap));
+            } else {
+                // The newest checkpoint covers it (a log cut short after a
+                // checkpoint leaves such a gap), but an older checkpoint
+                // and the log no longer reach its state: no fallback.
+                found.warnings.push(Finding::new(
+                    &path,
+                    0,
+                    format!(
+                        "{gap}; the newest checkpoint covers it, but should that checkpoint \
+                         be damaged, no older one and the log could stand in for it"
+                    ),
+                ));
+            }
         }
         prev_ts = walk_frames(&path, &bytes, is_last, &mut segment, found);
         found.segments.push(segment);
