@@ -153,14 +153,21 @@ fn group_commit(committers: usize, preemptions: usize) {
     });
 }
 
+// Bounds: two committers at 2 preemptions (17,820 interleavings, 4 s on
+// a 2-core VM) and three at 1 (3,708, 1 s). The bounds before, 3 and 2,
+// took 620 s between them on that VM and put `.ci/run` past its 20
+// minutes; `LOOM_MAX_PREEMPTIONS=3` runs them deeper. At these bounds the
+// models still catch a lost wake-up (session 18): with the writer's
+// `notify_all` after a sync made a `notify_one`, three committers
+// deadlock; with it removed, two do.
 #[test]
 fn group_commit_wakes_every_waiter_two_committers() {
-    group_commit(2, 3);
+    group_commit(2, 2);
 }
 
 #[test]
 fn group_commit_wakes_every_waiter_three_committers() {
-    group_commit(3, 2);
+    group_commit(3, 1);
 }
 
 /// `SyncMode::Interval` (an interval of 1 ns: every commit finds the last
