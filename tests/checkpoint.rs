@@ -784,11 +784,7 @@ fn a_flipped_bit_in_a_checkpoint_headers_reserved_word_is_damage() {
         txn.commit().unwrap();
         engine.checkpoint().unwrap();
     }
-    let ckpt = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "ckpt"))
-        .expect("a checkpoint");
+    let ckpt = dir.path().join(ckpt_name(checkpoints(dir.path())[0]));
     assert!(mvledger::verify_checkpoint(&ckpt).is_ok());
     let good = std::fs::read(&ckpt).unwrap();
     for at in 12..16 {

@@ -245,19 +245,22 @@ impl<'a> Batch<'a> {
     pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
         let (key, value) = (key.as_ref(), value.as_ref());
         check_write(key, Some(value))?;
-        self.writes
-            .map
-            .insert(Key::new(key), Blob::new(key, Some(value)));
+        self.put_checked(key, value);
         Ok(())
     }
 
     /// Sets the directory's layer stamp (`Engine::open`'s, alone).
     pub(crate) fn put_stamp(&mut self, layer: &[u8]) -> Result<()> {
         check_sizes(LAYER_KEY, Some(layer))?;
+        self.put_checked(LAYER_KEY, layer);
+        Ok(())
+    }
+
+    /// `put` of a key and value already checked.
+    fn put_checked(&mut self, key: &[u8], value: &[u8]) {
         self.writes
             .map
-            .insert(Key::new(LAYER_KEY), Blob::new(LAYER_KEY, Some(layer)));
-        Ok(())
+            .insert(Key::new(key), Blob::new(key, Some(value)));
     }
 
     /// Sets `key` to `value`. The value is copied, as `put` does (the
