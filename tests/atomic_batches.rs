@@ -46,7 +46,8 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Where each record of a segment starts and ends.
+/// Where each record of a segment starts and ends; the close record a
+/// clean close ends the log with (kind 3) is passed over.
 fn records(bytes: &[u8]) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut at = SEGMENT_HEADER_BYTES;
@@ -54,7 +55,9 @@ fn records(bytes: &[u8]) -> Vec<(usize, usize)> {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
         let end = at + FRAME_HEADER_BYTES + len;
         assert!(end <= bytes.len(), "a record runs past the segment's end");
-        out.push((at, end));
+        if bytes[at + 8] != 3 {
+            out.push((at, end));
+        }
         at = end;
     }
     assert_eq!(at, bytes.len(), "trailing bytes after the last record");

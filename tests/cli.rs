@@ -872,15 +872,44 @@ fn inspect_passes_a_torn_tail_with_a_warning() {
         .write(true)
         .open(segment)
         .expect("open");
-    file.set_len(len - 5).expect("truncate");
+    // The close record (17 bytes) and 5 bytes of the last record: what a
+    // crash in the middle of that record's write leaves (no close record).
+    file.set_len(len - 22).expect("truncate");
 
     let out = inspect(0, tmp.path());
     assert!(out.contains("warning"), "{out}");
     assert!(out.contains("torn tail"), "{out}");
     assert!(out.contains("will be cut on next open"), "{out}");
+    assert!(out.contains("closed cleanly: no"), "{out}");
     assert!(!out.contains("DAMAGE"), "{out}");
     // Nothing was cut by inspect.
-    assert_eq!(std::fs::metadata(segment).expect("stat").len(), len - 5);
+    assert_eq!(std::fs::metadata(segment).expect("stat").len(), len - 22);
+}
+
+/// A clean close ends the log with a close record, so a flipped bit in the
+/// last transfer record of a closed ledger is damage, with its file and
+/// offset, not a torn tail that the next open would cut in silence.
+#[test]
+fn inspect_finds_a_flipped_bit_in_the_last_record_of_a_closed_log() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    ledger_with_records(tmp.path(), 3, false);
+    let dir = tmp.path().to_str().expect("utf-8");
+    let intact = expect(0, &["inspect", "--json", dir]);
+    let v: serde_json::Value = serde_json::from_str(intact.trim()).expect("json");
+    assert_eq!(v["closed_cleanly"], true, "{intact}");
+    assert!(inspect(0, tmp.path()).contains("closed cleanly: yes"));
+
+    let segment = &files_with(tmp.path(), "wal")[0];
+    let mut bytes = std::fs::read(segment).expect("read");
+    // 17 bytes of close record, then the last record's last byte.
+    let at = bytes.len() - 18;
+    bytes[at] ^= 0x01;
+    std::fs::write(segment, &bytes).expect("write");
+    let out = inspect(1, tmp.path());
+    assert!(out.contains("DAMAGE"), "{out}");
+    assert!(out.contains("checksum"), "{out}");
+    assert!(!out.contains("torn"), "{out}");
+    assert!(out.contains("closed cleanly: not known"), "{out}");
 }
 
 /// A directory or a dangling symlink under a segment's name is damage at

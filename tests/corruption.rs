@@ -6,7 +6,9 @@
 //! were; `Options { repair: true }` keeps exactly the commits before the
 //! damage; unrelated files are ignored; and a flipped bit anywhere in a log
 //! gives either exactly a prefix of the commits or `Corruption`, never a
-//! panic and never wrong data.
+//! panic and never wrong data. A cleanly closed log ends with a close
+//! record, so a flipped bit in its last commit is `Corruption` too, never
+//! a commit cut as if torn.
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -21,6 +23,9 @@ type Writes = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 const SEGMENT_HEADER_BYTES: u64 = 32;
 /// Bytes of the header the checksum covers (magic .. first ts).
 const SEGMENT_HEADER_CHECKED_BYTES: u64 = 28;
+/// A close record: `u32 len (8) | u32 crc | u8 kind (3) | u64 last ts`.
+const CLOSE_RECORD_BYTES: u64 = 17;
+const KIND_CLOSE: u8 = 3;
 
 fn dump(engine: &Engine) -> State {
     engine
@@ -79,6 +84,8 @@ struct Log {
     files: Vec<(String, Vec<u8>)>,
     /// Per commit, in commit order: (index into `files`, start, end).
     records: Vec<(usize, u64, u64)>,
+    /// Where the close record of the clean close lies in the last file.
+    close: (u64, u64),
     commits: Vec<Writes>,
 }
 
@@ -119,7 +126,9 @@ impl Log {
             .iter()
             .map(|(name, _)| name.trim_end_matches(".wal").parse().unwrap())
             .collect();
+        // The last segment ends with the close record of the clean close.
         let mut records = Vec::new();
+        let mut close = (0, 0);
         for (f, (name, bytes)) in files.iter().enumerate() {
             let upto = firsts.get(f + 1).copied().unwrap_or(commits.len() + 1);
             let mut at = SEGMENT_HEADER_BYTES;
@@ -127,6 +136,15 @@ impl Log {
                 let end = at + commit_record_bytes(writes);
                 records.push((f, at, end));
                 at = end;
+            }
+            if f + 1 == files.len() {
+                assert_eq!(
+                    bytes[at as usize + 8],
+                    KIND_CLOSE,
+                    "{name}: no close record"
+                );
+                close = (at, at + CLOSE_RECORD_BYTES);
+                at += CLOSE_RECORD_BYTES;
             }
             assert_eq!(
                 at,
@@ -139,6 +157,7 @@ impl Log {
             _dir: dir,
             files,
             records,
+            close,
             commits,
         }
     }
@@ -224,7 +243,8 @@ fn segmented_log() -> Log {
 #[test]
 fn a_flipped_bit_followed_by_valid_records_is_corruption_at_that_record() {
     let log = small_log();
-    for damaged in 0..log.records.len() - 1 {
+    // The last commit too: the close record follows it.
+    for damaged in 0..log.records.len() {
         let (file, start, end) = log.records[damaged];
         // The length, the checksum, the kind, the ts, the last payload byte.
         for at in [start, start + 2, start + 5, start + 8, start + 9, end - 1] {
@@ -545,17 +565,19 @@ fn expected_after_flip(log: &Log, file: usize, at: u64) -> Expected {
     if at < SEGMENT_HEADER_BYTES {
         return Expected::PrefixOrCorrupt(n, 0);
     }
+    if file + 1 == log.files.len() && (log.close.0..log.close.1).contains(&at) {
+        // The close record, now the log's last frame: it reads as torn
+        // and goes, and no commit with it.
+        return Expected::Prefix(n);
+    }
     let r = log
         .records
         .iter()
         .position(|&(f, start, end)| f == file && (start..end).contains(&at))
         .unwrap();
-    if r == n - 1 {
-        // The last record of the log: indistinguishable from a torn tail.
-        Expected::Prefix(n - 1)
-    } else {
-        Expected::Corrupt(log.records[r].1)
-    }
+    // The last commit too: the close record after it tells damage from a
+    // torn tail.
+    Expected::Corrupt(log.records[r].1)
 }
 
 fn check_flip(log: &Log, options: &Options, file: usize, at: u64, bit: u32) {
@@ -624,6 +646,9 @@ fn flipping_bits_across_several_segments_gives_a_prefix_or_corruption() {
                 positions.extend((start + 21..end).step_by(97));
                 positions.push(end - 1);
             }
+        }
+        if file + 1 == log.files.len() {
+            positions.extend(log.close.0..log.close.1);
         }
         for at in positions {
             check_flip(&log, &options, file, at, (at % 8) as u32);

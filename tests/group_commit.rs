@@ -125,7 +125,10 @@ fn record_ends(sim: &SimFs) -> HashMap<u64, (PathBuf, u64)> {
                 "a record runs past the end of {}",
                 path.display()
             );
-            ends.insert(ts, (path.clone(), end as u64));
+            // A clean close's record (kind 3) carries the last ts again.
+            if bytes[at + 8] != 3 {
+                ends.insert(ts, (path.clone(), end as u64));
+            }
             at = end;
         }
     }

@@ -4,7 +4,8 @@
 //! commit must come back (issue 2: recovery), and only those:
 //!
 //! - while the engine is open, the active segment ends in zeros;
-//! - a clean close cuts them, so the files end at their last record;
+//! - a clean close cuts them, so the files end at their last record (and
+//!   the close record it writes after it);
 //! - a crash image (the files copied while the engine runs) reopens with
 //!   every acknowledged commit, cuts the zeros, and goes on appending
 //!   right after the last record;
@@ -55,9 +56,19 @@ fn assert_has(engine: &Engine, upto: u32) {
     assert_eq!(snap.scan(..).unwrap().count(), upto as usize, "extra keys");
 }
 
-/// The length of `bytes` without its trailing zeros.
+/// Where the frames of a segment end (records, and the close record a
+/// clean close adds): walked by their length fields from the 32-byte
+/// header, up to the first length of zero (the zeros laid ahead).
 fn records_end(bytes: &[u8]) -> usize {
-    bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+    let mut at = 32;
+    while at + 9 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        at += 9 + len;
+    }
+    at.min(bytes.len())
 }
 
 #[test]
@@ -76,11 +87,17 @@ fn an_open_log_ends_in_zeros_and_a_clean_close_cuts_them() {
         bytes.len()
     );
     drop(engine);
+    // Where the zeros began, the close record: 17 bytes of kind 3.
     let bytes = std::fs::read(&active).unwrap();
     assert_eq!(
         bytes.len(),
-        end,
-        "a clean close left zeros after the records"
+        end + 17,
+        "a clean close left zeros after the records (or no close record)"
+    );
+    assert_eq!(
+        bytes[end + 8],
+        3,
+        "the log does not end with a close record"
     );
     let engine = Engine::open(dir.path(), options(64 << 20)).unwrap();
     assert_has(&engine, 20);

@@ -54,8 +54,15 @@ fn expected(n: usize) -> State {
     (0..n).map(|i| (key(i), value(i))).collect()
 }
 
-/// A closed log of `n` single-key commits. Returns the directory and where
-/// the last record starts in the last segment.
+/// A log of `n` single-key commits as a crash right after the last one
+/// returned leaves it: written through an engine closed cleanly, then
+/// the close record that the clean close ended the log with taken off (a
+/// crash writes none). Returns the directory and where the last record
+/// starts in the last segment (its end is the file's end).
+///
+/// The commits before the last were closed cleanly too: their close
+/// record stays, between them and the last record (the log goes on after
+/// a close record).
 fn log_of(n: usize, options: &Options) -> (tempfile::TempDir, u64) {
     let dir = tempfile::tempdir().unwrap();
     let commit = |engine: &Engine, i: usize| {
@@ -76,6 +83,7 @@ fn log_of(n: usize, options: &Options) -> (tempfile::TempDir, u64) {
         let engine = Engine::open(dir.path(), options.clone()).unwrap();
         commit(&engine, n - 1);
     }
+    strip_close_record(&last_segment(dir.path()));
     // A record that rotated into a fresh segment starts after its header.
     let segment = last_segment(dir.path());
     let first_ts: u64 = segment
@@ -89,6 +97,27 @@ fn log_of(n: usize, options: &Options) -> (tempfile::TempDir, u64) {
         last_start = SEGMENT_HEADER_BYTES;
     }
     (dir, last_start)
+}
+
+/// A clean close's record: `u32 len (8) | u32 crc | u8 kind (3) | u64 ts`.
+const CLOSE_RECORD_BYTES: u64 = 17;
+
+/// Takes the close record off the end of `segment`, as a crash (which
+/// writes none) would have left it.
+fn strip_close_record(segment: &Path) {
+    let bytes = std::fs::read(segment).unwrap();
+    let at = bytes.len() - CLOSE_RECORD_BYTES as usize;
+    assert_eq!(
+        bytes[at + 8],
+        3,
+        "{} ends in no close record",
+        segment.display()
+    );
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment)
+        .unwrap();
+    file.set_len(at as u64).unwrap();
 }
 
 /// Opens `dir` (whose log holds commits `0..n`, the last one damaged at the
@@ -338,4 +367,97 @@ fn a_torn_commit_of_big_equal_values_is_cut_off() {
         before,
         "the torn record was not cut at its start"
     );
+}
+
+/// A clean close ends the log with a close record, which a crash never
+/// writes. So one flipped bit in the last record is damage in a log closed
+/// cleanly (`Corruption` at that record, which `repair` cuts and reports)
+/// and a torn tail in a crash image (cut, never acknowledged): before the
+/// close record both read as a torn tail, and a cleanly closed log lost
+/// its last commit without an error.
+#[test]
+fn a_flipped_bit_in_the_last_record_is_damage_after_a_clean_close_and_torn_after_a_crash() {
+    let options = Options::default();
+    let n = 6;
+    let (crashed, start) = log_of(n, &options);
+    let crashed_len = std::fs::metadata(last_segment(crashed.path()))
+        .unwrap()
+        .len();
+    // The crash image opened and closed again: now it ends with a close
+    // record, and a further open and close adds no second one.
+    let closed = tempfile::tempdir().unwrap();
+    copy_dir(crashed.path(), closed.path());
+    for _ in 0..2 {
+        let engine = Engine::open(closed.path(), options.clone()).unwrap();
+        assert_eq!(dump(&engine), expected(n));
+        drop(engine);
+        assert_eq!(
+            std::fs::metadata(last_segment(closed.path()))
+                .unwrap()
+                .len(),
+            crashed_len + CLOSE_RECORD_BYTES
+        );
+    }
+    let flip = |dir: &Path| {
+        let path = last_segment(dir);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[start as usize + 9] ^= 0x02; // the record's ts
+        std::fs::write(&path, &bytes).unwrap();
+        path
+    };
+
+    let torn = tempfile::tempdir().unwrap();
+    copy_dir(crashed.path(), torn.path());
+    flip(torn.path());
+    check_cut_and_append(torn.path(), &options, n - 1, start);
+
+    let damaged = tempfile::tempdir().unwrap();
+    copy_dir(closed.path(), damaged.path());
+    let path = flip(damaged.path());
+    match Engine::open(damaged.path(), options.clone()) {
+        Err(mvledger::Error::Corruption { file, offset, .. }) => {
+            assert_eq!((file, offset), (path.clone(), start));
+        }
+        Err(e) => panic!("expected Corruption, got {e}"),
+        Ok(engine) => panic!(
+            "a damaged last record of a closed log opened with {} keys",
+            dump(&engine).len()
+        ),
+    }
+    let repair = Options {
+        repair: true,
+        ..options.clone()
+    };
+    let engine = Engine::open(damaged.path(), repair).unwrap();
+    assert_eq!(dump(&engine), expected(n - 1));
+    let cuts = engine.recovery_cuts();
+    assert_eq!(cuts.len(), 1, "{cuts:?}");
+    assert_eq!((&cuts[0].file, cuts[0].offset), (&path, start));
+}
+
+/// A close record must carry the log's last ts: one that names another is
+/// damage, not a clean close.
+#[test]
+fn a_close_record_naming_another_ts_is_corruption() {
+    let options = Options::default();
+    let n = 4;
+    let (crashed, _) = log_of(n, &options);
+    drop(Engine::open(crashed.path(), options.clone()).unwrap());
+    let path = last_segment(crashed.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - CLOSE_RECORD_BYTES as usize;
+    for ts in [n as u64 - 1, n as u64 + 1] {
+        let mut close = Vec::new();
+        mvledger::wal::record::encode_close(&mut close, ts);
+        bytes.truncate(at);
+        bytes.extend_from_slice(&close);
+        std::fs::write(&path, &bytes).unwrap();
+        match Engine::open(crashed.path(), options.clone()) {
+            Err(mvledger::Error::Corruption { file, offset, .. }) => {
+                assert_eq!((file, offset), (path.clone(), at as u64), "ts {ts}");
+            }
+            Err(e) => panic!("ts {ts}: expected Corruption, got {e}"),
+            Ok(_) => panic!("ts {ts}: a close record for ts {ts} after ts {n} opened"),
+        }
+    }
 }

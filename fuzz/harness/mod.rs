@@ -35,7 +35,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use mvledger::wal::record::{
-    self, FRAME_HEADER_BYTES, KIND_COMMIT, KIND_LOGICAL, decode_commit, decode_frame,
+    self, FRAME_HEADER_BYTES, KIND_CLOSE, KIND_COMMIT, KIND_LOGICAL, decode_commit, decode_frame,
 };
 use mvledger::wal::{FileSystem, MemFs, segment};
 use mvledger::{
@@ -119,6 +119,7 @@ pub fn record_decoder(data: &[u8]) {
             KIND_LOGICAL => {
                 record::encode_logical(&mut again, frame.ts(), &frame.payload[8..]);
             }
+            KIND_CLOSE => record::encode_close(&mut again, frame.ts()),
             kind => panic!("decode_frame accepted unknown kind {kind}"),
         }
         assert_eq!(again, original, "frame at {offset} does not re-encode");
@@ -212,10 +213,10 @@ pub fn recovery(data: &[u8]) {
                 let mut c = segment::encode_header(name_ts).to_vec();
                 let mut records = Input::new(body);
                 while !records.is_empty() {
-                    let kind = if records.u8() & 1 == 0 {
-                        KIND_COMMIT
-                    } else {
-                        KIND_LOGICAL
+                    let kind = match records.u8() % 3 {
+                        0 => KIND_COMMIT,
+                        1 => KIND_LOGICAL,
+                        _ => KIND_CLOSE,
                     };
                     let len = usize::from(records.u16());
                     let payload = records.bytes(len);

@@ -20,7 +20,9 @@
 
 use std::path::{Path, PathBuf};
 
-use mvledger::wal::record::{KIND_COMMIT, KIND_LOGICAL, decode_frame, valid_record_after};
+use mvledger::wal::record::{
+    KIND_CLOSE, KIND_COMMIT, KIND_LOGICAL, decode_frame, valid_record_after,
+};
 use mvledger::wal::segment::{HEADER_BYTES, check_header, parse_name, torn_at_creation};
 use mvledger::wal::{FileSystem, StdFs};
 use mvledger::{Error, verify_checkpoint};
@@ -40,6 +42,12 @@ struct Segment {
     last_record_ts: Option<u64>,
     commit: u64,
     logical: u64,
+    /// Close records (`KIND_CLOSE`, one per clean close), not in `records`.
+    closes: u64,
+    /// Whether the segment's last frame is a close record.
+    ends_closed: bool,
+    /// Whether damage stopped the walk before the segment's end.
+    cut_short: bool,
 }
 
 /// One checkpoint as found; `entries` is None when it is damaged.
@@ -347,7 +355,21 @@ fn walk_frames(
     let mut offset = HEADER_BYTES;
     while offset < bytes.len() {
         match decode_frame(bytes, offset) {
+            Ok(frame) if frame.kind == KIND_CLOSE => {
+                let ts = frame.ts();
+                if ts != prev {
+                    found.damages.push(Finding::new(
+                        path,
+                        offset,
+                        format!("close record for ts {ts}, but the log's last ts is {prev}"),
+                    ));
+                }
+                segment.closes += 1;
+                segment.ends_closed = true;
+                offset = frame.end;
+            }
             Ok(frame) => {
+                segment.ends_closed = false;
                 let ts = frame.ts();
                 if ts != prev.saturating_add(1) {
                     found.damages.push(Finding::new(
@@ -368,6 +390,7 @@ fn walk_frames(
                 offset = frame.end;
             }
             Err(e) => {
+                segment.ends_closed = false;
                 let rest = bytes.len() - offset;
                 if is_last && bytes[offset..].iter().all(|&b| b == 0) {
                     found.warnings.push(Finding::new(
@@ -400,11 +423,18 @@ fn walk_frames(
                         e.reason()
                     ),
                 ));
+                segment.cut_short = true;
                 return None;
             }
         }
     }
     Some(prev)
+}
+
+/// Whether the log (whose last segment is `last`) ends with a close
+/// record; `None` when damage stopped the walk short of its end.
+fn closed_cleanly(last: &Segment) -> Option<bool> {
+    (!last.cut_short).then_some(last.ends_closed)
 }
 
 fn ts_range(segment: &Segment) -> String {
@@ -439,6 +469,16 @@ fn print_text(dir: &Path, found: &Inspection) {
             ts_range(s),
             s.commit,
             s.logical
+        );
+    }
+    if let Some(last) = found.segments.last() {
+        say!(
+            "closed cleanly: {}",
+            match closed_cleanly(last) {
+                Some(true) => "yes (the log ends with a close record: any bad record is damage)",
+                Some(false) => "no (open now, or it crashed: a bad last record may be a tear)",
+                None => "not known (damage stopped the check before the log's end)",
+            }
         );
     }
     say!("checkpoints: {}", found.checkpoints.len());
@@ -505,6 +545,7 @@ fn to_json(dir: &Path, found: &Inspection) -> Value {
                 "last_record_ts": s.last_record_ts,
                 "commit_records": s.commit,
                 "logical_records": s.logical,
+                "close_records": s.closes,
             })
         })
         .collect();
@@ -517,6 +558,7 @@ fn to_json(dir: &Path, found: &Inspection) -> Value {
         "dir": dir.display().to_string(),
         "ok": found.damages.is_empty(),
         "segments": segments,
+        "closed_cleanly": found.segments.last().and_then(closed_cleanly),
         "checkpoints": checkpoints,
         "lock": { "present": found.lock_bytes.is_some(), "size_bytes": found.lock_bytes },
         "other_files": found.other_files,

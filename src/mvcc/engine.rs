@@ -393,6 +393,7 @@ impl Engine {
             replayed.segments,
             replayed.last_ts,
             replayed.tail_read,
+            replayed.closed,
             last_ts,
             Arc::clone(&visible),
         )?;

@@ -12,7 +12,10 @@
 //!   is acknowledged, and the engine must be reopened (a new segment that
 //!   cannot be created for want of space, a file handle or permission holds
 //!   no record: it is removed, and the records go on in the active segment,
-//!   up to twice the segment size).
+//!   up to twice the segment size);
+//! - only a clean close writes a close record (`record::KIND_CLOSE`), last,
+//!   once everything before it is synced: recovery takes a bad record
+//!   followed by one for damage, never for a torn tail.
 
 pub mod fault;
 pub mod fs;

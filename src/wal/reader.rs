@@ -4,7 +4,9 @@
 //!
 //! - A bad frame at the very end of the last segment, with no valid record
 //!   after it, is a torn tail: the record was never acknowledged, so it is
-//!   cut off (the file is truncated there).
+//!   cut off (the file is truncated there). A clean close ends the log with
+//!   a close record (`record::KIND_CLOSE`), so in a log closed cleanly no
+//!   record is the last and any bad one is damage.
 //! - A bad frame anywhere else, a segment header that does not check out, a
 //!   timestamp out of sequence, or a gap between segments is corruption:
 //!   `Error::Corruption` names the file and offset, unless the caller asked
@@ -32,6 +34,9 @@ pub(crate) struct Replayed {
     /// segment wholly covered by the checkpoint was not read, and may hold
     /// damage that new records must never follow.
     pub tail_read: bool,
+    /// Whether the log ends with a close record (`record::KIND_CLOSE`):
+    /// the last segment read through, its last frame a clean close.
+    pub closed: bool,
     /// What recovery cut off or removed that held more than zeros (a torn
     /// tail, a segment torn at its creation, what a repair dropped): never
     /// an acknowledged commit but under `repair` (see `TailCut`).
@@ -107,6 +112,7 @@ pub(crate) fn replay(
         last_ts: after_ts,
         segments: Vec::with_capacity(firsts.len()),
         tail_read: false,
+        closed: false,
         cut: Vec::new(),
     };
     let Some(&oldest) = firsts.first() else {
@@ -175,9 +181,23 @@ pub(crate) fn replay(
             damage = Some((0, why, false));
         }
         let mut offset = segment::HEADER_BYTES;
+        // Whether the last frame read was a close record.
+        let mut closed = false;
         while damage.is_none() && offset < bytes.len() {
             match record::decode_frame(&bytes, offset) {
+                Ok(frame) if frame.kind == record::KIND_CLOSE => {
+                    let ts = frame.ts();
+                    if ts != prev_ts {
+                        let why =
+                            format!("close record for ts {ts}, but the log's last ts is {prev_ts}");
+                        damage = Some((offset, why, false));
+                        break;
+                    }
+                    closed = true;
+                    offset = frame.end;
+                }
                 Ok(frame) => {
+                    closed = false;
                     let ts = frame.ts();
                     if Some(ts) != prev_ts.checked_add(1) {
                         let why = format!("record ts {ts} out of sequence after ts {prev_ts}");
@@ -200,6 +220,7 @@ pub(crate) fn replay(
         let Some((offset, reason, torn)) = damage else {
             replayed.segments.push((first, bytes.len() as u64));
             replayed.tail_read = true;
+            replayed.closed = closed;
             continue;
         };
         if !torn && !repair {
@@ -224,6 +245,7 @@ pub(crate) fn replay(
             fs.truncate(&path, offset as u64)?;
             replayed.segments.push((first, offset as u64));
             replayed.tail_read = true;
+            replayed.closed = false;
         }
         // Under repair, whatever followed the damage goes too.
         for &later in &firsts[i + 1..] {

@@ -3,6 +3,7 @@
 //! ```text
 //! record  = u32 payload_len | u32 crc32(kind | payload) | u8 kind | payload
 //! payload = u64 ts | kind-specific bytes      (every kind starts with its ts)
+//! close   = u64 last_ts                        (kind 3: the log was closed cleanly)
 //! commit  = u64 commit_ts | u32 count | count × write
 //! write   = u8 op (1 put, 2 delete) | u32 key_len | key | [u32 value_len | value]
 //! ```
@@ -26,6 +27,16 @@ pub const KIND_COMMIT: u8 = 1;
 /// A logical record: an opaque payload that the layer above re-executes
 /// deterministically on recovery.
 pub const KIND_LOGICAL: u8 = 2;
+
+/// A clean close: written (and synced) as an engine closes cleanly, after
+/// everything else it wrote. It takes no timestamp of its own: its ts is
+/// the log's last record's (the ts before the segment's first when the
+/// segment holds none). A crash never leaves one after a record it tore,
+/// so a bad record followed by a close record is damage, never a torn
+/// tail: one flipped bit in the last commit of a closed log is
+/// `Corruption`, not a commit silently cut. Records may follow it (the
+/// engine was opened again and wrote on).
+pub const KIND_CLOSE: u8 = 3;
 
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
@@ -106,8 +117,12 @@ pub fn decode_frame(buf: &[u8], offset: usize) -> Result<Frame<'_>, FrameError> 
     if checksum(kind, payload) != crc {
         return Err(FrameError::BadChecksum);
     }
-    if kind != KIND_COMMIT && kind != KIND_LOGICAL {
+    if !known_kind(kind) {
         return Err(FrameError::BadKind);
+    }
+    if kind == KIND_CLOSE && len != 8 {
+        // A close record is its ts and nothing else.
+        return Err(FrameError::BadLength);
     }
     Ok(Frame {
         kind,
@@ -116,14 +131,30 @@ pub fn decode_frame(buf: &[u8], offset: usize) -> Result<Frame<'_>, FrameError> 
     })
 }
 
+fn known_kind(kind: u8) -> bool {
+    matches!(kind, KIND_COMMIT | KIND_LOGICAL | KIND_CLOSE)
+}
+
+/// Appends a close record (`KIND_CLOSE`) for a log whose last ts is
+/// `last_ts` to `buf`.
+pub fn encode_close(buf: &mut Vec<u8>, last_ts: u64) {
+    encode_frame(buf, KIND_CLOSE, |b| {
+        b.extend_from_slice(&last_ts.to_le_bytes())
+    });
+}
+
+/// The bytes a close record takes.
+pub const CLOSE_FRAME_BYTES: usize = FRAME_HEADER_BYTES + 8;
+
 /// The fewest bytes a frame takes: its header and a ts.
 const MIN_FRAME_BYTES: usize = FRAME_HEADER_BYTES + 8;
 
 /// Whether a valid record for a timestamp after `prev_ts` starts anywhere
 /// in `bytes` after `from`, where the record after `prev_ts` failed to
 /// decode: tells a torn tail (nothing valid follows) from damage in the
-/// middle (valid records follow). Recovery and `mvledger inspect` both
-/// ask it of a segment's last bad record.
+/// middle (valid records, or the close record of a clean close, follow).
+/// Recovery and `mvledger inspect` both ask it of a segment's last bad
+/// record.
 ///
 /// It looks inside the damaged record's own extent too. So a torn last
 /// record whose value happens to hold a whole log record (a value made of
@@ -164,7 +195,9 @@ fn search_after(bytes: &[u8], from: usize, prev_ts: u64) -> (bool, usize) {
         let len = read_u32(bytes, at).unwrap_or(0) as usize;
         let fits =
             (8..=MAX_PAYLOAD_BYTES).contains(&len) && at + FRAME_HEADER_BYTES + len <= bytes.len();
-        if (kind == KIND_COMMIT || kind == KIND_LOGICAL) && ts > prev_ts && ts <= most && fits {
+        // A close record after the damage carries the damaged record's
+        // ts (or a later one): above `prev_ts` too.
+        if known_kind(kind) && ts > prev_ts && ts <= most && fits {
             if len > budget {
                 return (true, full - budget);
             }
@@ -454,6 +487,24 @@ mod tests {
         assert_eq!(
             decode_frame(&buf, 0).map(|f| f.end),
             Err(FrameError::BadKind)
+        );
+    }
+
+    #[test]
+    fn a_close_record_round_trips_and_holds_its_ts_alone() {
+        let mut buf = Vec::new();
+        encode_close(&mut buf, 42);
+        assert_eq!(buf.len(), CLOSE_FRAME_BYTES);
+        let frame = decode_frame(&buf, 0).unwrap();
+        assert_eq!(
+            (frame.kind, frame.ts(), frame.end),
+            (KIND_CLOSE, 42, buf.len())
+        );
+        let mut longer = Vec::new();
+        encode_frame(&mut longer, KIND_CLOSE, |b| b.extend_from_slice(&[7; 9]));
+        assert_eq!(
+            decode_frame(&longer, 0).map(|f| f.end),
+            Err(FrameError::BadLength)
         );
     }
 

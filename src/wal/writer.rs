@@ -139,6 +139,9 @@ struct Active {
     /// After a refused rotation: the length the active segment must reach
     /// before a group tries again (`rotate_locked`); 0 otherwise.
     retry_at: u64,
+    /// Whether the log ends with a close record (`record::KIND_CLOSE`) and
+    /// nothing was written since: a clean close then writes no other.
+    closed: bool,
 }
 
 /// Where the log lives and how it syncs.
@@ -208,12 +211,14 @@ impl Log {
     /// When the log's last record is not `last_ts` (empty log, or a log cut
     /// short before a checkpoint), or recovery did not read the last segment
     /// through (`tail_read`: it was wholly covered by the checkpoint), a new
-    /// segment starts at `last_ts + 1`.
+    /// segment starts at `last_ts + 1`. `closed`: the log ends with a close
+    /// record (`reader::Replayed::closed`).
     pub(crate) fn open(
         config: LogConfig,
         mut segments: Vec<(u64, u64)>,
         log_last_ts: u64,
         tail_read: bool,
+        closed: bool,
         last_ts: u64,
         visible: Arc<AtomicU64>,
     ) -> Result<Self> {
@@ -243,6 +248,7 @@ impl Log {
                 unsynced: false,
                 sealed: segments,
                 retry_at: 0,
+                closed,
             }
         } else {
             let file = Self::create_segment(fs.as_ref(), &dir, last_ts + 1)?;
@@ -254,6 +260,7 @@ impl Log {
                 unsynced: false,
                 sealed: segments,
                 retry_at: 0,
+                closed: false,
             }
         };
         let log_bytes = active.len + active.sealed.iter().map(|s| s.1).sum::<u64>();
@@ -638,6 +645,7 @@ impl Log {
                     Err(e) => return Err(e.into()),
                 }
             }
+            active.closed = false;
             active.file.append(&buf)?;
             active.zeroed = active.zeroed.max(end);
             active.len += buf.len() as u64;
@@ -758,6 +766,7 @@ impl Log {
         active.len = segment::HEADER_BYTES as u64;
         active.zeroed = active.len;
         active.retry_at = 0;
+        active.closed = false;
         self.log_bytes
             .fetch_add(segment::HEADER_BYTES as u64, Ordering::Relaxed);
     }
@@ -994,13 +1003,42 @@ fn first_ts_of(buf: &[u8]) -> u64 {
         .map_or(0, u64::from_le_bytes)
 }
 
+impl Log {
+    /// Ends the log with a close record, synced (`record::KIND_CLOSE`),
+    /// unless it ends with one already. Run by a clean close alone, once
+    /// everything is durable and the zeros ahead are cut: a crash never
+    /// leaves a close record, so it tells recovery that no record before
+    /// it was torn. Should the write fail, the log is as a crash left it:
+    /// its last record may read as torn, which loses nothing acknowledged.
+    fn write_close(&self, active: &mut Active) -> Result<()> {
+        if active.closed {
+            return Ok(());
+        }
+        let last_ts = self.pending.lock().last_ts;
+        let mut buf = Vec::with_capacity(super::record::CLOSE_FRAME_BYTES);
+        super::record::encode_close(&mut buf, last_ts);
+        active.file.append(&buf)?;
+        active.len += buf.len() as u64;
+        active.zeroed = active.zeroed.max(active.len);
+        active.file.sync_data()?;
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.log_bytes
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        active.closed = true;
+        Ok(())
+    }
+}
+
 impl Drop for Log {
     fn drop(&mut self) {
         // A clean close makes everything durable, whatever the sync mode,
-        // and leaves no zeros after the last record.
+        // leaves no zeros after the last record, and ends the log with a
+        // close record.
         if !self.is_poisoned() && self.flush(true).is_ok() {
             let mut active = self.active.lock();
-            let _ = self.cut_zeros(&mut active);
+            if self.cut_zeros(&mut active).is_ok() {
+                let _ = self.write_close(&mut active);
+            }
         }
     }
 }
