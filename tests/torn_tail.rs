@@ -461,3 +461,30 @@ fn a_close_record_naming_another_ts_is_corruption() {
         }
     }
 }
+
+/// A torn tail cut after a close record leaves that close record the
+/// log's last frame again: the next clean close adds no second one (found
+/// by an outside review: it did, 17 bytes each time).
+#[test]
+fn a_torn_tail_cut_after_a_close_record_leaves_one_close_record() {
+    let options = Options::default();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = Engine::open(dir.path(), options.clone()).unwrap();
+        let mut txn = engine.begin();
+        txn.put(key(0), value(0)).unwrap();
+        txn.commit().unwrap();
+    }
+    let closed = std::fs::metadata(last_segment(dir.path())).unwrap().len();
+    append_to_last_segment(dir.path(), &[0xAB; 40]);
+    {
+        let engine = Engine::open(dir.path(), options.clone()).unwrap();
+        assert_eq!(dump(&engine), expected(1));
+        assert_eq!(engine.recovery_cuts().len(), 1);
+    }
+    assert_eq!(
+        std::fs::metadata(last_segment(dir.path())).unwrap().len(),
+        closed,
+        "the close wrote a second close record after the first"
+    );
+}

@@ -245,7 +245,9 @@ pub(crate) fn replay(
             fs.truncate(&path, offset as u64)?;
             replayed.segments.push((first, offset as u64));
             replayed.tail_read = true;
-            replayed.closed = false;
+            // What was cut may have followed a close record, which is
+            // again the log's last frame.
+            replayed.closed = closed;
         }
         // Under repair, whatever followed the damage goes too.
         for &later in &firsts[i + 1..] {

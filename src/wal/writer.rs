@@ -621,7 +621,7 @@ impl Log {
         if !buf.is_empty() {
             let first_in_buf = first_ts_of(&buf);
             let full = active.len + buf.len() as u64 > self.segment_bytes;
-            if full && active.len > segment::HEADER_BYTES as u64 {
+            if full && holds_records(&active, first_in_buf) {
                 self.rotate_or_overflow(&mut active, first_in_buf, buf.len() as u64)?;
             }
             let end = active.len + buf.len() as u64;
@@ -718,6 +718,17 @@ impl Log {
     /// new segment's write or syncs (a device error), is an `Err`, which
     /// poisons: a failed sync is never retried.
     fn rotate_locked(&self, active: &mut Active, first_ts: u64) -> Result<Option<Error>> {
+        // A segment with no record is never sealed: the new segment would
+        // take its own name, its creation would empty the active file, and
+        // the undo or a checkpoint's removal of sealed segments would
+        // delete it (the callers check `holds_records` first).
+        debug_assert!(
+            holds_records(active, first_ts),
+            "rotation of an empty segment"
+        );
+        if !holds_records(active, first_ts) {
+            return Ok(None);
+        }
         self.seal_active(active)?;
         let path = segment::path(&self.dir, first_ts);
         let refused = match self.fs.create(&path) {
@@ -808,7 +819,7 @@ impl Log {
             let _lead = LeadGuard(self);
             self.lead(true).and_then(|upto| {
                 let mut active = self.active.lock();
-                if active.len > segment::HEADER_BYTES as u64 {
+                if holds_records(&active, upto + 1) {
                     refused = self.rotate_locked(&mut active, upto + 1)?;
                 }
                 Ok(upto)
@@ -996,6 +1007,15 @@ impl Drop for LeadGuard<'_> {
 }
 
 /// The ts of the first record in a non-empty buffer of whole frames.
+/// Whether the active segment holds a record, when the next record's ts
+/// is `next_ts`: only then may it be sealed and a segment start at
+/// `next_ts`. Its length does not tell: a segment with no record may hold
+/// a close record (`record::KIND_CLOSE`) after its header, and a new
+/// segment at `next_ts` would then take its own name.
+fn holds_records(active: &Active, next_ts: u64) -> bool {
+    next_ts > active.first_ts
+}
+
 fn first_ts_of(buf: &[u8]) -> u64 {
     let at = super::record::FRAME_HEADER_BYTES;
     buf.get(at..at + 8)
