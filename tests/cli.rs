@@ -897,6 +897,12 @@ fn inspect_finds_a_flipped_bit_in_the_last_record_of_a_closed_log() {
     let intact = expect(0, &["inspect", "--json", dir]);
     let v: serde_json::Value = serde_json::from_str(intact.trim()).expect("json");
     assert_eq!(v["closed_cleanly"], true, "{intact}");
+    // One close record per clean close that wrote something; the last
+    // one ends the only segment.
+    let closes = v["segments"][0]["close_records"]
+        .as_u64()
+        .expect("close_records");
+    assert!(closes >= 1, "{intact}");
     assert!(inspect(0, tmp.path()).contains("closed cleanly: yes"));
 
     let segment = &files_with(tmp.path(), "wal")[0];

@@ -11,9 +11,13 @@
 //! - a poisoned engine writes no close record, and a failure while the
 //!   close record is written loses nothing.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
+
+use common::segments;
 
 use mvledger::wal::record::{KIND_CLOSE, decode_frame};
 use mvledger::wal::{FaultyFs, FileSystem, MemFs, Op, SimFs};
@@ -43,15 +47,6 @@ fn commit(engine: &Engine, i: usize) -> u64 {
     let mut txn = engine.begin();
     txn.put(key(i), value(i)).unwrap();
     txn.commit().unwrap()
-}
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .collect();
-    found.sort();
-    found
 }
 fn log_bytes(dir: &Path) -> u64 {
     segments(dir)
