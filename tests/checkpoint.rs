@@ -17,7 +17,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{Model, XorShift64, assert_same};
+use common::{Model, XorShift64, assert_same, dump};
 use mvledger::{Engine, Error, Options, SyncMode};
 
 /// Small segments, so that a few commits fill several; the default sync
@@ -27,15 +27,6 @@ fn small_segments() -> Options {
         segment_bytes: 4096,
         ..Options::default()
     }
-}
-
-fn contents(engine: &Engine) -> Model {
-    engine
-        .snapshot()
-        .scan(..)
-        .unwrap()
-        .map(|(k, v)| (k.to_vec(), v.to_vec()))
-        .collect()
 }
 
 fn ckpt_name(ts: u64) -> String {
@@ -276,7 +267,7 @@ fn consistent_while_commits_go_on(options: Options) {
 
     for &ts in &taken {
         let alone = Engine::open(copies.path().join(ts.to_string()), Options::default()).unwrap();
-        let got = contents(&alone);
+        let got = dump(&alone);
         assert_same(&got, &state_at(&acked, ts), &format!("checkpoint at {ts}"));
         assert_eq!(balance_sum(&got), ACCOUNTS * START_BALANCE);
         let s = alone.stats();
@@ -285,7 +276,7 @@ fn consistent_while_commits_go_on(options: Options) {
 
     drop(engine);
     let engine = Engine::open(dir.path(), options).unwrap();
-    let got = contents(&engine);
+    let got = dump(&engine);
     assert_eq!(balance_sum(&got), ACCOUNTS * START_BALANCE);
     assert_same(
         &got,
@@ -349,7 +340,7 @@ fn reopen_loads_the_checkpoint_and_old_segments_are_removed() {
     drop(engine);
 
     let engine = Engine::open(dir.path(), small_segments()).unwrap();
-    assert_same(&contents(&engine), &model, "after reopen");
+    assert_same(&dump(&engine), &model, "after reopen");
     let s = engine.stats();
     assert_eq!(s.checkpoint_ts, c);
     assert_eq!(s.visible_ts, last);
@@ -370,7 +361,7 @@ fn reopen_loads_the_checkpoint_and_old_segments_are_removed() {
     assert!(segments(dir.path()).len() < segs.len(), "{segs:?}");
     let engine = Engine::open(dir.path(), small_segments()).unwrap();
     assert_same(
-        &contents(&engine),
+        &dump(&engine),
         &model,
         "after reopen without the fallback log",
     );
@@ -398,11 +389,7 @@ fn a_leftover_temporary_checkpoint_is_ignored_and_removed() {
     std::fs::write(&garbage, b"not a checkpoint at all").unwrap();
 
     let engine = Engine::open(dir.path(), small_segments()).unwrap();
-    assert_same(
-        &contents(&engine),
-        &model,
-        "after reopen over the temp files",
-    );
+    assert_same(&dump(&engine), &model, "after reopen over the temp files");
     let s = engine.stats();
     assert_eq!((s.checkpoint_ts, s.visible_ts), (a, last));
     assert!(!torn.exists(), "the torn temp file is removed");
@@ -415,7 +402,7 @@ fn a_leftover_temporary_checkpoint_is_ignored_and_removed() {
     drop(engine);
     let engine = Engine::open(dir.path(), small_segments()).unwrap();
     assert_same(
-        &contents(&engine),
+        &dump(&engine),
         &model,
         "after a checkpoint and another reopen",
     );
@@ -468,11 +455,7 @@ fn newest_damaged_falls_back(damage: fn(&Path)) {
     };
 
     let engine = Engine::open(dir.path(), small_segments()).unwrap();
-    assert_same(
-        &contents(&engine),
-        &model,
-        "every acknowledged commit, exactly",
-    );
+    assert_same(&dump(&engine), &model, "every acknowledged commit, exactly");
     let s = engine.stats();
     assert_eq!(s.visible_ts, last);
     assert_eq!(s.checkpoint_ts, a, "the older checkpoint was loaded");
@@ -502,7 +485,7 @@ fn newest_damaged_falls_back(damage: fn(&Path)) {
     drop(engine);
     let engine = Engine::open(dir.path(), small_segments()).unwrap();
     assert_same(
-        &contents(&engine),
+        &dump(&engine),
         &model,
         "after the fallback, a checkpoint and a reopen",
     );
@@ -707,7 +690,7 @@ fn deletes_before_a_checkpoint_stay_deleted_after_reopen() {
     drop(engine);
 
     let engine = Engine::open(dir.path(), small_segments()).unwrap();
-    assert_same(&contents(&engine), &model, "after reopen");
+    assert_same(&dump(&engine), &model, "after reopen");
     assert_eq!(engine.stats().keys, 51);
     for i in (0..100).filter(|i| i % 2 == 0 && *i != 10) {
         assert_eq!(engine.snapshot().get(k(i)).unwrap(), None, "key {i}");
@@ -720,7 +703,7 @@ fn deletes_before_a_checkpoint_stay_deleted_after_reopen() {
     drop(engine);
     let engine = Engine::open(dir.path(), small_segments()).unwrap();
     assert_same(
-        &contents(&engine),
+        &dump(&engine),
         &model,
         "after deletes replayed from the log",
     );
@@ -728,7 +711,7 @@ fn deletes_before_a_checkpoint_stay_deleted_after_reopen() {
     drop(engine);
     let engine = Engine::open(dir.path(), small_segments()).unwrap();
     assert_same(
-        &contents(&engine),
+        &dump(&engine),
         &model,
         "after a second checkpoint and reopen",
     );
@@ -852,7 +835,7 @@ fn a_checkpoint_over_a_segment_holding_only_a_close_record_keeps_later_commits()
         put_each(&engine, &mut model, 8..10);
     }
     let engine = Engine::open(dir.path(), Options::default()).unwrap();
-    assert_same(&contents(&engine), &model, "after the reopen");
+    assert_same(&dump(&engine), &model, "after the reopen");
 }
 
 /// The same through power cuts alone: the power goes at each step of a
@@ -890,7 +873,7 @@ fn a_power_cut_in_a_checkpoint_then_a_close_and_a_checkpoint_lose_nothing() {
         drop(engine);
         for (what, fs) in [("a crash", image), ("a clean close", sim)] {
             let engine = Engine::open(dir, options(&fs)).unwrap();
-            let got = contents(&engine);
+            let got = dump(&engine);
             assert!(
                 got == model,
                 "power cut after call {n}, then {what}: {} of {} keys",

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::segments;
+use common::{dump, segments};
 
 use mvledger::wal::record::{KIND_CLOSE, decode_frame};
 use mvledger::wal::{FaultyFs, FileSystem, MemFs, Op, SimFs};
@@ -26,14 +26,6 @@ use mvledger::{Engine, Options, SyncMode};
 type State = BTreeMap<Vec<u8>, Vec<u8>>;
 const HDR: usize = 32;
 
-fn dump(engine: &Engine) -> State {
-    engine
-        .snapshot()
-        .scan(..)
-        .unwrap()
-        .map(|(k, v)| (k.to_vec(), v.to_vec()))
-        .collect()
-}
 fn key(i: usize) -> Vec<u8> {
     format!("key-{i:04}").into_bytes()
 }

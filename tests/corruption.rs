@@ -10,6 +10,10 @@
 //! record, so a flipped bit in its last commit is `Corruption` too, never
 //! a commit cut as if torn.
 
+mod common;
+
+use common::dump;
+
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -26,15 +30,6 @@ const SEGMENT_HEADER_CHECKED_BYTES: u64 = 28;
 /// A close record: `u32 len (8) | u32 crc | u8 kind (3) | u64 last ts`.
 const CLOSE_RECORD_BYTES: u64 = 17;
 const KIND_CLOSE: u8 = 3;
-
-fn dump(engine: &Engine) -> State {
-    engine
-        .snapshot()
-        .scan(..)
-        .unwrap()
-        .map(|(k, v)| (k.to_vec(), v.to_vec()))
-        .collect()
-}
 
 /// The on-disk size of a commit record, from the format:
 /// `u32 len | u32 crc | u8 kind | u64 ts | u32 count | writes`, each write

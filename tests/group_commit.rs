@@ -4,6 +4,10 @@
 //! about sharing, not speed), are all back after reopen, and each of them
 //! returns only once a sync has covered its own record.
 
+mod common;
+
+use common::dump;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -14,15 +18,6 @@ use mvledger::{Engine, Options};
 type State = BTreeMap<Vec<u8>, Vec<u8>>;
 
 const DIR: &str = "/db";
-
-fn dump(engine: &Engine) -> State {
-    engine
-        .snapshot()
-        .scan(..)
-        .unwrap()
-        .map(|(k, v)| (k.to_vec(), v.to_vec()))
-        .collect()
-}
 
 fn key(thread: usize, i: usize) -> Vec<u8> {
     format!("t{thread:02}-{i:04}").into_bytes()

@@ -8,6 +8,10 @@
 //! durable (what a power cut right after the failure would leave: the
 //! engine runs on `SimFs`, wrapped in `FaultyFs` for the fault).
 
+mod common;
+
+use common::dump;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,15 +38,6 @@ fn options(fs: &(impl FileSystem + Clone)) -> Options {
         fs: Arc::new(fs.clone()),
         ..Options::default()
     }
-}
-
-fn dump(engine: &Engine) -> State {
-    engine
-        .snapshot()
-        .scan(..)
-        .unwrap()
-        .map(|(k, v)| (k.to_vec(), v.to_vec()))
-        .collect()
 }
 
 /// Commit `i` writes its own key and overwrites a shared one, so that the

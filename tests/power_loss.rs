@@ -35,7 +35,10 @@
 //! other runs (the default seed is fixed, so that a failure repeats). Run
 //! with `--nocapture` to see the counts.
 
+mod common;
 mod model;
+
+use common::dump;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -348,15 +351,6 @@ impl KvModel {
         self.states.drain(..at);
         self.states.truncate(1);
     }
-}
-
-fn dump(engine: &Engine) -> State {
-    engine
-        .snapshot()
-        .scan(..)
-        .unwrap()
-        .map(|(k, v)| (k.to_vec(), v.to_vec()))
-        .collect()
 }
 
 fn check_recovered(engine: &Engine, model: &mut KvModel, when: &str) {

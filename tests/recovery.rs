@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::segments;
+use common::{dump, segments};
 use mvledger::{Engine, Error, Options};
 
 /// A clean close's record: `u32 len (8) | u32 crc | u8 kind (3) | u64 ts`.
@@ -20,15 +20,6 @@ type State = BTreeMap<Vec<u8>, Vec<u8>>;
 type Writes = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
 /// Every key and value the engine shows at a fresh snapshot.
-fn dump(engine: &Engine) -> State {
-    engine
-        .snapshot()
-        .scan(..)
-        .unwrap()
-        .map(|(k, v)| (k.to_vec(), v.to_vec()))
-        .collect()
-}
-
 fn apply_to(state: &mut State, writes: &Writes) {
     for (key, value) in writes {
         match value {

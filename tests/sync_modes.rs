@@ -6,6 +6,10 @@
 //! durable within a bounded wait; and a power cut under any mode leaves a
 //! prefix of the commits that reaches the durable timestamp it reported.
 
+mod common;
+
+use common::dump;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -33,15 +37,6 @@ fn options(fs: &(impl FileSystem + Clone)) -> Options {
         fs: Arc::new(fs.clone()),
         ..Options::default()
     }
-}
-
-fn dump(engine: &Engine) -> State {
-    engine
-        .snapshot()
-        .scan(..)
-        .unwrap()
-        .map(|(k, v)| (k.to_vec(), v.to_vec()))
-        .collect()
 }
 
 fn key(i: usize) -> Vec<u8> {

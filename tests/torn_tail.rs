@@ -12,21 +12,12 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use common::segments;
+use common::{dump, segments};
 use mvledger::{Engine, Options};
 
 type State = BTreeMap<Vec<u8>, Vec<u8>>;
 
 const SEGMENT_HEADER_BYTES: u64 = 32;
-
-fn dump(engine: &Engine) -> State {
-    engine
-        .snapshot()
-        .scan(..)
-        .unwrap()
-        .map(|(k, v)| (k.to_vec(), v.to_vec()))
-        .collect()
-}
 
 fn last_segment(dir: &Path) -> PathBuf {
     segments(dir).pop().expect("no segment")

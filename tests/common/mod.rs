@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use mvledger::wal::{DirLock, FileSystem, StdFs, WritableFile};
 use mvledger::{
-    Account, AccountFlags, CreateTransferResult, Ledger, LedgerOptions, ManualClock, Options,
-    SyncMode, Transfer, TransferFlags,
+    Account, AccountFlags, CreateTransferResult, Engine, Ledger, LedgerOptions, ManualClock,
+    Options, SyncMode, Transfer, TransferFlags,
 };
 
 /// The clock's start in the ledger tests (nanoseconds, late 2023).
@@ -188,6 +188,16 @@ pub fn assert_same(got: &Model, want: &Model, what: &str) {
         got.len(),
         want.len()
     );
+}
+
+/// Every live key of `engine` and its value, at a snapshot taken now.
+pub fn dump(engine: &Engine) -> Model {
+    engine
+        .snapshot()
+        .scan(..)
+        .unwrap()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect()
 }
 
 /// The log segments in `dir`, in name (= timestamp) order.
